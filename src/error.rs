@@ -1,0 +1,110 @@
+//! The library's error type and the stable exit codes that `backupctl` maps it to.
+
+use crate::repo::backend::BackendError;
+use std::io;
+
+/// Exit codes of `backupctl` (documented in the README; stable).
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// The command failed; the message says what, where, why and what to do.
+    pub const FAILURE: i32 = 1;
+    /// Bad command-line usage.
+    pub const USAGE: i32 = 2;
+    /// A backup committed a snapshot, but some sources could not be read (partial snapshot).
+    pub const PARTIAL: i32 = 3;
+    /// `check` (or a restore's verification) found damaged or missing data.
+    pub const DAMAGED: i32 = 4;
+    /// No repository at the given location.
+    pub const NO_REPOSITORY: i32 = 10;
+    /// The repository is locked by another process (after `--lock-wait`).
+    pub const LOCKED: i32 = 11;
+    /// The password opens none of the repository's keys.
+    pub const WRONG_PASSWORD: i32 = 12;
+    /// Interrupted by a signal (SIGINT or SIGTERM).
+    pub const INTERRUPTED: i32 = 130;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("there is no repository at {location}: {detail}\n  hint: check the path, or create a repository there with `backupctl -r {location} init`")]
+    NoRepository { location: String, detail: String },
+
+    #[error("wrong password for the repository at {location}: it opens none of the {keys} key file(s)\n  hint: check --password-file, BACKUPD_PASSWORD_FILE or BACKUPD_PASSWORD_COMMAND")]
+    WrongPassword { location: String, keys: usize },
+
+    #[error("the repository at {location} is locked: {holder}\n  hint: wait for that process to finish or raise --lock-wait; if it is gone, `backupctl unlock` removes stale locks")]
+    Locked { location: String, holder: String },
+
+    #[error("the disk is full: could not {op} {path}: {source}\n  the repository is unchanged (the partial file was removed); free some space, then run the command again")]
+    DiskFull {
+        op: &'static str,
+        path: String,
+        source: io::Error,
+    },
+
+    #[error("repository storage error: could not {0}")]
+    Backend(BackendError),
+
+    #[error("{what} is damaged: {detail}\n  hint: run `backupctl check --read-data` to see everything it affects")]
+    Damaged { what: String, detail: String },
+
+    /// Bad input from the user: the message says what and what to do.
+    #[error("{0}")]
+    Input(String),
+
+    #[error("could not {what}: {source}")]
+    Io { what: String, source: io::Error },
+
+    #[error("interrupted: stopped at a safe point; the repository holds every snapshot committed before")]
+    Interrupted,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<BackendError> for Error {
+    fn from(e: BackendError) -> Error {
+        if e.is_disk_full() {
+            Error::DiskFull {
+                op: e.op,
+                path: e.path,
+                source: e.source,
+            }
+        } else {
+            Error::Backend(e)
+        }
+    }
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::NoRepository { .. } => exit::NO_REPOSITORY,
+            Error::WrongPassword { .. } => exit::WRONG_PASSWORD,
+            Error::Locked { .. } => exit::LOCKED,
+            Error::Damaged { .. } => exit::DAMAGED,
+            Error::Interrupted => exit::INTERRUPTED,
+            _ => exit::FAILURE,
+        }
+    }
+
+    pub fn io(what: impl Into<String>, source: io::Error) -> Error {
+        if crate::fsutil::is_disk_full(&source) {
+            return Error::DiskFull {
+                op: "write",
+                path: what.into(),
+                source,
+            };
+        }
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn damaged(what: impl Into<String>, detail: impl ToString) -> Error {
+        Error::Damaged {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! backupd: repository format, backup engine and control tool, shared by `backupd` and `backupctl`.
+
+pub mod error;
+pub mod fsutil;
+pub mod repo;
+pub mod sysinfo;
+
+pub use error::{Error, Result};

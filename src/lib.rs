@@ -1,5 +1,7 @@
 //! backupd: repository format, backup engine and control tool, shared by `backupd` and `backupctl`.
 
+pub mod ctl;
+pub mod engine;
 pub mod error;
 pub mod fsutil;
 pub mod repo;

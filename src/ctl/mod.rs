@@ -1,0 +1,205 @@
+//! `backupctl`: the command line (global options, password sources, output, exit codes) and dispatch.
+
+pub mod backup;
+pub mod check;
+pub mod diff;
+pub mod forget;
+pub mod init;
+pub mod ls;
+pub mod progress;
+pub mod prune;
+pub mod restore;
+pub mod snapshots;
+pub mod stats;
+pub mod unlock;
+pub mod util;
+
+use crate::engine::{CancelToken, Progress};
+use crate::error::{exit, Error, Result};
+use crate::repo::backend::{Backend, LocalBackend};
+use crate::repo::lock::RepoLock;
+use crate::repo::pack::Compression;
+use crate::repo::Repository;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "backupctl",
+    version,
+    about = "Control backupd and work on backup repositories (restic format, version 2)",
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 partial snapshot, 4 damage found, \
+                  10 no repository, 11 locked, 12 wrong password, 130 interrupted."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Global {
+    /// Repository location (a directory).
+    #[arg(short = 'r', long = "repo", env = "BACKUPD_REPOSITORY", global = true)]
+    pub repo: Option<String>,
+    /// Read the repository password from the first line of this file.
+    #[arg(long, env = "BACKUPD_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Run this shell command and use the first line of its output as the password.
+    #[arg(long, env = "BACKUPD_PASSWORD_COMMAND", global = true)]
+    pub password_command: Option<String>,
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// How long to wait for a locked repository (e.g. 30s, 5m); then fail with exit code 11.
+    #[arg(long, default_value = "0s", value_parser = util::parse_duration, global = true)]
+    pub lock_wait: Duration,
+    /// Compression for new data: auto (zstd 3), off, fastest (1), max (19), or a zstd level.
+    #[arg(long, default_value = "auto", value_parser = util::parse_compression, global = true)]
+    pub compression: Compression,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Never show progress bars.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new repository.
+    Init(init::Args),
+    /// Back up files and folders into a new snapshot.
+    Backup(backup::Args),
+    /// List snapshots.
+    Snapshots(snapshots::Args),
+    /// List the files in a snapshot.
+    Ls(ls::Args),
+    /// Show what changed between two snapshots.
+    Diff(diff::Args),
+    /// Show sizes and counts of snapshots or the repository.
+    Stats(stats::Args),
+    /// Restore a snapshot (or a path in it) into a directory.
+    Restore(restore::Args),
+    /// Check the repository's structure, and with --read-data every byte.
+    Check(check::Args),
+    /// Remove snapshots by a retention policy (the data goes at the next prune).
+    Forget(forget::Args),
+    /// Delete data no snapshot needs and repack partly used packs.
+    Prune(prune::Args),
+    /// Remove stale locks.
+    Unlock(unlock::Args),
+}
+
+/// What every command gets: the global options, a cancel token wired to SIGINT/SIGTERM, and a
+/// progress sink.
+pub struct Ctx {
+    pub global: Global,
+    pub cancel: CancelToken,
+}
+
+impl Ctx {
+    pub fn location(&self) -> Result<String> {
+        self.global.repo.clone().ok_or_else(|| {
+            Error::Input(
+                "no repository given\n  hint: pass -r/--repo PATH or set BACKUPD_REPOSITORY".into(),
+            )
+        })
+    }
+
+    pub fn backend(&self) -> Result<Arc<dyn Backend>> {
+        let loc = self.location()?;
+        Ok(Arc::new(LocalBackend::new(loc)))
+    }
+
+    pub fn password(&self) -> Result<Vec<u8>> {
+        util::read_password(&self.global)
+    }
+
+    /// Opens the repository named by the global options.
+    pub fn open(&self) -> Result<Repository> {
+        let be = self.backend()?;
+        let pw = self.password()?;
+        let mut repo = Repository::open(be, &pw)?;
+        if repo.config().version >= 2 {
+            repo.compression = self.global.compression;
+        }
+        Ok(repo)
+    }
+
+    /// Opens the repository and takes a lock on it (shared or exclusive).
+    pub fn open_locked(&self, exclusive: bool) -> Result<(Repository, RepoLock)> {
+        let repo = self.open()?;
+        let lock = crate::repo::lock::lock(&repo, exclusive, self.global.lock_wait)?;
+        Ok((repo, lock))
+    }
+
+    pub fn progress(&self) -> Box<dyn Progress> {
+        progress::make(self.global.quiet || self.global.no_progress || self.global.json)
+    }
+
+    /// A line of human output on stdout (not with --json or --quiet).
+    pub fn say(&self, msg: impl AsRef<str>) {
+        if !self.global.json && !self.global.quiet {
+            println!("{}", msg.as_ref());
+        }
+    }
+
+    /// A warning on stderr (always, except with --quiet).
+    pub fn warn(&self, msg: impl AsRef<str>) {
+        if !self.global.quiet {
+            eprintln!("warning: {}", msg.as_ref());
+        }
+    }
+
+    pub fn print_json<T: Serialize>(&self, v: &T) {
+        println!("{}", serde_json::to_string_pretty(v).expect("output serializes"));
+    }
+}
+
+/// Runs `backupctl` with the process's arguments; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let cancel = CancelToken::new();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, cancel.flag());
+    }
+    let json = cli.global.json;
+    let ctx = Ctx { global: cli.global, cancel };
+    let result = match cli.command {
+        Command::Init(a) => init::run(&ctx, a),
+        Command::Backup(a) => backup::run(&ctx, a),
+        Command::Snapshots(a) => snapshots::run(&ctx, a),
+        Command::Ls(a) => ls::run(&ctx, a),
+        Command::Diff(a) => diff::run(&ctx, a),
+        Command::Stats(a) => stats::run(&ctx, a),
+        Command::Restore(a) => restore::run(&ctx, a),
+        Command::Check(a) => check::run(&ctx, a),
+        Command::Forget(a) => forget::run(&ctx, a),
+        Command::Prune(a) => prune::run(&ctx, a),
+        Command::Unlock(a) => unlock::run(&ctx, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e.exit_code();
+            if json {
+                let v = serde_json::json!({"error": e.to_string(), "exit_code": code});
+                println!("{}", serde_json::to_string_pretty(&v).unwrap());
+            }
+            eprintln!("error: {e}");
+            code
+        }
+    }
+}

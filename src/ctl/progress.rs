@@ -1,0 +1,59 @@
+//! Progress bars on a terminal (indicatif), silence otherwise.
+
+use crate::engine::{NoProgress, Progress};
+use indicatif::{ProgressBar, ProgressStyle};
+use is_terminal::IsTerminal;
+use std::sync::Mutex;
+
+struct Bar {
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Progress for Bar {
+    fn phase(&self, name: &str, total: Option<u64>) {
+        let mut g = self.bar.lock().unwrap();
+        if let Some(b) = g.take() {
+            b.finish_and_clear();
+        }
+        let b = match total {
+            Some(t) => ProgressBar::new(t).with_style(
+                ProgressStyle::with_template("{msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                    .unwrap()
+                    .progress_chars("=> "),
+            ),
+            None => ProgressBar::new_spinner()
+                .with_style(ProgressStyle::with_template("{msg:12} {spinner} {bytes} {bytes_per_sec}").unwrap()),
+        };
+        b.set_message(name.to_string());
+        b.enable_steady_tick(std::time::Duration::from_millis(200));
+        *g = Some(b);
+    }
+    fn inc(&self, n: u64) {
+        if let Some(b) = &*self.bar.lock().unwrap() {
+            b.inc(n);
+        }
+    }
+    fn note(&self, msg: &str) {
+        match &*self.bar.lock().unwrap() {
+            Some(b) => b.println(msg),
+            None => eprintln!("{msg}"),
+        }
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        if let Some(b) = self.bar.lock().unwrap().take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// A progress sink: bars when stderr is a terminal and `quiet` is false, nothing otherwise.
+pub fn make(quiet: bool) -> Box<dyn Progress> {
+    if quiet || !std::io::stderr().is_terminal() {
+        Box::new(NoProgress)
+    } else {
+        Box::new(Bar { bar: Mutex::new(None) })
+    }
+}

@@ -1,0 +1,134 @@
+//! Small parsers and helpers of the command line: durations, compression, passwords, snapshot refs.
+
+use super::Global;
+use crate::error::{Error, Result};
+use crate::repo::pack::Compression;
+use std::time::Duration;
+
+/// Parses durations like `30s`, `5m`, `2h`, `1d`, `1h30m`, or plain seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(n));
+    }
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 5m, 2h, 1d"))?;
+        num.clear();
+        total += n * match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            'w' => 7 * 86400,
+            _ => return Err(format!("invalid duration {s:?}: unknown unit {c:?} (use s, m, h, d, w)")),
+        };
+    }
+    if !num.is_empty() {
+        return Err(format!("invalid duration {s:?}: a number needs a unit (s, m, h, d, w)"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+pub fn parse_compression(s: &str) -> std::result::Result<Compression, String> {
+    match s {
+        "auto" => Ok(Compression::Level(3)),
+        "off" => Ok(Compression::Off),
+        "fastest" => Ok(Compression::Level(1)),
+        "max" => Ok(Compression::Level(19)),
+        n => match n.parse::<i32>() {
+            Ok(l) if (1..=22).contains(&l) => Ok(Compression::Level(l)),
+            _ => Err(format!("invalid compression {s:?}: use auto, off, fastest, max or a level 1-22")),
+        },
+    }
+}
+
+fn first_line(bytes: &[u8]) -> Vec<u8> {
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    line.strip_suffix(b"\r").unwrap_or(line).to_vec()
+}
+
+/// The password from --password-file, --password-command or BACKUPD_PASSWORD (never an argument).
+pub fn read_password(g: &Global) -> Result<Vec<u8>> {
+    if let Some(f) = &g.password_file {
+        let bytes = std::fs::read(f).map_err(|e| {
+            Error::Input(format!(
+                "cannot read the password file {}: {e}\n  hint: check --password-file or BACKUPD_PASSWORD_FILE",
+                f.display()
+            ))
+        })?;
+        return Ok(first_line(&bytes));
+    }
+    if let Some(cmd) = &g.password_command {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| Error::Input(format!("cannot run the password command {cmd:?}: {e}")))?;
+        if !out.status.success() {
+            return Err(Error::Input(format!(
+                "the password command {cmd:?} failed ({})\n  hint: check --password-command or BACKUPD_PASSWORD_COMMAND",
+                out.status
+            )));
+        }
+        return Ok(first_line(&out.stdout));
+    }
+    if let Ok(p) = std::env::var("BACKUPD_PASSWORD") {
+        return Ok(p.into_bytes());
+    }
+    Err(Error::Input(
+        "no password given\n  hint: use --password-file FILE, --password-command CMD, or the BACKUPD_PASSWORD_FILE, \
+         BACKUPD_PASSWORD_COMMAND or BACKUPD_PASSWORD environment variables"
+            .into(),
+    ))
+}
+
+/// Splits `SNAPSHOT[:PATH]`.
+pub fn split_snapshot_path(s: &str) -> (&str, Option<&str>) {
+    match s.split_once(':') {
+        Some((id, p)) => (id, Some(p)),
+        None => (s, None),
+    }
+}
+
+/// Human-readable bytes (KiB, MiB, ...).
+pub fn human_bytes(n: u64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", U[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172800));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("5m3").is_err());
+    }
+
+    #[test]
+    fn snapshot_path_split() {
+        assert_eq!(split_snapshot_path("latest:/etc"), ("latest", Some("/etc")));
+        assert_eq!(split_snapshot_path("abcd"), ("abcd", None));
+    }
+}

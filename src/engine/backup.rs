@@ -1,0 +1,1 @@
+//! Backup: walk sources, chunk, deduplicate, compress, encrypt, pack; then index and snapshot.

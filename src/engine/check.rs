@@ -1,0 +1,1 @@
+//! Checking a repository: structure, and with read-data every blob re-hashed.

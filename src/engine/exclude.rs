@@ -1,0 +1,1 @@
+//! Exclusion rules for backup: glob patterns, exclude files, CACHEDIR.TAG.

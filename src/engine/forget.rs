@@ -1,0 +1,1 @@
+//! Retention: which snapshots a keep policy keeps, and why.

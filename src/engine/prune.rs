@@ -1,0 +1,1 @@
+//! Prune: repack partly used packs, write the new index, then delete what no snapshot needs.

@@ -1,0 +1,1 @@
+//! Restoring a snapshot (or a path in it) into a directory, atomically and verified.

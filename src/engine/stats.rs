@@ -1,0 +1,1 @@
+//! Sizes and counts of snapshots and of the repository.

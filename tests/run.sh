@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test command (README): installs what the tests need, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v restic >/dev/null || need+=(restic)
+command -v faketime >/dev/null || need+=(faketime)
+command -v sqlite3 >/dev/null || need+=(sqlite3)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "tests/run.sh: installing ${need[*]}" >&2
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -q "${need[@]}" >/dev/null
+fi
+cargo test --release "$@"

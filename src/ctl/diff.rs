@@ -1,16 +1,112 @@
 //! `backupctl diff`: what changed between two snapshots.
 
-use super::Ctx;
-use crate::error::{Error, Result};
+use super::{util, Ctx};
+use crate::engine::diff::{self, Change, DiffStats};
+use crate::engine::walk;
+use crate::error::{exit, Error, Result};
+use crate::repo::id::Id;
+use crate::repo::snapshot::{self, Snapshot, SnapshotFilter};
+use crate::repo::Repository;
+use serde::Serialize;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Markers: + added, - removed, M content changed, U metadata only \
+                        (mode, owner, mtime), T type changed. Directories end in '/'."
+)]
 pub struct Args {
-    /// The older snapshot (id, prefix or `latest`).
+    /// The older snapshot (id, prefix or `latest`), optionally with `:PATH` to compare only
+    /// below that directory.
     pub a: String,
-    /// The newer snapshot.
+    /// The newer snapshot (id, prefix or `latest`), optionally with `:PATH`.
     pub b: String,
 }
 
-pub fn run(_ctx: &Ctx, _a: Args) -> Result<i32> {
-    Err(Error::Input("diff is not implemented yet".into()))
+#[derive(Serialize)]
+struct DiffJson {
+    source_snapshot: Id,
+    target_snapshot: Id,
+    changes: Vec<Change>,
+    stats: DiffStats,
+}
+
+/// Resolves `SNAPSHOT[:PATH]` to the snapshot id and the tree of that directory.
+fn resolve(repo: &Repository, snaps: &[(Id, Snapshot)], spec: &str) -> Result<(Id, Id, String)> {
+    let (sid, sub) = util::split_snapshot_path(spec);
+    let (id, snap) = snapshot::find(snaps, sid, &SnapshotFilter::default())
+        .map_err(|e| Error::Input(format!("{e}\n  hint: `backupctl snapshots` lists them")))?;
+    let sub = sub.unwrap_or("/");
+    let node = walk::find_node(repo, &snap.tree, sub)?.ok_or_else(|| {
+        Error::Input(format!(
+            "snapshot {} has no path {sub:?}\n  hint: `backupctl ls {}` lists its paths",
+            id.short(),
+            id.short()
+        ))
+    })?;
+    match (node.is_dir(), node.subtree) {
+        (true, Some(t)) => Ok((*id, t, sub.trim_end_matches('/').to_string())),
+        _ => Err(Error::Input(format!(
+            "{sub:?} in snapshot {} is a {}, not a directory\n  hint: diff compares directories; name the folder that holds it",
+            id.short(),
+            node.kind
+        ))),
+    }
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let (mut repo, _lock) = ctx.open_locked(false)?;
+    let snaps = repo.list_snapshots()?;
+    repo.load_index()?;
+    let (id_a, tree_a, path_a) = resolve(&repo, &snaps, &a.a)?;
+    let (id_b, tree_b, path_b) = resolve(&repo, &snaps, &a.b)?;
+    // Paths are shown as in the newer snapshot.
+    let prefix = if path_a == path_b { path_a } else { path_b };
+    let json = ctx.global.json;
+    let quiet = ctx.global.quiet;
+    if !json && !quiet {
+        println!("comparing snapshot {} to {}:\n", id_a.short(), id_b.short());
+    }
+    let mut changes = Vec::new();
+    let stats = diff::diff_trees(&repo, &tree_a, &tree_b, &prefix, &ctx.cancel, &mut |c| {
+        if json {
+            changes.push(c);
+        } else if !quiet {
+            println!("{:<5}{}", c.modifier.marker(), c.path);
+        }
+        Ok(())
+    })?;
+    if json {
+        ctx.print_json(&DiffJson {
+            source_snapshot: id_a,
+            target_snapshot: id_b,
+            changes,
+            stats,
+        });
+        return Ok(exit::OK);
+    }
+    if !quiet {
+        let (ad, rm) = (&stats.added, &stats.removed);
+        println!();
+        println!(
+            "Files:       {:5} new, {:5} removed, {:5} changed",
+            ad.files, rm.files, stats.changed_files
+        );
+        println!("Dirs:        {:5} new, {:5} removed", ad.dirs, rm.dirs);
+        println!("Others:      {:5} new, {:5} removed", ad.others, rm.others);
+        println!(
+            "Metadata:    {:5} changed, {:5} type changes",
+            stats.metadata_changed, stats.type_changed
+        );
+        println!(
+            "Data Blobs:  {:5} new, {:5} removed",
+            ad.data_blobs, rm.data_blobs
+        );
+        println!(
+            "Tree Blobs:  {:5} new, {:5} removed",
+            ad.tree_blobs, rm.tree_blobs
+        );
+        println!("  Added:   {}", util::human_bytes(ad.bytes));
+        println!("  Removed: {}", util::human_bytes(rm.bytes));
+    }
+    Ok(exit::OK)
 }

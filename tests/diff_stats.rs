@@ -135,6 +135,10 @@ impl Fixture {
         // Same content as new.txt: no new blob.
         write(&s("replace/child.txt"), "brand new\n");
         write(&s("sub/added.txt"), "added in sub\n");
+        fs::set_permissions(s("sub"), fs::Permissions::from_mode(0o750)).unwrap();
+        // `same` keeps its mode; its mtime changes, which is not reported for a directory.
+        write(&s("same/tmp"), "x");
+        fs::remove_file(s("same/tmp")).unwrap();
         f.restic(&["backup", "."]);
 
         let snaps = f.restic_json(&["snapshots", "--json"]);
@@ -198,7 +202,7 @@ fn diff_lists_exactly_the_changes_and_totals_agree_with_restic() {
             ("-", "/remove.txt"),
             ("T", "/replace/"),
             ("+", "/replace/child.txt"),
-            // Its mtime changed: an entry was added.
+            // chmod 750.
             ("U", "/sub/"),
             ("+", "/sub/added.txt"),
         ])

@@ -28,7 +28,8 @@ pub enum Modifier {
     /// A file whose content (its list of data blobs) differs.
     #[serde(rename = "M")]
     Modified,
-    /// Same content, different metadata (mode, owner, mtime, link target, xattrs).
+    /// Same content, different metadata (mode, owner, mtime, link target, xattrs); for a
+    /// directory, mode, owner or xattrs.
     #[serde(rename = "U")]
     Metadata,
     /// The type changed (e.g. a file became a directory).
@@ -95,14 +96,16 @@ pub struct DiffStats {
 
 /// Whether two nodes of the same type differ in what `U` reports: mode, owner, mtime, size, link
 /// target, device number or extended attributes. Access and change times and inode numbers are
-/// not compared: they change without anyone changing the file.
+/// not compared: they change without anyone changing the file. Nor is a directory's mtime: it
+/// changes whenever an entry is added or removed, which the entry's own line shows (and a
+/// parent such as /tmp would be listed at every diff).
 pub fn metadata_differs(a: &Node, b: &Node) -> bool {
     a.mode != b.mode
         || a.uid != b.uid
         || a.gid != b.gid
         || a.user != b.user
         || a.group != b.group
-        || a.mtime != b.mtime
+        || (a.mtime != b.mtime && !a.is_dir())
         || a.size != b.size
         || a.linktarget != b.linktarget
         || a.device != b.device
@@ -372,6 +375,13 @@ mod tests {
             .unwrap()
             .fixed_offset();
         assert!(metadata_differs(&a, &c));
+        // A directory's mtime follows its entries: not reported; its mode is.
+        let d1 = Node::new("d", kind::DIR);
+        let mut d2 = d1.clone();
+        d2.mtime = c.mtime;
+        assert!(!metadata_differs(&d1, &d2));
+        d2.mode = 0o700;
+        assert!(metadata_differs(&d1, &d2));
     }
 
     #[test]

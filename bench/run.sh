@@ -13,6 +13,8 @@
 #   BENCH_WORK   work directory (default bench/work, git-ignored): data set, repositories,
 #                restores, logs
 #   RESTIC       the restic binary (default /usr/bin/restic)
+#   BACKUPCTL    the backupctl binary (default: target/release/backupctl, built first; when set,
+#                used as it is)
 #
 # What it does:
 #   1. builds target/release/backupctl (cargo build --release), unless BENCH_TOOLS leaves it out;
@@ -40,7 +42,7 @@ SEED="${BENCH_SEED:-20240601}"
 TOOLS="${BENCH_TOOLS:-restic backupctl}"
 WORK="${BENCH_WORK:-$HERE/work}"
 RESTIC="${RESTIC:-/usr/bin/restic}"
-BACKUPCTL="$ROOT/target/release/backupctl"
+BACKUPCTL="${BACKUPCTL:-}"
 DATA="$WORK/data"
 LOGS="$WORK/logs"
 PW="$WORK/password"
@@ -66,8 +68,12 @@ fi
 command -v python3 >/dev/null || die "python3 is needed to generate the data set"
 has_tool restic && { [ -x "$RESTIC" ] || die "restic not found at $RESTIC (apt-get install restic, or set RESTIC)"; }
 if has_tool backupctl; then
-    say "building backupctl (cargo build --release)"
-    (cd "$ROOT" && cargo build --release --bin backupctl) >&2 || die "cargo build --release failed"
+    if [ -z "$BACKUPCTL" ]; then
+        BACKUPCTL="$ROOT/target/release/backupctl"
+        say "building backupctl (cargo build --release)"
+        (cd "$ROOT" && cargo build --release --bin backupctl) >&2 || die "cargo build --release failed"
+    fi
+    [ -x "$BACKUPCTL" ] || die "backupctl not found at $BACKUPCTL"
 fi
 
 # --- data set ------------------------------------------------------------------------------
@@ -311,7 +317,7 @@ table() {
     echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "- data: BENCH_SCALE=$SCALE, seed $SEED: $(mib "$DATA_BYTES") MiB in $DATA_FILES files (bench/gen.py), then ~2% changed (bench/mutate.py)"
     has_tool restic && echo "- restic: $("$RESTIC" version 2>/dev/null | head -n 1), repository version 2, compression auto"
-    has_tool backupctl && echo "- backupctl: $("$BACKUPCTL" --version 2>/dev/null) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)), release build"
+    has_tool backupctl && echo "- backupctl: $("$BACKUPCTL" --version 2>/dev/null) at commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown), binary $BACKUPCTL"
     echo "- page cache warm; wall time from the shell, CPU and peak RSS from GNU time; ratios below 1 favour backupctl"
     echo
     table

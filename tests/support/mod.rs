@@ -132,7 +132,7 @@ pub fn text(seed: u64, n: usize) -> Vec<u8> {
     let mut i = 0;
     while out.len() < n {
         out.extend_from_slice(words[r[i % r.len()] as usize % words.len()].as_bytes());
-        out.push(if r[(i + 1) % r.len()] % 9 == 0 {
+        out.push(if r[(i + 1) % r.len()].is_multiple_of(9) {
             b'\n'
         } else {
             b' '

@@ -11,6 +11,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
+use support::{bytes, show};
+
+mod support;
 
 const PASSWORD: &str = "check-test-password";
 
@@ -28,53 +31,14 @@ struct Template {
     new_index: String,
 }
 
-fn restic_bin() -> &'static str {
-    let ok = Command::new("restic")
-        .arg("version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "these tests need restic 0.14 on PATH (apt-get install restic, or tests/run.sh installs it)"
-    );
-    "restic"
-}
-
 fn restic(repo: &Path, pwfile: &Path, args: &[&str]) -> Output {
-    Command::new(restic_bin())
-        .arg("-r")
-        .arg(repo)
-        .arg("--password-file")
-        .arg(pwfile)
-        .arg("--no-cache")
-        .args(args)
-        .output()
-        .expect("run restic")
+    support::restic_at(repo, pwfile, args)
 }
 
 fn restic_ok(repo: &Path, pwfile: &Path, args: &[&str]) -> Output {
     let o = restic(repo, pwfile, args);
-    assert!(
-        o.status.success(),
-        "restic {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "restic {args:?} failed:\n{}", show(&o));
     o
-}
-
-/// Incompressible pseudo-random bytes (xorshift), different for each seed.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn write(p: &Path, data: &[u8]) {
@@ -138,13 +102,13 @@ fn template() -> &'static Template {
         let pw = dir.join("pw");
         fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
         let src = dir.join("src");
-        write(&src.join("a/big1.bin"), &noise(1, 2_500_000));
+        write(&src.join("a/big1.bin"), &bytes(1, 2_500_000));
         write(
             &src.join("a/notes.txt"),
             "some notes\n".repeat(900).as_bytes(),
         );
-        write(&src.join("b/big2.bin"), &noise(2, 1_200_000));
-        write(&src.join("b/c/mid.bin"), &noise(3, 300_000));
+        write(&src.join("b/big2.bin"), &bytes(2, 1_200_000));
+        write(&src.join("b/c/mid.bin"), &bytes(3, 300_000));
         write(&src.join("empty"), b"");
         let repo = dir.join("repo");
         restic_ok(&repo, &pw, &["init"]);
@@ -152,7 +116,7 @@ fn template() -> &'static Template {
         let snaps1 = snapshot_ids(&repo, &pw);
         let packs1 = names_in(&repo.join("data"));
         let index1 = names_in(&repo.join("index"));
-        write(&src.join("sub/new.bin"), &noise(4, 1_500_000));
+        write(&src.join("sub/new.bin"), &bytes(4, 1_500_000));
         restic_ok(&repo, &pw, &["backup", src.to_str().unwrap()]);
         let snaps2 = snapshot_ids(&repo, &pw);
         let new_packs: Vec<PathBuf> = walk_files(&repo.join("data"))
@@ -266,14 +230,6 @@ impl Fixture {
     }
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn make_writable(p: &Path) {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(p, fs::Permissions::from_mode(0o600)).unwrap();
@@ -295,10 +251,10 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 fn clean_repository_passes_like_restic_says() {
     let f = fixture();
     let o = restic(&f.repo, &f.pw, &["check", "--read-data"]);
-    assert!(o.status.success(), "restic: {}", text(&o));
+    assert!(o.status.success(), "restic: {}", show(&o));
 
     let o = f.ctl(&["check"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("no errors found"));
 
     let (code, v) = f.check_json(&["--read-data"]);
@@ -340,10 +296,10 @@ fn flipped_byte_in_a_data_blob_is_found_by_read_data() {
 
     // The structure is intact: only reading the data can find this.
     let o = f.ctl(&["check"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
 
     let o = f.ctl(&["check", "--read-data"]);
-    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", show(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains(&pack), "names the pack:\n{out}");
     assert!(out.contains(&f.t.snap2[..8]), "names the snapshot:\n{out}");
@@ -389,7 +345,7 @@ fn deleted_pack_is_found_by_the_structure_check() {
     fs::remove_file(f.pack_path(&pack)).unwrap();
 
     let o = f.ctl(&["check"]);
-    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", show(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains(&pack), "{out}");
     assert!(
@@ -417,7 +373,7 @@ fn deleted_index_file_reports_blobs_not_indexed() {
     fs::remove_file(f.repo.join("index").join(&f.t.new_index)).unwrap();
 
     let o = f.ctl(&["check"]);
-    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", show(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("in no index"), "{out}");
     assert!(out.contains("do NOT"), "warns against pruning:\n{out}");
@@ -490,7 +446,7 @@ fn pack_in_no_index_is_orphaned_not_an_error() {
     repo.save_pack(&id, &bytes).unwrap();
 
     let o = f.ctl(&["check", "--read-data"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains(&id.short()), "{out}");
     assert!(out.contains("prune"), "{out}");
@@ -506,7 +462,7 @@ fn pack_in_no_index_is_orphaned_not_an_error() {
     assert_eq!(v["packs_read"], f.pack_count());
 
     let o = restic(&f.repo, &f.pw, &["check", "--read-data"]);
-    assert!(o.status.success(), "restic also accepts it: {}", text(&o));
+    assert!(o.status.success(), "restic also accepts it: {}", show(&o));
 }
 
 #[test]
@@ -541,6 +497,6 @@ fn subsets_together_read_every_pack() {
 
     for bad in ["0/2", "3/2", "0%", "abc"] {
         let o = f.ctl(&["check", "--read-data-subset", bad]);
-        assert_eq!(o.status.code(), Some(2), "{bad}: {}", text(&o));
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", show(&o));
     }
 }

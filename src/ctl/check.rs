@@ -94,13 +94,26 @@ fn print_issue(n: usize, e: &CheckIssue) {
     println!("  hint: {}", e.hint);
 }
 
+/// "1 pack", "2 packs".
+fn count(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 fn print_human(ctx: &Ctx, location: &str, r: &CheckReport) {
     if ctx.global.quiet && r.is_ok() {
         return;
     }
     println!(
-        "checked {location}: {} snapshots, {} trees, {} data blobs, {} index files, {} packs",
-        r.snapshots, r.trees, r.data_blobs, r.index_files, r.packs_listed
+        "checked {location}: {}, {}, {}, {}, {}",
+        count(r.snapshots, "snapshot"),
+        count(r.trees, "tree"),
+        count(r.data_blobs, "data blob"),
+        count(r.index_files, "index file"),
+        count(r.packs_listed, "pack")
     );
     if r.read_data != "none" {
         println!(

@@ -981,8 +981,10 @@ impl DamageWalk<'_> {
                         }
                     }
                 }
-                if let Some(is) = self.iss.bad_nodes.get(&(tid, node.name.clone())) {
-                    hit.extend(is);
+                if !self.iss.bad_nodes.is_empty() {
+                    if let Some(is) = self.iss.bad_nodes.get(&(tid, node.name.clone())) {
+                        hit.extend(is);
+                    }
                 }
                 out.extend(hit.into_iter().map(|i| (node.name.clone(), i)));
                 if node.is_dir() {
@@ -1078,5 +1080,182 @@ mod tests {
         let (bytes, _, blobs) = w.finish(&key);
         assert!(blobs[0].uncompressed_length.is_some() && blobs[1].uncompressed_length.is_none());
         assert_eq!(size_from_header(&blobs), bytes.len() as u64);
+    }
+
+    /// A repository written through the library, with malformed nodes and a blob in no index.
+    #[test]
+    fn node_problems_are_reported_with_their_paths() {
+        use crate::engine::NoProgress;
+        use crate::repo::backend::{Backend, LocalBackend};
+        use crate::repo::index::IndexPack;
+        use crate::repo::pack::{seal_blob, Compression, PackWriter};
+        use crate::repo::tree::{kind, Node};
+        use std::sync::Arc;
+
+        let dir = tempfile::tempdir().unwrap();
+        let be: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path().join("r")));
+        let mut repo = Repository::init_with_kdf(be, b"pw", 1024, 8, 1).unwrap();
+        let data = b"hello, world".to_vec();
+        let data_id = Id::hash(&data);
+        let lost_id = Id::hash(b"never stored");
+        let file = |name: &str, size: u64, content: Option<Vec<Id>>| {
+            let mut n = Node::new(name, kind::FILE);
+            n.size = size;
+            n.content = content;
+            n
+        };
+        let mut sub = Tree {
+            nodes: vec![
+                Node::new("d", kind::DIR),
+                file("lost", 5, Some(vec![lost_id])),
+                file("null", 0, None),
+                file("ok", data.len() as u64, Some(vec![data_id])),
+                file("wrong", data.len() as u64 + 1, Some(vec![data_id])),
+            ],
+        };
+        sub.sort();
+        let sub_bytes = sub.serialize();
+        let sub_id = Id::hash(&sub_bytes);
+        let mut dirnode = Node::new("sub", kind::DIR);
+        dirnode.subtree = Some(sub_id);
+        let root = Tree {
+            nodes: vec![dirnode],
+        };
+        let root_bytes = root.serialize();
+        let root_id = Id::hash(&root_bytes);
+        let mut packs = Vec::new();
+        let mut w = PackWriter::new();
+        w.add(&seal_blob(
+            repo.key(),
+            BlobType::Data,
+            data_id,
+            &data,
+            Compression::Off,
+        ));
+        let (bytes, pid, blobs) = w.finish(repo.key());
+        repo.save_pack(&pid, &bytes).unwrap();
+        packs.push(IndexPack::from_packed(pid, &blobs));
+        let mut w = PackWriter::new();
+        for (id, b) in [(sub_id, &sub_bytes), (root_id, &root_bytes)] {
+            w.add(&seal_blob(
+                repo.key(),
+                BlobType::Tree,
+                id,
+                b,
+                Compression::default(),
+            ));
+        }
+        let (bytes, pid, blobs) = w.finish(repo.key());
+        repo.save_pack(&pid, &bytes).unwrap();
+        packs.push(IndexPack::from_packed(pid, &blobs));
+        repo.save_unpacked(
+            FileType::Index,
+            &IndexFile {
+                supersedes: None,
+                packs,
+            },
+        )
+        .unwrap();
+        let snap: Snapshot = serde_json::from_value(serde_json::json!({
+            "time": "2024-01-02T03:04:05Z", "tree": root_id, "paths": ["/x"], "hostname": "h"
+        }))
+        .unwrap();
+        let sid = repo.save_unpacked(FileType::Snapshot, &snap).unwrap();
+
+        let rep = check(
+            &mut repo,
+            &CheckOptions {
+                read_data: ReadData::All,
+            },
+            &NoProgress,
+            &CancelToken::new(),
+        )
+        .unwrap();
+        assert!(!rep.is_ok());
+        assert_eq!((rep.snapshots, rep.trees, rep.packs_read), (1, 2, 2));
+        let find = |k: IssueKind, path: &str| {
+            rep.errors
+                .iter()
+                .find(|e| e.kind == k && e.paths == vec![path.to_string()])
+                .unwrap_or_else(|| panic!("{k:?} at {path} in {:#?}", rep.errors))
+        };
+        let e = find(IssueKind::FileSizeMismatch, "/sub/wrong");
+        assert_eq!(e.snapshots, vec![sid]);
+        find(IssueKind::NodeInvalid, "/sub/null");
+        find(IssueKind::NodeInvalid, "/sub/d");
+        let e = find(IssueKind::BlobsNotIndexed, "/sub/lost");
+        assert_eq!(
+            e.blobs,
+            vec![BlobRef {
+                id: lost_id,
+                tpe: BlobType::Data
+            }]
+        );
+        assert!(e.message.contains("lost"), "{}", e.message);
+        assert_eq!(rep.errors.len(), 4, "nothing else: {:#?}", rep.errors);
+        assert_eq!(rep.affected_snapshots.len(), 1);
+        assert_eq!(
+            rep.affected_snapshots[0].damaged_paths,
+            vec!["/sub/d", "/sub/lost", "/sub/null", "/sub/wrong"]
+        );
+    }
+
+    /// An index entry at the wrong offset and a header blob the index lacks are both named.
+    #[test]
+    fn index_and_header_disagreement_is_reported() {
+        use crate::engine::NoProgress;
+        use crate::repo::backend::{Backend, LocalBackend};
+        use crate::repo::index::IndexPack;
+        use crate::repo::pack::{seal_blob, Compression, PackWriter};
+        use std::sync::Arc;
+
+        let dir = tempfile::tempdir().unwrap();
+        let be: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path().join("r")));
+        let mut repo = Repository::init_with_kdf(be, b"pw", 1024, 8, 1).unwrap();
+        let mut w = PackWriter::new();
+        for d in [&b"one"[..], b"two", b"three"] {
+            w.add(&seal_blob(
+                repo.key(),
+                BlobType::Data,
+                Id::hash(d),
+                d,
+                Compression::Off,
+            ));
+        }
+        let (bytes, pid, blobs) = w.finish(repo.key());
+        repo.save_pack(&pid, &bytes).unwrap();
+        let mut ip = IndexPack::from_packed(pid, &blobs);
+        ip.blobs[1].offset += 1;
+        ip.blobs.pop();
+        repo.save_unpacked(
+            FileType::Index,
+            &IndexFile {
+                supersedes: None,
+                packs: vec![ip],
+            },
+        )
+        .unwrap();
+        let rep = check(
+            &mut repo,
+            &CheckOptions {
+                read_data: ReadData::No,
+            },
+            &NoProgress,
+            &CancelToken::new(),
+        )
+        .unwrap();
+        assert_eq!(rep.errors.len(), 1, "{:#?}", rep.errors);
+        let e = &rep.errors[0];
+        assert_eq!(e.kind, IssueKind::PackIndexMismatch);
+        assert_eq!(e.pack, Some(pid));
+        assert_eq!(
+            e.blobs,
+            vec![BlobRef {
+                id: Id::hash(b"two"),
+                tpe: BlobType::Data
+            }]
+        );
+        assert!(e.message.contains("other offsets"), "{}", e.message);
+        assert!(e.message.contains("not in the index"), "{}", e.message);
     }
 }

@@ -121,8 +121,8 @@ cmd_for() { # tool: prints nothing, sets the CMD array prefix for that tool
     fi
 }
 
-# measure TOOL STEP ARGS...: runs the tool's command with ARGS, timed; a failure marks the tool
-# broken (its later steps are skipped).
+# measure TOOL STEP ARGS...: runs the tool's command with ARGS, timed. A failed init or backup
+# marks the tool broken: its later steps are skipped (a failed restore or check is not).
 measure() {
     local tool=$1 step=$2
     shift 2
@@ -143,7 +143,7 @@ measure() {
     RSS[$key]=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$log.time")
     if [ "$rc" != 0 ]; then
         STATUS[$key]="FAILED (exit $rc)"
-        BROKEN[$tool]=1
+        case "$step" in init | backup-*) BROKEN[$tool]=1 ;; esac
         FAILED=1
         say "$tool: $step failed (exit $rc); see $log.err:"
         tail -n 5 "$log.err" >&2
@@ -251,7 +251,7 @@ for t in $TOOLS; do
 done
 for t in $TOOLS; do
     if [ -n "${BROKEN[$t]:-}" ]; then
-        SNAPS[$t]="-" # a failed run's repository says nothing about the tool
+        SNAPS[$t]="-" # a failed backup's repository says nothing about the tool
         REPO_BYTES[$t]="-"
         continue
     fi

@@ -215,7 +215,8 @@ pub fn compute(
     };
     match mode {
         Mode::RestoreSize | Mode::FilesByContents => {
-            progress.phase("scanning", Some(trees.len() as u64));
+            // A spinner: the bars count bytes, and snapshots vary too much in size to count.
+            progress.phase("scanning", None);
             for t in trees {
                 if mode == Mode::RestoreSize {
                     c.inodes.clear();
@@ -225,7 +226,6 @@ pub fn compute(
                 } else {
                     c.by_contents(t)?;
                 }
-                progress.inc(1);
             }
             st.total_file_count = c.files;
             st.total_size = c.bytes;

@@ -350,12 +350,8 @@ fn apply(mut list: Vec<(Id, Snapshot)>, policy: &KeepPolicy, key: GroupKey) -> F
     g
 }
 
-/// Splits `snapshots` into groups and applies `policy` to each. Groups come sorted by key.
-pub fn plan(
-    snapshots: &[(Id, Snapshot)],
-    policy: &KeepPolicy,
-    group_by: &GroupBy,
-) -> Result<Vec<ForgetGroup>> {
+/// Refuses an empty policy and keep-tag entries that name no tag.
+pub fn check_policy(policy: &KeepPolicy) -> Result<()> {
     if policy.is_empty() {
         return Err(Error::Input(
             "no policy given: refusing to remove every snapshot\n  hint: pass at least one of --keep-last, \
@@ -373,6 +369,16 @@ pub fn plan(
             "invalid --keep-tag {bad:?}: it names no tag\n  hint: give a tag, or several separated by commas (all must match)"
         )));
     }
+    Ok(())
+}
+
+/// Splits `snapshots` into groups and applies `policy` to each. Groups come sorted by key.
+pub fn plan(
+    snapshots: &[(Id, Snapshot)],
+    policy: &KeepPolicy,
+    group_by: &GroupBy,
+) -> Result<Vec<ForgetGroup>> {
+    check_policy(policy)?;
     let mut groups: BTreeMap<GroupKey, Vec<(Id, Snapshot)>> = BTreeMap::new();
     for (id, s) in snapshots {
         groups

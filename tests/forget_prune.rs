@@ -1019,12 +1019,16 @@ fn stage(
     let gone_index = before
         .keys()
         .any(|k| is(k, "index/") && !after.contains_key(k));
+    let new_temp = after
+        .keys()
+        .any(|k| k.contains(".tmp-") && !before.contains_key(k));
     match (new_packs, new_index, gone_index, gone_packs) {
+        (false, false, false, false) if new_temp => "a temp file left",
         (false, false, false, false) => "untouched",
-        (true, false, false, false) => "new packs written",
-        (_, true, false, false) => "new index written",
-        (_, _, true, false) => "old index removed",
-        (_, _, _, true) => "packs deleted",
+        (true, false, false, false) => "new packs written, index not yet",
+        (_, true, false, false) => "new index written, old index not yet removed",
+        (_, _, true, false) => "old index (partly) removed, no pack deleted yet",
+        (_, _, _, true) => "packs (partly) deleted",
     }
 }
 

@@ -6,6 +6,8 @@ fn main() {
         println!("backupd {}", env!("CARGO_PKG_VERSION"));
         return;
     }
-    eprintln!("backupd: the daemon is not built yet; use backupctl to work on a repository directly");
+    eprintln!(
+        "backupd: the daemon is not built yet; use backupctl to work on a repository directly"
+    );
     std::process::exit(1);
 }

@@ -45,16 +45,18 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let mut out = Vec::new();
     let mut emit = |path: &str, n: &crate::repo::tree::Node| {
         if ctx.global.json {
-            out.push(serde_json::to_value(Entry {
-                path,
-                kind: &n.kind,
-                size: n.size,
-                mode: n.mode,
-                mtime: n.mtime.to_rfc3339(),
-                uid: n.uid,
-                gid: n.gid,
-            })
-            .unwrap());
+            out.push(
+                serde_json::to_value(Entry {
+                    path,
+                    kind: &n.kind,
+                    size: n.size,
+                    mode: n.mode,
+                    mtime: n.mtime.to_rfc3339(),
+                    uid: n.uid,
+                    gid: n.gid,
+                })
+                .unwrap(),
+            );
         } else if a.long {
             println!(
                 "{:<7} {:>5} {:>5} {:>12} {} {}",

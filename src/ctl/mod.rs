@@ -157,7 +157,10 @@ impl Ctx {
     }
 
     pub fn print_json<T: Serialize>(&self, v: &T) {
-        println!("{}", serde_json::to_string_pretty(v).expect("output serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(v).expect("output serializes")
+        );
     }
 }
 
@@ -166,7 +169,11 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return code;
         }
@@ -176,7 +183,10 @@ pub fn main() -> i32 {
         let _ = signal_hook::flag::register(sig, cancel.flag());
     }
     let json = cli.global.json;
-    let ctx = Ctx { global: cli.global, cancel };
+    let ctx = Ctx {
+        global: cli.global,
+        cancel,
+    };
     let result = match cli.command {
         Command::Init(a) => init::run(&ctx, a),
         Command::Backup(a) => backup::run(&ctx, a),

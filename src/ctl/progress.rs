@@ -17,12 +17,15 @@ impl Progress for Bar {
         }
         let b = match total {
             Some(t) => ProgressBar::new(t).with_style(
-                ProgressStyle::with_template("{msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                    .unwrap()
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap()
+                .progress_chars("=> "),
             ),
-            None => ProgressBar::new_spinner()
-                .with_style(ProgressStyle::with_template("{msg:12} {spinner} {bytes} {bytes_per_sec}").unwrap()),
+            None => ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{msg:12} {spinner} {bytes} {bytes_per_sec}").unwrap(),
+            ),
         };
         b.set_message(name.to_string());
         b.enable_steady_tick(std::time::Duration::from_millis(200));
@@ -54,6 +57,8 @@ pub fn make(quiet: bool) -> Box<dyn Progress> {
     if quiet || !std::io::stderr().is_terminal() {
         Box::new(NoProgress)
     } else {
-        Box::new(Bar { bar: Mutex::new(None) })
+        Box::new(Bar {
+            bar: Mutex::new(None),
+        })
     }
 }

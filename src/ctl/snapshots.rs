@@ -55,12 +55,18 @@ pub struct SnapshotJson<'a> {
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open()?;
     let f = a.filter.filter();
-    let mut list: Vec<_> = repo.list_snapshots()?.into_iter().filter(|(_, s)| f.matches(s)).collect();
+    let mut list: Vec<_> = repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| f.matches(s))
+        .collect();
     if let Some(n) = a.latest {
         let mut seen: std::collections::HashMap<(String, Vec<String>), usize> = Default::default();
         let mut keep = vec![false; list.len()];
         for (i, (_, s)) in list.iter().enumerate().rev() {
-            let c = seen.entry((s.hostname.clone(), s.paths.clone())).or_default();
+            let c = seen
+                .entry((s.hostname.clone(), s.paths.clone()))
+                .or_default();
             if *c < n {
                 keep[i] = true;
                 *c += 1;
@@ -75,17 +81,26 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if ctx.global.json {
         let v: Vec<_> = list
             .iter()
-            .map(|(id, s)| SnapshotJson { id: *id, short_id: id.short(), snapshot: s })
+            .map(|(id, s)| SnapshotJson {
+                id: *id,
+                short_id: id.short(),
+                snapshot: s,
+            })
             .collect();
         ctx.print_json(&v);
         return Ok(exit::OK);
     }
-    println!("{:<8}  {:<19}  {:<12}  {:<20}  paths", "ID", "time", "host", "tags");
+    println!(
+        "{:<8}  {:<19}  {:<12}  {:<20}  paths",
+        "ID", "time", "host", "tags"
+    );
     for (id, s) in &list {
         println!(
             "{:<8}  {:<19}  {:<12}  {:<20}  {}",
             id.short(),
-            s.time.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S"),
+            s.time
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S"),
             s.hostname,
             s.tags.join(","),
             s.paths.join(" ")

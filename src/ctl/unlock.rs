@@ -13,7 +13,11 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open()?;
-    let n = if a.remove_all { lock::remove_all(&repo)? } else { lock::remove_stale(&repo)? };
+    let n = if a.remove_all {
+        lock::remove_all(&repo)?
+    } else {
+        lock::remove_stale(&repo)?
+    };
     let left = lock::list_locks(&repo)?;
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({"removed": n, "remaining": left.len()}));

@@ -18,7 +18,9 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
             num.push(c);
             continue;
         }
-        let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 5m, 2h, 1d"))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 5m, 2h, 1d"))?;
         num.clear();
         total += n * match c {
             's' => 1,
@@ -26,11 +28,17 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
             'h' => 3600,
             'd' => 86400,
             'w' => 7 * 86400,
-            _ => return Err(format!("invalid duration {s:?}: unknown unit {c:?} (use s, m, h, d, w)")),
+            _ => {
+                return Err(format!(
+                    "invalid duration {s:?}: unknown unit {c:?} (use s, m, h, d, w)"
+                ))
+            }
         };
     }
     if !num.is_empty() {
-        return Err(format!("invalid duration {s:?}: a number needs a unit (s, m, h, d, w)"));
+        return Err(format!(
+            "invalid duration {s:?}: a number needs a unit (s, m, h, d, w)"
+        ));
     }
     Ok(Duration::from_secs(total))
 }
@@ -43,7 +51,9 @@ pub fn parse_compression(s: &str) -> std::result::Result<Compression, String> {
         "max" => Ok(Compression::Level(19)),
         n => match n.parse::<i32>() {
             Ok(l) if (1..=22).contains(&l) => Ok(Compression::Level(l)),
-            _ => Err(format!("invalid compression {s:?}: use auto, off, fastest, max or a level 1-22")),
+            _ => Err(format!(
+                "invalid compression {s:?}: use auto, off, fastest, max or a level 1-22"
+            )),
         },
     }
 }

@@ -49,7 +49,9 @@ pub fn find_node(repo: &Repository, tree: &Id, path: &str) -> Result<Option<Node
     }
     for (i, part) in parts.iter().enumerate() {
         let t = repo.load_tree(&cur)?;
-        let Some(n) = t.find(part) else { return Ok(None) };
+        let Some(n) = t.find(part) else {
+            return Ok(None);
+        };
         if i + 1 == parts.len() {
             return Ok(Some(n.clone()));
         }
@@ -62,7 +64,10 @@ pub fn find_node(repo: &Repository, tree: &Id, path: &str) -> Result<Option<Node
 }
 
 /// Every blob reachable from the given trees (each tree read once).
-pub fn referenced_blobs(repo: &Repository, roots: impl IntoIterator<Item = Id>) -> Result<HashSet<(Id, BlobType)>> {
+pub fn referenced_blobs(
+    repo: &Repository,
+    roots: impl IntoIterator<Item = Id>,
+) -> Result<HashSet<(Id, BlobType)>> {
     let mut seen: HashSet<(Id, BlobType)> = HashSet::new();
     let mut stack: Vec<Id> = Vec::new();
     for r in roots {

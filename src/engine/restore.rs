@@ -36,7 +36,9 @@ use nix::sys::stat::{
     Mode, SFlag, UtimensatFlags,
 };
 use nix::sys::time::TimeSpec;
-use nix::unistd::{fchown, fchownat, linkat, mkfifoat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use nix::unistd::{
+    fchown, fchownat, linkat, mkfifoat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -398,7 +400,11 @@ impl Planner<'_> {
         dir_idx: usize,
     ) -> Result<bool> {
         self.cancel.check()?;
-        let shown = if snap_prefix.is_empty() { "/" } else { snap_prefix };
+        let shown = if snap_prefix.is_empty() {
+            "/"
+        } else {
+            snap_prefix
+        };
         let t = match self.repo.load_tree(tree) {
             Ok(t) => t,
             Err(e @ Error::Damaged { .. }) => {
@@ -503,7 +509,11 @@ fn plan(
         .is_some_and(|p| pl.sel.excluded_with_ancestors(p));
     let root_selected = !excluded && pl.sel.included_with_ancestors(&prefix);
     pl.items.push(Item {
-        snap_path: if prefix.is_empty() { "/".into() } else { prefix.clone() },
+        snap_path: if prefix.is_empty() {
+            "/".into()
+        } else {
+            prefix.clone()
+        },
         rel: Vec::new(),
         node: Node::new("", kind::DIR),
         selected: start.is_dir() && root_selected,
@@ -701,7 +711,10 @@ fn unix_perm(node: &Node) -> Mode {
 }
 
 fn newer(node: &Node, st: &Stat) -> bool {
-    (node.mtime.timestamp(), node.mtime.timestamp_subsec_nanos() as i64) > st.mtime
+    (
+        node.mtime.timestamp(),
+        node.mtime.timestamp_subsec_nanos() as i64,
+    ) > st.mtime
 }
 
 enum Decision {
@@ -777,11 +790,7 @@ impl Run {
         match &mut self.touched {
             None => self.touched = Some(rel_parent.to_vec()),
             Some(c) => {
-                let n = c
-                    .iter()
-                    .zip(rel_parent)
-                    .take_while(|(a, b)| a == b)
-                    .count();
+                let n = c.iter().zip(rel_parent).take_while(|(a, b)| a == b).count();
                 c.truncate(n);
             }
         }
@@ -806,7 +815,13 @@ impl Shared<'_> {
     }
 
     /// Sets owner, mode and times through an open descriptor.
-    fn set_meta_fd(&self, fd: RawFd, node: &Node, dest: &Path, warnings: &mut Vec<EntryIssue>) -> io::Result<()> {
+    fn set_meta_fd(
+        &self,
+        fd: RawFd,
+        node: &Node,
+        dest: &Path,
+        warnings: &mut Vec<EntryIssue>,
+    ) -> io::Result<()> {
         match fchown(
             fd,
             Some(Uid::from_raw(node.uid)),
@@ -816,7 +831,12 @@ impl Shared<'_> {
             Err(Errno::EPERM) if !self.is_root => {}
             Err(e) => warnings.push(warn_issue(
                 dest,
-                format!("could not set the owner of {} to {}:{}: {e}", dest.display(), node.uid, node.gid),
+                format!(
+                    "could not set the owner of {} to {}:{}: {e}",
+                    dest.display(),
+                    node.uid,
+                    node.gid
+                ),
             )),
         }
         fchmod(fd, unix_perm(node))?;
@@ -850,13 +870,23 @@ impl Shared<'_> {
             Err(Errno::EPERM) if !self.is_root => {}
             Err(e) => warnings.push(warn_issue(
                 dest,
-                format!("could not set the owner of {} to {}:{}: {e}", dest.display(), node.uid, node.gid),
+                format!(
+                    "could not set the owner of {} to {}:{}: {e}",
+                    dest.display(),
+                    node.uid,
+                    node.gid
+                ),
             )),
         }
         if chmod {
             // Only for a FIFO or device we just created under a fresh temp name: fchmodat
             // cannot refuse to follow a symlink on Linux.
-            fchmodat(Some(parent), name, unix_perm(node), FchmodatFlags::FollowSymlink)?;
+            fchmodat(
+                Some(parent),
+                name,
+                unix_perm(node),
+                FchmodatFlags::FollowSymlink,
+            )?;
         }
         if let Err(e) = utimensat(
             Some(parent),
@@ -909,7 +939,13 @@ impl Shared<'_> {
     }
 
     /// Writes the content of `node` into `f`, blob by blob, verifying each; returns the bytes.
-    fn write_content(&self, f: &mut File, node: &Node, dest: &Path, tmp_shown: &Path) -> Result<u64> {
+    fn write_content(
+        &self,
+        f: &mut File,
+        node: &Node,
+        dest: &Path,
+        tmp_shown: &Path,
+    ) -> Result<u64> {
         /// Adjacent blobs of one pack are read together up to this many bytes.
         const MAX_RUN: u64 = 4 << 20;
         let content = node.content.as_deref().unwrap_or(&[]);
@@ -955,11 +991,20 @@ impl Shared<'_> {
             }
             let pack_id = index.pack_id(loc);
             let buf = be
-                .load_range(FileType::Pack, &pack_id.to_hex(), start, (end - start) as usize)
+                .load_range(
+                    FileType::Pack,
+                    &pack_id.to_hex(),
+                    start,
+                    (end - start) as usize,
+                )
                 .map_err(|e| {
                     if e.is_not_found() || e.source.kind() == io::ErrorKind::UnexpectedEof {
                         Error::damaged(
-                            format!("pack {} (holding data of {})", pack_id.short(), dest.display()),
+                            format!(
+                                "pack {} (holding data of {})",
+                                pack_id.short(),
+                                dest.display()
+                            ),
                             e,
                         )
                     } else {
@@ -1031,7 +1076,10 @@ impl Shared<'_> {
                 .map_err(|e| Error::io(format!("fsync {}", tmp_shown.display()), e))?;
             if let Existing::Dir(_) = ex {
                 remove_tree_at(parent, name.as_ref()).map_err(|e| {
-                    Error::io(format!("remove the directory {} to replace it", dest.display()), e)
+                    Error::io(
+                        format!("remove the directory {} to replace it", dest.display()),
+                        e,
+                    )
                 })?;
             }
             renameat(Some(parent), tmp.as_str(), Some(parent), name).map_err(|e| {
@@ -1192,7 +1240,10 @@ impl Exec<'_, '_> {
         let names = match list_dir(fd) {
             Ok(n) => n,
             Err(e) => {
-                self.error(&dir_dest, format!("could not list {} for --delete: {e}", dir_dest.display()));
+                self.error(
+                    &dir_dest,
+                    format!("could not list {} for --delete: {e}", dir_dest.display()),
+                );
                 return;
             }
         };
@@ -1204,7 +1255,11 @@ impl Exec<'_, '_> {
         for n in names {
             let dest = dir_dest.join(&n);
             if self.sh.opts.dry_run {
-                let kind = match fstatat(Some(fd.as_raw_fd()), n.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                let kind = match fstatat(
+                    Some(fd.as_raw_fd()),
+                    n.as_os_str(),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                ) {
                     Ok(st) => kind_of(&classify(&st)),
                     Err(_) => "entry",
                 };
@@ -1292,7 +1347,9 @@ impl Exec<'_, '_> {
             self.action(if replace { "replace" } else { "create" }, kind::DIR, &dest);
             return DirStep::Enter(None, true);
         }
-        let p = parent.expect("the parent directory exists outside dry runs").as_raw_fd();
+        let p = parent
+            .expect("the parent directory exists outside dry runs")
+            .as_raw_fd();
         let made = (|| -> io::Result<OwnedFd> {
             if replace {
                 unlinkat(Some(p), name, UnlinkatFlags::NoRemoveDir)?;
@@ -1304,7 +1361,13 @@ impl Exec<'_, '_> {
             Ok(fd) => DirStep::Enter(Some(Arc::new(fd)), true),
             Err(e) => {
                 self.run.report.dirs -= 1;
-                self.error(&dest, format!("could not create the directory {}: {e}; nothing below it was restored", dest.display()));
+                self.error(
+                    &dest,
+                    format!(
+                        "could not create the directory {}: {e}; nothing below it was restored",
+                        dest.display()
+                    ),
+                );
                 DirStep::Block
             }
         }
@@ -1319,7 +1382,10 @@ impl Exec<'_, '_> {
         if k == kind::SOCKET {
             self.run.report.warnings.push(warn_issue(
                 &dest,
-                format!("{}: sockets are not restored (a program creates them when it runs)", dest.display()),
+                format!(
+                    "{}: sockets are not restored (a program creates them when it runs)",
+                    dest.display()
+                ),
             ));
             return;
         }
@@ -1327,14 +1393,20 @@ impl Exec<'_, '_> {
         if is_dev && !self.sh.is_root {
             self.run.report.warnings.push(warn_issue(
                 &dest,
-                format!("{}: device node not restored: creating device nodes needs root", dest.display()),
+                format!(
+                    "{}: device node not restored: creating device nodes needs root",
+                    dest.display()
+                ),
             ));
             return;
         }
         if !matches!(k, kind::SYMLINK | kind::FIFO | kind::DEV | kind::CHARDEV) {
             self.run.report.warnings.push(warn_issue(
                 &dest,
-                format!("{}: unknown entry type {k:?} in the snapshot, not restored", dest.display()),
+                format!(
+                    "{}: unknown entry type {k:?} in the snapshot, not restored",
+                    dest.display()
+                ),
             ));
             return;
         }
@@ -1356,10 +1428,12 @@ impl Exec<'_, '_> {
                 fmt == libc::S_IFIFO && st.perm == gomode::to_unix_perm(node.mode)
             }
             (Existing::Other(st, fmt), _) if is_dev => {
-                let want = if k == kind::DEV { libc::S_IFBLK } else { libc::S_IFCHR };
-                fmt == want
-                    && st.rdev == node.device
-                    && st.perm == gomode::to_unix_perm(node.mode)
+                let want = if k == kind::DEV {
+                    libc::S_IFBLK
+                } else {
+                    libc::S_IFCHR
+                };
+                fmt == want && st.rdev == node.device && st.perm == gomode::to_unix_perm(node.mode)
             }
             _ => false,
         };
@@ -1378,7 +1452,10 @@ impl Exec<'_, '_> {
                     // Owner and times only (the mode already matches): never chmod in place.
                     let mut w = Vec::new();
                     if let Err(e) = self.sh.set_meta_at(p, name, node, false, &dest, &mut w) {
-                        w.push(warn_issue(&dest, format!("could not update the metadata of {}: {e}", dest.display())));
+                        w.push(warn_issue(
+                            &dest,
+                            format!("could not update the metadata of {}: {e}", dest.display()),
+                        ));
                     }
                     self.run.report.warnings.extend(w);
                 }
@@ -1408,8 +1485,18 @@ impl Exec<'_, '_> {
                 kind::SYMLINK => symlinkat(node.linktarget.as_str(), Some(p), tmp.as_str())?,
                 kind::FIFO => mkfifoat(Some(p), tmp.as_str(), Mode::from_bits_truncate(0o600))?,
                 _ => {
-                    let t = if k == kind::DEV { SFlag::S_IFBLK } else { SFlag::S_IFCHR };
-                    mknodat(Some(p), tmp.as_str(), t, Mode::from_bits_truncate(0o600), node.device as _)?
+                    let t = if k == kind::DEV {
+                        SFlag::S_IFBLK
+                    } else {
+                        SFlag::S_IFCHR
+                    };
+                    mknodat(
+                        Some(p),
+                        tmp.as_str(),
+                        t,
+                        Mode::from_bits_truncate(0o600),
+                        node.device as _,
+                    )?
                 }
             }
             self.sh
@@ -1431,7 +1518,10 @@ impl Exec<'_, '_> {
             if replaced {
                 self.run.report.replaced.pop();
             }
-            self.error(&dest, format!("could not restore the {k} {}: {e}", dest.display()));
+            self.error(
+                &dest,
+                format!("could not restore the {k} {}: {e}", dest.display()),
+            );
         }
     }
 
@@ -1447,7 +1537,11 @@ impl Exec<'_, '_> {
                 }
                 self.run.report.files += 1;
                 self.run.report.bytes_written += bytes;
-                self.action(if replaced { "replace" } else { "create" }, kind::FILE, &dest);
+                self.action(
+                    if replaced { "replace" } else { "create" },
+                    kind::FILE,
+                    &dest,
+                );
             }
             FileOutcome::Unchanged => self.run.report.unchanged += 1,
             FileOutcome::Skipped(reason) => self.run.report.skipped.push(Skipped {
@@ -1469,7 +1563,10 @@ impl Exec<'_, '_> {
                 Ok(fd) => Some(fd),
                 Err(e) if sh.opts.dry_run && e.raw_os_error() == Some(libc::ENOENT) => None,
                 Err(e) => {
-                    self.error(&dest, format!("could not open the directory of {}: {e}", dest.display()));
+                    self.error(
+                        &dest,
+                        format!("could not open the directory of {}: {e}", dest.display()),
+                    );
                     return;
                 }
             },
@@ -1497,7 +1594,9 @@ impl Exec<'_, '_> {
             .as_ref()
             .and_then(|d| stat_at(Some(d.as_raw_fd()), first.name()).ok());
         let same = || match (ex, first_st, pfd) {
-            (Existing::File(a), Some(Existing::File(b)), _) if a.dev == b.dev && a.ino == b.ino => true,
+            (Existing::File(a), Some(Existing::File(b)), _) if a.dev == b.dev && a.ino == b.ino => {
+                true
+            }
             (Existing::File(_), _, Some(p)) => sh.same_content(p, it.name(), &it.node),
             _ => false,
         };
@@ -1518,12 +1617,25 @@ impl Exec<'_, '_> {
         }
         if !sh.opts.dry_run {
             let (Some(p), Some(fd0)) = (pfd, first_dir.as_ref()) else {
-                self.error(&dest, format!("could not hard-link {} to {}: its directory cannot be opened", dest.display(), sh.dest(first).display()));
+                self.error(
+                    &dest,
+                    format!(
+                        "could not hard-link {} to {}: its directory cannot be opened",
+                        dest.display(),
+                        sh.dest(first).display()
+                    ),
+                );
                 return;
             };
             let tmp = tmp_name(it.name());
             let res = (|| -> io::Result<()> {
-                linkat(Some(fd0.as_raw_fd()), first.name(), Some(p), tmp.as_str(), AtFlags::empty())?;
+                linkat(
+                    Some(fd0.as_raw_fd()),
+                    first.name(),
+                    Some(p),
+                    tmp.as_str(),
+                    AtFlags::empty(),
+                )?;
                 if let Existing::Dir(_) = ex {
                     remove_tree_at(p, it.name().as_ref())?;
                 }
@@ -1532,7 +1644,14 @@ impl Exec<'_, '_> {
             })();
             if let Err(e) = res {
                 let _ = unlinkat(Some(p), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-                self.error(&dest, format!("could not hard-link {} to {}: {e}", dest.display(), sh.dest(first).display()));
+                self.error(
+                    &dest,
+                    format!(
+                        "could not hard-link {} to {}: {e}",
+                        dest.display(),
+                        sh.dest(first).display()
+                    ),
+                );
                 return;
             }
         }
@@ -1541,7 +1660,11 @@ impl Exec<'_, '_> {
             self.record_replaced(it, &dest);
         }
         self.run.report.hardlinks += 1;
-        self.action(if replaced { "replace" } else { "create" }, "hardlink", &dest);
+        self.action(
+            if replaced { "replace" } else { "create" },
+            "hardlink",
+            &dest,
+        );
     }
 
     /// Sets directory metadata (deepest first) and fsyncs every restored directory.
@@ -1553,18 +1676,27 @@ impl Exec<'_, '_> {
             let fd = match open_rel_dir(root, &it.rel) {
                 Ok(fd) => fd,
                 Err(e) => {
-                    self.run.report.warnings.push(warn_issue(&dest, format!("could not open {} to set its metadata: {e}", dest.display())));
+                    self.run.report.warnings.push(warn_issue(
+                        &dest,
+                        format!("could not open {} to set its metadata: {e}", dest.display()),
+                    ));
                     continue;
                 }
             };
             let mut w = Vec::new();
             if apply {
                 if let Err(e) = sh.set_meta_fd(fd.as_raw_fd(), &it.node, &dest, &mut w) {
-                    w.push(warn_issue(&dest, format!("could not set the mode of {}: {e}", dest.display())));
+                    w.push(warn_issue(
+                        &dest,
+                        format!("could not set the mode of {}: {e}", dest.display()),
+                    ));
                 }
             }
             if let Err(e) = nix::unistd::fsync(fd.as_raw_fd()) {
-                w.push(warn_issue(&dest, format!("could not fsync the directory {}: {e}", dest.display())));
+                w.push(warn_issue(
+                    &dest,
+                    format!("could not fsync the directory {}: {e}", dest.display()),
+                ));
             }
             self.run.report.warnings.extend(w);
         }
@@ -1601,8 +1733,12 @@ fn run(
     let target = &opts.target;
     let root: Option<Arc<OwnedFd>> = {
         if !opts.dry_run {
-            std::fs::create_dir_all(target)
-                .map_err(|e| Error::io(format!("create the target directory {}", target.display()), e))?;
+            std::fs::create_dir_all(target).map_err(|e| {
+                Error::io(
+                    format!("create the target directory {}", target.display()),
+                    e,
+                )
+            })?;
         }
         match nix::fcntl::open(
             target,
@@ -1652,7 +1788,8 @@ fn run(
     let mut results: Vec<FileDone> = Vec::new();
     let workers = worker_count();
     std::thread::scope(|s| {
-        let (job_tx, job_rx) = crossbeam_channel::bounded::<(usize, Option<Arc<OwnedFd>>)>(workers * 8);
+        let (job_tx, job_rx) =
+            crossbeam_channel::bounded::<(usize, Option<Arc<OwnedFd>>)>(workers * 8);
         let (res_tx, res_rx) = crossbeam_channel::unbounded::<FileDone>();
         for _ in 0..workers {
             let job_rx = job_rx.clone();
@@ -1725,7 +1862,10 @@ fn run(
 
     let mut ok: HashSet<usize> = HashSet::new();
     for d in results {
-        if matches!(d.outcome, FileOutcome::Written { .. } | FileOutcome::Unchanged) {
+        if matches!(
+            d.outcome,
+            FileOutcome::Written { .. } | FileOutcome::Unchanged
+        ) {
             ok.insert(d.idx);
         }
         ex.file_done(d);
@@ -1787,7 +1927,10 @@ mod tests {
             ..Default::default()
         })
         .is_err());
-        assert_eq!("if-changed".parse::<Overwrite>().unwrap(), Overwrite::IfChanged);
+        assert_eq!(
+            "if-changed".parse::<Overwrite>().unwrap(),
+            Overwrite::IfChanged
+        );
         assert!("sometimes".parse::<Overwrite>().is_err());
     }
 
@@ -1806,7 +1949,13 @@ mod tests {
         let data = b"evil content\n".to_vec();
         let did = Id::hash(&data);
         let mut dp = PackWriter::new();
-        dp.add(&seal_blob(repo.key(), BlobType::Data, did, &data, Compression::Off));
+        dp.add(&seal_blob(
+            repo.key(),
+            BlobType::Data,
+            did,
+            &data,
+            Compression::Off,
+        ));
         let (bytes, dpack, dblobs) = dp.finish(repo.key());
         repo.save_pack(&dpack, &bytes).unwrap();
 
@@ -1835,7 +1984,13 @@ mod tests {
         let root_id = Id::hash(&root_bytes);
         let mut tp = PackWriter::new();
         for (id, b) in [(sub_id, &sub_bytes), (root_id, &root_bytes)] {
-            tp.add(&seal_blob(repo.key(), BlobType::Tree, id, b, Compression::default()));
+            tp.add(&seal_blob(
+                repo.key(),
+                BlobType::Tree,
+                id,
+                b,
+                Compression::default(),
+            ));
         }
         let (bytes, tpack, tblobs) = tp.finish(repo.key());
         repo.save_pack(&tpack, &bytes).unwrap();
@@ -1901,18 +2056,33 @@ mod tests {
         let msgs: Vec<&str> = report.errors.iter().map(|e| e.message.as_str()).collect();
         assert_eq!(report.errors.len(), 5, "{msgs:#?}");
         for name in ["\"../evil\"", "\"a/b\"", "\".\"", "\"\"", "\"..\" in /sub"] {
-            assert!(msgs.iter().any(|m| m.contains(name)), "no error for {name}: {msgs:#?}");
+            assert!(
+                msgs.iter().any(|m| m.contains(name)),
+                "no error for {name}: {msgs:#?}"
+            );
         }
-        assert!(report.errors.iter().any(|e| e.path == "/\"../evil\""), "{:?}", report.errors);
+        assert!(
+            report.errors.iter().any(|e| e.path == "/\"../evil\""),
+            "{:?}",
+            report.errors
+        );
         // Only the good entries exist, all inside the target.
         assert_eq!(std::fs::read(target.join("ok")).unwrap(), b"evil content\n");
-        assert_eq!(std::fs::read(target.join("sub/fine")).unwrap(), b"evil content\n");
+        assert_eq!(
+            std::fs::read(target.join("sub/fine")).unwrap(),
+            b"evil content\n"
+        );
         let mut outer_files = Vec::new();
         all_files(&outer, &mut outer_files);
         outer_files.sort();
         assert_eq!(
             outer_files,
-            vec![target.clone(), target.join("ok"), target.join("sub"), target.join("sub/fine")]
+            vec![
+                target.clone(),
+                target.join("ok"),
+                target.join("sub"),
+                target.join("sub/fine")
+            ]
         );
         let mut tmp_top: Vec<_> = std::fs::read_dir(tmp.path())
             .unwrap()

@@ -33,7 +33,7 @@ pub const CHUNK_MAX: u32 = 8 * 1024 * 1024;
 /// Packs are closed once they reach this size.
 pub const PACK_TARGET: usize = 16 * 1024 * 1024;
 /// Files up to this size are read into memory whole, larger ones are streamed.
-const READ_WHOLE_MAX: u64 = 32 * 1024 * 1024;
+const READ_WHOLE_MAX: u64 = 1024 * 1024;
 /// Index files hold at most this many blobs (restic keeps them below 8 MiB).
 const INDEX_MAX_BLOBS: usize = 40_000;
 
@@ -923,7 +923,7 @@ pub fn backup(
     let walk_result: Result<Id> = std::thread::scope(|s| {
         let (blob_tx, blob_rx) = bounded::<BlobJob>(threads * 2);
         let (file_tx, file_rx) = bounded::<FileJob>(threads * 16);
-        let (up_tx, up_rx) = bounded::<PackWriter>(2);
+        let (up_tx, up_rx) = bounded::<PackWriter>(1);
         let sh = &sh;
         let uploader_h = s.spawn(move || uploader(sh, up_rx));
         let mut sealers = Vec::new();

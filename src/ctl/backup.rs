@@ -1,7 +1,11 @@
 //! `backupctl backup`: back up paths into a new snapshot.
 
+use super::util::human_bytes;
 use super::Ctx;
-use crate::error::{Error, Result};
+use crate::engine::backup::{backup, BackupOptions};
+use crate::engine::exclude::ExcludeOptions;
+use crate::error::{exit, Error, Result};
+use crate::repo::snapshot;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -37,6 +41,93 @@ pub struct Args {
     pub force: bool,
 }
 
-pub fn run(_ctx: &Ctx, _a: Args) -> Result<i32> {
-    Err(Error::Input("backup is not implemented yet".into()))
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    if a.paths.is_empty() {
+        return Err(Error::Input("nothing to back up\n  hint: give one or more files or folders: `backupctl backup PATH...`".into()));
+    }
+    let (mut repo, _lock) = ctx.open_locked(false)?;
+    let parent = match &a.parent {
+        None => None,
+        Some(spec) => {
+            let snaps = repo.list_snapshots()?;
+            let (id, _) = snapshot::find(&snaps, spec, &Default::default())
+                .map_err(|e| Error::Input(format!("--parent: {e}")))?;
+            Some(*id)
+        }
+    };
+    let opts = BackupOptions {
+        paths: a.paths,
+        tags: a.tag,
+        host: a.host,
+        job: a.job,
+        excludes: ExcludeOptions {
+            patterns: a.exclude,
+            exclude_files: a.exclude_file,
+            exclude_caches: a.exclude_caches,
+        },
+        one_file_system: a.one_file_system,
+        parent,
+        force: a.force,
+        ..Default::default()
+    };
+    let progress = ctx.progress();
+    let started = std::time::Instant::now();
+    let r = backup(&mut repo, &opts, progress.as_ref(), &ctx.cancel)?;
+    drop(progress);
+    let s = r.summary();
+    let code = if r.is_partial() {
+        exit::PARTIAL
+    } else {
+        exit::OK
+    };
+    if ctx.global.json {
+        let mut v = serde_json::to_value(s).expect("summary serializes");
+        let o = v.as_object_mut().expect("summary is an object");
+        o.insert("message_type".into(), "summary".into());
+        o.insert("snapshot_id".into(), r.snapshot_id.to_hex().into());
+        o.insert("parent".into(), r.parent.map(|p| p.to_hex()).into());
+        o.insert(
+            "total_duration".into(),
+            started.elapsed().as_secs_f64().into(),
+        );
+        o.insert("exit_code".into(), code.into());
+        ctx.print_json(&v);
+    } else {
+        for w in &r.warnings {
+            ctx.warn(w);
+        }
+        match r.parent {
+            Some(p) => ctx.say(format!("using parent snapshot {}", p.short())),
+            None => ctx.say("no parent snapshot: reading every file"),
+        }
+        ctx.say(format!(
+            "Files:  {:>6} new, {:>6} changed, {:>6} unmodified",
+            s.files_new, s.files_changed, s.files_unmodified
+        ));
+        ctx.say(format!(
+            "Dirs:   {:>6} new, {:>6} changed, {:>6} unmodified",
+            s.dirs_new, s.dirs_changed, s.dirs_unmodified
+        ));
+        ctx.say(format!(
+            "Added to the repository: {} ({} stored)",
+            human_bytes(s.data_added),
+            human_bytes(s.data_added_packed)
+        ));
+        ctx.say(format!(
+            "processed {} files, {} in {:.1}s",
+            s.total_files_processed,
+            human_bytes(s.total_bytes_processed),
+            started.elapsed().as_secs_f64()
+        ));
+        if r.is_partial() {
+            ctx.say(format!(
+                "snapshot {} saved, but it is PARTIAL: {} file(s) could not be read consistently (see the warnings above)",
+                r.snapshot_id.short(),
+                r.warnings.len()
+            ));
+        } else {
+            ctx.say(format!("snapshot {} saved", r.snapshot_id.short()));
+        }
+    }
+    Ok(code)
 }

@@ -1,18 +1,227 @@
-//! `backupctl check`: verify the repository's structure and, with --read-data, all data.
+//! `backupctl check`: verify the repository's structure and, with --read-data, all data; report
+//! what is damaged and which snapshots and files it affects.
 
-use super::Ctx;
-use crate::error::{Error, Result};
+use super::{util, Ctx};
+use crate::engine::check::{self, CheckIssue, CheckOptions, CheckReport, IssueKind, ReadData};
+use crate::error::{exit, Error, Result};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Read every pack and re-hash every blob.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "read_data_subset")]
     pub read_data: bool,
     /// Read only a subset of packs: `N%` (random), or `n/m` (the n-th of m groups).
-    #[arg(long)]
+    #[arg(long, value_parser = subset_arg)]
     pub read_data_subset: Option<String>,
 }
 
-pub fn run(_ctx: &Ctx, _a: Args) -> Result<i32> {
-    Err(Error::Input("check is not implemented yet".into()))
+/// Validates `--read-data-subset` at parse time (a bad value is a usage error).
+fn subset_arg(s: &str) -> std::result::Result<String, String> {
+    ReadData::parse_subset(s).map(|_| s.to_string())
+}
+
+/// How many paths (or blobs) to show per issue and per snapshot; --json has them all.
+const SHOW: usize = 20;
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let read_data = match (&a.read_data_subset, a.read_data) {
+        (Some(s), _) => ReadData::parse_subset(s)
+            .map_err(|e| Error::Input(format!("--read-data-subset: {e}")))?,
+        (None, true) => ReadData::All,
+        (None, false) => ReadData::No,
+    };
+    let (mut repo, _lock) = ctx.open_locked(false)?;
+    let progress = ctx.progress();
+    let report = check::check(
+        &mut repo,
+        &CheckOptions { read_data },
+        progress.as_ref(),
+        &ctx.cancel,
+    )?;
+    drop(progress);
+    if ctx.global.json {
+        ctx.print_json(&report);
+    } else {
+        print_human(ctx, &repo.location(), &report);
+    }
+    Ok(if report.is_ok() {
+        exit::OK
+    } else {
+        exit::DAMAGED
+    })
+}
+
+fn list_capped(items: &[String], indent: &str) -> String {
+    let mut out = items
+        .iter()
+        .take(SHOW)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(&format!("\n{indent}"));
+    if items.len() > SHOW {
+        out.push_str(&format!(
+            "\n{indent}... and {} more (--json lists all)",
+            items.len() - SHOW
+        ));
+    }
+    out
+}
+
+fn print_issue(n: usize, e: &CheckIssue) {
+    const IND: &str = "             ";
+    println!("error {n}: {}", e.message);
+    if let Some(p) = &e.pack {
+        println!("  pack:      {p}");
+    }
+    if let Some(f) = &e.index_file {
+        println!("  index:     {f}");
+    }
+    if !e.blobs.is_empty() {
+        let b: Vec<String> = e
+            .blobs
+            .iter()
+            .map(|b| format!("{} ({})", b.id.short(), b.tpe.as_str()))
+            .collect();
+        println!("  blobs:     {}", list_capped(&b, IND));
+    }
+    if !e.snapshots.is_empty() {
+        let s: Vec<String> = e.snapshots.iter().map(|s| s.short()).collect();
+        println!("  snapshots: {}", s.join(", "));
+    }
+    if !e.paths.is_empty() {
+        println!("  files:     {}", list_capped(&e.paths, IND));
+    }
+    println!("  hint: {}", e.hint);
+}
+
+/// "1 pack", "2 packs".
+fn count(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+fn print_human(ctx: &Ctx, location: &str, r: &CheckReport) {
+    if ctx.global.quiet && r.is_ok() {
+        return;
+    }
+    println!(
+        "checked {location}: {}, {}, {}, {}, {}",
+        count(r.snapshots, "snapshot"),
+        count(r.trees, "tree"),
+        count(r.data_blobs, "data blob"),
+        count(r.index_files, "index file"),
+        count(r.packs_listed, "pack")
+    );
+    if r.read_data != "none" {
+        println!(
+            "read data ({}): {} of {} packs, {}",
+            r.read_data,
+            r.packs_read,
+            r.packs_listed,
+            util::human_bytes(r.bytes_read)
+        );
+    }
+    if !r.orphaned_packs.is_empty() {
+        let needed: Vec<_> = r
+            .orphaned_packs
+            .iter()
+            .filter(|o| o.needed_blobs > 0)
+            .collect();
+        println!(
+            "{} in no index (not an error):",
+            if r.orphaned_packs.len() == 1 {
+                "1 pack is".to_string()
+            } else {
+                format!("{} packs are", r.orphaned_packs.len())
+            }
+        );
+        for o in r.orphaned_packs.iter().take(SHOW) {
+            let mut line = format!("  {} ({})", o.id.short(), util::human_bytes(o.size));
+            if o.needed_blobs > 0 {
+                line.push_str(&format!(", holds {} blobs snapshots need", o.needed_blobs));
+            }
+            if o.damaged.is_some() {
+                line.push_str(", damaged");
+            }
+            println!("{line}");
+        }
+        if r.orphaned_packs.len() > SHOW {
+            println!("  ... and {} more", r.orphaned_packs.len() - SHOW);
+        }
+        if needed.is_empty() {
+            println!(
+                "  hint: they likely hold duplicate data left by an interrupted backup or prune; \
+                 `backupctl prune` removes them"
+            );
+        } else {
+            println!(
+                "  hint: do NOT prune yet: {} of them hold data snapshots need; run `restic -r \
+                 REPO rebuild-index` first",
+                needed.len()
+            );
+        }
+    }
+    if r.is_ok() {
+        println!("no errors found");
+        return;
+    }
+    println!();
+    for (i, e) in r.errors.iter().enumerate() {
+        print_issue(i + 1, e);
+        println!();
+    }
+    println!(
+        "{} found",
+        if r.errors.len() == 1 {
+            "1 error".to_string()
+        } else {
+            format!("{} errors", r.errors.len())
+        }
+    );
+    if !r.affected_snapshots.is_empty() {
+        println!(
+            "damaged or missing data affects {} of {} snapshots:",
+            r.affected_snapshots.len(),
+            r.snapshots
+        );
+        for s in &r.affected_snapshots {
+            println!(
+                "  snapshot {} of {} at {} ({}): {}",
+                s.id.short(),
+                s.hostname,
+                s.time
+                    .with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M:%S"),
+                s.paths.join(" "),
+                if s.damaged_paths.len() == 1 {
+                    "1 damaged path".to_string()
+                } else {
+                    format!("{} damaged paths", s.damaged_paths.len())
+                }
+            );
+            println!("    {}", list_capped(&s.damaged_paths, "    "));
+        }
+        let index_only = |e: &CheckIssue| {
+            matches!(
+                e.kind,
+                IssueKind::IndexDamaged | IssueKind::PackIndexMismatch
+            ) || (e.kind == IssueKind::BlobsNotIndexed && e.pack.is_some())
+        };
+        if r.errors.iter().any(index_only) {
+            println!(
+                "hint: some data is only missing from the index: run `restic -r REPO \
+                 rebuild-index` first, then `backupctl check` again; do NOT prune before that"
+            );
+        }
+        if !r.errors.iter().all(index_only) {
+            println!(
+                "hint: run `backupctl prune` after forgetting the affected snapshots \
+                 (`backupctl forget ID...`), or back up the affected files again; each error \
+                 above says which applies"
+            );
+        }
+    }
 }

@@ -1,1 +1,1034 @@
 //! Backup: walk sources, chunk, deduplicate, compress, encrypt, pack; then index and snapshot.
+//!
+//! The pipeline: the calling thread walks the file system and builds trees; file workers read
+//! files, cut them into chunks (FastCDC) and hash them; sealers compress and encrypt the chunks
+//! no one has stored yet and put them into packs; one uploader writes finished packs. When the
+//! walk is done the packs are flushed, then the index is written, then the snapshot: a crash at
+//! any instant leaves at most unreferenced packs behind.
+
+use super::exclude::{ExcludeOptions, Excluder};
+use super::{CancelToken, Progress};
+use crate::error::{Error, Result};
+use crate::repo::backend::FileType;
+use crate::repo::crypto::Key;
+use crate::repo::id::Id;
+use crate::repo::index::{split_into_files, IndexPack};
+use crate::repo::pack::{seal_blob, BlobType, Compression, PackWriter};
+use crate::repo::snapshot::{Snapshot, SnapshotSummary, JOB_TAG_PREFIX, PARTIAL_TAG};
+use crate::repo::tree::{gomode, kind, Node, Tree};
+use crate::repo::Repository;
+use chrono::{DateTime, FixedOffset, Local, TimeZone};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File, Metadata};
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Chunk sizes as restic's: 512 KiB to 8 MiB, 1 MiB on average.
+pub const CHUNK_MIN: u32 = 512 * 1024;
+pub const CHUNK_AVG: u32 = 1024 * 1024;
+pub const CHUNK_MAX: u32 = 8 * 1024 * 1024;
+/// Packs are closed once they reach this size.
+pub const PACK_TARGET: usize = 16 * 1024 * 1024;
+/// Files up to this size are read into memory whole, larger ones are streamed.
+const READ_WHOLE_MAX: u64 = 1024 * 1024;
+/// Index files hold at most this many blobs (restic keeps them below 8 MiB).
+const INDEX_MAX_BLOBS: usize = 40_000;
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Files and folders to back up (made absolute).
+    pub paths: Vec<PathBuf>,
+    pub tags: Vec<String>,
+    /// Host name to record; this host's by default.
+    pub host: Option<String>,
+    /// The backupd job this snapshot belongs to (recorded as the tag `job:NAME`).
+    pub job: Option<String>,
+    pub excludes: ExcludeOptions,
+    pub one_file_system: bool,
+    /// The parent snapshot; by default the newest with the same host, paths and job.
+    pub parent: Option<Id>,
+    /// Read every file even when the parent says it is unchanged.
+    pub force: bool,
+    /// The snapshot's time; now by default.
+    pub time: Option<DateTime<FixedOffset>>,
+    /// How often a file that changes while it is read is read again before it is stored as is
+    /// (with a warning).
+    pub change_retries: u32,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            paths: Vec::new(),
+            tags: Vec::new(),
+            host: None,
+            job: None,
+            excludes: ExcludeOptions::default(),
+            one_file_system: false,
+            parent: None,
+            force: false,
+            time: None,
+            change_retries: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupResult {
+    pub snapshot_id: Id,
+    pub snapshot: Snapshot,
+    pub parent: Option<Id>,
+    /// Files that could not be read or changed while read; the snapshot is partial if any.
+    pub warnings: Vec<String>,
+}
+
+impl BackupResult {
+    pub fn summary(&self) -> &SnapshotSummary {
+        self.snapshot
+            .summary
+            .as_ref()
+            .expect("backup always writes a summary")
+    }
+    pub fn is_partial(&self) -> bool {
+        !self.warnings.is_empty()
+    }
+}
+
+/// The lexically normalised absolute form of `p` (no `.` or `..`; symlinks are not resolved).
+pub fn absolute(p: &Path) -> Result<PathBuf> {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| Error::io("read the current directory", e))?
+            .join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    Ok(out)
+}
+
+/// Counters shared by the pipeline's threads.
+#[derive(Default)]
+struct Counters {
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unmodified: AtomicU64,
+    dirs_new: AtomicU64,
+    dirs_changed: AtomicU64,
+    dirs_unmodified: AtomicU64,
+    data_blobs: AtomicU64,
+    tree_blobs: AtomicU64,
+    data_added: AtomicU64,
+    data_added_packed: AtomicU64,
+    files_processed: AtomicU64,
+    bytes_processed: AtomicU64,
+}
+
+fn get(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+fn add(a: &AtomicU64, n: u64) {
+    a.fetch_add(n, Ordering::Relaxed);
+}
+
+/// State the pipeline's threads share.
+struct Shared<'a> {
+    repo: &'a Repository,
+    key: Key,
+    compression: Compression,
+    /// Blobs stored by this backup so far (or on their way).
+    new_blobs: Mutex<HashSet<(Id, BlobType)>>,
+    packers: [Mutex<PackWriter>; 2],
+    written: Mutex<Vec<IndexPack>>,
+    error: Mutex<Option<Error>>,
+    failed: AtomicBool,
+    counters: Counters,
+    warnings: Mutex<Vec<String>>,
+    progress: &'a dyn Progress,
+    cancel: &'a CancelToken,
+}
+
+impl Shared<'_> {
+    /// True when the caller must store this blob: it is in neither the index nor this backup.
+    fn claim(&self, id: Id, tpe: BlobType) -> bool {
+        if self.repo.index().has(&id, tpe) {
+            return false;
+        }
+        self.new_blobs.lock().unwrap().insert((id, tpe))
+    }
+
+    fn fail(&self, e: Error) {
+        let mut g = self.error.lock().unwrap();
+        if g.is_none() {
+            *g = Some(e);
+        }
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    fn warn(&self, msg: String) {
+        self.progress.note(&format!("warning: {msg}"));
+        tracing::warn!("{msg}");
+        self.warnings.lock().unwrap().push(msg);
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.failed.load(Ordering::SeqCst) || self.cancel.is_cancelled()
+    }
+
+    fn packer(&self, tpe: BlobType) -> &Mutex<PackWriter> {
+        match tpe {
+            BlobType::Data => &self.packers[0],
+            BlobType::Tree => &self.packers[1],
+        }
+    }
+}
+
+/// A new blob on its way to a pack.
+struct BlobJob {
+    tpe: BlobType,
+    id: Id,
+    data: Vec<u8>,
+}
+
+/// A file to read.
+struct FileJob {
+    path: PathBuf,
+    md: Metadata,
+    reply: Sender<FileResult>,
+}
+
+enum FileResult {
+    Read {
+        content: Vec<Id>,
+        size: u64,
+        md: Box<Metadata>,
+    },
+    Unreadable,
+}
+
+fn sealer(sh: &Shared, rx: Receiver<BlobJob>, up: Sender<PackWriter>) {
+    for job in rx {
+        let sealed = seal_blob(&sh.key, job.tpe, job.id, &job.data, sh.compression);
+        if job.tpe == BlobType::Data {
+            add(&sh.counters.data_blobs, 1);
+            add(&sh.counters.data_added, job.data.len() as u64);
+        } else {
+            add(&sh.counters.tree_blobs, 1);
+        }
+        add(&sh.counters.data_added_packed, sealed.sealed.len() as u64);
+        drop(job.data);
+        let full = {
+            let mut p = sh.packer(job.tpe).lock().unwrap();
+            p.add(&sealed);
+            if p.size() >= PACK_TARGET {
+                Some(std::mem::replace(
+                    &mut *p,
+                    PackWriter::with_capacity(PACK_TARGET + CHUNK_MAX as usize),
+                ))
+            } else {
+                None
+            }
+        };
+        if let Some(p) = full {
+            let _ = up.send(p);
+        }
+    }
+}
+
+fn uploader(sh: &Shared, rx: Receiver<PackWriter>) {
+    for p in rx {
+        if sh.failed.load(Ordering::SeqCst) {
+            continue; // drain, so that nobody blocks
+        }
+        let (bytes, id, blobs) = p.finish(&sh.key);
+        match sh.repo.save_pack(&id, &bytes) {
+            Ok(()) => sh
+                .written
+                .lock()
+                .unwrap()
+                .push(IndexPack::from_packed(id, &blobs)),
+            Err(e) => sh.fail(e),
+        }
+    }
+}
+
+fn same_stat(a: &Metadata, b: &Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        a.len() == b.len()
+            && a.mtime() == b.mtime()
+            && a.mtime_nsec() == b.mtime_nsec()
+            && a.ctime() == b.ctime()
+            && a.ctime_nsec() == b.ctime_nsec()
+            && a.ino() == b.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        a.len() == b.len() && a.modified().ok() == b.modified().ok()
+    }
+}
+
+/// Reads one file, chunks and hashes it, and hands new chunks to the sealers.
+fn read_file(sh: &Shared, job: &FileJob, blobs: &Sender<BlobJob>, retries: u32) -> FileResult {
+    let mut md = job.md.clone();
+    let mut attempt = 0;
+    loop {
+        let mut content = Vec::new();
+        let mut size = 0u64;
+        let res = (|| -> std::io::Result<Metadata> {
+            let mut f = File::open(&job.path)?;
+            let mut handle = |data: Vec<u8>| {
+                let id = Id::hash(&data);
+                size += data.len() as u64;
+                sh.progress.inc(data.len() as u64);
+                content.push(id);
+                if sh.claim(id, BlobType::Data) {
+                    let _ = blobs.send(BlobJob {
+                        tpe: BlobType::Data,
+                        id,
+                        data,
+                    });
+                }
+            };
+            if md.len() <= READ_WHOLE_MAX {
+                let mut buf = Vec::with_capacity(md.len() as usize + 1);
+                f.read_to_end(&mut buf)?;
+                if buf.len() <= CHUNK_MIN as usize {
+                    if !buf.is_empty() {
+                        handle(buf);
+                    }
+                } else {
+                    let cuts: Vec<(usize, usize)> =
+                        fastcdc::v2020::FastCDC::new(&buf, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
+                            .map(|c| (c.offset, c.length))
+                            .collect();
+                    for (off, len) in cuts {
+                        handle(buf[off..off + len].to_vec());
+                    }
+                }
+            } else {
+                for chunk in fastcdc::v2020::StreamCDC::new(&mut f, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
+                {
+                    let chunk = chunk.map_err(|e| match e {
+                        fastcdc::v2020::Error::IoError(e) => e,
+                        other => std::io::Error::other(other.to_string()),
+                    })?;
+                    handle(chunk.data);
+                }
+            }
+            f.metadata()
+        })();
+        match res {
+            Err(e) => {
+                sh.warn(format!(
+                    "cannot read {}: {e}; it is left out of this snapshot",
+                    job.path.display()
+                ));
+                return FileResult::Unreadable;
+            }
+            Ok(after) => {
+                let unchanged = same_stat(&md, &after) && after.len() == size;
+                if unchanged {
+                    add(&sh.counters.bytes_processed, size);
+                    return FileResult::Read {
+                        content,
+                        size,
+                        md: Box::new(after),
+                    };
+                }
+                if attempt >= retries {
+                    sh.warn(format!(
+                        "{} changed while it was read ({} tries); the snapshot holds the last read ({} bytes), which may be inconsistent",
+                        job.path.display(),
+                        attempt + 1,
+                        size
+                    ));
+                    add(&sh.counters.bytes_processed, size);
+                    return FileResult::Read {
+                        content,
+                        size,
+                        md: Box::new(after),
+                    };
+                }
+                attempt += 1;
+                md = after;
+            }
+        }
+    }
+}
+
+fn file_worker(sh: &Shared, rx: Receiver<FileJob>, blobs: Sender<BlobJob>, retries: u32) {
+    for job in rx {
+        if sh.stop_requested() {
+            let _ = job.reply.send(FileResult::Unreadable);
+            continue;
+        }
+        let r = read_file(sh, &job, &blobs, retries);
+        let _ = job.reply.send(r);
+    }
+}
+
+/// Builds nodes from file metadata, caching user and group names.
+struct NodeMaker {
+    users: HashMap<u32, String>,
+    groups: HashMap<u32, String>,
+}
+
+fn ts(secs: i64, nsec: i64) -> DateTime<FixedOffset> {
+    let utc = chrono::Utc
+        .timestamp_opt(secs, nsec as u32)
+        .single()
+        .unwrap_or_default();
+    utc.with_timezone(&Local).fixed_offset()
+}
+
+impl NodeMaker {
+    fn new() -> NodeMaker {
+        NodeMaker {
+            users: HashMap::new(),
+            groups: HashMap::new(),
+        }
+    }
+
+    #[cfg(unix)]
+    fn node(&mut self, name: &str, path: &Path, md: &Metadata) -> std::io::Result<Node> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let ft = md.file_type();
+        let k = if ft.is_file() {
+            kind::FILE
+        } else if ft.is_dir() {
+            kind::DIR
+        } else if ft.is_symlink() {
+            kind::SYMLINK
+        } else if ft.is_block_device() {
+            kind::DEV
+        } else if ft.is_char_device() {
+            kind::CHARDEV
+        } else if ft.is_fifo() {
+            kind::FIFO
+        } else {
+            kind::SOCKET
+        };
+        let mut n = Node::new(name, k);
+        n.mode = gomode::from_unix(md.mode());
+        n.mtime = ts(md.mtime(), md.mtime_nsec());
+        n.atime = ts(md.atime(), md.atime_nsec());
+        n.ctime = ts(md.ctime(), md.ctime_nsec());
+        n.uid = md.uid();
+        n.gid = md.gid();
+        n.user = self
+            .users
+            .entry(md.uid())
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(md.uid().into())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+                    .unwrap_or_default()
+            })
+            .clone();
+        n.group = self
+            .groups
+            .entry(md.gid())
+            .or_insert_with(|| {
+                nix::unistd::Group::from_gid(md.gid().into())
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name)
+                    .unwrap_or_default()
+            })
+            .clone();
+        n.inode = md.ino();
+        n.device_id = md.dev();
+        n.links = md.nlink();
+        match k {
+            kind::FILE => n.size = md.len(),
+            kind::SYMLINK => n.linktarget = fs::read_link(path)?.to_string_lossy().into_owned(),
+            kind::DEV | kind::CHARDEV => n.device = md.rdev(),
+            _ => {}
+        }
+        Ok(n)
+    }
+
+    #[cfg(not(unix))]
+    fn node(&mut self, name: &str, path: &Path, md: &Metadata) -> std::io::Result<Node> {
+        let ft = md.file_type();
+        let k = if ft.is_dir() {
+            kind::DIR
+        } else if ft.is_symlink() {
+            kind::SYMLINK
+        } else {
+            kind::FILE
+        };
+        let mut n = Node::new(name, k);
+        n.mode = if ft.is_dir() {
+            gomode::DIR | 0o755
+        } else {
+            0o644
+        };
+        if let Ok(m) = md.modified() {
+            let d: DateTime<Local> = m.into();
+            n.mtime = d.fixed_offset();
+        }
+        n.atime = n.mtime;
+        n.ctime = n.mtime;
+        if k == kind::FILE {
+            n.size = md.len();
+        }
+        if k == kind::SYMLINK {
+            n.linktarget = fs::read_link(path)?.to_string_lossy().into_owned();
+        }
+        Ok(n)
+    }
+}
+
+/// The walk: a virtual tree of the targets' path components.
+#[derive(Default)]
+struct VDir {
+    /// Set when this component is itself a target (then it is walked whole).
+    target: bool,
+    children: BTreeMap<String, VDir>,
+}
+
+struct Walker<'a, 's> {
+    sh: &'a Shared<'s>,
+    files: Sender<FileJob>,
+    blobs: Sender<BlobJob>,
+    excluder: Excluder,
+    one_fs_dev: Option<u64>,
+    force: bool,
+    nodes: NodeMaker,
+}
+
+fn device_of(md: &Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::MetadataExt::dev(md)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = md;
+        0
+    }
+}
+
+impl Walker<'_, '_> {
+    fn parent_tree(&self, id: Option<Id>) -> Option<Tree> {
+        let id = id?;
+        // A parent tree that cannot be read only means we read everything again.
+        self.sh.repo.load_tree(&id).ok()
+    }
+
+    /// Stores a tree blob (unless known) and returns its id.
+    fn save_tree(&mut self, mut t: Tree) -> Id {
+        t.sort();
+        let bytes = t.serialize();
+        let id = Id::hash(&bytes);
+        if self.sh.claim(id, BlobType::Tree) {
+            let _ = self.blobs.send(BlobJob {
+                tpe: BlobType::Tree,
+                id,
+                data: bytes,
+            });
+        }
+        id
+    }
+
+    fn count_dir(&self, parent: Option<&Node>, subtree: Id) {
+        let c = &self.sh.counters;
+        match parent.and_then(|p| p.subtree) {
+            None => add(&c.dirs_new, 1),
+            Some(s) if s == subtree => add(&c.dirs_unmodified, 1),
+            Some(_) => add(&c.dirs_changed, 1),
+        }
+    }
+
+    /// The tree of a virtual directory: intermediate components and targets.
+    fn save_vdir(&mut self, path: &Path, v: &VDir, parent: Option<Id>) -> Result<Id> {
+        let ptree = self.parent_tree(parent);
+        let mut nodes = Vec::new();
+        for (name, child) in &v.children {
+            self.sh.cancel.check()?;
+            let cpath = path.join(name);
+            let pnode = ptree.as_ref().and_then(|t| t.find(name)).cloned();
+            if child.target {
+                if let Some(n) = self.save_entry(&cpath, name, pnode.as_ref(), true)? {
+                    nodes.push(n);
+                }
+                continue;
+            }
+            let md = fs::symlink_metadata(&cpath)
+                .map_err(|e| Error::io(format!("read the metadata of {}", cpath.display()), e))?;
+            let mut n = self
+                .nodes
+                .node(name, &cpath, &md)
+                .map_err(|e| Error::io(format!("read the metadata of {}", cpath.display()), e))?;
+            let psub = pnode
+                .as_ref()
+                .filter(|p| p.is_dir())
+                .and_then(|p| p.subtree);
+            let sub = self.save_vdir(&cpath, child, psub)?;
+            self.count_dir(pnode.as_ref(), sub);
+            n.subtree = Some(sub);
+            nodes.push(n);
+        }
+        Ok(self.save_tree(Tree { nodes }))
+    }
+
+    /// One entry of the file system; `None` when it is excluded or unreadable.
+    fn save_entry(
+        &mut self,
+        path: &Path,
+        name: &str,
+        pnode: Option<&Node>,
+        is_root: bool,
+    ) -> Result<Option<Node>> {
+        if self.excluder.is_excluded(path) {
+            return Ok(None);
+        }
+        let md = match fs::symlink_metadata(path) {
+            Ok(md) => md,
+            Err(e) => {
+                self.sh.warn(format!(
+                    "cannot read {}: {e}; it is left out of this snapshot",
+                    path.display()
+                ));
+                return Ok(None);
+            }
+        };
+        if is_root && self.one_fs_dev.is_some() {
+            self.one_fs_dev = Some(device_of(&md));
+        }
+        let mut node = match self.nodes.node(name, path, &md) {
+            Ok(n) => n,
+            Err(e) => {
+                self.sh.warn(format!(
+                    "cannot read {}: {e}; it is left out of this snapshot",
+                    path.display()
+                ));
+                return Ok(None);
+            }
+        };
+        if node.is_dir() {
+            if let Some(dev) = self.one_fs_dev {
+                if !is_root && device_of(&md) != dev {
+                    return Ok(None);
+                }
+            }
+            let psub = pnode.filter(|p| p.is_dir()).and_then(|p| p.subtree);
+            let sub = self.save_dir(path, psub)?;
+            self.count_dir(pnode, sub);
+            node.subtree = Some(sub);
+            return Ok(Some(node));
+        }
+        if node.is_file() {
+            // Single files given as targets are read right away.
+            let (tx, rx) = bounded(1);
+            match self.file_content(path, &md, &mut node, pnode, tx) {
+                Some(_) => {}
+                None => return Ok(self.finish_file(node, pnode, rx.recv().ok())),
+            }
+        }
+        Ok(Some(node))
+    }
+
+    /// Either fills the node's content from the parent (returns Some) or queues the file to be
+    /// read and returns None (the result comes on `reply`).
+    fn file_content(
+        &mut self,
+        path: &Path,
+        md: &Metadata,
+        node: &mut Node,
+        pnode: Option<&Node>,
+        reply: Sender<FileResult>,
+    ) -> Option<()> {
+        if !self.force {
+            if let Some(p) = pnode {
+                let unchanged = p.is_file()
+                    && p.size == node.size
+                    && p.mtime == node.mtime
+                    && p.ctime == node.ctime
+                    && p.inode == node.inode
+                    && p.content.as_ref().is_some_and(|c| {
+                        c.iter().all(|b| {
+                            self.sh.repo.index().has(b, BlobType::Data)
+                                || self
+                                    .sh
+                                    .new_blobs
+                                    .lock()
+                                    .unwrap()
+                                    .contains(&(*b, BlobType::Data))
+                        })
+                    });
+                if unchanged {
+                    node.content = p.content.clone();
+                    add(&self.sh.counters.files_unmodified, 1);
+                    add(&self.sh.counters.files_processed, 1);
+                    add(&self.sh.counters.bytes_processed, node.size);
+                    self.sh.progress.inc(node.size);
+                    return Some(());
+                }
+            }
+        }
+        let _ = self.files.send(FileJob {
+            path: path.to_path_buf(),
+            md: md.clone(),
+            reply,
+        });
+        None
+    }
+
+    fn finish_file(
+        &mut self,
+        mut node: Node,
+        pnode: Option<&Node>,
+        r: Option<FileResult>,
+    ) -> Option<Node> {
+        match r {
+            Some(FileResult::Read { content, size, md }) => {
+                // The node describes what was read.
+                if let Ok(n2) = self.nodes.node(&node.name, Path::new(""), &md) {
+                    node.mtime = n2.mtime;
+                    node.ctime = n2.ctime;
+                    node.mode = n2.mode;
+                }
+                node.size = size;
+                let c = &self.sh.counters;
+                add(&c.files_processed, 1);
+                match pnode {
+                    None => add(&c.files_new, 1),
+                    Some(p) if p.content.as_ref() == Some(&content) => add(&c.files_unmodified, 1),
+                    Some(_) => add(&c.files_changed, 1),
+                }
+                node.content = Some(content);
+                Some(node)
+            }
+            _ => None,
+        }
+    }
+
+    /// The tree of a real directory, walked whole.
+    fn save_dir(&mut self, path: &Path, parent: Option<Id>) -> Result<Id> {
+        self.sh.cancel.check()?;
+        if self.sh.failed.load(Ordering::SeqCst) {
+            return Err(Error::Input("backup stopped after an error".into()));
+        }
+        let ptree = self.parent_tree(parent);
+        let mut names: Vec<(String, PathBuf)> = Vec::new();
+        match fs::read_dir(path) {
+            Ok(rd) => {
+                for ent in rd {
+                    match ent {
+                        Ok(ent) => {
+                            names.push((ent.file_name().to_string_lossy().into_owned(), ent.path()))
+                        }
+                        Err(e) => self.sh.warn(format!("cannot list {}: {e}", path.display())),
+                    }
+                }
+            }
+            Err(e) => {
+                self.sh.warn(format!(
+                    "cannot list {}: {e}; its contents are left out",
+                    path.display()
+                ));
+                return Ok(self.save_tree(Tree::default()));
+            }
+        }
+        names.sort();
+        let cache = self.excluder.is_cache_dir(path);
+        let mut nodes: Vec<Option<Node>> = Vec::with_capacity(names.len());
+        let mut pending: Vec<(usize, Receiver<FileResult>)> = Vec::new();
+        for (name, cpath) in names {
+            if cache && name != "CACHEDIR.TAG" {
+                continue;
+            }
+            let pnode = ptree.as_ref().and_then(|t| t.find(&name));
+            if self.excluder.is_excluded(&cpath) {
+                continue;
+            }
+            let md = match fs::symlink_metadata(&cpath) {
+                Ok(md) => md,
+                Err(e) => {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        self.sh.warn(format!(
+                            "cannot read {}: {e}; it is left out of this snapshot",
+                            cpath.display()
+                        ));
+                    }
+                    continue;
+                }
+            };
+            if md.is_dir() {
+                let pn = pnode.cloned();
+                if let Some(n) = self.save_entry(&cpath, &name, pn.as_ref(), false)? {
+                    nodes.push(Some(n));
+                }
+                continue;
+            }
+            let mut node = match self.nodes.node(&name, &cpath, &md) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.sh.warn(format!(
+                        "cannot read {}: {e}; it is left out of this snapshot",
+                        cpath.display()
+                    ));
+                    continue;
+                }
+            };
+            if node.is_file() {
+                let (tx, rx) = bounded(1);
+                if self
+                    .file_content(&cpath, &md, &mut node, pnode, tx)
+                    .is_none()
+                {
+                    pending.push((nodes.len(), rx));
+                }
+            } else {
+                add(&self.sh.counters.files_processed, 1);
+            }
+            nodes.push(Some(node));
+        }
+        for (i, rx) in pending {
+            let node = nodes[i].take().expect("pending node present");
+            let pnode = ptree.as_ref().and_then(|t| t.find(&node.name)).cloned();
+            nodes[i] = self.finish_file(node, pnode.as_ref(), rx.recv().ok());
+        }
+        self.sh.cancel.check()?;
+        Ok(self.save_tree(Tree {
+            nodes: nodes.into_iter().flatten().collect(),
+        }))
+    }
+}
+
+/// Backs up `opts.paths` into a new snapshot. The caller holds a shared lock.
+pub fn backup(
+    repo: &mut Repository,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+    cancel: &CancelToken,
+) -> Result<BackupResult> {
+    let start = Local::now().fixed_offset();
+    if opts.paths.is_empty() {
+        return Err(Error::Input(
+            "nothing to back up: give at least one path".into(),
+        ));
+    }
+    // Resolve and check the targets before anything is written.
+    let mut targets: Vec<PathBuf> = Vec::new();
+    for p in &opts.paths {
+        let abs = absolute(p)?;
+        if let Err(e) = fs::symlink_metadata(&abs) {
+            return Err(Error::Input(format!(
+                "cannot back up {}: {e}\n  hint: check the path; nothing was written to the repository",
+                p.display()
+            )));
+        }
+        targets.push(abs);
+    }
+    targets.sort();
+    targets.dedup();
+    // A target inside another target is covered by it.
+    let covered: Vec<PathBuf> = targets
+        .iter()
+        .filter(|t| !targets.iter().any(|o| o != *t && t.starts_with(o)))
+        .cloned()
+        .collect();
+    let mut root = VDir::default();
+    for t in &covered {
+        let mut v = &mut root;
+        for c in t.components() {
+            if let Component::Normal(s) = c {
+                v = v
+                    .children
+                    .entry(s.to_string_lossy().into_owned())
+                    .or_default();
+            }
+        }
+        v.target = true;
+    }
+    if root.target {
+        return Err(Error::Input(
+            "backing up the root directory / as a whole is not supported yet; name its folders"
+                .into(),
+        ));
+    }
+    let excluder = Excluder::new(&opts.excludes)?;
+    let hostname = opts.host.clone().unwrap_or_else(crate::sysinfo::hostname);
+    let paths: Vec<String> = covered
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+
+    repo.load_index()?;
+    let snaps = repo.list_snapshots()?;
+    let parent: Option<(Id, Snapshot)> = match opts.parent {
+        Some(id) => Some(
+            snaps
+                .iter()
+                .find(|(i, _)| *i == id)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::Input(format!("parent snapshot {} does not exist", id.short()))
+                })?,
+        ),
+        None => {
+            let mut sorted_paths = paths.clone();
+            sorted_paths.sort();
+            snaps
+                .iter()
+                .filter(|(_, s)| {
+                    let mut sp = s.paths.clone();
+                    sp.sort();
+                    s.hostname == hostname && sp == sorted_paths && s.job() == opts.job.as_deref()
+                })
+                .max_by_key(|(_, s)| s.time)
+                .cloned()
+        }
+    };
+
+    let repo_ref: &Repository = repo;
+    let sh = Shared {
+        repo: repo_ref,
+        key: repo_ref.key().clone(),
+        compression: repo_ref.compression,
+        new_blobs: Mutex::new(HashSet::new()),
+        packers: [Mutex::new(PackWriter::new()), Mutex::new(PackWriter::new())],
+        written: Mutex::new(Vec::new()),
+        error: Mutex::new(None),
+        failed: AtomicBool::new(false),
+        counters: Counters::default(),
+        warnings: Mutex::new(Vec::new()),
+        progress,
+        cancel,
+    };
+    progress.phase("backup", None);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8);
+
+    let walk_result: Result<Id> = std::thread::scope(|s| {
+        let (blob_tx, blob_rx) = bounded::<BlobJob>(threads * 2);
+        let (file_tx, file_rx) = bounded::<FileJob>(threads * 16);
+        let (up_tx, up_rx) = bounded::<PackWriter>(1);
+        let sh = &sh;
+        let uploader_h = s.spawn(move || uploader(sh, up_rx));
+        let mut sealers = Vec::new();
+        for _ in 0..threads {
+            let (rx, up) = (blob_rx.clone(), up_tx.clone());
+            sealers.push(s.spawn(move || sealer(sh, rx, up)));
+        }
+        drop(blob_rx);
+        let mut workers = Vec::new();
+        for _ in 0..threads {
+            let (rx, btx) = (file_rx.clone(), blob_tx.clone());
+            let retries = opts.change_retries;
+            workers.push(s.spawn(move || file_worker(sh, rx, btx, retries)));
+        }
+        drop(file_rx);
+        let mut w = Walker {
+            sh,
+            files: file_tx,
+            blobs: blob_tx,
+            excluder,
+            one_fs_dev: if opts.one_file_system { Some(0) } else { None },
+            force: opts.force,
+            nodes: NodeMaker::new(),
+        };
+        let res = w.save_vdir(Path::new("/"), &root, parent.as_ref().map(|(_, p)| p.tree));
+        drop(w); // closes the file and blob channels of the walker
+        for h in workers {
+            let _ = h.join();
+        }
+        for h in sealers {
+            let _ = h.join();
+        }
+        for p in &sh.packers {
+            let pw = std::mem::take(&mut *p.lock().unwrap());
+            if !pw.is_empty() {
+                let _ = up_tx.send(pw);
+            }
+        }
+        drop(up_tx);
+        let _ = uploader_h.join();
+        res
+    });
+
+    if let Some(e) = sh.error.lock().unwrap().take() {
+        return Err(e);
+    }
+    let tree = walk_result?;
+    cancel.check()?;
+
+    // Packs are durable; now the index, then the snapshot.
+    let written = std::mem::take(&mut *sh.written.lock().unwrap());
+    let warnings = std::mem::take(&mut *sh.warnings.lock().unwrap());
+    let partial = !warnings.is_empty();
+    let c = &sh.counters;
+    let mut summary = SnapshotSummary {
+        backup_start: Some(start),
+        backup_end: None,
+        files_new: get(&c.files_new),
+        files_changed: get(&c.files_changed),
+        files_unmodified: get(&c.files_unmodified),
+        dirs_new: get(&c.dirs_new),
+        dirs_changed: get(&c.dirs_changed),
+        dirs_unmodified: get(&c.dirs_unmodified),
+        data_blobs: get(&c.data_blobs),
+        tree_blobs: get(&c.tree_blobs),
+        data_added: get(&c.data_added),
+        data_added_packed: get(&c.data_added_packed),
+        total_files_processed: get(&c.files_processed),
+        total_bytes_processed: get(&c.bytes_processed),
+        partial,
+        warnings: warnings.iter().take(100).cloned().collect(),
+    };
+    drop(sh);
+    for f in split_into_files(written, INDEX_MAX_BLOBS) {
+        let id = repo.save_unpacked(FileType::Index, &f)?;
+        repo.index_mut().merge_file(id, &f);
+    }
+    summary.backup_end = Some(Local::now().fixed_offset());
+    let mut tags = opts.tags.clone();
+    if let Some(j) = &opts.job {
+        tags.push(format!("{JOB_TAG_PREFIX}{j}"));
+    }
+    if partial {
+        tags.push(PARTIAL_TAG.to_string());
+    }
+    let snapshot = Snapshot {
+        time: opts.time.unwrap_or(start),
+        parent: parent.as_ref().map(|(id, _)| *id),
+        tree,
+        paths,
+        hostname,
+        username: crate::sysinfo::username(),
+        uid: crate::sysinfo::uid(),
+        gid: crate::sysinfo::gid(),
+        excludes: opts.excludes.patterns.clone(),
+        tags,
+        original: None,
+        program_version: crate::repo::PROGRAM_VERSION.to_string(),
+        summary: Some(summary),
+    };
+    let snapshot_id = repo.save_unpacked(FileType::Snapshot, &snapshot)?;
+    Ok(BackupResult {
+        snapshot_id,
+        snapshot,
+        parent: parent.map(|(id, _)| id),
+        warnings,
+    })
+}

@@ -79,6 +79,12 @@ pub trait Backend: Send + Sync {
     fn local_path(&self) -> Option<&Path> {
         None
     }
+    /// How long a new lock file needs before every other client's listing shows it. Zero for
+    /// storage whose listings are consistent with completed writes (a local file system):
+    /// then "write our lock, then list" guarantees that of two racing lockers one sees the other.
+    fn lock_settle_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(200)
+    }
 }
 
 /// A repository in a local directory, laid out as restic's `local` backend does.
@@ -255,6 +261,10 @@ impl Backend for LocalBackend {
 
     fn local_path(&self) -> Option<&Path> {
         Some(&self.root)
+    }
+
+    fn lock_settle_delay(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
     }
 }
 

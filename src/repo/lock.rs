@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 /// How often a held lock is refreshed.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
-/// Pause between writing our lock and looking again for a racing one.
-const RECHECK_DELAY: Duration = Duration::from_millis(200);
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct LockFile {
@@ -150,7 +148,7 @@ pub fn lock(repo: &Repository, exclusive: bool, wait: Duration) -> Result<RepoLo
             Some(l) => Some(l),
             None => {
                 let id = repo.save_unpacked(FileType::Lock, &LockFile::ours(exclusive))?;
-                std::thread::sleep(RECHECK_DELAY);
+                std::thread::sleep(repo.backend().lock_settle_delay());
                 let now = list_locks(repo)?;
                 match conflict(exclusive, &now, Some(&id)) {
                     None => {
@@ -175,7 +173,10 @@ pub fn lock(repo: &Repository, exclusive: bool, wait: Duration) -> Result<RepoLo
             });
         }
         tracing::info!(holder = %blocker.describe(), "repository is locked; waiting");
-        std::thread::sleep(delay.min(wait - elapsed));
+        // Exponential backoff with jitter, so that two clients that saw each other's locks do not
+        // retry in lockstep.
+        let jitter = delay.mul_f64(rand::random::<f64>() * 0.5);
+        std::thread::sleep((delay + jitter).min(wait - elapsed));
         delay = (delay * 2).min(Duration::from_secs(10));
     }
 }

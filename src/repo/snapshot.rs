@@ -107,7 +107,7 @@ pub struct SnapshotFilter {
 
 impl SnapshotFilter {
     pub fn matches(&self, s: &Snapshot) -> bool {
-        if !self.hosts.is_empty() && !self.hosts.iter().any(|h| *h == s.hostname) {
+        if !self.hosts.is_empty() && !self.hosts.contains(&s.hostname) {
             return false;
         }
         if !self.paths.is_empty() && !self.paths.iter().all(|p| s.paths.iter().any(|sp| sp == p)) {

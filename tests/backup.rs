@@ -1,0 +1,507 @@
+//! Integration tests of `backupctl backup` with the real binary, checked by restic 0.14.
+
+mod support;
+
+use std::fs;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::*;
+
+fn init(env: &Env) {
+    env.ctl_ok(&["init"]);
+}
+
+#[test]
+fn restic_checks_and_restores_what_backupctl_wrote() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 1);
+    init(&env);
+    let s = src.to_str().unwrap();
+    let j = env.ctl_json(&["backup", s, "--tag", "first"]);
+    assert_eq!(j["message_type"], "summary");
+    assert!(j["files_new"].as_u64().unwrap() >= 24, "{j}");
+    assert_eq!(j["exit_code"], 0);
+    let before = manifest(&src);
+
+    let check = env.restic(&["check", "--read-data"]);
+    assert!(
+        check.status.success(),
+        "restic check failed on our repository:\n{}",
+        show(&check)
+    );
+    let snaps: serde_json::Value =
+        serde_json::from_str(&env.restic_ok(&["snapshots", "--json"])).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+    assert_eq!(snaps[0]["paths"][0], s);
+    assert_eq!(snaps[0]["tags"][0], "first");
+
+    let restored = restic_restore(&env, "latest", &env.path("out"), &src);
+    assert_eq!(
+        manifest(&restored),
+        before,
+        "restic's restore of our snapshot differs from the source"
+    );
+    // File times are kept to the nanosecond.
+    let a = fs::metadata(src.join("docs/deep/er/big.bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let b = fs::metadata(restored.join("docs/deep/er/big.bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn backupctl_backs_up_into_a_repository_restic_made() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 2);
+    env.restic_ok(&["init"]);
+    env.restic_ok(&["backup", src.to_str().unwrap()]);
+    // Change a file and back up with backupctl: the restic snapshot is found as parent.
+    fs::write(src.join("docs/note3.txt"), b"changed by the test").unwrap();
+    let j = env.ctl_json(&["backup", src.to_str().unwrap()]);
+    assert!(
+        !j["parent"].is_null(),
+        "restic's snapshot should be the parent: {j}"
+    );
+    assert_eq!(j["files_changed"], 1, "{j}");
+    let check = env.restic(&["check", "--read-data"]);
+    assert!(check.status.success(), "{}", show(&check));
+    let restored = restic_restore(&env, "latest", &env.path("out"), &src);
+    assert_eq!(manifest(&restored), manifest(&src));
+}
+
+#[test]
+fn parent_snapshot_skips_unchanged_files_and_dedups() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 3);
+    init(&env);
+    let s = src.to_str().unwrap();
+    let first = env.ctl_json(&["backup", s]);
+    let second = env.ctl_json(&["backup", s]);
+    assert_eq!(second["files_new"], 0, "{second}");
+    assert_eq!(second["files_changed"], 0, "{second}");
+    assert_eq!(second["data_added"], 0, "{second}");
+    assert_eq!(second["parent"], first["snapshot_id"]);
+    // A copy of a big file adds no data blobs (dedup), a modified file is read again.
+    fs::copy(src.join("docs/deep/er/big.bin"), src.join("copy.bin")).unwrap();
+    fs::write(src.join("docs/note0.txt"), b"new content").unwrap();
+    let third = env.ctl_json(&["backup", s]);
+    assert_eq!(third["files_new"], 1, "{third}");
+    assert_eq!(third["files_changed"], 1, "{third}");
+    assert!(
+        third["data_added"].as_u64().unwrap() < 1000,
+        "the copy must be deduplicated: {third}"
+    );
+    // --force reads everything again but still adds nothing new.
+    let forced = env.ctl_json(&["backup", s, "--force"]);
+    assert_eq!(forced["data_added"], 0, "{forced}");
+    let check = env.restic(&["check", "--read-data"]);
+    assert!(check.status.success(), "{}", show(&check));
+}
+
+#[test]
+fn excludes_exclude_files_and_cache_dirs() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 4);
+    fs::create_dir_all(src.join("cache/sub")).unwrap();
+    fs::write(
+        src.join("cache/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n# cache\n",
+    )
+    .unwrap();
+    fs::write(src.join("cache/sub/blob"), b"cached").unwrap();
+    fs::write(src.join("app.log"), b"log").unwrap();
+    fs::write(env.path("excl"), "# patterns\nbin\n").unwrap();
+    init(&env);
+    let s = src.to_str().unwrap();
+    env.ctl_ok(&[
+        "backup",
+        s,
+        "--exclude",
+        "*.log",
+        "--exclude-file",
+        env.path("excl").to_str().unwrap(),
+        "--exclude-caches",
+    ]);
+    let ls = env.ctl_ok(&["ls", "latest"]);
+    let has = |p: &str| ls.lines().any(|l| l == format!("{s}/{p}"));
+    assert!(!has("app.log"), "{ls}");
+    assert!(!has("bin") && !has("bin/tool"), "{ls}");
+    assert!(has("cache") && has("cache/CACHEDIR.TAG"), "{ls}");
+    assert!(!has("cache/sub"), "{ls}");
+    assert!(
+        has("docs/deep/er/big.bin") && has("link") && has("fifo"),
+        "{ls}"
+    );
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    let env = Env::new();
+    init(&env);
+    let before = file_list(&env.repo);
+    // A path that does not exist.
+    let o = env.ctl(&["backup", "/definitely/not/here"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("/definitely/not/here"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(file_list(&env.repo), before);
+    // Wrong password: exit 12.
+    fs::write(env.path("bad"), "nope\n").unwrap();
+    let o = Command::new(BACKUPCTL)
+        .args([
+            "-r",
+            env.repo.to_str().unwrap(),
+            "--password-file",
+            env.path("bad").to_str().unwrap(),
+            "snapshots",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(12), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("wrong password"),
+        "{}",
+        show(&o)
+    );
+    // No repository: exit 10.
+    let o = Command::new(BACKUPCTL)
+        .args([
+            "-r",
+            env.path("none").to_str().unwrap(),
+            "--password-file",
+            env.pw.to_str().unwrap(),
+            "snapshots",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(10), "{}", show(&o));
+    // No password at all.
+    let o = Command::new(BACKUPCTL)
+        .args(["-r", env.repo.to_str().unwrap(), "snapshots"])
+        .env_remove("BACKUPD_PASSWORD_FILE")
+        .env_remove("BACKUPD_PASSWORD_COMMAND")
+        .env_remove("BACKUPD_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--password-file"),
+        "{}",
+        show(&o)
+    );
+    // init over an existing repository.
+    let o = env.ctl(&["init"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert_eq!(file_list(&env.repo), before);
+}
+
+#[test]
+fn password_from_command_and_environment() {
+    let env = Env::new();
+    init(&env);
+    let o = Command::new(BACKUPCTL)
+        .args(["-r", env.repo.to_str().unwrap(), "snapshots"])
+        .env(
+            "BACKUPD_PASSWORD_COMMAND",
+            format!("cat {}", env.pw.display()),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let o = Command::new(BACKUPCTL)
+        .args(["snapshots"])
+        .env("BACKUPD_REPOSITORY", &env.repo)
+        .env("BACKUPD_PASSWORD", "correct horse battery staple")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+}
+
+#[test]
+fn locked_repository_waits_then_names_the_holder() {
+    let env = Env::new();
+    init(&env);
+    let src = env.path("src");
+    make_tree(&src, 5);
+    // restic holds an exclusive lock while it runs `check --read-data` on a slowed-down... we
+    // instead plant an exclusive lock of a live process (this test) in restic's format.
+    let repo = backupd::repo::Repository::open(
+        std::sync::Arc::new(backupd::repo::backend::LocalBackend::new(&env.repo)),
+        b"correct horse battery staple",
+    )
+    .unwrap();
+    let guard = backupd::repo::lock::lock(&repo, true, Duration::ZERO).unwrap();
+    let o = env.ctl(&["backup", src.to_str().unwrap(), "--lock-wait", "1s"]);
+    assert_eq!(o.status.code(), Some(11), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("PID {}", std::process::id())) && err.contains("exclusive"),
+        "{err}"
+    );
+    drop(guard);
+    env.ctl_ok(&["backup", src.to_str().unwrap()]);
+}
+
+fn is_root() -> bool {
+    nix::unistd::getuid().is_root()
+}
+
+#[test]
+fn unreadable_file_makes_a_partial_snapshot_with_exit_3() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 6);
+    fs::write(src.join("locked-away"), b"private").unwrap();
+    fs::set_permissions(
+        src.join("locked-away"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o000),
+    )
+    .unwrap();
+    init(&env);
+    let mut cmd = env.ctl_cmd(&["--json", "backup", src.to_str().unwrap()]);
+    if is_root() {
+        // root reads everything: run as nobody, who may write the repository and read the rest.
+        Command::new("chmod")
+            .args(["-R", "a+rwX", env.dir.path().to_str().unwrap()])
+            .status()
+            .unwrap();
+        fs::set_permissions(
+            src.join("locked-away"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o000),
+        )
+        .unwrap();
+        fs::set_permissions(
+            src.join("secret"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BACKUPCTL,
+        ]);
+        c.arg("-r")
+            .arg(&env.repo)
+            .arg("--password-file")
+            .arg(&env.pw)
+            .args(["--json", "backup", src.to_str().unwrap()]);
+        cmd = c;
+    }
+    let o = cmd.output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["partial"], true, "{j}");
+    assert!(
+        j["warnings"][0].as_str().unwrap().contains("locked-away"),
+        "{j}"
+    );
+    let snaps = env.ctl_json(&["snapshots"]);
+    assert!(
+        snaps[0]["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "partial"),
+        "{snaps}"
+    );
+    let check = env.restic(&["check", "--read-data"]);
+    assert!(check.status.success(), "{}", show(&check));
+}
+
+#[test]
+fn file_that_changes_while_read_is_a_warning_naming_it() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let growing = src.join("growing.log");
+    fs::write(&growing, bytes(7, 20_000_000)).unwrap();
+    init(&env);
+    // A real writer process appends to the file while the backup reads it.
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "while true; do echo line >> '{}'; done",
+            growing.display()
+        ))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let o = env.ctl(&["--json", "backup", src.to_str().unwrap()]);
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        j["warnings"][0].as_str().unwrap().contains("growing.log"),
+        "{j}"
+    );
+    assert!(
+        j["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("changed while it was read"),
+        "{j}"
+    );
+    let check = env.restic(&["check", "--read-data"]);
+    assert!(check.status.success(), "{}", show(&check));
+}
+
+/// A small tmpfs as the repository: the backup fails with a clear message, the repository still
+/// checks green and the earlier snapshot still restores.
+#[test]
+fn disk_full_leaves_the_repository_intact() {
+    assert!(
+        is_root(),
+        "this test mounts a tmpfs and must run as root (CI does)"
+    );
+    let env = Env::new();
+    let mnt = env.path("small");
+    fs::create_dir(&mnt).unwrap();
+    let st = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=6m",
+            "tmpfs",
+            mnt.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs failed");
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Umount(mnt.clone());
+    let env = Env {
+        repo: mnt.join("repo"),
+        ..env
+    };
+    init(&env);
+    let small = env.path("small-src");
+    fs::create_dir(&small).unwrap();
+    fs::write(small.join("a.txt"), text(1, 10_000)).unwrap();
+    env.ctl_ok(&["backup", small.to_str().unwrap()]);
+    let before = file_list(&env.repo);
+    let big = env.path("big-src");
+    fs::create_dir(&big).unwrap();
+    for i in 0..4 {
+        fs::write(big.join(format!("r{i}")), bytes(i, 3_000_000)).unwrap();
+    }
+    let o = env.ctl(&["backup", big.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("disk is full"), "{err}");
+    // No temp files, no new index or snapshot: only unreferenced packs may remain.
+    let after = file_list(&env.repo);
+    for (p, _) in &after {
+        assert!(!p.contains(".tmp-"), "temp file left: {p}");
+        assert!(
+            p.starts_with("data/") || before.iter().any(|(b, _)| b == p),
+            "new non-pack file {p}"
+        );
+    }
+    let check = env.restic(&["check", "--read-data"]);
+    assert!(check.status.success(), "{}", show(&check));
+    let snaps = env.ctl_json(&["snapshots"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+}
+
+/// kill -9 at random instants during backups: every committed snapshot restores exactly the
+/// state it was taken of, and restic's `check --read-data` stays green.
+#[test]
+fn kill_9_during_backup_never_breaks_the_repository() {
+    let iterations: usize = std::env::var("CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 10);
+    init(&env);
+    let mut manifests = std::collections::BTreeMap::new();
+    let mut killed = 0;
+    let mut full = Duration::ZERO;
+    for i in 0..iterations {
+        // Change the data a little each round, with new random content so there is work to do.
+        fs::write(
+            src.join(format!("round{i}.bin")),
+            bytes(1000 + i as u64, 3_000_000),
+        )
+        .unwrap();
+        fs::write(src.join("docs/note5.txt"), text(i as u64, 5000)).unwrap();
+        manifests.insert(format!("iter-{i}"), manifest(&src));
+        let mut child = env
+            .ctl_cmd(&[
+                "backup",
+                src.to_str().unwrap(),
+                "--tag",
+                &format!("iter-{i}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        if i == 0 {
+            // The first round runs to the end and sets the window the others are killed in.
+            let t = std::time::Instant::now();
+            child.wait().unwrap();
+            full = t.elapsed();
+            continue;
+        }
+        let frac = support::bytes(i as u64, 1)[0] as f64 / 255.0 * 1.2;
+        std::thread::sleep(full.mul_f64(frac));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(
+        killed >= iterations / 4,
+        "only {killed} of {iterations} backups were killed mid-way; the test proves little"
+    );
+    // backupctl ignores the locks of killed processes; restic 0.14 needs them removed first.
+    let j = env.ctl_json(&["unlock"]);
+    assert_eq!(j["remaining"], 0, "{j}");
+    let check = env.restic(&["check", "--read-data"]);
+    assert!(
+        check.status.success(),
+        "restic check after kill -9:\n{}",
+        show(&check)
+    );
+    let snaps = env.ctl_json(&["snapshots"]);
+    let snaps = snaps.as_array().unwrap();
+    assert!(!snaps.is_empty(), "no backup ever completed");
+    for s in snaps {
+        let tag = s["tags"][0].as_str().unwrap();
+        let id = s["id"].as_str().unwrap();
+        let out = env.path(&format!("restore-{tag}"));
+        let restored = restic_restore(&env, id, &out, &src);
+        assert_eq!(
+            &manifest(&restored),
+            manifests.get(tag).unwrap(),
+            "snapshot {id} ({tag}) does not restore its state"
+        );
+        fs::remove_dir_all(&out).unwrap();
+    }
+    // And a backup after all that works and is complete.
+    env.ctl_ok(&["backup", src.to_str().unwrap()]);
+}

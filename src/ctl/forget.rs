@@ -1,29 +1,41 @@
-//! `backupctl forget`: remove snapshots by id or by a retention policy.
+//! `backupctl forget`: remove snapshots by id or by a retention policy (then optionally prune).
 
 use super::snapshots::FilterArgs;
 use super::Ctx;
-use crate::error::{Error, Result};
+use crate::engine::forget::{self, ForgetGroup, GroupBy, KeepPolicy, KeepWithin, Planned};
+use crate::engine::prune::{self, PruneOptions, PruneReport};
+use crate::error::{exit, Error, Result};
+use crate::repo::backend::FileType;
+use crate::repo::id::Id;
+use crate::repo::snapshot;
+use serde::Serialize;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Snapshot ids to remove (instead of a policy).
     pub snapshots: Vec<String>,
+    /// Keep the N newest snapshots.
     #[arg(long)]
     pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest hours that have one.
     #[arg(long)]
     pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest days that have one.
     #[arg(long)]
     pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest ISO weeks that have one.
     #[arg(long)]
     pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest months that have one.
     #[arg(long)]
     pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest years that have one.
     #[arg(long)]
     pub keep_yearly: Option<u32>,
     /// Keep every snapshot newer than this, relative to the newest (e.g. 2y5m7d3h).
-    #[arg(long)]
-    pub keep_within: Option<String>,
-    /// Keep snapshots with this tag (repeatable).
+    #[arg(long, value_parser = KeepWithin::parse)]
+    pub keep_within: Option<KeepWithin>,
+    /// Keep snapshots with this tag (repeatable; "a,b" needs both).
     #[arg(long)]
     pub keep_tag: Vec<String>,
     /// Group snapshots by these fields: host, paths, tags, job (comma-separated; "" for one group).
@@ -35,10 +47,194 @@ pub struct Args {
     /// Run prune afterwards.
     #[arg(long)]
     pub prune: bool,
+    /// With --prune: the tolerated unused share in percent (as `prune --max-unused`).
+    #[arg(long, default_value = "5", requires = "prune")]
+    pub max_unused: f64,
     #[command(flatten)]
     pub filter: FilterArgs,
 }
 
-pub fn run(_ctx: &Ctx, _a: Args) -> Result<i32> {
-    Err(Error::Input("forget is not implemented yet".into()))
+impl Args {
+    fn policy(&self) -> KeepPolicy {
+        KeepPolicy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within: self.keep_within,
+            tags: self.keep_tag.clone(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    dry_run: bool,
+    groups: &'a [ForgetGroup],
+    /// Every snapshot removed (or, in a dry run, that would be).
+    removed: &'a [Id],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prune: Option<&'a PruneReport>,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let policy = a.policy();
+    let group_by = GroupBy::parse(&a.group_by).map_err(Error::Input)?;
+    if a.snapshots.is_empty() {
+        forget::check_policy(&policy)?;
+    } else if !policy.is_empty() {
+        return Err(Error::Input(
+            "give snapshot ids or a keep policy, not both\n  hint: run forget twice".into(),
+        ));
+    }
+    let (mut repo, lock) = ctx.open_locked(!a.dry_run)?;
+    let all = repo.list_snapshots()?;
+    let filter = a.filter.filter();
+
+    let (groups, remove): (Vec<ForgetGroup>, Vec<Id>) = if a.snapshots.is_empty() {
+        let selected: Vec<_> = all
+            .iter()
+            .filter(|(_, s)| filter.matches(s))
+            .cloned()
+            .collect();
+        let groups = forget::plan(&selected, &policy, &group_by)?;
+        let remove = groups
+            .iter()
+            .flat_map(|g| g.remove.iter().map(|p| p.id))
+            .collect();
+        (groups, remove)
+    } else {
+        let mut ids = Vec::new();
+        for spec in &a.snapshots {
+            let (id, _) = snapshot::find(&all, spec, &filter).map_err(|e| {
+                Error::Input(format!(
+                    "{e}; nothing was removed\n  hint: `backupctl snapshots` lists them"
+                ))
+            })?;
+            if !ids.contains(id) {
+                ids.push(*id);
+            }
+        }
+        (Vec::new(), ids)
+    };
+
+    if !ctx.global.json {
+        print_groups(ctx, &groups);
+        if !a.snapshots.is_empty() {
+            for id in &remove {
+                ctx.say(format!(
+                    "{} snapshot {}",
+                    if a.dry_run {
+                        "would remove"
+                    } else {
+                        "removing"
+                    },
+                    id.short()
+                ));
+            }
+        }
+    }
+
+    if !a.dry_run {
+        for id in &remove {
+            ctx.cancel.check()?;
+            match repo.backend().remove(FileType::Snapshot, &id.to_hex()) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    ctx.say(format!(
+        "{} {} snapshot(s)",
+        if a.dry_run { "would remove" } else { "removed" },
+        remove.len()
+    ));
+
+    let mut report = None;
+    if a.prune {
+        let opts = PruneOptions {
+            max_unused: a.max_unused,
+            dry_run: a.dry_run,
+            assume_removed: if a.dry_run {
+                remove.clone()
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        };
+        ctx.say(if a.dry_run {
+            "prune (dry run, as if those snapshots were gone):"
+        } else {
+            "prune:"
+        });
+        let progress = ctx.progress();
+        let r = prune::prune(&mut repo, &opts, progress.as_ref(), &ctx.cancel)?;
+        drop(progress);
+        if !ctx.global.json {
+            super::prune::print_report(ctx, &r);
+        }
+        report = Some(r);
+    }
+    drop(lock);
+
+    if ctx.global.json {
+        ctx.print_json(&Output {
+            dry_run: a.dry_run,
+            groups: &groups,
+            removed: &remove,
+            prune: report.as_ref(),
+        });
+    }
+    Ok(exit::OK)
+}
+
+fn print_list(ctx: &Ctx, list: &[Planned], reasons: bool) {
+    ctx.say(format!(
+        "  {:<8}  {:<19}  {:<12}  {:<20}  {}paths",
+        "ID",
+        "time",
+        "host",
+        "tags",
+        if reasons {
+            format!("{:<32}  ", "reasons")
+        } else {
+            String::new()
+        }
+    ));
+    for p in list {
+        let s = &p.snapshot;
+        ctx.say(format!(
+            "  {:<8}  {:<19}  {:<12}  {:<20}  {}{}",
+            p.short_id,
+            s.time
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S"),
+            s.hostname,
+            s.tags.join(","),
+            if reasons {
+                format!("{:<32}  ", p.reasons.join(", "))
+            } else {
+                String::new()
+            },
+            s.paths.join(" ")
+        ));
+    }
+}
+
+fn print_groups(ctx: &Ctx, groups: &[ForgetGroup]) {
+    for g in groups {
+        ctx.say(format!("snapshots of {}:", g.key));
+        ctx.say(format!("keep {} snapshot(s):", g.keep.len()));
+        if !g.keep.is_empty() {
+            print_list(ctx, &g.keep, true);
+        }
+        if !g.remove.is_empty() {
+            ctx.say(format!("remove {} snapshot(s):", g.remove.len()));
+            print_list(ctx, &g.remove, false);
+        }
+        ctx.say("");
+    }
 }

@@ -289,7 +289,7 @@ fn read_file(sh: &Shared, job: &FileJob, blobs: &Sender<BlobJob>, retries: u32) 
         let mut content = Vec::new();
         let mut size = 0u64;
         let res = (|| -> std::io::Result<Metadata> {
-            let mut f = File::open(&job.path)?;
+            let mut f = open_noatime(&job.path)?;
             let mut handle = |data: Vec<u8>| {
                 let id = Id::hash(&data);
                 size += data.len() as u64;
@@ -367,6 +367,66 @@ fn read_file(sh: &Shared, job: &FileJob, blobs: &Sender<BlobJob>, retries: u32) 
                 md = after;
             }
         }
+    }
+}
+
+/// Opens a file for reading without updating its access time (as restic does), so that backing
+/// up does not change the source; falls back to a plain open where the kernel refuses
+/// `O_NOATIME` (files of other users when not root).
+fn open_noatime(path: &Path) -> std::io::Result<File> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOATIME)
+            .open(path)
+        {
+            Ok(f) => return Ok(f),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    File::open(path)
+}
+
+/// The names in a directory, listed without updating its access time where the kernel allows.
+fn list_dir(path: &Path) -> std::io::Result<Vec<std::ffi::OsString>> {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::fcntl::OFlag;
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let dir = match nix::dir::Dir::open(
+            path,
+            flags | OFlag::O_NOATIME,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            Err(nix::errno::Errno::EPERM) => {
+                nix::dir::Dir::open(path, flags, nix::sys::stat::Mode::empty())
+            }
+            other => other,
+        };
+        let mut dir = dir.map_err(std::io::Error::from)?;
+        let mut out = Vec::new();
+        for ent in dir.iter() {
+            let ent = ent.map_err(std::io::Error::from)?;
+            let name = ent.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                out.push(
+                    <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name)
+                        .to_os_string(),
+                );
+            }
+        }
+        Ok(out)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let mut out = Vec::new();
+        for ent in fs::read_dir(path)? {
+            out.push(ent?.file_name());
+        }
+        Ok(out)
     }
 }
 
@@ -728,15 +788,11 @@ impl Walker<'_, '_> {
         }
         let ptree = self.parent_tree(parent);
         let mut names: Vec<(String, PathBuf)> = Vec::new();
-        match fs::read_dir(path) {
-            Ok(rd) => {
-                for ent in rd {
-                    match ent {
-                        Ok(ent) => {
-                            names.push((ent.file_name().to_string_lossy().into_owned(), ent.path()))
-                        }
-                        Err(e) => self.sh.warn(format!("cannot list {}: {e}", path.display())),
-                    }
+        match list_dir(path) {
+            Ok(list) => {
+                for n in list {
+                    let p = path.join(&n);
+                    names.push((n.to_string_lossy().into_owned(), p));
                 }
             }
             Err(e) => {

@@ -5,6 +5,7 @@ pub mod engine;
 pub mod error;
 pub mod fsutil;
 pub mod repo;
+pub mod sources;
 pub mod sysinfo;
 
 pub use error::{Error, Result};

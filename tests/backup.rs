@@ -3,6 +3,7 @@
 mod support;
 
 use std::fs;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
@@ -504,4 +505,113 @@ fn kill_9_during_backup_never_breaks_the_repository() {
     }
     // And a backup after all that works and is complete.
     env.ctl_ok(&["backup", src.to_str().unwrap()]);
+}
+
+/// A process holding a lock on `file` for `secs` or until killed: flock(2) or a POSIX lock.
+fn hold_lock(kind: &str, file: &Path, secs: u32) -> std::process::Child {
+    let call = if kind == "flock" {
+        "fcntl.flock(f, fcntl.LOCK_EX)"
+    } else {
+        "fcntl.lockf(f, fcntl.LOCK_EX)"
+    };
+    let mut c = Command::new("python3");
+    c.args([
+        "-c",
+        &format!(
+            "import fcntl, time\nf = open({:?}, 'r+')\n{call}\ntime.sleep({secs})",
+            file.to_str().unwrap()
+        ),
+    ]);
+    let mut child = c.stdout(Stdio::null()).spawn().expect("python3 is needed");
+    // Wait until the lock is really held.
+    let held = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        backupd::engine::backup::lock_holder(file).is_some()
+    });
+    if held {
+        return child;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!(
+        "the {kind} holder never took its lock on {}",
+        file.display()
+    );
+}
+
+#[test]
+fn locked_files_follow_the_policy() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("free.txt"), b"free").unwrap();
+    let locked = src.join("locked.db");
+    fs::write(&locked, b"locked content").unwrap();
+    init(&env);
+    let s = src.to_str().unwrap();
+    for kind in ["flock", "posix"] {
+        let mut holder = hold_lock(kind, &locked, 60);
+        let pid = holder.id();
+        // fail: no snapshot, the message names the file and the holder's PID.
+        let o = env.ctl(&["backup", s, "--locked-files", "fail", "--locked-wait", "2s"]);
+        assert_eq!(o.status.code(), Some(1), "{kind}: {}", show(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("locked.db") && err.contains(&format!("PID {pid}")),
+            "{kind}: {err}"
+        );
+        assert_eq!(env.ctl_json(&["snapshots"]).as_array().unwrap().len(), 0);
+        // skip: partial snapshot without the file.
+        let o = env.ctl(&["backup", s, "--locked-files", "skip"]);
+        assert_eq!(o.status.code(), Some(3), "{kind}: {}", show(&o));
+        let ls = env.ctl_ok(&["ls", "latest"]);
+        assert!(
+            !ls.contains("locked.db") && ls.contains("free.txt"),
+            "{kind}: {ls}"
+        );
+        // read-anyway (the default): partial snapshot with the file and a warning naming it.
+        let o = env.ctl(&["--json", "backup", s]);
+        assert_eq!(o.status.code(), Some(3), "{kind}: {}", show(&o));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let w = j["warnings"][0].as_str().unwrap();
+        assert!(
+            w.contains("locked.db") && w.contains("read anyway"),
+            "{kind}: {w}"
+        );
+        assert!(env.ctl_ok(&["ls", "latest"]).contains("locked.db"));
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        for (id, _) in env
+            .ctl_json(&["snapshots"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["id"].clone(), 0))
+        {
+            env.ctl_ok(&["forget", id.as_str().unwrap()]);
+        }
+    }
+    // A lock released within the wait: the backup waits, then succeeds completely.
+    let mut holder = hold_lock("flock", &locked, 2);
+    let o = env.ctl(&[
+        "--json",
+        "backup",
+        s,
+        "--locked-files",
+        "fail",
+        "--locked-wait",
+        "30s",
+    ]);
+    holder.wait().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("waiting for") && err.contains("locked.db") && err.contains("waiting since"),
+        "{err}"
+    );
+    let restored = restic_restore(&env, "latest", &env.path("out"), &src);
+    assert_eq!(
+        fs::read(restored.join("locked.db")).unwrap(),
+        b"locked content"
+    );
 }

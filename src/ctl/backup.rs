@@ -2,10 +2,11 @@
 
 use super::util::human_bytes;
 use super::Ctx;
-use crate::engine::backup::{backup, BackupOptions};
+use crate::engine::backup::{backup, BackupOptions, LockedAction, LockedFiles};
 use crate::engine::exclude::ExcludeOptions;
 use crate::error::{exit, Error, Result};
 use crate::repo::snapshot;
+use crate::sources::retry::RetryPolicy;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -39,6 +40,15 @@ pub struct Args {
     /// Read every file again, even those unchanged since the parent.
     #[arg(long)]
     pub force: bool,
+    /// What to do with a file another process holds a write lock on (flock or fcntl), once
+    /// --locked-wait has passed: fail, skip, or read-anyway. skip and read-anyway make the
+    /// snapshot partial (exit 3).
+    #[arg(long, default_value = "read-anyway")]
+    pub locked_files: LockedAction,
+    /// How long to wait, in all, for locked files to be released (backoff from 1 s, doubling,
+    /// at most 60 s apart), e.g. 10m.
+    #[arg(long, default_value = "0s", value_parser = super::util::parse_duration)]
+    pub locked_wait: std::time::Duration,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -64,10 +74,18 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             patterns: a.exclude,
             exclude_files: a.exclude_file,
             exclude_caches: a.exclude_caches,
+            exact: Vec::new(),
         },
         one_file_system: a.one_file_system,
         parent,
         force: a.force,
+        locked_files: LockedFiles {
+            action: a.locked_files,
+            retry: RetryPolicy {
+                deadline: a.locked_wait,
+                ..RetryPolicy::default()
+            },
+        },
         ..Default::default()
     };
     let progress = ctx.progress();
@@ -93,9 +111,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         o.insert("exit_code".into(), code.into());
         ctx.print_json(&v);
     } else {
-        for w in &r.warnings {
-            ctx.warn(w);
-        }
+        // The warnings were shown on stderr as they happened.
         match r.parent {
             Some(p) => ctx.say(format!("using parent snapshot {}", p.short())),
             None => ctx.say("no parent snapshot: reading every file"),

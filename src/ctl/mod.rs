@@ -139,7 +139,10 @@ impl Ctx {
     }
 
     pub fn progress(&self) -> Box<dyn Progress> {
-        progress::make(self.global.quiet || self.global.no_progress || self.global.json)
+        progress::make(
+            self.global.quiet,
+            !(self.global.no_progress || self.global.json),
+        )
     }
 
     /// A line of human output on stdout (not with --json or --quiet).

@@ -52,13 +52,25 @@ impl Drop for Bar {
     }
 }
 
-/// A progress sink: bars when stderr is a terminal and `quiet` is false, nothing otherwise.
-pub fn make(quiet: bool) -> Box<dyn Progress> {
-    if quiet || !std::io::stderr().is_terminal() {
+/// Notes (warnings, what is waited for) as plain lines on stderr, no bars.
+struct Lines;
+
+impl Progress for Lines {
+    fn note(&self, msg: &str) {
+        eprintln!("{msg}");
+    }
+}
+
+/// A progress sink: nothing when `quiet`; bars when `bars` and stderr is a terminal; otherwise
+/// notes as plain lines on stderr (so waits and warnings are seen in logs and scripts too).
+pub fn make(quiet: bool, bars: bool) -> Box<dyn Progress> {
+    if quiet {
         Box::new(NoProgress)
-    } else {
+    } else if bars && std::io::stderr().is_terminal() {
         Box::new(Bar {
             bar: Mutex::new(None),
         })
+    } else {
+        Box::new(Lines)
     }
 }

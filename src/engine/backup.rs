@@ -17,6 +17,7 @@ use crate::repo::pack::{seal_blob, BlobType, Compression, PackWriter};
 use crate::repo::snapshot::{Snapshot, SnapshotSummary, JOB_TAG_PREFIX, PARTIAL_TAG};
 use crate::repo::tree::{gomode, kind, Node, Tree};
 use crate::repo::Repository;
+use crate::sources::retry::{retry, Attempt, RetryError, RetryPolicy};
 use chrono::{DateTime, FixedOffset, Local, TimeZone};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -36,6 +37,87 @@ pub const PACK_TARGET: usize = 16 * 1024 * 1024;
 const READ_WHOLE_MAX: u64 = 1024 * 1024;
 /// Index files hold at most this many blobs (restic keeps them below 8 MiB).
 const INDEX_MAX_BLOBS: usize = 40_000;
+
+/// What to do with a regular file that another process holds a write lock on (flock or fcntl)
+/// once the source's wait deadline has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockedAction {
+    /// Fail the backup, naming the file and the lock holder.
+    Fail,
+    /// Leave the file out (a warning; the snapshot is partial).
+    Skip,
+    /// Read it anyway (a warning; the snapshot is partial: the copy may be inconsistent).
+    ReadAnyway,
+}
+
+impl std::str::FromStr for LockedAction {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fail" => Ok(LockedAction::Fail),
+            "skip" => Ok(LockedAction::Skip),
+            "read-anyway" => Ok(LockedAction::ReadAnyway),
+            _ => Err(format!(
+                "invalid locked-file policy {s:?}: use fail, skip or read-anyway"
+            )),
+        }
+    }
+}
+
+/// The policy for locked regular files: wait (with backoff, within `retry.deadline` for the
+/// whole backup), then `action`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LockedFiles {
+    pub action: LockedAction,
+    pub retry: RetryPolicy,
+}
+
+impl Default for LockedFiles {
+    /// Read locked files at once, with a warning (as restic reads them, but never silently).
+    fn default() -> Self {
+        LockedFiles {
+            action: LockedAction::ReadAnyway,
+            retry: RetryPolicy {
+                deadline: std::time::Duration::ZERO,
+                ..RetryPolicy::default()
+            },
+        }
+    }
+}
+
+/// A stream stored as a file (a command's standard output, say).
+pub trait StreamSource: Send {
+    fn reader(&mut self) -> &mut dyn Read;
+    /// Called after the end of the stream; an error fails the source (e.g. the command's exit
+    /// status and the tail of its standard error).
+    fn finish(&mut self) -> std::result::Result<(), String>;
+}
+
+/// Where the content of an extra file comes from.
+pub enum ExtraContent {
+    /// A local file's content (e.g. a consistent copy of a database in a staging folder); the
+    /// node gets the metadata of `meta_from` (the original file) when given.
+    File {
+        path: PathBuf,
+        meta_from: Option<PathBuf>,
+    },
+    /// A stream read to its end, stored with mode 0600 and the time of the backup.
+    Stream(Box<dyn StreamSource>),
+}
+
+/// Content stored in the snapshot at `snapshot_path` that does not come from walking a path.
+/// When the path also exists on disk inside a backed-up folder, the extra replaces it.
+pub struct ExtraFile {
+    /// Absolute path in the snapshot.
+    pub snapshot_path: PathBuf,
+    pub content: ExtraContent,
+    /// What to call it in messages ("SQLite database /srv/app.db").
+    pub describe: String,
+    /// If it cannot be read: true fails the backup (no snapshot), false makes the snapshot
+    /// partial.
+    pub required: bool,
+}
 
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -57,6 +139,8 @@ pub struct BackupOptions {
     /// How often a file that changes while it is read is read again before it is stored as is
     /// (with a warning).
     pub change_retries: u32,
+    /// What to do with regular files another process holds a write lock on.
+    pub locked_files: LockedFiles,
 }
 
 impl Default for BackupOptions {
@@ -72,6 +156,7 @@ impl Default for BackupOptions {
             force: false,
             time: None,
             change_retries: 2,
+            locked_files: LockedFiles::default(),
         }
     }
 }
@@ -158,9 +243,85 @@ struct Shared<'a> {
     warnings: Mutex<Vec<String>>,
     progress: &'a dyn Progress,
     cancel: &'a CancelToken,
+    locked: LockedFiles,
+    /// When waiting for locked files must stop (one deadline for the whole source).
+    locked_until: std::time::Instant,
+}
+
+/// What to do with a file after looking at its locks.
+enum LockVerdict {
+    Free,
+    ReadAnyway,
+    Skip,
 }
 
 impl Shared<'_> {
+    /// Waits while another process holds a write lock on `path` (within the source's deadline),
+    /// then applies the policy.
+    fn lock_verdict(&self, path: &Path) -> LockVerdict {
+        let Some(holder) = lock_holder(path) else {
+            return LockVerdict::Free;
+        };
+        let remaining = self
+            .locked_until
+            .saturating_duration_since(std::time::Instant::now());
+        let policy = RetryPolicy {
+            deadline: remaining,
+            ..self.locked.retry
+        };
+        let what = format!("{} (locked by another process)", path.display());
+        let mut first = Some(holder);
+        let r: std::result::Result<(), RetryError<()>> = retry(
+            &policy,
+            &what,
+            self.cancel,
+            &mut |w| {
+                let msg = format!(
+                    "waiting for {}: {}; waiting since {}, next try in {:.0?}, giving up in {:.0?}",
+                    path.display(),
+                    w.holder,
+                    w.since.format("%H:%M:%S"),
+                    w.next_delay,
+                    w.deadline_in
+                );
+                self.progress.note(&msg);
+                tracing::info!("{msg}");
+            },
+            || match first.take().or_else(|| lock_holder(path)) {
+                None => Attempt::Done(()),
+                Some(holder) => Attempt::Busy { holder },
+            },
+        );
+        match r {
+            Ok(()) => LockVerdict::Free,
+            Err(RetryError::Cancelled(_)) | Err(RetryError::Failed(())) => LockVerdict::Skip,
+            Err(RetryError::Deadline { holder, waited, .. }) => match self.locked.action {
+                LockedAction::Fail => {
+                    self.fail(Error::Input(format!(
+                        "{} is locked by another process ({holder}), still after {:.0?}; the backup fails (locked-file policy: fail)\n  hint: stop that process or let it finish, raise the wait deadline, or choose the policy skip or read-anyway",
+                        path.display(),
+                        waited
+                    )));
+                    LockVerdict::Skip
+                }
+                LockedAction::Skip => {
+                    self.warn(format!(
+                        "{} is locked by another process ({holder}); it is left out of this snapshot (locked-file policy: skip)",
+                        path.display()
+                    ));
+                    LockVerdict::Skip
+                }
+                LockedAction::ReadAnyway => {
+                    self.warn(format!(
+                        "{} is locked by another process ({holder}); it was read anyway and may be inconsistent (locked-file policy: read-anyway)",
+                        path.display()
+                    ));
+                    LockVerdict::ReadAnyway
+                }
+            },
+        }
+    }
+
     /// True when the caller must store this blob: it is in neither the index nor this backup.
     fn claim(&self, id: Id, tpe: BlobType) -> bool {
         if self.repo.index().has(&id, tpe) {
@@ -207,6 +368,8 @@ struct FileJob {
     path: PathBuf,
     md: Metadata,
     reply: Sender<FileResult>,
+    /// Staging copies made by backupd itself are not probed for locks.
+    skip_lock_check: bool,
 }
 
 enum FileResult {
@@ -281,8 +444,44 @@ fn same_stat(a: &Metadata, b: &Metadata) -> bool {
     }
 }
 
+/// Cuts a stream into chunks, hashes them and hands the new ones to the sealers; memory stays
+/// bounded whatever the stream's length.
+fn chunk_stream(
+    sh: &Shared,
+    r: &mut dyn Read,
+    blobs: &Sender<BlobJob>,
+) -> std::io::Result<(Vec<Id>, u64)> {
+    let mut content = Vec::new();
+    let mut size = 0u64;
+    for chunk in fastcdc::v2020::StreamCDC::new(r, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
+        let chunk = chunk.map_err(|e| match e {
+            fastcdc::v2020::Error::IoError(e) => e,
+            other => std::io::Error::other(other.to_string()),
+        })?;
+        let data = chunk.data;
+        let id = Id::hash(&data);
+        size += data.len() as u64;
+        sh.progress.inc(data.len() as u64);
+        content.push(id);
+        if sh.claim(id, BlobType::Data) {
+            let _ = blobs.send(BlobJob {
+                tpe: BlobType::Data,
+                id,
+                data,
+            });
+        }
+    }
+    Ok((content, size))
+}
+
 /// Reads one file, chunks and hashes it, and hands new chunks to the sealers.
 fn read_file(sh: &Shared, job: &FileJob, blobs: &Sender<BlobJob>, retries: u32) -> FileResult {
+    if !job.skip_lock_check {
+        match sh.lock_verdict(&job.path) {
+            LockVerdict::Free | LockVerdict::ReadAnyway => {}
+            LockVerdict::Skip => return FileResult::Unreadable,
+        }
+    }
     let mut md = job.md.clone();
     let mut attempt = 0;
     loop {
@@ -368,6 +567,71 @@ fn read_file(sh: &Shared, job: &FileJob, blobs: &Sender<BlobJob>, retries: u32) 
             }
         }
     }
+}
+
+/// Who holds a write lock on a regular file, if anyone: an flock(2) exclusive lock, or a POSIX
+/// or open-file-description write lock (fcntl) on any range of it. The probe takes no lock
+/// that it keeps.
+#[cfg(unix)]
+pub fn lock_holder(path: &Path) -> Option<String> {
+    use std::os::unix::io::AsRawFd;
+    let f = File::open(path).ok()?;
+    let flocked = match f.try_lock_shared() {
+        Ok(()) => {
+            let _ = f.unlock();
+            false
+        }
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(_) => false,
+    };
+    // SAFETY: `fl` is a plain C struct, zeroed then filled in; F_GETLK only writes into it.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_RDLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    let posix = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) } == 0
+        && fl.l_type != libc::F_UNLCK as libc::c_short;
+    if !flocked && !posix {
+        return None;
+    }
+    let comm = |pid: i64| {
+        fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| format!(" ({})", c.trim()))
+            .unwrap_or_default()
+    };
+    if posix {
+        let pid = fl.l_pid as i64;
+        return Some(if pid > 0 {
+            format!("a POSIX write lock held by PID {pid}{}", comm(pid))
+        } else {
+            "an open-file-description write lock".to_string()
+        });
+    }
+    // flock(2) locks do not say who holds them; /proc/locks does, by inode.
+    let ino = std::os::unix::fs::MetadataExt::ino(&f.metadata().ok()?);
+    let holder = fs::read_to_string("/proc/locks").ok().and_then(|locks| {
+        locks.lines().find_map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().collect();
+            let flock = parts.get(1) == Some(&"FLOCK");
+            let inode = parts
+                .get(5)
+                .and_then(|d| d.rsplit(':').next())
+                .and_then(|i| i.parse::<u64>().ok());
+            if flock && inode == Some(ino) && parts.get(3) == Some(&"WRITE") {
+                parts.get(4).and_then(|p| p.parse::<i64>().ok())
+            } else {
+                None
+            }
+        })
+    });
+    Some(match holder {
+        Some(pid) => format!("an flock write lock held by PID {pid}{}", comm(pid)),
+        None => "an flock write lock".to_string(),
+    })
+}
+
+#[cfg(not(unix))]
+pub fn lock_holder(_path: &Path) -> Option<String> {
+    None
 }
 
 /// Opens a file for reading without updating its access time (as restic does), so that backing
@@ -555,11 +819,26 @@ impl NodeMaker {
     }
 }
 
+/// A folder node for a path that exists only in the snapshot.
+fn synthetic_dir(name: &str) -> Node {
+    let now = Local::now().fixed_offset();
+    let mut n = Node::new(name, kind::DIR);
+    n.mode = gomode::DIR | 0o755;
+    n.mtime = now;
+    n.atime = now;
+    n.ctime = now;
+    n.uid = crate::sysinfo::uid();
+    n.gid = crate::sysinfo::gid();
+    n
+}
+
 /// The walk: a virtual tree of the targets' path components.
 #[derive(Default)]
 struct VDir {
     /// Set when this component is itself a target (then it is walked whole).
     target: bool,
+    /// Set when this component is an extra file.
+    extra: bool,
     children: BTreeMap<String, VDir>,
 }
 
@@ -571,6 +850,7 @@ struct Walker<'a, 's> {
     one_fs_dev: Option<u64>,
     force: bool,
     nodes: NodeMaker,
+    extras: HashMap<PathBuf, ExtraFile>,
 }
 
 fn device_of(md: &Metadata) -> u64 {
@@ -630,12 +910,26 @@ impl Walker<'_, '_> {
                 }
                 continue;
             }
-            let md = fs::symlink_metadata(&cpath)
-                .map_err(|e| Error::io(format!("read the metadata of {}", cpath.display()), e))?;
-            let mut n = self
-                .nodes
-                .node(name, &cpath, &md)
-                .map_err(|e| Error::io(format!("read the metadata of {}", cpath.display()), e))?;
+            if child.extra {
+                if let Some(n) = self.save_extra(&cpath, name, pnode.as_ref())? {
+                    nodes.push(n);
+                }
+                continue;
+            }
+            let mut n = match fs::metadata(&cpath) {
+                Ok(md) if md.is_dir() => self.nodes.node(name, &cpath, &md).map_err(|e| {
+                    Error::io(format!("read the metadata of {}", cpath.display()), e)
+                })?,
+                // A folder that holds only extra files and does not exist on disk.
+                Ok(_) | Err(_) if !child.children.is_empty() => synthetic_dir(name),
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("read the metadata of {}", cpath.display()),
+                        e,
+                    ))
+                }
+                Ok(_) => synthetic_dir(name),
+            };
             let psub = pnode
                 .as_ref()
                 .filter(|p| p.is_dir())
@@ -656,6 +950,9 @@ impl Walker<'_, '_> {
         pnode: Option<&Node>,
         is_root: bool,
     ) -> Result<Option<Node>> {
+        if self.extras.contains_key(path) {
+            return self.save_extra(path, name, pnode);
+        }
         if self.excluder.is_excluded(path) {
             return Ok(None);
         }
@@ -747,6 +1044,7 @@ impl Walker<'_, '_> {
             path: path.to_path_buf(),
             md: md.clone(),
             reply,
+            skip_lock_check: false,
         });
         None
     }
@@ -780,6 +1078,115 @@ impl Walker<'_, '_> {
         }
     }
 
+    fn extra_failed(&self, required: bool, msg: String) -> Result<Option<Node>> {
+        if required {
+            Err(Error::Input(msg))
+        } else {
+            self.sh.warn(msg);
+            Ok(None)
+        }
+    }
+
+    fn count_file(&self, pnode: Option<&Node>, content: &[Id]) {
+        let c = &self.sh.counters;
+        add(&c.files_processed, 1);
+        match pnode {
+            None => add(&c.files_new, 1),
+            Some(p) if p.content.as_deref() == Some(content) => add(&c.files_unmodified, 1),
+            Some(_) => add(&c.files_changed, 1),
+        }
+    }
+
+    /// Stores an extra file (a database copy, a command's output) at `path`.
+    fn save_extra(
+        &mut self,
+        path: &Path,
+        name: &str,
+        pnode: Option<&Node>,
+    ) -> Result<Option<Node>> {
+        let Some(extra) = self.extras.remove(path) else {
+            return Ok(None);
+        };
+        let (describe, required) = (extra.describe, extra.required);
+        match extra.content {
+            ExtraContent::File {
+                path: content,
+                meta_from,
+            } => {
+                let cmd = match fs::metadata(&content) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        return self.extra_failed(
+                            required,
+                            format!("cannot read {describe} (from {}): {e}", content.display()),
+                        )
+                    }
+                };
+                let meta_path = meta_from.as_deref().unwrap_or(&content);
+                let mmd = fs::metadata(meta_path).unwrap_or_else(|_| cmd.clone());
+                let mut node = self.nodes.node(name, meta_path, &mmd).map_err(|e| {
+                    Error::io(format!("read the metadata of {}", meta_path.display()), e)
+                })?;
+                node.kind = kind::FILE.to_string();
+                node.mode &= gomode::PERM | gomode::SETUID | gomode::SETGID | gomode::STICKY;
+                node.linktarget.clear();
+                let (tx, rx) = bounded(1);
+                let _ = self.files.send(FileJob {
+                    path: content.clone(),
+                    md: cmd,
+                    reply: tx,
+                    skip_lock_check: true,
+                });
+                match rx.recv() {
+                    Ok(FileResult::Read {
+                        content: blobs,
+                        size,
+                        ..
+                    }) => {
+                        self.count_file(pnode, &blobs);
+                        node.size = size;
+                        node.content = Some(blobs);
+                        Ok(Some(node))
+                    }
+                    _ => self.extra_failed(
+                        required,
+                        format!("cannot read {describe} (from {})", content.display()),
+                    ),
+                }
+            }
+            ExtraContent::Stream(mut src) => {
+                let read = chunk_stream(self.sh, src.reader(), &self.blobs);
+                let finished = src.finish();
+                let (blobs, size) = match (read, finished) {
+                    (Ok(r), Ok(())) => r,
+                    (_, Err(e)) => {
+                        return self.extra_failed(required, format!("{describe} failed: {e}"))
+                    }
+                    (Err(e), Ok(())) => {
+                        return self.extra_failed(
+                            required,
+                            format!("{describe}: reading its output failed: {e}"),
+                        )
+                    }
+                };
+                let now = Local::now().fixed_offset();
+                let mut node = Node::new(name, kind::FILE);
+                node.mode = 0o600;
+                node.mtime = now;
+                node.atime = now;
+                node.ctime = now;
+                node.uid = crate::sysinfo::uid();
+                node.gid = crate::sysinfo::gid();
+                node.user = crate::sysinfo::username();
+                node.size = size;
+                self.count_file(pnode, &blobs);
+                add(&self.sh.counters.bytes_processed, size);
+                node.content = Some(blobs);
+                Ok(Some(node))
+            }
+        }
+    }
+
     /// The tree of a real directory, walked whole.
     fn save_dir(&mut self, path: &Path, parent: Option<Id>) -> Result<Id> {
         self.sh.cancel.check()?;
@@ -803,6 +1210,15 @@ impl Walker<'_, '_> {
                 return Ok(self.save_tree(Tree::default()));
             }
         }
+        for p in self.extras.keys() {
+            if p.parent() == Some(path) {
+                if let Some(n) = p.file_name() {
+                    if !names.iter().any(|(_, q)| q == p) {
+                        names.push((n.to_string_lossy().into_owned(), p.clone()));
+                    }
+                }
+            }
+        }
         names.sort();
         let cache = self.excluder.is_cache_dir(path);
         let mut nodes: Vec<Option<Node>> = Vec::with_capacity(names.len());
@@ -812,6 +1228,13 @@ impl Walker<'_, '_> {
                 continue;
             }
             let pnode = ptree.as_ref().and_then(|t| t.find(&name));
+            if self.extras.contains_key(&cpath) {
+                let pn = pnode.cloned();
+                if let Some(n) = self.save_extra(&cpath, &name, pn.as_ref())? {
+                    nodes.push(Some(n));
+                }
+                continue;
+            }
             if self.excluder.is_excluded(&cpath) {
                 continue;
             }
@@ -876,8 +1299,20 @@ pub fn backup(
     progress: &dyn Progress,
     cancel: &CancelToken,
 ) -> Result<BackupResult> {
+    backup_with(repo, opts, Vec::new(), progress, cancel)
+}
+
+/// Backs up `opts.paths` and the `extras` (database copies, command output) into a new
+/// snapshot. The caller holds a shared lock.
+pub fn backup_with(
+    repo: &mut Repository,
+    opts: &BackupOptions,
+    extras: Vec<ExtraFile>,
+    progress: &dyn Progress,
+    cancel: &CancelToken,
+) -> Result<BackupResult> {
     let start = Local::now().fixed_offset();
-    if opts.paths.is_empty() {
+    if opts.paths.is_empty() && extras.is_empty() {
         return Err(Error::Input(
             "nothing to back up: give at least one path".into(),
         ));
@@ -914,6 +1349,35 @@ pub fn backup(
             }
         }
         v.target = true;
+    }
+    let mut extra_map: HashMap<PathBuf, ExtraFile> = HashMap::new();
+    for e in extras {
+        let p = absolute(&e.snapshot_path)?;
+        if p.parent().is_none() {
+            return Err(Error::Input(format!(
+                "{}: the snapshot path {} is not a file path",
+                e.describe,
+                p.display()
+            )));
+        }
+        if !covered.iter().any(|t| p.starts_with(t)) {
+            let mut v = &mut root;
+            for c in p.components() {
+                if let Component::Normal(s) = c {
+                    v = v
+                        .children
+                        .entry(s.to_string_lossy().into_owned())
+                        .or_default();
+                }
+            }
+            v.extra = true;
+        }
+        if extra_map.insert(p.clone(), e).is_some() {
+            return Err(Error::Input(format!(
+                "two sources want the same snapshot path {}",
+                p.display()
+            )));
+        }
     }
     if root.target {
         return Err(Error::Input(
@@ -969,6 +1433,8 @@ pub fn backup(
         warnings: Mutex::new(Vec::new()),
         progress,
         cancel,
+        locked: opts.locked_files,
+        locked_until: std::time::Instant::now() + opts.locked_files.retry.deadline,
     };
     progress.phase("backup", None);
     let threads = std::thread::available_parallelism()
@@ -1003,6 +1469,7 @@ pub fn backup(
             one_fs_dev: if opts.one_file_system { Some(0) } else { None },
             force: opts.force,
             nodes: NodeMaker::new(),
+            extras: extra_map,
         };
         let res = w.save_vdir(Path::new("/"), &root, parent.as_ref().map(|(_, p)| p.tree));
         drop(w); // closes the file and blob channels of the walker

@@ -14,6 +14,9 @@ pub struct ExcludeOptions {
     pub exclude_files: Vec<PathBuf>,
     /// Leave out the contents of folders holding a valid CACHEDIR.TAG (the tag itself is kept).
     pub exclude_caches: bool,
+    /// Exact absolute paths to leave out (e.g. a database's -wal and -shm files, which its
+    /// consistent copy replaces).
+    pub exact: Vec<PathBuf>,
 }
 
 /// The compiled rules.
@@ -23,6 +26,7 @@ pub struct Excluder {
     /// All patterns in effect (recorded in the snapshot).
     pub patterns: Vec<String>,
     pub exclude_caches: bool,
+    exact: std::collections::HashSet<PathBuf>,
 }
 
 const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
@@ -76,12 +80,13 @@ impl Excluder {
             set,
             patterns,
             exclude_caches: opts.exclude_caches,
+            exact: opts.exact.iter().cloned().collect(),
         })
     }
 
     /// Whether `path` (absolute) matches a pattern.
     pub fn is_excluded(&self, path: &Path) -> bool {
-        self.set.as_ref().map(|s| s.is_match(path)).unwrap_or(false)
+        self.exact.contains(path) || self.set.as_ref().map(|s| s.is_match(path)).unwrap_or(false)
     }
 
     /// Whether `dir` is a cache folder whose contents are to be left out.

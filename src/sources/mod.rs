@@ -1,0 +1,3 @@
+//! Consistent sources beyond plain files: live SQLite databases, command output, locked files, hooks.
+
+pub mod retry;

@@ -14,6 +14,9 @@ pub mod exit {
     pub const PARTIAL: i32 = 3;
     /// `check` (or a restore's verification) found damaged or missing data.
     pub const DAMAGED: i32 = 4;
+    /// A source could not be captured consistently: busy or locked past its deadline, a failed
+    /// integrity check, a failing command or hook. Nothing was committed.
+    pub const SOURCE_FAILED: i32 = 5;
     /// No repository at the given location.
     pub const NO_REPOSITORY: i32 = 10;
     /// The repository is locked by another process (after `--lock-wait`).
@@ -52,6 +55,10 @@ pub enum Error {
     #[error("{0}")]
     Input(String),
 
+    /// A source (a database, a locked file, a command, a hook) failed; `what` names it.
+    #[error("{what}: {message}")]
+    Source { what: String, message: String },
+
     #[error("could not {what}: {source}")]
     Io { what: String, source: io::Error },
 
@@ -82,6 +89,7 @@ impl Error {
             Error::WrongPassword { .. } => exit::WRONG_PASSWORD,
             Error::Locked { .. } => exit::LOCKED,
             Error::Damaged { .. } => exit::DAMAGED,
+            Error::Source { .. } => exit::SOURCE_FAILED,
             Error::Interrupted => exit::INTERRUPTED,
             _ => exit::FAILURE,
         }

@@ -2,11 +2,13 @@
 
 use super::util::human_bytes;
 use super::Ctx;
-use crate::engine::backup::{backup, BackupOptions, LockedAction, LockedFiles};
+use crate::engine::backup::{backup_with, BackupOptions, LockedAction, LockedFiles};
 use crate::engine::exclude::ExcludeOptions;
 use crate::error::{exit, Error, Result};
 use crate::repo::snapshot;
+use crate::sources::command::CommandSource;
 use crate::sources::retry::RetryPolicy;
+use crate::sources::sqlite::{self, IntegrityCheck, SqliteOptions};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -45,6 +47,21 @@ pub struct Args {
     /// snapshot partial (exit 3).
     #[arg(long, default_value = "read-anyway")]
     pub locked_files: LockedAction,
+    /// Capture this SQLite database consistently (online backup API, integrity-checked) and store
+    /// it under its own path; its -wal/-shm/-journal files are never stored (repeatable).
+    #[arg(long = "sqlite", value_name = "PATH")]
+    pub sqlite: Vec<PathBuf>,
+    /// The check run on each database copy before it is stored: full, quick or off.
+    #[arg(long, default_value = "full")]
+    pub sqlite_check: IntegrityCheck,
+    /// How long to retry a busy or locked database (backoff from 1 s, doubling, at most 60 s
+    /// apart) before the backup fails (exit 5).
+    #[arg(long, default_value = "10m", value_parser = super::util::parse_duration)]
+    pub sqlite_wait: std::time::Duration,
+    /// Store a command's standard output as a file: `SNAPSHOT_PATH=SHELL COMMAND`, e.g.
+    /// `/dumps/app.sql=pg_dump app`. A command that exits non-zero fails the backup (exit 5).
+    #[arg(long = "command", value_name = "PATH=COMMAND")]
+    pub command: Vec<String>,
     /// How long to wait, in all, for locked files to be released (backoff from 1 s, doubling,
     /// at most 60 s apart), e.g. 10m.
     #[arg(long, default_value = "0s", value_parser = super::util::parse_duration)]
@@ -52,7 +69,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    if a.paths.is_empty() {
+    if a.paths.is_empty() && a.sqlite.is_empty() && a.command.is_empty() {
         return Err(Error::Input("nothing to back up\n  hint: give one or more files or folders: `backupctl backup PATH...`".into()));
     }
     let (mut repo, _lock) = ctx.open_locked(false)?;
@@ -90,7 +107,49 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     };
     let progress = ctx.progress();
     let started = std::time::Instant::now();
-    let r = backup(&mut repo, &opts, progress.as_ref(), &ctx.cancel)?;
+    let mut opts = opts;
+    // Databases first: each is copied consistently (waiting while it is busy) before the walk.
+    let sq = SqliteOptions {
+        check: a.sqlite_check,
+        retry: RetryPolicy {
+            deadline: a.sqlite_wait,
+            ..RetryPolicy::default()
+        },
+        staging_dir: None,
+    };
+    let mut captured = Vec::new();
+    for db in &a.sqlite {
+        let db = crate::engine::backup::absolute(db)?;
+        let c = sqlite::capture(&db, &sq, &ctx.cancel, &mut |w| {
+            progress.note(&format!(
+                "waiting for SQLite database {}: {}; waiting since {}, attempt {}, next try in {:.0?}, giving up in {:.0?}",
+                db.display(),
+                w.holder,
+                w.since.format("%H:%M:%S"),
+                w.attempt,
+                w.next_delay,
+                w.deadline_in
+            ))
+        })?;
+        opts.excludes.exact.extend(sqlite::sibling_files(&db));
+        captured.push(c);
+    }
+    let mut extras: Vec<_> = captured.iter().map(|c| c.extra()).collect();
+    for spec in &a.command {
+        let (path, shell) = spec.split_once('=').ok_or_else(|| {
+            Error::Input(format!(
+                "--command {spec:?}: expected SNAPSHOT_PATH=COMMAND, e.g. /dumps/app.sql=pg_dump app"
+            ))
+        })?;
+        let src = CommandSource {
+            snapshot_path: PathBuf::from(path),
+            shell: shell.to_string(),
+            timeout: None,
+        };
+        extras.push(crate::sources::command::start(&src)?);
+    }
+    let r = backup_with(&mut repo, &opts, extras, progress.as_ref(), &ctx.cancel)?;
+    drop(captured);
     drop(progress);
     let s = r.summary();
     let code = if r.is_partial() {

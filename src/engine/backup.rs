@@ -297,11 +297,13 @@ impl Shared<'_> {
             Err(RetryError::Cancelled(_)) | Err(RetryError::Failed(())) => LockVerdict::Skip,
             Err(RetryError::Deadline { holder, waited, .. }) => match self.locked.action {
                 LockedAction::Fail => {
-                    self.fail(Error::Input(format!(
-                        "{} is locked by another process ({holder}), still after {:.0?}; the backup fails (locked-file policy: fail)\n  hint: stop that process or let it finish, raise the wait deadline, or choose the policy skip or read-anyway",
-                        path.display(),
-                        waited
-                    )));
+                    self.fail(Error::Source {
+                        what: path.display().to_string(),
+                        message: format!(
+                            "locked by another process ({holder}), still after {:.0?}; the backup fails (locked-file policy: fail)\n  hint: stop that process or let it finish, raise the wait deadline, or choose the policy skip or read-anyway",
+                            waited
+                        ),
+                    });
                     LockVerdict::Skip
                 }
                 LockedAction::Skip => {
@@ -1078,11 +1080,14 @@ impl Walker<'_, '_> {
         }
     }
 
-    fn extra_failed(&self, required: bool, msg: String) -> Result<Option<Node>> {
+    fn extra_failed(&self, required: bool, what: &str, msg: String) -> Result<Option<Node>> {
         if required {
-            Err(Error::Input(msg))
+            Err(Error::Source {
+                what: what.to_string(),
+                message: msg,
+            })
         } else {
-            self.sh.warn(msg);
+            self.sh.warn(format!("{what}: {msg}"));
             Ok(None)
         }
     }
@@ -1118,7 +1123,8 @@ impl Walker<'_, '_> {
                     Err(e) => {
                         return self.extra_failed(
                             required,
-                            format!("cannot read {describe} (from {}): {e}", content.display()),
+                            &describe,
+                            format!("cannot read its copy {}: {e}", content.display()),
                         )
                     }
                 };
@@ -1150,7 +1156,8 @@ impl Walker<'_, '_> {
                     }
                     _ => self.extra_failed(
                         required,
-                        format!("cannot read {describe} (from {})", content.display()),
+                        &describe,
+                        format!("cannot read its copy {}", content.display()),
                     ),
                 }
             }
@@ -1159,13 +1166,12 @@ impl Walker<'_, '_> {
                 let finished = src.finish();
                 let (blobs, size) = match (read, finished) {
                     (Ok(r), Ok(())) => r,
-                    (_, Err(e)) => {
-                        return self.extra_failed(required, format!("{describe} failed: {e}"))
-                    }
+                    (_, Err(e)) => return self.extra_failed(required, &describe, e),
                     (Err(e), Ok(())) => {
                         return self.extra_failed(
                             required,
-                            format!("{describe}: reading its output failed: {e}"),
+                            &describe,
+                            format!("reading its output failed: {e}"),
                         )
                     }
                 };

@@ -1,3 +1,5 @@
 //! Consistent sources beyond plain files: live SQLite databases, command output, locked files, hooks.
 
+pub mod command;
 pub mod retry;
+pub mod sqlite;

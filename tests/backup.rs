@@ -552,9 +552,10 @@ fn locked_files_follow_the_policy() {
     for kind in ["flock", "posix"] {
         let mut holder = hold_lock(kind, &locked, 60);
         let pid = holder.id();
-        // fail: no snapshot, the message names the file and the holder's PID.
+        // fail: no snapshot, exit 5 (source failed), the message names the file and the
+        // holder's PID.
         let o = env.ctl(&["backup", s, "--locked-files", "fail", "--locked-wait", "2s"]);
-        assert_eq!(o.status.code(), Some(1), "{kind}: {}", show(&o));
+        assert_eq!(o.status.code(), Some(5), "{kind}: {}", show(&o));
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(
             err.contains("locked.db") && err.contains(&format!("PID {pid}")),

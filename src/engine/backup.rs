@@ -13,7 +13,7 @@ use crate::repo::backend::FileType;
 use crate::repo::crypto::Key;
 use crate::repo::id::Id;
 use crate::repo::index::{split_into_files, IndexPack};
-use crate::repo::pack::{seal_blob, BlobType, Compression, PackWriter};
+use crate::repo::pack::{BlobType, Compression, PackWriter};
 use crate::repo::snapshot::{Snapshot, SnapshotSummary, JOB_TAG_PREFIX, PARTIAL_TAG};
 use crate::repo::tree::{gomode, kind, Node, Tree};
 use crate::repo::Repository;
@@ -246,6 +246,8 @@ struct Shared<'a> {
     locked: LockedFiles,
     /// When waiting for locked files must stop (one deadline for the whole source).
     locked_until: std::time::Instant,
+    /// Chunk buffers handed back by the sealers, for the readers to fill again.
+    pool: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
 }
 
 /// What to do with a file after looking at its locks.
@@ -256,6 +258,21 @@ enum LockVerdict {
 }
 
 impl Shared<'_> {
+    /// A buffer holding a copy of `data`, from the pool when one is free.
+    fn buffer_with(&self, data: &[u8]) -> Vec<u8> {
+        let mut v = self.pool.1.try_recv().unwrap_or_default();
+        v.clear();
+        v.extend_from_slice(data);
+        v
+    }
+
+    /// Gives a chunk buffer back (dropped when the pool is full).
+    fn recycle(&self, v: Vec<u8>) {
+        if v.capacity() >= CHUNK_MIN as usize {
+            let _ = self.pool.0.try_send(v);
+        }
+    }
+
     /// Waits while another process holds a write lock on `path` (within the source's deadline),
     /// then applies the policy.
     fn lock_verdict(&self, path: &Path) -> LockVerdict {
@@ -384,19 +401,34 @@ enum FileResult {
 }
 
 fn sealer(sh: &Shared, rx: Receiver<BlobJob>, up: Sender<PackWriter>) {
+    // One compressor and output buffer per sealer, reused for every blob.
+    let mut compressor = match sh.compression {
+        Compression::Level(l) => zstd::bulk::Compressor::new(l).ok(),
+        Compression::Off => None,
+    };
+    let mut cbuf: Vec<u8> = Vec::new();
     for job in rx {
-        let sealed = seal_blob(&sh.key, job.tpe, job.id, &job.data, sh.compression);
+        let len = job.data.len();
+        let compressed = compressor.as_mut().is_some_and(|c| {
+            cbuf.clear();
+            cbuf.reserve(zstd::zstd_safe::compress_bound(len));
+            matches!(c.compress_to_buffer(&job.data, &mut cbuf), Ok(n) if n < len)
+        });
+        let (payload, ulen) = if compressed {
+            (&cbuf[..], Some(len as u32))
+        } else {
+            (&job.data[..], None)
+        };
         if job.tpe == BlobType::Data {
             add(&sh.counters.data_blobs, 1);
-            add(&sh.counters.data_added, job.data.len() as u64);
+            add(&sh.counters.data_added, len as u64);
         } else {
             add(&sh.counters.tree_blobs, 1);
         }
-        add(&sh.counters.data_added_packed, sealed.sealed.len() as u64);
-        drop(job.data);
         let full = {
             let mut p = sh.packer(job.tpe).lock().unwrap();
-            p.add(&sealed);
+            let sealed = p.add_sealing(&sh.key, job.id, job.tpe, payload, ulen);
+            add(&sh.counters.data_added_packed, sealed as u64);
             if p.size() >= PACK_TARGET {
                 Some(std::mem::replace(
                     &mut *p,
@@ -406,6 +438,7 @@ fn sealer(sh: &Shared, rx: Receiver<BlobJob>, up: Sender<PackWriter>) {
                 None
             }
         };
+        sh.recycle(job.data);
         if let Some(p) = full {
             let _ = up.send(p);
         }
@@ -446,38 +479,86 @@ fn same_stat(a: &Metadata, b: &Metadata) -> bool {
     }
 }
 
-/// Cuts a stream into chunks, hashes them and hands the new ones to the sealers; memory stays
-/// bounded whatever the stream's length.
+/// Cuts a stream into content-defined chunks (FastCDC, 512 KiB to 8 MiB) through one reusable
+/// buffer of twice the largest chunk, handing each chunk to `emit`; memory stays bounded
+/// whatever the stream's length.
+fn cut_stream(
+    r: &mut dyn Read,
+    buf: &mut Vec<u8>,
+    mut emit: impl FnMut(&[u8]),
+) -> std::io::Result<u64> {
+    let cap = 2 * CHUNK_MAX as usize;
+    if buf.len() < cap {
+        buf.resize(cap, 0);
+    }
+    let (mut start, mut end, mut eof, mut total) = (0usize, 0usize, false, 0u64);
+    loop {
+        if !eof && end - start < CHUNK_MAX as usize {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+            while end < cap {
+                match r.read(&mut buf[end..cap]) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => end += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if start == end {
+            return Ok(total);
+        }
+        // The window holds at least CHUNK_MAX bytes unless the stream ended, so the first cut
+        // is the one a streaming chunker would make.
+        let window = &buf[start..end];
+        let len = fastcdc::v2020::FastCDC::new(window, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
+            .next()
+            .map(|c| c.length)
+            .unwrap_or(window.len());
+        emit(&window[..len]);
+        start += len;
+        total += len as u64;
+    }
+}
+
+/// Hashes one chunk and, if no one has stored it yet, hands a copy to the sealers.
+fn take_chunk(sh: &Shared, data: &[u8], content: &mut Vec<Id>, blobs: &Sender<BlobJob>) {
+    let id = Id::hash(data);
+    sh.progress.inc(data.len() as u64);
+    content.push(id);
+    if sh.claim(id, BlobType::Data) {
+        let _ = blobs.send(BlobJob {
+            tpe: BlobType::Data,
+            id,
+            data: sh.buffer_with(data),
+        });
+    }
+}
+
+/// Chunks a stream (a command's output) into new blobs.
 fn chunk_stream(
     sh: &Shared,
     r: &mut dyn Read,
     blobs: &Sender<BlobJob>,
 ) -> std::io::Result<(Vec<Id>, u64)> {
     let mut content = Vec::new();
-    let mut size = 0u64;
-    for chunk in fastcdc::v2020::StreamCDC::new(r, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
-        let chunk = chunk.map_err(|e| match e {
-            fastcdc::v2020::Error::IoError(e) => e,
-            other => std::io::Error::other(other.to_string()),
-        })?;
-        let data = chunk.data;
-        let id = Id::hash(&data);
-        size += data.len() as u64;
-        sh.progress.inc(data.len() as u64);
-        content.push(id);
-        if sh.claim(id, BlobType::Data) {
-            let _ = blobs.send(BlobJob {
-                tpe: BlobType::Data,
-                id,
-                data,
-            });
-        }
-    }
+    let mut buf = Vec::new();
+    let size = cut_stream(r, &mut buf, |c| take_chunk(sh, c, &mut content, blobs))?;
     Ok((content, size))
 }
 
 /// Reads one file, chunks and hashes it, and hands new chunks to the sealers.
-fn read_file(sh: &Shared, job: &FileJob, blobs: &Sender<BlobJob>, retries: u32) -> FileResult {
+fn read_file(
+    sh: &Shared,
+    job: &FileJob,
+    blobs: &Sender<BlobJob>,
+    retries: u32,
+    buf: &mut Vec<u8>,
+) -> FileResult {
     if !job.skip_lock_check {
         match sh.lock_verdict(&job.path) {
             LockVerdict::Free | LockVerdict::ReadAnyway => {}
@@ -521,14 +602,7 @@ fn read_file(sh: &Shared, job: &FileJob, blobs: &Sender<BlobJob>, retries: u32) 
                     }
                 }
             } else {
-                for chunk in fastcdc::v2020::StreamCDC::new(&mut f, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
-                {
-                    let chunk = chunk.map_err(|e| match e {
-                        fastcdc::v2020::Error::IoError(e) => e,
-                        other => std::io::Error::other(other.to_string()),
-                    })?;
-                    handle(chunk.data);
-                }
+                size += cut_stream(&mut f, buf, |c| take_chunk(sh, c, &mut content, blobs))?;
             }
             f.metadata()
         })();
@@ -697,12 +771,13 @@ fn list_dir(path: &Path) -> std::io::Result<Vec<std::ffi::OsString>> {
 }
 
 fn file_worker(sh: &Shared, rx: Receiver<FileJob>, blobs: Sender<BlobJob>, retries: u32) {
+    let mut buf = Vec::new();
     for job in rx {
         if sh.stop_requested() {
             let _ = job.reply.send(FileResult::Unreadable);
             continue;
         }
-        let r = read_file(sh, &job, &blobs, retries);
+        let r = read_file(sh, &job, &blobs, retries, &mut buf);
         let _ = job.reply.send(r);
     }
 }
@@ -1441,6 +1516,7 @@ pub fn backup_with(
         cancel,
         locked: opts.locked_files,
         locked_until: std::time::Instant::now() + opts.locked_files.retry.deadline,
+        pool: crossbeam_channel::bounded(2),
     };
     progress.phase("backup", None);
     let threads = std::thread::available_parallelism()
@@ -1449,9 +1525,9 @@ pub fn backup_with(
         .clamp(2, 8);
 
     let walk_result: Result<Id> = std::thread::scope(|s| {
-        let (blob_tx, blob_rx) = bounded::<BlobJob>(threads * 2);
+        let (blob_tx, blob_rx) = bounded::<BlobJob>(threads);
         let (file_tx, file_rx) = bounded::<FileJob>(threads * 16);
-        let (up_tx, up_rx) = bounded::<PackWriter>(1);
+        let (up_tx, up_rx) = bounded::<PackWriter>(0);
         let sh = &sh;
         let uploader_h = s.spawn(move || uploader(sh, up_rx));
         let mut sealers = Vec::new();

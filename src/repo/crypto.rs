@@ -77,16 +77,25 @@ impl Key {
 
     /// Encrypts and authenticates `plaintext` with a fresh random IV.
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(plaintext.len() + OVERHEAD);
+        self.seal_into(plaintext, &mut out);
+        out
+    }
+
+    /// Appends the sealed form of `plaintext` to `out` (no intermediate buffer); returns how
+    /// many bytes were appended.
+    pub fn seal_into(&self, plaintext: &[u8], out: &mut Vec<u8>) -> usize {
         let mut iv = [0u8; IV_LEN];
         rand::Rng::fill(&mut rand::rngs::OsRng, &mut iv[..]);
-        let mut out = Vec::with_capacity(plaintext.len() + OVERHEAD);
+        let start = out.len();
+        out.reserve(plaintext.len() + OVERHEAD);
         out.extend_from_slice(&iv);
         out.extend_from_slice(plaintext);
         let mut cipher = Aes256Ctr::new(&self.encrypt.into(), &iv.into());
-        cipher.apply_keystream(&mut out[IV_LEN..]);
-        let mac = self.mac(&iv, &out[IV_LEN..]);
+        cipher.apply_keystream(&mut out[start + IV_LEN..]);
+        let mac = self.mac(&iv, &out[start + IV_LEN..]);
         out.extend_from_slice(&mac);
-        out
+        out.len() - start
     }
 
     /// Checks the MAC and decrypts.

@@ -170,6 +170,28 @@ impl PackWriter {
         self.buf.extend_from_slice(&b.sealed);
     }
 
+    /// Seals `payload` (the blob's plaintext, or its zstd compression when
+    /// `uncompressed_length` is set) straight into the pack; returns the sealed length.
+    pub fn add_sealing(
+        &mut self,
+        key: &Key,
+        id: Id,
+        tpe: BlobType,
+        payload: &[u8],
+        uncompressed_length: Option<u32>,
+    ) -> u32 {
+        let offset = self.buf.len() as u32;
+        let length = key.seal_into(payload, &mut self.buf) as u32;
+        self.blobs.push(PackedBlob {
+            id,
+            tpe,
+            offset,
+            length,
+            uncompressed_length,
+        });
+        length
+    }
+
     /// Adds an already sealed blob as read from another pack (for repacking).
     pub fn add_raw(
         &mut self,

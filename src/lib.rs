@@ -1,5 +1,6 @@
 //! backupd: repository format, backup engine and control tool, shared by `backupd` and `backupctl`.
 
+pub mod config;
 pub mod ctl;
 pub mod engine;
 pub mod error;

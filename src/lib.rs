@@ -5,6 +5,7 @@ pub mod ctl;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
+pub mod job;
 pub mod repo;
 pub mod sources;
 pub mod sysinfo;

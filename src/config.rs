@@ -193,7 +193,9 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D:
     crate::ctl::util::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Duration>, D::Error> {
+fn opt_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Duration>, D::Error> {
     duration(d).map(Some)
 }
 
@@ -201,11 +203,7 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<D
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map_or(0, |l| l.chars().count())
-        + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
 }
 
@@ -370,16 +368,30 @@ timeout = "5m"
     #[test]
     fn errors_point_at_line_and_column() {
         let bad = GOOD.replace("tags = [\"app\"]", "tags = [\"app\"]\n  colour = 3");
-        let e = Config::parse(&bad, Path::new("b.toml")).unwrap_err().to_string();
-        assert!(e.contains("b.toml:11:3") && e.contains("unknown field `colour`"), "{e}");
+        let e = Config::parse(&bad, Path::new("b.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("b.toml:11:3") && e.contains("unknown field `colour`"),
+            "{e}"
+        );
         let bad = GOOD.replace("allow_partial = false", "allow_partial = \"no\"");
-        let e = Config::parse(&bad, Path::new("b.toml")).unwrap_err().to_string();
+        let e = Config::parse(&bad, Path::new("b.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("b.toml:11:17") && e.contains("bool"), "{e}");
         let bad = GOOD.replace("wait = \"10m\" }]", "wait = \"10 parsecs\" }]");
-        let e = Config::parse(&bad, Path::new("b.toml")).unwrap_err().to_string();
-        assert!(e.contains("b.toml:12:") && e.contains("invalid duration"), "{e}");
+        let e = Config::parse(&bad, Path::new("b.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("b.toml:12:") && e.contains("invalid duration"),
+            "{e}"
+        );
         let bad = GOOD.replace("repository = \"main\"", "repository = \"mian\"");
-        let e = Config::parse(&bad, Path::new("b.toml")).unwrap_err().to_string();
+        let e = Config::parse(&bad, Path::new("b.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("b.toml:7:14") && e.contains("\"mian\""), "{e}");
     }
 }

@@ -66,7 +66,10 @@ fn a_500_mib_command_output_is_streamed_with_bounded_memory() {
     let err = String::from_utf8_lossy(&o.stderr);
     let kib: u64 = err
         .lines()
-        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes): "))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
         .unwrap_or_else(|| panic!("no peak RSS in /usr/bin/time's output:\n{err}"))
         .trim()
         .parse()
@@ -113,7 +116,11 @@ fn a_failing_command_fails_the_backup_and_changes_nothing() {
     let meta = |v: Vec<String>| -> Vec<String> {
         v.into_iter().filter(|f| !f.starts_with("data/")).collect()
     };
-    assert_eq!(meta(repo_files(&env.repo)), meta(before), "the repository changed");
+    assert_eq!(
+        meta(repo_files(&env.repo)),
+        meta(before),
+        "the repository changed"
+    );
     let check = env.restic(&["check"]);
     assert!(check.status.success(), "{}", show(&check));
 }
@@ -217,7 +224,10 @@ fn hooks_run_in_order_with_the_run_facts() {
         ]
     );
     // Hook output reaches the log (stderr).
-    assert!(err.contains("hook before:") || err.contains("running before hook"), "{err}");
+    assert!(
+        err.contains("hook before:") || err.contains("running before hook"),
+        "{err}"
+    );
     assert_eq!(snapshot_count(&env), 1);
 }
 
@@ -240,7 +250,11 @@ fn a_failing_before_hook_aborts_the_run() {
         e.contains("before hook") && e.contains("status 7") && e.contains("cannot stop the worker"),
         "{e}"
     );
-    assert_eq!(snapshot_count(&env), 0, "a snapshot was made after a failed before-hook");
+    assert_eq!(
+        snapshot_count(&env),
+        0,
+        "a snapshot was made after a failed before-hook"
+    );
     let text = fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "failure failure");
@@ -295,7 +309,10 @@ fn config_errors_point_at_line_and_column() {
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     let at = format!("{}:8:1", cfg.display());
-    assert!(err.contains(&at) && err.contains("unknown field `compresion`"), "{err}");
+    assert!(
+        err.contains(&at) && err.contains("unknown field `compresion`"),
+        "{err}"
+    );
 
     let cfg = config(&env, "tags = \"app\"", "");
     let o = Command::new(BACKUPCTL)
@@ -306,7 +323,10 @@ fn config_errors_point_at_line_and_column() {
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     let at = format!("{}:8:8", cfg.display());
-    assert!(err.contains(&at) && err.contains("expected a sequence"), "{err}");
+    assert!(
+        err.contains(&at) && err.contains("expected a sequence"),
+        "{err}"
+    );
 
     let cfg = config(&env, "", "timeout = 5");
     let o = Command::new(BACKUPCTL)

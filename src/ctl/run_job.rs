@@ -29,7 +29,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     cfg.job(&a.job)?;
     let run_id = a.run_id.unwrap_or_else(|| new_run_id(&a.job));
     let progress = ctx.progress();
-    let rep = run_job(&cfg, &a.job, &run_id, &a.reason, progress.as_ref(), &ctx.cancel);
+    let rep = run_job(
+        &cfg,
+        &a.job,
+        &run_id,
+        &a.reason,
+        progress.as_ref(),
+        &ctx.cancel,
+    );
     drop(progress);
     if ctx.global.json {
         ctx.print_json(&rep);
@@ -61,7 +68,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
         ctx.say(format!(
             "job {} run {}: {} in {:.1}s",
-            rep.job, rep.run_id, rep.outcome.as_str(), rep.duration_seconds
+            rep.job,
+            rep.run_id,
+            rep.outcome.as_str(),
+            rep.duration_seconds
         ));
     }
     if let Some(e) = &rep.error {

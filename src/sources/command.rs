@@ -172,7 +172,10 @@ pub(crate) fn describe_status(status: &ExitStatus, timed_out: Option<Duration>) 
         return format!("it was killed after its timeout of {}", human_duration(t));
     }
     match status.code() {
-        Some(127) => "it exited with status 127 (command not found: check the program's name and PATH)".into(),
+        Some(127) => {
+            "it exited with status 127 (command not found: check the program's name and PATH)"
+                .into()
+        }
         Some(126) => "it exited with status 126 (the program is not executable)".into(),
         Some(c) => format!("it exited with status {c}"),
         None => {

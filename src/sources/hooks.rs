@@ -152,8 +152,14 @@ pub fn run_hook(
     // thread uses it.
     let (tx, rx) = crossbeam_channel::unbounded::<String>();
     for r in [
-        child.stdout.take().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>),
-        child.stderr.take().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>),
     ]
     .into_iter()
     .flatten()
@@ -193,7 +199,9 @@ pub fn run_hook(
         message += &format!("; the end of its output:\n{}", tail.indented());
     }
     message += match kind {
-        HookKind::Before => "\n  hint: the backup did not run; fix the hook or the service it drives",
+        HookKind::Before => {
+            "\n  hint: the backup did not run; fix the hook or the service it drives"
+        }
         _ => "\n  hint: fix the hook; the snapshot (if any) was kept",
     };
     Err(Error::Source { what, message })
@@ -240,7 +248,10 @@ mod tests {
     fn failing_hook_names_itself_status_and_output() {
         let e = run_hooks(
             HookKind::Before,
-            &["echo starting; echo broken >&2; exit 4".into(), "touch /never".into()],
+            &[
+                "echo starting; echo broken >&2; exit 4".into(),
+                "touch /never".into(),
+            ],
             &env(),
             Duration::from_secs(30),
             &NoProgress,
@@ -248,7 +259,10 @@ mod tests {
         .unwrap_err();
         let s = e.to_string();
         assert!(s.contains("before hook `echo starting"), "{s}");
-        assert!(s.contains("status 4") && s.contains("broken") && s.contains("starting"), "{s}");
+        assert!(
+            s.contains("status 4") && s.contains("broken") && s.contains("starting"),
+            "{s}"
+        );
         assert_eq!(e.exit_code(), crate::error::exit::SOURCE_FAILED);
     }
 

@@ -375,7 +375,7 @@ fn backup_job(
             copy_seconds: None,
             error: None,
         });
-        match command::start(&src) {
+        match command::start_with_cancel(&src, cancel) {
             Ok(x) => extras.push(x),
             Err(e) => {
                 if let Some(s) = rep.sources.last_mut() {
@@ -385,7 +385,10 @@ fn backup_job(
             }
         }
     }
-    let r = backup_with(&mut repo, &opts, extras, progress, cancel);
+    let mut r = backup_with(&mut repo, &opts, extras, progress, cancel);
+    if r.is_err() && cancel.is_cancelled() {
+        r = Err(Error::Interrupted);
+    }
     if let Err(Error::Source { what, message }) = &r {
         for s in &mut rep.sources {
             if s.kind == "command" && what.contains(&format!("(for {})", s.path.display())) {

@@ -7,6 +7,7 @@
 //! timeout. After the end of the stream the exit status decides whether the source succeeded.
 
 use crate::engine::backup::{ExtraContent, ExtraFile, StreamSource};
+use crate::engine::CancelToken;
 use crate::error::{Error, Result};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
@@ -211,12 +212,53 @@ pub(crate) fn human_duration(d: Duration) -> String {
     out
 }
 
+/// The command's standard output, read so that a cancel is seen within 200 ms even while the
+/// command writes nothing: the command is then killed and the read fails.
+struct CancellableStdout {
+    inner: ChildStdout,
+    cancel: CancelToken,
+    pid: u32,
+}
+
+impl Read for CancellableStdout {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            loop {
+                if self.cancel.is_cancelled() {
+                    kill_group(self.pid);
+                    return Err(std::io::Error::other("interrupted: the command was killed"));
+                }
+                let mut pfd = libc::pollfd {
+                    fd: self.inner.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd for the duration of the call.
+                let n = unsafe { libc::poll(&mut pfd, 1, 200) };
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                if n > 0 {
+                    break;
+                }
+            }
+        }
+        self.inner.read(buf)
+    }
+}
+
 /// A running command source.
 struct Running {
     shell: String,
     timeout: Option<Duration>,
     child: Child,
-    stdout: Option<ChildStdout>,
+    stdout: Option<CancellableStdout>,
     stderr_thread: Option<JoinHandle<()>>,
     tail: Arc<Mutex<Tail>>,
     watchdog: Watchdog,
@@ -281,6 +323,11 @@ impl Drop for Running {
 /// command's exit status (and the tail of its standard error) decide, after the end of the
 /// stream, whether the source succeeded.
 pub fn start(src: &CommandSource) -> Result<ExtraFile> {
+    start_with_cancel(src, &CancelToken::new())
+}
+
+/// [`start`], with the command killed (and the stream failed) once `cancel` is set.
+pub fn start_with_cancel(src: &CommandSource, cancel: &CancelToken) -> Result<ExtraFile> {
     let what = format!(
         "command `{}` (for {})",
         src.shell,
@@ -302,7 +349,11 @@ pub fn start(src: &CommandSource) -> Result<ExtraFile> {
                 "could not be started: {e}\n  hint: check that `sh` is installed and the PATH"
             ),
         })?;
-    let stdout = child.stdout.take();
+    let stdout = child.stdout.take().map(|inner| CancellableStdout {
+        inner,
+        cancel: cancel.clone(),
+        pid: child.id(),
+    });
     let stderr = child.stderr.take().expect("stderr is piped");
     let tail = Arc::new(Mutex::new(Tail::default()));
     let tail2 = tail.clone();
@@ -377,6 +428,32 @@ mod tests {
         let (_, r) = run("sleep 30 | cat", Some(Duration::from_millis(300)));
         let e = r.unwrap_err();
         assert!(e.contains("timeout"), "{e}");
+    }
+
+    #[test]
+    fn cancel_kills_a_silent_command() {
+        let cancel = CancelToken::new();
+        let e = start_with_cancel(
+            &CommandSource {
+                snapshot_path: "/x".into(),
+                shell: "sleep 30".into(),
+                timeout: None,
+            },
+            &cancel,
+        )
+        .unwrap();
+        let ExtraContent::Stream(mut s) = e.content else {
+            panic!("a stream")
+        };
+        let c2 = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            c2.cancel();
+        });
+        let mut out = Vec::new();
+        let r = s.reader().read_to_end(&mut out);
+        assert!(r.unwrap_err().to_string().contains("interrupted"));
+        assert!(s.finish().is_err());
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! backupd: repository format, backup engine and control tool, shared by `backupd` and `backupctl`.
 
+pub mod config;
 pub mod ctl;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
+pub mod job;
 pub mod repo;
 pub mod sources;
 pub mod sysinfo;

@@ -9,6 +9,7 @@ pub mod ls;
 pub mod progress;
 pub mod prune;
 pub mod restore;
+pub mod run_job;
 pub mod snapshots;
 pub mod stats;
 pub mod unlock;
@@ -93,6 +94,8 @@ pub enum Command {
     Prune(prune::Args),
     /// Remove stale locks.
     Unlock(unlock::Args),
+    /// Run a job of a configuration file once, in the foreground.
+    RunJob(run_job::Args),
 }
 
 /// What every command gets: the global options, a cancel token wired to SIGINT/SIGTERM, and a
@@ -202,6 +205,7 @@ pub fn main() -> i32 {
         Command::Forget(a) => forget::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Unlock(a) => unlock::run(&ctx, a),
+        Command::RunJob(a) => run_job::run(&ctx, a),
     };
     match result {
         Ok(code) => code,

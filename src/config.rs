@@ -1,0 +1,397 @@
+//! The configuration file (TOML): repositories and backup jobs; every error names the file, line and column.
+//!
+//! ```toml
+//! [repositories.main]
+//! path = "/srv/backup/repo"
+//! password_file = "/etc/backupd/password"   # or password_command = "..."
+//!
+//! [jobs.app]
+//! repository = "main"
+//! paths = ["/srv/app/uploads"]
+//! exclude = ["*.tmp"]
+//! tags = ["app"]
+//! allow_partial = false
+//! sqlite = [{ path = "/srv/app/app.db", check = "quick", wait = "10m" }]
+//! commands = [{ path = "/dumps/app.sql", run = "pg_dump app", timeout = "1h" }]
+//! locked_files = { action = "fail", wait = "10m" }
+//!
+//! [jobs.app.hooks]
+//! before = ["systemctl stop app-worker"]
+//! always = ["systemctl start app-worker"]
+//! timeout = "5m"
+//! ```
+//!
+//! Every table rejects unknown keys. New tables (the daemon's `[daemon]`, schedules) are added
+//! as new optional fields of these structs.
+
+use crate::engine::backup::LockedAction;
+use crate::error::{Error, Result};
+use crate::sources::hooks::{Hooks, DEFAULT_HOOK_TIMEOUT};
+use crate::sources::sqlite::IntegrityCheck;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A parsed configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub repositories: BTreeMap<String, RepositoryConfig>,
+    #[serde(default)]
+    pub jobs: BTreeMap<String, JobConfig>,
+    /// The file it was read from (for messages).
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// The repository's directory.
+    pub path: String,
+    /// Read the password from the first line of this file...
+    pub password_file: Option<PathBuf>,
+    /// ...or from the first line of this shell command's output.
+    pub password_command: Option<String>,
+    /// How long to wait for a locked repository (e.g. "5m").
+    #[serde(default, deserialize_with = "duration")]
+    pub lock_wait: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// The name of a `[repositories.NAME]` table.
+    pub repository: toml::Spanned<String>,
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    /// Glob patterns to leave out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Skip folders that contain a valid CACHEDIR.TAG.
+    #[serde(default)]
+    pub exclude_caches: bool,
+    /// Do not cross file-system boundaries.
+    #[serde(default)]
+    pub one_file_system: bool,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The host name recorded in the snapshots (this host's by default).
+    pub host: Option<String>,
+    /// A partial snapshot (files that could not be read, or were read while locked) counts as
+    /// a success (after_success hooks run) when true; otherwise the run fails (after_failure
+    /// hooks run). The snapshot is kept either way.
+    #[serde(default)]
+    pub allow_partial: bool,
+    #[serde(default)]
+    pub sqlite: Vec<SqliteSource>,
+    #[serde(default)]
+    pub commands: Vec<CommandConfig>,
+    #[serde(default)]
+    pub locked_files: LockedFilesConfig,
+    #[serde(default)]
+    pub hooks: HooksConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteSource {
+    pub path: PathBuf,
+    /// full, quick or off.
+    #[serde(default)]
+    pub check: IntegrityCheck,
+    /// How long to retry a busy or locked database.
+    #[serde(default = "ten_minutes", deserialize_with = "duration")]
+    pub wait: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandConfig {
+    /// The file's absolute path in the snapshot.
+    pub path: PathBuf,
+    /// The shell command whose standard output is stored.
+    pub run: String,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedFilesConfig {
+    /// fail, skip or read-anyway.
+    #[serde(default = "read_anyway")]
+    pub action: LockedAction,
+    /// How long to wait, in all, for locked files to be released.
+    #[serde(default, deserialize_with = "duration")]
+    pub wait: Duration,
+}
+
+impl Default for LockedFilesConfig {
+    fn default() -> Self {
+        LockedFilesConfig {
+            action: LockedAction::ReadAnyway,
+            wait: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    #[serde(default)]
+    pub before: Vec<String>,
+    #[serde(default)]
+    pub after_success: Vec<String>,
+    #[serde(default)]
+    pub after_failure: Vec<String>,
+    #[serde(default)]
+    pub always: Vec<String>,
+    #[serde(default = "hook_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            before: Vec::new(),
+            after_success: Vec::new(),
+            after_failure: Vec::new(),
+            always: Vec::new(),
+            timeout: DEFAULT_HOOK_TIMEOUT,
+        }
+    }
+}
+
+impl HooksConfig {
+    pub fn hooks(&self) -> Hooks {
+        Hooks {
+            before: self.before.clone(),
+            after_success: self.after_success.clone(),
+            after_failure: self.after_failure.clone(),
+            always: self.always.clone(),
+            timeout: self.timeout,
+        }
+    }
+}
+
+fn ten_minutes() -> Duration {
+    Duration::from_secs(600)
+}
+fn hook_timeout() -> Duration {
+    DEFAULT_HOOK_TIMEOUT
+}
+fn read_anyway() -> LockedAction {
+    LockedAction::ReadAnyway
+}
+
+/// A duration written as a string: "30s", "5m", "1h", "1h30m".
+fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::ctl::util::parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+/// Line and column (1-based) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(file: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            Error::Input(format!(
+                "cannot read the configuration file {}: {e}\n  hint: check --config",
+                file.display()
+            ))
+        })?;
+        Config::parse(&text, file)
+    }
+
+    /// Parses and checks configuration text; `file` names it in messages.
+    pub fn parse(text: &str, file: &Path) -> Result<Config> {
+        let at = |offset: usize| {
+            let (l, c) = line_col(text, offset);
+            format!("{}:{l}:{c}", file.display())
+        };
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
+            let place = match e.span() {
+                Some(s) => at(s.start),
+                None => file.display().to_string(),
+            };
+            Error::Input(format!(
+                "invalid configuration at {place}: {}\n  hint: see the example in the documentation of the configuration file",
+                e.message().trim_end()
+            ))
+        })?;
+        cfg.file = file.to_path_buf();
+        for (name, r) in &cfg.repositories {
+            if r.password_file.is_some() == r.password_command.is_some() {
+                return Err(Error::Input(format!(
+                    "invalid configuration in {}: [repositories.{name}] needs exactly one of password_file and password_command",
+                    file.display()
+                )));
+            }
+        }
+        for (name, j) in &cfg.jobs {
+            if !cfg.repositories.contains_key(j.repository.get_ref()) {
+                let known: Vec<&str> = cfg.repositories.keys().map(|s| s.as_str()).collect();
+                return Err(Error::Input(format!(
+                    "invalid configuration at {}: job {name:?} names the repository {:?}, which is not defined (defined: {})\n  hint: add a [repositories.{}] table or fix the name",
+                    at(j.repository.span().start),
+                    j.repository.get_ref(),
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") },
+                    j.repository.get_ref()
+                )));
+            }
+            if j.paths.is_empty() && j.sqlite.is_empty() && j.commands.is_empty() {
+                return Err(Error::Input(format!(
+                    "invalid configuration in {}: job {name:?} has nothing to back up\n  hint: give it paths, sqlite or commands",
+                    file.display()
+                )));
+            }
+            for c in &j.commands {
+                if !c.path.is_absolute() {
+                    return Err(Error::Input(format!(
+                        "invalid configuration in {}: job {name:?}: the command path {} must be absolute, e.g. /dumps/app.sql",
+                        file.display(),
+                        c.path.display()
+                    )));
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The job named `name`.
+    pub fn job(&self, name: &str) -> Result<&JobConfig> {
+        self.jobs.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.jobs.keys().map(|s| s.as_str()).collect();
+            Error::Input(format!(
+                "there is no job {name:?} in {} (jobs: {})\n  hint: check the name or add a [jobs.{name}] table",
+                self.file.display(),
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ))
+        })
+    }
+
+    /// The repository a job writes to.
+    pub fn repository_of(&self, job: &JobConfig) -> &RepositoryConfig {
+        &self.repositories[job.repository.get_ref()]
+    }
+}
+
+impl RepositoryConfig {
+    /// The password, from the first line of the password file or command.
+    pub fn password(&self) -> Result<Vec<u8>> {
+        fn first_line(b: &[u8]) -> Vec<u8> {
+            let l = b.split(|&c| c == b'\n').next().unwrap_or(&[]);
+            l.strip_suffix(b"\r").unwrap_or(l).to_vec()
+        }
+        if let Some(f) = &self.password_file {
+            let b = std::fs::read(f).map_err(|e| {
+                Error::Input(format!(
+                    "cannot read the password file {} of the repository {}: {e}\n  hint: check password_file in the configuration",
+                    f.display(),
+                    self.path
+                ))
+            })?;
+            return Ok(first_line(&b));
+        }
+        let cmd = self.password_command.as_deref().unwrap_or("");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| Error::Input(format!("cannot run the password command {cmd:?}: {e}")))?;
+        if !out.status.success() {
+            return Err(Error::Input(format!(
+                "the password command {cmd:?} of the repository {} failed ({})\n  hint: check password_command in the configuration",
+                self.path, out.status
+            )));
+        }
+        Ok(first_line(&out.stdout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[repositories.main]
+path = "/srv/backup/repo"
+password_file = "/etc/backupd/password"
+
+[jobs.app]
+repository = "main"
+paths = ["/srv/app/uploads"]
+exclude = ["*.tmp"]
+tags = ["app"]
+allow_partial = false
+sqlite = [{ path = "/srv/app/app.db", check = "quick", wait = "10m" }]
+commands = [{ path = "/dumps/app.sql", run = "pg_dump app", timeout = "1h" }]
+locked_files = { action = "fail", wait = "10m" }
+
+[jobs.app.hooks]
+before = ["systemctl stop app-worker"]
+after_success = []
+after_failure = []
+always = ["systemctl start app-worker"]
+timeout = "5m"
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = Config::parse(GOOD, Path::new("b.toml")).unwrap();
+        let j = c.job("app").unwrap();
+        assert_eq!(j.sqlite[0].check, IntegrityCheck::Quick);
+        assert_eq!(j.sqlite[0].wait, Duration::from_secs(600));
+        assert_eq!(j.commands[0].timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(j.locked_files.action, LockedAction::Fail);
+        assert_eq!(j.hooks.timeout, Duration::from_secs(300));
+        assert_eq!(c.repository_of(j).path, "/srv/backup/repo");
+    }
+
+    #[test]
+    fn errors_point_at_line_and_column() {
+        let bad = GOOD.replace("tags = [\"app\"]", "tags = [\"app\"]\n  colour = 3");
+        let e = Config::parse(&bad, Path::new("b.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("b.toml:11:3") && e.contains("unknown field `colour`"),
+            "{e}"
+        );
+        let bad = GOOD.replace("allow_partial = false", "allow_partial = \"no\"");
+        let e = Config::parse(&bad, Path::new("b.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("b.toml:11:17") && e.contains("bool"), "{e}");
+        let bad = GOOD.replace("wait = \"10m\" }]", "wait = \"10 parsecs\" }]");
+        let e = Config::parse(&bad, Path::new("b.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("b.toml:12:") && e.contains("invalid duration"),
+            "{e}"
+        );
+        let bad = GOOD.replace("repository = \"main\"", "repository = \"mian\"");
+        let e = Config::parse(&bad, Path::new("b.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("b.toml:7:14") && e.contains("\"mian\""), "{e}");
+    }
+}

@@ -1,0 +1,396 @@
+//! Integration tests of command sources, hooks, job configuration files and `backupctl run-job`, with real processes and restic.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use support::*;
+
+/// The repository's files (without locks), to prove a failed run changed nothing.
+fn repo_files(repo: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            if rel.starts_with("locks") {
+                continue;
+            }
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    walk(repo, repo, &mut out);
+    out.sort();
+    out
+}
+
+fn snapshot_count(env: &Env) -> usize {
+    let s: serde_json::Value =
+        serde_json::from_str(&env.restic_ok(&["snapshots", "--json"])).unwrap();
+    s.as_array().unwrap().len()
+}
+
+fn sh_out(script: &str) -> String {
+    let o = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    assert!(o.status.success(), "{script}: {}", show(&o));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// 500 MiB of deterministic text that neither deduplicates nor compresses to nothing.
+const BIG: &str = "seq 1 100000000 | head -c 524288000";
+
+#[test]
+fn a_500_mib_command_output_is_streamed_with_bounded_memory() {
+    let env = Env::new();
+    env.ctl_ok(&["init"]);
+    assert!(
+        Path::new("/usr/bin/time").exists(),
+        "/usr/bin/time is needed to measure peak memory: apt-get install -y time"
+    );
+    let spec = format!("/dumps/big.txt={BIG}");
+    let mut c = Command::new("/usr/bin/time");
+    c.arg("-v")
+        .arg(BACKUPCTL)
+        .arg("-r")
+        .arg(&env.repo)
+        .arg("--password-file")
+        .arg(&env.pw)
+        .args(["--json", "backup", "--command", &spec]);
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let kib: u64 = err
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .unwrap_or_else(|| panic!("no peak RSS in /usr/bin/time's output:\n{err}"))
+        .trim()
+        .parse()
+        .unwrap();
+    println!(
+        "backupctl peak RSS backing up 500 MiB of command output: {} MiB",
+        kib / 1024
+    );
+    assert!(kib < 300 * 1024, "peak RSS {} MiB ≥ 300 MiB", kib / 1024);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["total_bytes_processed"], 524288000u64);
+
+    let want = sh_out(&format!("{BIG} | sha256sum"));
+    let got = sh_out(&format!(
+        "restic -r {} --password-file {} --no-cache dump latest /dumps/big.txt | sha256sum",
+        env.repo.display(),
+        env.pw.display()
+    ));
+    assert_eq!(got, want, "restic's copy of the command output differs");
+}
+
+#[test]
+fn a_failing_command_fails_the_backup_and_changes_nothing() {
+    let env = Env::new();
+    env.ctl_ok(&["init"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"data").unwrap();
+    let before = repo_files(&env.repo);
+    let o = env.ctl(&[
+        "backup",
+        src.to_str().unwrap(),
+        "--command",
+        "/dumps/x.sql=echo partial-output; echo oops >&2; exit 3",
+    ]);
+    assert_eq!(o.status.code(), Some(5), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("oops"), "{err}");
+    assert!(err.contains("status 3"), "{err}");
+    assert!(err.contains("/dumps/x.sql"), "{err}");
+    assert_eq!(snapshot_count(&env), 0);
+    // No snapshot and no index was written. (The engine flushes the packs it filled before the
+    // error: at most unreferenced data remains, which restic's check accepts and prune removes.)
+    let meta = |v: Vec<String>| -> Vec<String> {
+        v.into_iter().filter(|f| !f.starts_with("data/")).collect()
+    };
+    assert_eq!(
+        meta(repo_files(&env.repo)),
+        meta(before),
+        "the repository changed"
+    );
+    let check = env.restic(&["check"]);
+    assert!(check.status.success(), "{}", show(&check));
+}
+
+#[test]
+fn a_missing_program_fails_clearly() {
+    let env = Env::new();
+    env.ctl_ok(&["init"]);
+    let o = env.ctl(&["backup", "--command", "/dumps/x=/no/such/program --dump"]);
+    assert_eq!(o.status.code(), Some(5), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("/no/such/program"), "{err}");
+    assert!(err.contains("127") && err.contains("not found"), "{err}");
+    assert_eq!(snapshot_count(&env), 0);
+    // A relative snapshot path is refused before anything runs.
+    let o = env.ctl(&["backup", "--command", "dumps/x=echo hi"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("must be absolute"));
+}
+
+/// A configuration with one job `app` backing up `src` into the test repository.
+fn config(env: &Env, job_extra: &str, hooks: &str) -> std::path::PathBuf {
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f.txt"), b"hello").unwrap();
+    let text = format!(
+        r#"[repositories.main]
+path = "{}"
+password_file = "{}"
+
+[jobs.app]
+repository = "main"
+paths = ["{}"]
+{job_extra}
+
+[jobs.app.hooks]
+{hooks}
+"#,
+        env.repo.display(),
+        env.pw.display(),
+        src.display()
+    );
+    let f = env.path("backupd.toml");
+    fs::write(&f, text).unwrap();
+    f
+}
+
+fn run_job(cfg: &Path, extra: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let mut c = Command::new(BACKUPCTL);
+    c.args(["--json", "run-job", "app", "--config"])
+        .arg(cfg)
+        .args(extra)
+        .env_remove("BACKUPD_REPOSITORY");
+    let o = c.output().unwrap();
+    let j = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}):\n{}", show(&o)));
+    (
+        o.status.code(),
+        j,
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn hooks_run_in_order_with_the_run_facts() {
+    let env = Env::new();
+    env.ctl_ok(&["init"]);
+    let log = env.path("hooks.log");
+    let rec = |name: &str| {
+        format!(
+            "\"echo {name} $BACKUPD_EVENT $BACKUPD_JOB $BACKUPD_RUN_ID ${{BACKUPD_SNAPSHOT_ID:-none}} ${{BACKUPD_ERROR:-noerror}} $BACKUPD_REPOSITORY >> {}\"",
+            log.display()
+        )
+    };
+    let hooks = format!(
+        "before = [{}, {}]\nafter_success = [{}]\nafter_failure = [{}]\nalways = [{}]\ntimeout = \"30s\"",
+        rec("b1"),
+        rec("b2"),
+        rec("ok"),
+        rec("bad"),
+        rec("end")
+    );
+    let cfg = config(&env, "", &hooks);
+    let (code, j, err) = run_job(&cfg, &["--run-id", "run42"]);
+    assert_eq!(code, Some(0), "{j}\n{err}");
+    assert_eq!(j["outcome"], "success");
+    let snap = j["snapshot_id"].as_str().unwrap().to_string();
+    let repo = env.repo.display().to_string();
+    let lines: Vec<String> = fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            format!("b1 before app run42 none noerror {repo}"),
+            format!("b2 before app run42 none noerror {repo}"),
+            format!("ok success app run42 {snap} noerror {repo}"),
+            format!("end always app run42 {snap} noerror {repo}"),
+        ]
+    );
+    // Hook output reaches the log (stderr).
+    assert!(
+        err.contains("hook before:") || err.contains("running before hook"),
+        "{err}"
+    );
+    assert_eq!(snapshot_count(&env), 1);
+}
+
+#[test]
+fn a_failing_before_hook_aborts_the_run() {
+    let env = Env::new();
+    env.ctl_ok(&["init"]);
+    let log = env.path("hooks.log");
+    let hooks = format!(
+        "before = [\"echo stopping; echo cannot stop the worker >&2; exit 7\", \"echo second >> {l}\"]\nafter_success = [\"echo ok >> {l}\"]\nafter_failure = [\"echo failure $BACKUPD_EVENT >> {l}\"]\nalways = [\"echo always $BACKUPD_EVENT ${{BACKUPD_SNAPSHOT_ID:-nosnap}} >> {l}; echo \\\"$BACKUPD_ERROR\\\" | head -1 >> {l}\"]",
+        l = log.display()
+    );
+    let cfg = config(&env, "", &hooks);
+    let (code, j, err) = run_job(&cfg, &[]);
+    assert_eq!(code, Some(5), "{j}\n{err}");
+    assert_eq!(j["outcome"], "failed");
+    assert!(j["snapshot_id"].is_null());
+    let e = j["error"].as_str().unwrap();
+    assert!(
+        e.contains("before hook") && e.contains("status 7") && e.contains("cannot stop the worker"),
+        "{e}"
+    );
+    assert_eq!(
+        snapshot_count(&env),
+        0,
+        "a snapshot was made after a failed before-hook"
+    );
+    let text = fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "failure failure");
+    assert_eq!(lines[1], "always always nosnap");
+    assert!(lines[2].contains("before hook"), "{text}");
+    assert_eq!(lines.len(), 3, "{text}");
+}
+
+#[test]
+fn a_hook_that_times_out_is_killed_and_reported() {
+    let env = Env::new();
+    env.ctl_ok(&["init"]);
+    let marker = env.path("survived");
+    let hooks = format!(
+        "before = [\"echo slow hook started; sleep 20; touch {}\"]\ntimeout = \"1s\"",
+        marker.display()
+    );
+    let cfg = config(&env, "", &hooks);
+    let (code, j, err) = run_job(&cfg, &[]);
+    assert_eq!(code, Some(5), "{j}\n{err}");
+    let e = j["error"].as_str().unwrap();
+    assert!(e.contains("killed after its timeout of 1s"), "{e}");
+    assert!(e.contains("slow hook started"), "{e}");
+    assert_eq!(snapshot_count(&env), 0);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!marker.exists(), "the hook kept running after its timeout");
+}
+
+#[test]
+fn an_after_hook_failure_keeps_the_snapshot_but_fails_the_run() {
+    let env = Env::new();
+    env.ctl_ok(&["init"]);
+    let cfg = config(&env, "", "after_success = [\"exit 9\"]");
+    let (code, j, err) = run_job(&cfg, &[]);
+    assert_eq!(code, Some(5), "{j}\n{err}");
+    assert_eq!(j["outcome"], "failed");
+    assert!(j["snapshot_id"].is_string());
+    assert!(j["error"].as_str().unwrap().contains("status 9"));
+    assert_eq!(snapshot_count(&env), 1);
+}
+
+#[test]
+fn config_errors_point_at_line_and_column() {
+    let env = Env::new();
+    // Line 8 is the first line after `paths = [...]`.
+    let cfg = config(&env, "compresion = \"max\"", "");
+    let o = Command::new(BACKUPCTL)
+        .args(["run-job", "app", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let at = format!("{}:8:1", cfg.display());
+    assert!(
+        err.contains(&at) && err.contains("unknown field `compresion`"),
+        "{err}"
+    );
+
+    let cfg = config(&env, "tags = \"app\"", "");
+    let o = Command::new(BACKUPCTL)
+        .args(["run-job", "app", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let at = format!("{}:8:8", cfg.display());
+    assert!(
+        err.contains(&at) && err.contains("expected a sequence"),
+        "{err}"
+    );
+
+    let cfg = config(&env, "", "timeout = 5");
+    let o = Command::new(BACKUPCTL)
+        .args(["run-job", "app", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let at = format!("{}:11:11", cfg.display());
+    assert!(err.contains(&at), "{err}");
+}
+
+#[test]
+fn a_job_with_sqlite_paths_and_a_command_is_restored_by_restic() {
+    let env = Env::new();
+    env.ctl_ok(&["init"]);
+    let db = env.path("src/app.db");
+    fs::create_dir_all(env.path("src")).unwrap();
+    let o = Command::new("sqlite3")
+        .arg(&db)
+        .arg("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES ('row-one'),('row-two');")
+        .output()
+        .expect("sqlite3 is needed by this test (apt-get install sqlite3)");
+    assert!(o.status.success(), "{}", show(&o));
+    let extra = format!(
+        "sqlite = [{{ path = \"{}\", check = \"quick\", wait = \"10s\" }}]\ncommands = [{{ path = \"/dumps/app.txt\", run = \"echo dumped $((6*7))\", timeout = \"1m\" }}]",
+        db.display()
+    );
+    let cfg = config(&env, &extra, "");
+    let (code, j, err) = run_job(&cfg, &["--reason", "test"]);
+    assert_eq!(j["reason"], "test");
+    assert_eq!(j["sources"][0]["kind"], "sqlite");
+    let e = j["error"].as_str().unwrap_or("");
+    if e.contains("SQLite sources are not implemented yet") {
+        // SQLite capture (being written by another developer) has not landed in this branch:
+        // the job must fail cleanly, naming the database, with nothing committed. Once capture
+        // works, the branch below runs instead.
+        eprintln!("NOTE: SQLite capture not implemented yet; checked the clean failure only");
+        assert_eq!(code, Some(5), "{j}\n{err}");
+        assert_eq!(j["outcome"], "failed");
+        assert!(e.contains(db.to_str().unwrap()), "{e}");
+        assert_eq!(snapshot_count(&env), 0);
+        return;
+    }
+    assert_eq!(code, Some(0), "{j}\n{err}");
+    assert_eq!(j["outcome"], "success");
+    assert!(j["sources"][0]["bytes"].as_u64().unwrap() > 0);
+    let out = env.path("out");
+    env.restic_ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    let rel = |p: &Path| out.join(p.strip_prefix("/").unwrap());
+    assert_eq!(
+        fs::read_to_string(rel(&env.path("src/f.txt"))).unwrap(),
+        "hello"
+    );
+    assert_eq!(
+        fs::read_to_string(out.join("dumps/app.txt")).unwrap(),
+        "dumped 42\n"
+    );
+    let rows = sh_out(&format!(
+        "sqlite3 {} 'SELECT x FROM t ORDER BY x'",
+        rel(&db).display()
+    ));
+    assert_eq!(rows, "row-one\nrow-two");
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    assert!(!rel(Path::new(&wal)).exists(), "the -wal file was stored");
+}

@@ -190,7 +190,7 @@ fn read_anyway() -> LockedAction {
 /// A duration written as a string: "30s", "5m", "1h", "1h30m".
 fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    crate::ctl::util::parse_duration(&s).map_err(serde::de::Error::custom)
+    crate::duration::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod ctl;
+pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod fsutil;

@@ -146,7 +146,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             shell: shell.to_string(),
             timeout: None,
         };
-        extras.push(crate::sources::command::start(&src)?);
+        extras.push(crate::sources::command::start_with_cancel(
+            &src,
+            &ctx.cancel,
+        )?);
     }
     let r = backup_with(&mut repo, &opts, extras, progress.as_ref(), &ctx.cancel)?;
     drop(captured);

@@ -387,3 +387,82 @@ fn check_copy(staging: &Path, check: IntegrityCheck) -> std::result::Result<(), 
         Err(e) => Err(format!("fails PRAGMA {pragma}: {e}\n{hint}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn opts(staging: &Path) -> SqliteOptions {
+        SqliteOptions {
+            staging_dir: Some(staging.to_path_buf()),
+            ..Default::default()
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn copies_into_a_private_staging_file_removed_on_drop() {
+        let d = tempfile::tempdir().unwrap();
+        let staging = d.path().join("staging");
+        std::fs::create_dir(&staging).unwrap();
+        let db = d.path().join("a.db");
+        let c = Connection::open(&db).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3);",
+        )
+        .unwrap();
+        // The rows are in the WAL while `c` is open: the copy must still hold them.
+        let got = capture(&db, &opts(&staging), &CancelToken::new(), &mut |_| {}).unwrap();
+        assert_eq!(got.journal_mode, "wal");
+        assert_eq!(got.staging.parent().unwrap(), staging);
+        let md = std::fs::metadata(&got.staging).unwrap();
+        assert_eq!(md.permissions().mode() & 0o777, 0o600);
+        assert_eq!(got.bytes, md.len());
+        let copy = Connection::open(&got.staging).unwrap();
+        let n: i64 = copy
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 3);
+        drop(copy);
+        assert_eq!(got.extra().snapshot_path, db);
+        drop(got);
+        assert_eq!(names(&staging), Vec::<String>::new());
+        assert_eq!(sibling_files(&db)[0], d.path().join("a.db-wal"));
+    }
+
+    #[test]
+    fn failures_leave_no_staging_file() {
+        let d = tempfile::tempdir().unwrap();
+        let staging = d.path().join("staging");
+        std::fs::create_dir(&staging).unwrap();
+        let notdb = d.path().join("x.db");
+        std::fs::write(&notdb, vec![7u8; 10_000]).unwrap();
+        for (db, says) in [
+            (notdb.clone(), "is not a SQLite database"),
+            (d.path().join("missing.db"), "does not exist"),
+            (d.path().to_path_buf(), "is not a regular file"),
+        ] {
+            let e = capture(&db, &opts(&staging), &CancelToken::new(), &mut |_| {}).unwrap_err();
+            match &e {
+                Error::Source { what, message } => {
+                    assert_eq!(what, &format!("SQLite database {}", db.display()));
+                    assert!(
+                        message.starts_with(says) && message.contains("hint:"),
+                        "{e}"
+                    );
+                }
+                _ => panic!("{e}"),
+            }
+            assert_eq!(names(&staging), Vec::<String>::new());
+        }
+    }
+}

@@ -178,6 +178,7 @@ fn ten_backups_under_a_busy_writer_in_rollback_and_wal_mode() {
         std::thread::sleep(Duration::from_millis(300));
         let mut times = Vec::new();
         let mut counts = Vec::new();
+        let mut waits = 0;
         let target = env.path("out");
         let staging = env.path("staging");
         fs::create_dir_all(&staging).unwrap();
@@ -189,6 +190,7 @@ fn ten_backups_under_a_busy_writer_in_rollback_and_wal_mode() {
                 .output()
                 .unwrap();
             times.push(t.elapsed());
+            waits += stderr(&o).matches("waiting for SQLite database").count();
             assert_eq!(
                 o.status.code(),
                 Some(0),
@@ -219,7 +221,7 @@ fn ten_backups_under_a_busy_writer_in_rollback_and_wal_mode() {
         let tx = s["tx"].as_f64().unwrap();
         let rate = tx / s["secs"].as_f64().unwrap();
         eprintln!(
-            "[{mode}] backups: {:?}; row counts captured: {counts:?}",
+            "[{mode}] backups: {:?} ({waits} backoff waits in all); row counts captured: {counts:?}",
             times
                 .iter()
                 .map(|t| format!("{:.2}s", t.as_secs_f64()))

@@ -232,6 +232,21 @@ const QUICK_PAUSE: Duration = Duration::from_millis(5);
 /// source's journal mode.
 fn attempt(db: &Path, staging: &Path) -> Attempt<String, Error> {
     let what = || format!("SQLite database {}", db.display());
+    // Start from an empty file: an earlier attempt may have left a partial copy.
+    if let Err(e) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(staging)
+        .and_then(|f| f.set_len(0))
+    {
+        return Attempt::Failed(Error::io(
+            format!(
+                "empty the staging file {} for {}",
+                staging.display(),
+                what()
+            ),
+            e,
+        ));
+    }
     let r = (|| -> std::result::Result<String, rusqlite::Error> {
         let src = Connection::open_with_flags(
             db,
@@ -250,12 +265,6 @@ fn attempt(db: &Path, staging: &Path) -> Attempt<String, Error> {
             }
         }
         let mode = mode.unwrap_or_default();
-        // Start from an empty file: an earlier attempt may have left a partial copy.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(staging)
-            .and_then(|f| f.set_len(0))
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let mut dst = Connection::open_with_flags(
             staging,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -299,7 +308,7 @@ fn attempt(db: &Path, staging: &Path) -> Attempt<String, Error> {
         },
         Err(e) => Attempt::Failed(Error::Source {
             what: what(),
-            message: describe(&e),
+            message: describe(&e, staging),
         }),
     }
 }
@@ -336,7 +345,7 @@ fn holder(db: &Path, e: &rusqlite::Error) -> String {
 }
 
 /// What went wrong with a database, with what to do.
-fn describe(e: &rusqlite::Error) -> String {
+fn describe(e: &rusqlite::Error, staging: &Path) -> String {
     match e.sqlite_error_code() {
         Some(ErrorCode::NotADatabase) => format!(
             "is not a SQLite database (or is encrypted): {e}\n  hint: check the path given to --sqlite; back up other files as plain paths"
@@ -347,12 +356,11 @@ fn describe(e: &rusqlite::Error) -> String {
         Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied) | Some(ErrorCode::ReadOnly) => format!(
             "cannot be opened for reading and writing: {e}\n  hint: the backup needs write access to the database and its folder (SQLite's WAL and journal files); run it as the database's owner"
         ),
-        _ => match e {
-            rusqlite::Error::ToSqlConversionFailure(io) => format!(
-                "could not be copied into the staging file: {io}\n  hint: the copy needs as much free space as the database in the temp folder (TMPDIR)"
-            ),
-            _ => format!("could not be copied: {e}\n  hint: see SQLite's message; run `sqlite3 DB 'PRAGMA integrity_check'` to look at it"),
-        },
+        Some(ErrorCode::DiskFull) => format!(
+            "could not be copied: {e}\n  hint: the copy needs as much free space as the database in {}; set TMPDIR to a folder with room",
+            staging.parent().unwrap_or(Path::new("/")).display()
+        ),
+        _ => format!("could not be copied: {e}\n  hint: see SQLite's message; `sqlite3 DB 'PRAGMA integrity_check'` looks at the database"),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Integration tests of `backupctl backup --sqlite`: live databases under a busy writer (rollback and WAL), locked databases, bad input, and -wal/-shm never stored.
 //!
 //! Writers and lock holders are python3 scripts (its sqlite3 module), started as real processes.
-//! The big test's database size comes from SQLITE_TEST_MB (default 300).
+//! The big test's database size comes from SQLITE_TEST_MB (default 300), its writer's pace from
+//! SQLITE_TEST_TPS (default 2000 transactions a second).
 
 mod support;
 
@@ -30,11 +31,13 @@ assert got == mode, got
 c.close()
 "#;
 
-/// Commits one row per transaction as fast as it can until the stop file appears; logs every
-/// committed row count; writes {"tx", "secs", "worst"} (worst = longest commit, the stall).
+/// Commits one row per transaction, paced at `tps` transactions a second (catching up after a
+/// stall), until the stop file appears; logs every committed row count; writes
+/// {"tx", "secs", "worst"} (worst = longest commit, the stall).
 const WRITER: &str = r#"
 import sqlite3, sys, time, os, json
-db, log, stop, out = sys.argv[1:5]
+db, log, stop, out, tps = sys.argv[1:6]
+gap = 1.0 / float(tps)
 c = sqlite3.connect(db, timeout=300, isolation_level=None)
 c.execute("PRAGMA synchronous=OFF")
 n = c.execute("SELECT count(*) FROM w").fetchone()[0]
@@ -44,6 +47,9 @@ f.flush()
 open(out + ".ready", "w").close()
 t0 = time.monotonic(); tx = 0; worst = 0.0
 while not os.path.exists(stop):
+    ahead = t0 + tx * gap - time.monotonic()
+    if ahead > 0:
+        time.sleep(ahead)
     s = time.monotonic()
     c.execute("BEGIN IMMEDIATE")
     c.execute("INSERT INTO w(v, pad) VALUES (?, randomblob(100))", (n,))
@@ -153,6 +159,12 @@ fn ten_backups_under_a_busy_writer_in_rollback_and_wal_mode() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
+    // The writer's pace: four times the 500 tx/s asked for, leaving CPU to the backup so that
+    // the stalls measured are lock waits, not a starved machine.
+    let tps: u64 = std::env::var("SQLITE_TEST_TPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
     let env = Env::new();
     env.ctl_ok(&["init"]);
     for mode in ["delete", "wal"] {
@@ -168,7 +180,7 @@ fn ten_backups_under_a_busy_writer_in_rollback_and_wal_mode() {
         let stop = env.path(&format!("{mode}.stop"));
         let stats = env.path(&format!("{mode}.json"));
         let mut w = Proc(
-            python(WRITER, &[&db, &log, &stop, &stats])
+            python(WRITER, &[&db, &log, &stop, &stats, p(&tps.to_string())])
                 .spawn()
                 .expect("python3"),
         );

@@ -6,6 +6,7 @@ need=()
 command -v restic >/dev/null || need+=(restic)
 command -v faketime >/dev/null || need+=(faketime)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
+command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
     echo "tests/run.sh: installing ${need[*]}" >&2
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -278,7 +278,10 @@ fn clean_repository_passes_like_restic_says() {
         .lines()
         .filter(|l| l.starts_with("data "))
         .count() as u64;
-    assert!(restic_data >= 5, "5 files with content need at least 5 data blobs");
+    assert!(
+        restic_data >= 5,
+        "5 files with content need at least 5 data blobs"
+    );
     assert_eq!(v["data_blobs"].as_u64().unwrap(), restic_data, "{v}");
     assert!(v["orphaned_packs"].as_array().unwrap().is_empty());
     assert!(v["affected_snapshots"].as_array().unwrap().is_empty());

@@ -152,6 +152,18 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         )?);
     }
     let r = backup_with(&mut repo, &opts, extras, progress.as_ref(), &ctx.cancel)?;
+    let databases: Vec<serde_json::Value> = captured
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "path": c.original.display().to_string(),
+                "bytes": c.bytes,
+                "copy_seconds": c.copy_time.as_secs_f64(),
+                "waited_seconds": c.waited.as_secs_f64(),
+                "journal_mode": c.journal_mode,
+            })
+        })
+        .collect();
     drop(captured);
     drop(progress);
     let s = r.summary();
@@ -171,9 +183,20 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             started.elapsed().as_secs_f64().into(),
         );
         o.insert("exit_code".into(), code.into());
+        o.insert("sqlite".into(), databases.into());
         ctx.print_json(&v);
     } else {
         // The warnings were shown on stderr as they happened.
+        for d in &databases {
+            ctx.say(format!(
+                "SQLite database {}: {} copied in {:.2}s (journal mode {}, waited {:.1}s)",
+                d["path"].as_str().unwrap_or_default(),
+                human_bytes(d["bytes"].as_u64().unwrap_or(0)),
+                d["copy_seconds"].as_f64().unwrap_or(0.0),
+                d["journal_mode"].as_str().unwrap_or_default(),
+                d["waited_seconds"].as_f64().unwrap_or(0.0)
+            ));
+        }
         match r.parent {
             Some(p) => ctx.say(format!("using parent snapshot {}", p.short())),
             None => ctx.say("no parent snapshot: reading every file"),

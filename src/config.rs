@@ -91,8 +91,55 @@ pub struct JobConfig {
     pub commands: Vec<CommandConfig>,
     #[serde(default)]
     pub locked_files: LockedFilesConfig,
+    /// Backoff while a database or a locked file is busy (each source's `wait` is its deadline).
+    #[serde(default)]
+    pub retry: RetryConfig,
     #[serde(default)]
     pub hooks: HooksConfig,
+}
+
+/// How busy sources are retried: the first wait, the factor between waits, the longest wait.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default = "one_second", deserialize_with = "duration")]
+    pub initial_delay: Duration,
+    #[serde(default = "two")]
+    pub factor: f64,
+    #[serde(default = "one_minute", deserialize_with = "duration")]
+    pub max_delay: Duration,
+}
+
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+fn one_minute() -> Duration {
+    Duration::from_secs(60)
+}
+fn two() -> f64 {
+    2.0
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_delay: one_second(),
+            factor: two(),
+            max_delay: one_minute(),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The retry policy of a source whose deadline is `wait`.
+    pub fn policy(&self, wait: Duration) -> crate::sources::retry::RetryPolicy {
+        crate::sources::retry::RetryPolicy {
+            initial_delay: self.initial_delay,
+            factor: self.factor,
+            max_delay: self.max_delay,
+            deadline: wait,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -329,6 +376,30 @@ impl RepositoryConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_backoff_is_configurable_per_job() {
+        let text = "[repositories.r]\npath = \"/r\"\npassword_file = \"/p\"\n[jobs.j]\nrepository = \"r\"\npaths = [\"/x\"]\nretry = { initial_delay = \"2s\", factor = 3.0, max_delay = \"20s\" }\n";
+        let cfg = Config::parse(text, Path::new("t.toml")).unwrap();
+        let p = cfg.jobs["j"].retry.policy(Duration::from_secs(90));
+        assert_eq!(p.initial_delay, Duration::from_secs(2));
+        assert_eq!(p.factor, 3.0);
+        assert_eq!(p.max_delay, Duration::from_secs(20));
+        assert_eq!(p.deadline, Duration::from_secs(90));
+        assert_eq!(p.delay(3), Duration::from_secs(18));
+        // Defaults: 1 s, x2, 60 s.
+        let d = RetryConfig::default().policy(Duration::ZERO);
+        assert_eq!(
+            (d.initial_delay, d.factor, d.max_delay),
+            (Duration::from_secs(1), 2.0, Duration::from_secs(60))
+        );
+        // Unknown keys in it are errors.
+        let bad = text.replace("factor", "facto");
+        let e = Config::parse(&bad, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.toml:7:"), "{e}");
+    }
 
     const GOOD: &str = r#"
 [repositories.main]

@@ -26,7 +26,6 @@ use crate::repo::snapshot::SnapshotSummary;
 use crate::repo::Repository;
 use crate::sources::command::{self, CommandSource};
 use crate::sources::hooks::{run_hooks, HookEnv, HookKind};
-use crate::sources::retry::RetryPolicy;
 use crate::sources::sqlite::{self, SqliteOptions};
 use chrono::{DateTime, Local};
 use serde::Serialize;
@@ -290,10 +289,7 @@ fn backup_job(
         one_file_system: job.one_file_system,
         locked_files: LockedFiles {
             action: job.locked_files.action,
-            retry: RetryPolicy {
-                deadline: job.locked_files.wait,
-                ..RetryPolicy::default()
-            },
+            retry: job.retry.policy(job.locked_files.wait),
         },
         ..Default::default()
     };
@@ -304,10 +300,7 @@ fn backup_job(
         let db = absolute(&s.path)?;
         let sq = SqliteOptions {
             check: s.check,
-            retry: RetryPolicy {
-                deadline: s.wait,
-                ..RetryPolicy::default()
-            },
+            retry: job.retry.policy(s.wait),
             staging_dir: None,
         };
         let t = Instant::now();

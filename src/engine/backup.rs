@@ -1321,13 +1321,18 @@ impl Walker<'_, '_> {
             }
             let md = match fs::symlink_metadata(&cpath) {
                 Ok(md) => md,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.sh.warn(format!(
+                        "{} vanished during the backup (listed, then gone); it is left out of this snapshot",
+                        cpath.display()
+                    ));
+                    continue;
+                }
                 Err(e) => {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        self.sh.warn(format!(
-                            "cannot read {}: {e}; it is left out of this snapshot",
-                            cpath.display()
-                        ));
-                    }
+                    self.sh.warn(format!(
+                        "cannot read {}: {e}; it is left out of this snapshot",
+                        cpath.display()
+                    ));
                     continue;
                 }
             };

@@ -342,34 +342,17 @@ impl Config {
 impl RepositoryConfig {
     /// The password, from the first line of the password file or command.
     pub fn password(&self) -> Result<Vec<u8>> {
-        fn first_line(b: &[u8]) -> Vec<u8> {
-            let l = b.split(|&c| c == b'\n').next().unwrap_or(&[]);
-            l.strip_suffix(b"\r").unwrap_or(l).to_vec()
+        let of = format!(" of the repository {}", self.path);
+        match (&self.password_file, &self.password_command) {
+            (Some(f), _) => {
+                crate::password::from_file(f, &of, "check password_file in the configuration")
+            }
+            (None, cmd) => crate::password::from_command(
+                cmd.as_deref().unwrap_or(""),
+                &of,
+                "check password_command in the configuration",
+            ),
         }
-        if let Some(f) = &self.password_file {
-            let b = std::fs::read(f).map_err(|e| {
-                Error::Input(format!(
-                    "cannot read the password file {} of the repository {}: {e}\n  hint: check password_file in the configuration",
-                    f.display(),
-                    self.path
-                ))
-            })?;
-            return Ok(first_line(&b));
-        }
-        let cmd = self.password_command.as_deref().unwrap_or("");
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|e| Error::Input(format!("cannot run the password command {cmd:?}: {e}")))?;
-        if !out.status.success() {
-            return Err(Error::Input(format!(
-                "the password command {cmd:?} of the repository {} failed ({})\n  hint: check password_command in the configuration",
-                self.path, out.status
-            )));
-        }
-        Ok(first_line(&out.stdout))
     }
 }
 

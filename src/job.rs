@@ -307,15 +307,7 @@ fn backup_job(
         let mut waits = 0u32;
         let r = sqlite::capture(&db, &sq, cancel, &mut |w| {
             waits += 1;
-            let msg = format!(
-                "waiting for SQLite database {}: {}; waiting since {}, attempt {}, next try in {:.0?}, giving up in {:.0?}",
-                db.display(),
-                w.holder,
-                w.since.format("%H:%M:%S"),
-                w.attempt,
-                w.next_delay,
-                w.deadline_in
-            );
+            let msg = w.message();
             progress.note(&msg);
             tracing::info!("{msg}");
         });

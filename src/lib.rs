@@ -7,6 +7,7 @@ pub mod engine;
 pub mod error;
 pub mod fsutil;
 pub mod job;
+pub mod password;
 pub mod repo;
 pub mod sources;
 pub mod sysinfo;

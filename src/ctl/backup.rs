@@ -120,17 +120,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let mut captured = Vec::new();
     for db in &a.sqlite {
         let db = crate::engine::backup::absolute(db)?;
-        let c = sqlite::capture(&db, &sq, &ctx.cancel, &mut |w| {
-            progress.note(&format!(
-                "waiting for SQLite database {}: {}; waiting since {}, attempt {}, next try in {:.0?}, giving up in {:.0?}",
-                db.display(),
-                w.holder,
-                w.since.format("%H:%M:%S"),
-                w.attempt,
-                w.next_delay,
-                w.deadline_in
-            ))
-        })?;
+        let c = sqlite::capture(&db, &sq, &ctx.cancel, &mut |w| progress.note(&w.message()))?;
         opts.excludes.exact.extend(sqlite::sibling_files(&db));
         captured.push(c);
     }

@@ -21,36 +21,17 @@ pub fn parse_compression(s: &str) -> std::result::Result<Compression, String> {
     }
 }
 
-fn first_line(bytes: &[u8]) -> Vec<u8> {
-    let line = bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
-    line.strip_suffix(b"\r").unwrap_or(line).to_vec()
-}
-
 /// The password from --password-file, --password-command or BACKUPD_PASSWORD (never an argument).
 pub fn read_password(g: &Global) -> Result<Vec<u8>> {
     if let Some(f) = &g.password_file {
-        let bytes = std::fs::read(f).map_err(|e| {
-            Error::Input(format!(
-                "cannot read the password file {}: {e}\n  hint: check --password-file or BACKUPD_PASSWORD_FILE",
-                f.display()
-            ))
-        })?;
-        return Ok(first_line(&bytes));
+        return crate::password::from_file(f, "", "check --password-file or BACKUPD_PASSWORD_FILE");
     }
     if let Some(cmd) = &g.password_command {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|e| Error::Input(format!("cannot run the password command {cmd:?}: {e}")))?;
-        if !out.status.success() {
-            return Err(Error::Input(format!(
-                "the password command {cmd:?} failed ({})\n  hint: check --password-command or BACKUPD_PASSWORD_COMMAND",
-                out.status
-            )));
-        }
-        return Ok(first_line(&out.stdout));
+        return crate::password::from_command(
+            cmd,
+            "",
+            "check --password-command or BACKUPD_PASSWORD_COMMAND",
+        );
     }
     if let Ok(p) = std::env::var("BACKUPD_PASSWORD") {
         return Ok(p.into_bytes());

@@ -286,21 +286,14 @@ impl Shared<'_> {
             deadline: remaining,
             ..self.locked.retry
         };
-        let what = format!("{} (locked by another process)", path.display());
+        let what = path.display().to_string();
         let mut first = Some(holder);
         let r: std::result::Result<(), RetryError<()>> = retry(
             &policy,
             &what,
             self.cancel,
             &mut |w| {
-                let msg = format!(
-                    "waiting for {}: {}; waiting since {}, next try in {:.0?}, giving up in {:.0?}",
-                    path.display(),
-                    w.holder,
-                    w.since.format("%H:%M:%S"),
-                    w.next_delay,
-                    w.deadline_in
-                );
+                let msg = w.message();
                 self.progress.note(&msg);
                 tracing::info!("{msg}");
             },

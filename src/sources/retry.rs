@@ -90,6 +90,22 @@ pub struct Waiting {
     pub deadline_in: Duration,
 }
 
+impl Waiting {
+    /// One line for the log and the terminal: what is waited for, why, since when, and for how
+    /// much longer at most.
+    pub fn message(&self) -> String {
+        format!(
+            "waiting for {}: {}; waiting since {}, attempt {}, next try in {:.0?}, giving up in {:.0?}",
+            self.what,
+            self.holder,
+            self.since.format("%H:%M:%S"),
+            self.attempt,
+            self.next_delay,
+            self.deadline_in
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RetryError<E> {
     #[error("{what} was still busy after {waited:?} ({attempts} attempts, deadline {deadline:?}): {holder}")]

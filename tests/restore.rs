@@ -83,6 +83,9 @@ fn make_fixture() -> Fixture {
     let root = fs::canonicalize(dir.path()).unwrap();
     let src = root.join("src");
     make_tree(&src, 7);
+    // Larger than restic's biggest chunk (8 MiB), so that it has several blobs whatever
+    // chunker polynomial restic picked for this repository.
+    fs::write(src.join("docs/deep/er/big.bin"), bytes(107, 9_000_000)).unwrap();
     fs::create_dir(src.join("shared")).unwrap();
     fs::write(src.join("shared/f"), b"group file").unwrap();
     fs::set_permissions(src.join("shared"), fs::Permissions::from_mode(0o2775)).unwrap();

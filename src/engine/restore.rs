@@ -827,19 +827,16 @@ impl Shared<'_> {
         p
     }
 
-    /// Sets owner, mode and times through an open descriptor.
-    fn set_meta_fd(
+    /// The outcome of giving a restored entry the snapshot's owner: not being allowed to is
+    /// expected when not root; any other failure is a warning naming the entry.
+    fn owner_result(
         &self,
-        fd: RawFd,
+        r: nix::Result<()>,
         node: &Node,
         dest: &Path,
         warnings: &mut Vec<EntryIssue>,
-    ) -> io::Result<()> {
-        match fchown(
-            fd,
-            Some(Uid::from_raw(node.uid)),
-            Some(Gid::from_raw(node.gid)),
-        ) {
+    ) {
+        match r {
             Ok(()) => {}
             Err(Errno::EPERM) if !self.is_root => {}
             Err(e) => warnings.push(warn_issue(
@@ -852,6 +849,22 @@ impl Shared<'_> {
                 ),
             )),
         }
+    }
+
+    /// Sets owner, mode and times through an open descriptor.
+    fn set_meta_fd(
+        &self,
+        fd: RawFd,
+        node: &Node,
+        dest: &Path,
+        warnings: &mut Vec<EntryIssue>,
+    ) -> io::Result<()> {
+        let r = fchown(
+            fd,
+            Some(Uid::from_raw(node.uid)),
+            Some(Gid::from_raw(node.gid)),
+        );
+        self.owner_result(r, node, dest, warnings);
         fchmod(fd, unix_perm(node))?;
         if let Err(e) = futimens(fd, &ts(&node.atime), &ts(&node.mtime)) {
             warnings.push(warn_issue(
@@ -872,25 +885,14 @@ impl Shared<'_> {
         dest: &Path,
         warnings: &mut Vec<EntryIssue>,
     ) -> io::Result<()> {
-        match fchownat(
+        let r = fchownat(
             Some(parent),
             name,
             Some(Uid::from_raw(node.uid)),
             Some(Gid::from_raw(node.gid)),
             AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
-            Ok(()) => {}
-            Err(Errno::EPERM) if !self.is_root => {}
-            Err(e) => warnings.push(warn_issue(
-                dest,
-                format!(
-                    "could not set the owner of {} to {}:{}: {e}",
-                    dest.display(),
-                    node.uid,
-                    node.gid
-                ),
-            )),
-        }
+        );
+        self.owner_result(r, node, dest, warnings);
         if chmod {
             // Only for a FIFO or device we just created under a fresh temp name: fchmodat
             // cannot refuse to follow a symlink on Linux.

@@ -9,6 +9,7 @@ pub mod fsutil;
 pub mod job;
 pub mod password;
 pub mod repo;
+pub mod schedule;
 pub mod sources;
 pub mod sysinfo;
 

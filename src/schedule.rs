@@ -139,7 +139,7 @@ impl Schedule {
         }
         let cron = Cron::from_str(pattern).map_err(|e| ScheduleError::Invalid {
             expr: expr.to_string(),
-            message: cron_message(&e),
+            message: field_message(pattern, &e),
         })?;
         let probe = NaiveDateTime::default(); // 1970-01-01 00:00
         if cron.find_next_occurrence(&probe, true).is_err() {
@@ -328,13 +328,43 @@ fn expand_alias(expr: &str) -> Result<&str, ScheduleError> {
     })
 }
 
+/// The fields of a 6-field expression: name and allowed values (5 fields start at minute).
+const FIELDS: [(&str, &str); 6] = [
+    ("second", "0-59"),
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31, L, W"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day-of-week", "0-7 or SUN-SAT, 0 and 7 are Sunday"),
+];
+
+/// Which field the cron parser rejected, and why: each field is tried alone (the others `*`).
+fn field_message(pattern: &str, err: &CronError) -> String {
+    let fields: Vec<&str> = pattern.split_whitespace().collect();
+    let names = &FIELDS[FIELDS.len() - fields.len()..];
+    for (i, field) in fields.iter().enumerate() {
+        let alone: Vec<&str> = (0..fields.len())
+            .map(|j| if j == i { *field } else { "*" })
+            .collect();
+        if let Err(e) = Cron::from_str(&alone.join(" ")) {
+            let (name, allowed) = names[i];
+            return format!(
+                "the {name} field {field:?} is invalid ({}; allowed: {allowed})",
+                cron_message(&e)
+            );
+        }
+    }
+    cron_message(err)
+}
+
 /// The cron parser's complaint without its own prefixes.
 fn cron_message(e: &CronError) -> String {
-    match e {
+    let message = match e {
         CronError::InvalidPattern(m) | CronError::IllegalCharacters(m) => m.clone(),
         CronError::ComponentError(m) => m.clone(),
         other => other.to_string(),
-    }
+    };
+    message.trim_end_matches('.').to_string()
 }
 
 /// An IANA zone by name.
@@ -1103,6 +1133,19 @@ mod tests {
             let text = e.to_string();
             assert!(text.contains(&format!("{bad:?}")), "{text}");
             assert!(text.contains("e.g. \"30 2 * * *\""), "{text}");
+        }
+        for (bad, field, allowed) in [
+            ("61 * * * *", "the minute field \"61\"", "0-59"),
+            ("0 25 * * *", "the hour field \"25\"", "0-23"),
+            ("0 0 0 * *", "the day-of-month field \"0\"", "1-31"),
+            ("* * * * FOO", "the day-of-week field \"FOO\"", "SUN-SAT"),
+            ("0 0 * 13 *", "the month field \"13\"", "JAN-DEC"),
+            ("61 0 0 * * *", "the second field \"61\"", "0-59"),
+            ("0 61 0 * * *", "the minute field \"61\"", "0-59"),
+        ] {
+            let text = err(bad).to_string();
+            assert!(text.contains(field), "{text}");
+            assert!(text.contains(allowed), "{text}");
         }
         let e = err("@often");
         assert_eq!(

@@ -1540,6 +1540,13 @@ mod tests {
                             break;
                         };
                         assert_eq!(s.next_after(t).as_ref(), Some(want), "{tz} {expr} from {t}");
+                        if let Some(last) = expected.iter().rev().find(|slot| slot.at <= t) {
+                            assert_eq!(
+                                s.last_at_or_before(t).as_ref(),
+                                Some(last),
+                                "{tz} {expr} at {t}"
+                            );
+                        }
                         t += mins(1);
                     }
                 }

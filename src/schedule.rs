@@ -74,6 +74,13 @@ pub enum ScheduleError {
     },
 }
 
+impl ScheduleError {
+    /// True when the time zone, not the expression, is wrong.
+    pub fn is_timezone(&self) -> bool {
+        matches!(self, ScheduleError::UnknownTimezone { .. })
+    }
+}
+
 /// A parsed cron schedule in a time zone.
 #[derive(Debug, Clone)]
 pub struct Schedule {

@@ -21,7 +21,6 @@ use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// A request from the control socket (or a signal) to the event loop.
@@ -461,12 +460,7 @@ impl Daemon {
             .jobs
             .get(&done.job)
             .map(|j| j.retries.policy())
-            .unwrap_or(schedule::RetryPolicy {
-                attempts: 0,
-                delay: Duration::ZERO,
-                factor: 1.0,
-                max_delay: Duration::ZERO,
-            });
+            .unwrap_or_default();
         let Some(e) = self.jobs.get_mut(&done.job) else {
             return;
         };
@@ -525,23 +519,25 @@ impl Daemon {
                 e.state.retry = Some(resume_retry(attempts.attempts, &active.claim, err.clone(), now));
                 tracing::warn!(job = %done.job, run_id = %done.run_id, "run interrupted because backupd is stopping; it runs again at the next start");
             } else {
-                let number = match &active.claim.reason {
-                    RunReason::Retry { number, .. } => number + 1,
-                    _ => 1,
+                let previous = match &active.claim.reason {
+                    RunReason::Retry { number, of, slot, last_error } => Some(PendingRetry {
+                        number: *number,
+                        of: *of,
+                        due: now,
+                        slot: *slot,
+                        last_error: last_error.clone(),
+                    }),
+                    _ => None,
                 };
-                if number <= attempts.attempts {
-                    let due = now + chrono::Duration::from_std(attempts.delay_for(number)).unwrap_or_default();
-                    tracing::error!(job = %done.job, run_id = %done.run_id, "run failed ({}): {err}\n  retry {number} of {} at {}", rec.reason, attempts.attempts, due.format("%Y-%m-%d %H:%M:%S UTC"));
-                    e.state.retry = Some(PendingRetry {
-                        number,
-                        of: attempts.attempts,
-                        due,
-                        slot: active.claim.slot,
-                        last_error: first_line(&err),
-                    });
-                } else {
-                    tracing::error!(job = %done.job, run_id = %done.run_id, "run failed ({}): {err}\n  no retries left ({} configured); the next regular slot runs as scheduled", rec.reason, attempts.attempts);
-                    e.state.retry = None;
+                match attempts.after_failure(active.claim.slot, previous.as_ref(), now, &first_line(&err)) {
+                    Some(r) => {
+                        tracing::error!(job = %done.job, run_id = %done.run_id, "run failed ({}): {err}\n  retry {} of {} at {}", rec.reason, r.number, r.of, r.due.format("%Y-%m-%d %H:%M:%S UTC"));
+                        e.state.retry = Some(r);
+                    }
+                    None => {
+                        tracing::error!(job = %done.job, run_id = %done.run_id, "run failed ({}): {err}\n  no retries left ({} configured); the next regular slot runs as scheduled", rec.reason, attempts.attempts);
+                        e.state.retry = None;
+                    }
                 }
             }
         }

@@ -25,8 +25,8 @@
 //! as new optional fields of these structs.
 
 use crate::engine::backup::LockedAction;
-use crate::schedule::{CatchUp, Schedule};
 use crate::error::{Error, Result};
+use crate::schedule::{CatchUp, Schedule};
 use crate::sources::hooks::{Hooks, DEFAULT_HOOK_TIMEOUT};
 use crate::sources::sqlite::IntegrityCheck;
 use serde::{Deserialize, Deserializer};

@@ -55,15 +55,33 @@ pub enum Request {
 pub enum Response {
     Status(Box<StatusReport>),
     /// A run was started (or queued behind another job on the same repository).
-    Accepted { job: String, run_id: String },
+    Accepted {
+        job: String,
+        run_id: String,
+    },
     /// Something happened during a run the client waits for.
-    Event { job: String, run_id: String, message: String },
+    Event {
+        job: String,
+        run_id: String,
+        message: String,
+    },
     /// A run ended.
     Finished(Box<RunRecord>),
-    Cancelled { job: String, run_id: String },
-    Reloaded { jobs: Vec<String> },
-    History { job: String, runs: Vec<RunRecord> },
-    Error { kind: ErrorKind, message: String },
+    Cancelled {
+        job: String,
+        run_id: String,
+    },
+    Reloaded {
+        jobs: Vec<String>,
+    },
+    History {
+        job: String,
+        runs: Vec<RunRecord>,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

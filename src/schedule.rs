@@ -737,12 +737,13 @@ pub enum RunReason {
 }
 
 impl RunReason {
-    /// One line for people: "scheduled 02:30", "catch-up for 2026-03-29 02:30 missed while
-    /// backupd was stopped (3 slots missed since 2026-03-27 02:30)", "retry 2 of 3 for 02:30",
+    /// One line for people: "scheduled 2026-03-29 02:30", "catch-up for 2026-03-29 02:30 missed
+    /// while backupd was stopped (3 slots missed since 2026-03-27 02:30)", "retry 2 of 3 for
+    /// 2026-03-29 02:30",
     /// "manual".
     pub fn describe(&self) -> String {
         match self {
-            RunReason::Scheduled { slot } => format!("scheduled {}", slot.time_label()),
+            RunReason::Scheduled { slot } => format!("scheduled {}", slot.label()),
             RunReason::CatchUp {
                 slot,
                 missed,
@@ -756,7 +757,7 @@ impl RunReason {
             RunReason::Retry {
                 number, of, slot, ..
             } => match slot {
-                Some(slot) => format!("retry {number} of {of} for {}", slot.time_label()),
+                Some(slot) => format!("retry {number} of {of} for {}", slot.label()),
                 None => format!("retry {number} of {of}"),
             },
             RunReason::Manual => "manual".to_string(),
@@ -1824,7 +1825,7 @@ mod tests {
         let Decision::Run { reason, .. } = scheduled else {
             unreachable!()
         };
-        assert_eq!(reason.describe(), "scheduled 02:30");
+        assert_eq!(reason.describe(), "scheduled 2026-03-05 02:30");
     }
 
     #[test]
@@ -2074,7 +2075,7 @@ mod tests {
         let Decision::Run { reason, .. } = &run_retry else {
             unreachable!()
         };
-        assert_eq!(reason.describe(), "retry 2 of 3 for 02:30");
+        assert_eq!(reason.describe(), "retry 2 of 3 for 2026-03-05 02:30");
         // Not due: sleep until it (before the next slot).
         assert_eq!(
             decide(&t, &st, utc(2026, 3, 5, 2, 50, 0), &Wake::Timer),

@@ -156,7 +156,10 @@ impl Daemon {
             if let Some(st) = self.child.try_wait().unwrap() {
                 return (st.code(), t.elapsed());
             }
-            assert!(Instant::now() < deadline, "backupd did not exit within 60 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "backupd did not exit within 60 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -207,18 +210,28 @@ fn a_job_runs_on_its_schedule_and_a_killed_daemon_catches_up_once() {
     for r in runs(&h, "success") {
         assert!(reason(r).starts_with("scheduled "), "{r}");
         // On time: never before its slot (the slot is the wall time, UTC here).
-        let slot = chrono::NaiveDateTime::parse_from_str(r["slot"].as_str().unwrap(), "%Y-%m-%d %H:%M:%S")
-            .unwrap()
-            .and_utc();
+        let slot =
+            chrono::NaiveDateTime::parse_from_str(r["slot"].as_str().unwrap(), "%Y-%m-%d %H:%M:%S")
+                .unwrap()
+                .and_utc();
         let start = chrono::DateTime::parse_from_rfc3339(r["start"].as_str().unwrap()).unwrap();
         let late = (start.timestamp_millis() - slot.timestamp_millis()) as f64 / 1000.0;
-        assert!(late >= 0.0 && late < 8.0, "run {r} started {late} s after its slot");
+        assert!(
+            (0.0..8.0).contains(&late),
+            "run {r} started {late} s after its slot"
+        );
         assert!(r["snapshot_id"].is_string());
     }
     let st = s.ctl_json(&["status"]);
     let j = &st["jobs"][0];
     assert_eq!(j["name"], "tick");
-    assert!(j["next_run"]["reason"].as_str().unwrap().starts_with("scheduled"), "{st}");
+    assert!(
+        j["next_run"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("scheduled"),
+        "{st}"
+    );
 
     d.kill9();
     let before = s.history("tick").len();
@@ -229,14 +242,21 @@ fn a_job_runs_on_its_schedule_and_a_killed_daemon_catches_up_once() {
         s.history("tick").len() > before
     });
     // Then the next regular slot.
-    wait_for(Duration::from_secs(30), "a scheduled run after the catch-up", || {
-        s.history("tick")[before..]
-            .iter()
-            .any(|r| reason(r).starts_with("scheduled"))
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "a scheduled run after the catch-up",
+        || {
+            s.history("tick")[before..]
+                .iter()
+                .any(|r| reason(r).starts_with("scheduled"))
+        },
+    );
     let h = s.history("tick");
     let after: Vec<&Value> = h[before..].iter().collect();
-    let catch_ups: Vec<&&Value> = after.iter().filter(|r| reason(r).starts_with("catch-up")).collect();
+    let catch_ups: Vec<&&Value> = after
+        .iter()
+        .filter(|r| reason(r).starts_with("catch-up"))
+        .collect();
     assert_eq!(catch_ups.len(), 1, "exactly one catch-up run: {after:#?}");
     let c = reason(catch_ups[0]);
     assert!(c.contains("missed while backupd was stopped"), "{c}");
@@ -271,7 +291,13 @@ fn a_run_killed_mid_way_is_recorded_and_run_again_at_the_next_start() {
     let h = s.history("slow");
     assert_eq!(h.len(), 2, "{h:#?}");
     assert_eq!(h[0]["outcome"], "interrupted");
-    assert!(h[0]["error"].as_str().unwrap().contains("backupd stopped during this run"), "{h:#?}");
+    assert!(
+        h[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("backupd stopped during this run"),
+        "{h:#?}"
+    );
     assert!(reason(&h[1]).starts_with("retry 1 of 1"), "{h:#?}");
     let (code, _) = d.term();
     assert_eq!(code, Some(0));
@@ -297,7 +323,11 @@ fn catch_up_policies_once_skip_and_within() {
         wait_for(Duration::from_secs(30), "the first scheduled run", || {
             runs(&s.history(j), "success").len() == 1
         });
-        assert_eq!(reason(&s.history(j)[0]), "scheduled 2026-06-01 02:30", "{j}");
+        assert_eq!(
+            reason(&s.history(j)[0]),
+            "scheduled 2026-06-01 02:30",
+            "{j}"
+        );
     }
     let (code, _) = d.term();
     assert_eq!(code, Some(0));
@@ -310,7 +340,9 @@ fn catch_up_policies_once_skip_and_within() {
             .all(|j| s.history(j).len() == 2 && s.history(j)[1]["outcome"] != "running")
     });
     wait_for(Duration::from_secs(30), "the catch-up runs to end", || {
-        ["once", "recent"].iter().all(|j| runs(&s.history(j), "success").len() == 2)
+        ["once", "recent"]
+            .iter()
+            .all(|j| runs(&s.history(j), "success").len() == 2)
     });
     for j in ["once", "recent"] {
         let h = s.history(j);
@@ -329,14 +361,29 @@ fn catch_up_policies_once_skip_and_within() {
         assert_eq!(h[1]["slot"], "2026-06-03 02:30");
         assert!(h[1]["snapshot_id"].is_null());
     }
-    assert!(reason(&s.history("stale")[1]).contains("1h") || reason(&s.history("stale")[1]).contains("older"), "{:#?}", s.history("stale"));
+    assert!(
+        reason(&s.history("stale")[1]).contains("1h")
+            || reason(&s.history("stale")[1]).contains("older"),
+        "{:#?}",
+        s.history("stale")
+    );
     // Nothing else runs until the next slot.
     std::thread::sleep(Duration::from_secs(2));
     for j in ["once", "skip", "recent", "stale"] {
         assert_eq!(s.history(j).len(), 2, "{j}");
         let st = s.ctl_json(&["status"]);
-        let job = st["jobs"].as_array().unwrap().iter().find(|x| x["name"] == j).unwrap().clone();
-        assert_eq!(job["next_run"]["at"].as_str().map(|t| &t[..16]), Some("2026-06-04T02:30"), "{job}");
+        let job = st["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == j)
+            .unwrap()
+            .clone();
+        assert_eq!(
+            job["next_run"]["at"].as_str().map(|t| &t[..16]),
+            Some("2026-06-04T02:30"),
+            "{job}"
+        );
     }
     let (code, _) = d.term();
     assert_eq!(code, Some(0));
@@ -353,13 +400,20 @@ fn sigterm_during_a_large_backup_exits_in_bounded_time_and_the_repository_checks
     let d = s.start(None);
     let o = s.ctl(&["run", "big"]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-    wait_for(Duration::from_secs(20), "the backup to be under way", || {
-        let st = s.ctl_json(&["status"]);
-        st["jobs"][0]["running"]["done"].as_u64().unwrap_or(0) > 0
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "the backup to be under way",
+        || {
+            let st = s.ctl_json(&["status"]);
+            st["jobs"][0]["running"]["done"].as_u64().unwrap_or(0) > 0
+        },
+    );
     let (code, took) = d.term();
     assert_eq!(code, Some(0), "{}", s.stderr_log());
-    assert!(took < Duration::from_secs(25), "took {took:?} (shutdown_timeout is 20s)");
+    assert!(
+        took < Duration::from_secs(25),
+        "took {took:?} (shutdown_timeout is 20s)"
+    );
     eprintln!("backupd stopped {took:?} after SIGTERM mid-backup");
     let h = s.history("big");
     assert_eq!(h.len(), 1, "{h:#?}");
@@ -367,7 +421,11 @@ fn sigterm_during_a_large_backup_exits_in_bounded_time_and_the_repository_checks
     assert!(h[0]["snapshot_id"].is_null());
     s.env.restic_ok(&["check", "--read-data"]);
     let snaps: Value = serde_json::from_str(&s.env.restic_ok(&["snapshots", "--json"])).unwrap();
-    assert_eq!(snaps.as_array().unwrap().len(), 0, "nothing half-committed is visible");
+    assert_eq!(
+        snaps.as_array().unwrap().len(),
+        0,
+        "nothing half-committed is visible"
+    );
     // The next start resumes it.
     let d = s.start(None);
     wait_for(Duration::from_secs(120), "the resumed run", || {
@@ -387,27 +445,41 @@ fn a_broken_config_is_rejected_on_reload_and_the_old_one_kept() {
     // Broken: an unknown key. SIGHUP reloads; the old configuration stays.
     fs::write(&s.cfg, s.config_text(&format!("{good}colour = \"blue\"\n"))).unwrap();
     d.signal(nix::sys::signal::Signal::SIGHUP);
-    wait_for(Duration::from_secs(10), "the reload error in status", || {
-        !s.ctl_json(&["status"])["daemon"]["config_error"].is_null()
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the reload error in status",
+        || !s.ctl_json(&["status"])["daemon"]["config_error"].is_null(),
+    );
     let st = s.ctl_json(&["status"]);
     let err = st["daemon"]["config_error"].as_str().unwrap();
-    assert!(err.contains("backupd.toml:15:1") && err.contains("colour"), "{err}");
+    assert!(
+        err.contains("backupd.toml:14:1") && err.contains("colour"),
+        "{err}"
+    );
     assert_eq!(st["jobs"].as_array().unwrap().len(), 1);
     let o = s.ctl(&["reload"]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("previous one stays in force"), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("previous one stays in force"),
+        "{}",
+        show(&o)
+    );
     // The old job still runs.
     let o = s.ctl(&["run", "a", "--wait"]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     // A fixed file is picked up by the file watcher, without a signal.
-    s.write_config(&format!("{good}[jobs.b]\nrepository = \"main\"\npaths = [\"{{data}}\"]\n"));
+    s.write_config(&format!(
+        "{good}[jobs.b]\nrepository = \"main\"\npaths = [\"{{data}}\"]\n"
+    ));
     wait_for(Duration::from_secs(10), "the watcher's reload", || {
         s.ctl_json(&["status"])["jobs"].as_array().unwrap().len() == 2
     });
     assert!(s.ctl_json(&["status"])["daemon"]["config_error"].is_null());
     let log = s.stderr_log();
-    assert!(log.contains("configuration was not reloaded") && log.contains("configuration reloaded"), "{log}");
+    assert!(
+        log.contains("configuration was not reloaded") && log.contains("configuration reloaded"),
+        "{log}"
+    );
     let (code, _) = d.term();
     assert_eq!(code, Some(0));
 }
@@ -420,28 +492,57 @@ fn backupctl_talks_to_the_daemon_run_wait_cancel_history_and_errors() {
     // No daemon yet: exit 13 with a hint.
     let o = s.ctl(&["run", "ok"]);
     assert_eq!(o.status.code(), Some(13), "{}", show(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("backupd is not running"), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("backupd is not running"),
+        "{}",
+        show(&o)
+    );
     let d = s.start(None);
     // A second daemon on the same state folder refuses to start.
-    let o = Command::new(BACKUPD).arg("--config").arg(&s.cfg).output().unwrap();
+    let o = Command::new(BACKUPD)
+        .arg("--config")
+        .arg(&s.cfg)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(75), "{}", show(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("already running"), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already running"),
+        "{}",
+        show(&o)
+    );
 
     let o = s.ctl(&["run", "ok", "--wait"]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("success"), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("success"),
+        "{}",
+        show(&o)
+    );
     let o = s.ctl(&["run", "bad", "--wait"]);
     assert_eq!(o.status.code(), Some(5), "{}", show(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("nope"), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("nope"),
+        "{}",
+        show(&o)
+    );
     let o = s.ctl(&["run", "nosuch"]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no job \"nosuch\""), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no job \"nosuch\""),
+        "{}",
+        show(&o)
+    );
 
     // Cancel a run in its before-hook... the hook is not interruptible, the backup is: the run
     // ends cancelled, without a snapshot and without a retry.
     assert_eq!(s.ctl(&["run", "slow"]).status.code(), Some(0));
     let o = s.ctl(&["run", "slow"]);
-    assert_eq!(o.status.code(), Some(1), "a second run of a running job: {}", show(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a second run of a running job: {}",
+        show(&o)
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("already running"));
     let o = s.ctl(&["cancel", "slow"]);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
@@ -451,25 +552,48 @@ fn backupctl_talks_to_the_daemon_run_wait_cancel_history_and_errors() {
     assert_eq!(s.history("slow")[0]["outcome"], "cancelled");
 
     let st = s.ctl_json(&["status"]);
-    let bad = st["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "bad").unwrap();
+    let bad = st["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "bad")
+        .unwrap();
     assert_eq!(bad["consecutive_failures"], 1);
     assert_eq!(bad["last_run"]["outcome"], "failed");
     let o = s.ctl(&["status"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("last error"), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("last error"),
+        "{}",
+        show(&o)
+    );
     let o = s.ctl(&["jobs"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("(manual)"), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("(manual)"),
+        "{}",
+        show(&o)
+    );
 
     // Logs: the daemon's file, filtered by job.
     let o = s.ctl(&["logs", "--job", "bad", "-n", "200"]);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("job=bad") && !out.contains("job=ok"), "{}", show(&o));
+    assert!(
+        out.contains("job=bad") && !out.contains("job=ok"),
+        "{}",
+        show(&o)
+    );
 
     // A client of another protocol version is told so.
     let mut c = std::os::unix::net::UnixStream::connect(s.socket()).unwrap();
-    c.write_all(b"{\"protocol\": 99, \"client\": \"future\", \"request\": {\"type\": \"status\"}}\n").unwrap();
+    c.write_all(
+        b"{\"protocol\": 99, \"client\": \"future\", \"request\": {\"type\": \"status\"}}\n",
+    )
+    .unwrap();
     let mut line = String::new();
     BufReader::new(c).read_line(&mut line).unwrap();
-    assert!(line.contains("\"kind\":\"version\"") && line.contains("protocol 99"), "{line}");
+    assert!(
+        line.contains("\"kind\":\"version\"") && line.contains("protocol 99"),
+        "{line}"
+    );
 
     // Socket mode 0600.
     use std::os::unix::fs::PermissionsExt;
@@ -513,9 +637,13 @@ fn simulate_month(first_day: &str, seed: u64) {
     // started 1-6 hours after it (its catch-up runs at once).
     let (mut i, mut sessions, mut known) = (0usize, 0, 0usize);
     while i < slots.len() {
-        let skip = if sessions == 0 { 0 } else { rnd.next().unwrap() as usize % 3 };
+        let skip = if sessions == 0 {
+            0
+        } else {
+            rnd.next().unwrap() as usize % 3
+        };
         let j = (i + skip).min(slots.len() - 1);
-        let up_across = sessions == 0 || rnd.next().unwrap() % 2 == 0;
+        let up_across = sessions == 0 || rnd.next().unwrap().is_multiple_of(2);
         let start_at = if up_across {
             slots[j] - 3
         } else {
@@ -532,7 +660,12 @@ fn simulate_month(first_day: &str, seed: u64) {
         let (code, _) = d.term();
         assert_eq!(code, Some(0), "{}", s.stderr_log());
         known = s.history("daily").len();
-        assert_eq!(runs(&s.history("daily"), "success").len(), known, "{:#?}", s.history("daily"));
+        assert_eq!(
+            runs(&s.history("daily"), "success").len(),
+            known,
+            "{:#?}",
+            s.history("daily")
+        );
         i = j + 1;
     }
     let h = s.history("daily");
@@ -541,31 +674,56 @@ fn simulate_month(first_day: &str, seed: u64) {
     let mut covered = vec![0u32; days.len()];
     let day_of = |label: &str| {
         let d = chrono::NaiveDate::parse_from_str(&label[..10], "%Y-%m-%d").unwrap();
-        days.iter().position(|x| *x == d).unwrap_or_else(|| panic!("slot {label} outside the month"))
+        days.iter()
+            .position(|x| *x == d)
+            .unwrap_or_else(|| panic!("slot {label} outside the month"))
     };
     for r in &h {
         assert_eq!(r["outcome"], "success", "{r:#}");
-        let slot = r["slot"].as_str().unwrap_or_else(|| panic!("a run without a slot: {r:#}"));
+        let slot = r["slot"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a run without a slot: {r:#}"));
         let k = day_of(slot);
         let why = reason(r);
         if why.starts_with("scheduled") {
             let late = epoch(r["start"].as_str().unwrap()) - slots[k];
-            assert!((0..30).contains(&late), "{why}: started {late} s after its instant {}", slots[k]);
+            assert!(
+                (0..30).contains(&late),
+                "{why}: started {late} s after its instant {}",
+                slots[k]
+            );
             covered[k] += 1;
         } else {
-            assert!(why.starts_with("catch-up for") && why.contains("missed while backupd was stopped"), "{why}");
+            assert!(
+                why.starts_with("catch-up for") && why.contains("missed while backupd was stopped"),
+                "{why}"
+            );
             let from = day_of(r["first_missed"].as_str().unwrap());
-            assert_eq!(r["missed"].as_u64().unwrap() as usize, k - from + 1, "{r:#}");
+            assert_eq!(
+                r["missed"].as_u64().unwrap() as usize,
+                k - from + 1,
+                "{r:#}"
+            );
             for c in &mut covered[from..=k] {
                 *c += 1;
             }
         }
     }
     let doubled: Vec<_> = days.iter().zip(&covered).filter(|(_, c)| **c > 1).collect();
-    let missed: Vec<_> = days.iter().zip(&covered).filter(|(_, c)| **c == 0).collect();
-    assert!(doubled.is_empty(), "slots served twice: {doubled:?}\n{h:#?}");
+    let missed: Vec<_> = days
+        .iter()
+        .zip(&covered)
+        .filter(|(_, c)| **c == 0)
+        .collect();
+    assert!(
+        doubled.is_empty(),
+        "slots served twice: {doubled:?}\n{h:#?}"
+    );
     assert!(missed.is_empty(), "slots never served: {missed:?}\n{h:#?}");
-    eprintln!("{first_day}: {sessions} daemon sessions, {} runs, 31 slots each served once", h.len());
+    eprintln!(
+        "{first_day}: {sessions} daemon sessions, {} runs, 31 slots each served once",
+        h.len()
+    );
 }
 
 #[test]

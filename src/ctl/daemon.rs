@@ -25,7 +25,10 @@ pub struct Where {
 
 impl Where {
     fn config(&self) -> Result<Config> {
-        let p = self.config.clone().unwrap_or_else(crate::paths::default_config);
+        let p = self
+            .config
+            .clone()
+            .unwrap_or_else(crate::paths::default_config);
         Config::load(&p)
     }
 
@@ -35,8 +38,26 @@ impl Where {
         }
         match self.config() {
             Ok(c) => DaemonPaths::of(&c).socket,
-            Err(_) => crate::paths::default_socket(),
+            // A configuration the daemon would reject (being edited, say) still names its
+            // socket: read just the [daemon] table, so `status` can show the daemon's view.
+            Err(_) => self
+                .lenient_socket()
+                .unwrap_or_else(crate::paths::default_socket),
         }
+    }
+
+    fn lenient_socket(&self) -> Option<PathBuf> {
+        let p = self
+            .config
+            .clone()
+            .unwrap_or_else(crate::paths::default_config);
+        let v: toml::Table = std::fs::read_to_string(p).ok()?.parse().ok()?;
+        let d = v.get("daemon")?.as_table()?;
+        if let Some(s) = d.get("socket").and_then(|s| s.as_str()) {
+            return Some(PathBuf::from(s));
+        }
+        let state = d.get("state_dir").and_then(|s| s.as_str())?;
+        Some(PathBuf::from(state).join("backupd.sock"))
     }
 
     /// Paths from the configuration (for working without the daemon).
@@ -116,7 +137,8 @@ fn connect(at: &Where, req: Request) -> Result<Conn> {
     let mut s = std::os::unix::net::UnixStream::connect(&sock).map_err(|e| no(e.to_string()))?;
     let mut line = serde_json::to_string(&Envelope::new(req)).expect("request serializes");
     line.push('\n');
-    s.write_all(line.as_bytes()).map_err(|e| no(e.to_string()))?;
+    s.write_all(line.as_bytes())
+        .map_err(|e| no(e.to_string()))?;
     Ok(Conn {
         lines: BufReader::new(s).lines(),
     })
@@ -141,7 +163,10 @@ impl Conn {
 
     fn one(mut self) -> Result<Response> {
         self.next()?.ok_or_else(|| {
-            Error::Input("backupd closed the connection without an answer\n  hint: see `backupctl logs`".into())
+            Error::Input(
+                "backupd closed the connection without an answer\n  hint: see `backupctl logs`"
+                    .into(),
+            )
         })
     }
 }
@@ -169,7 +194,9 @@ pub fn status(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
         },
         Err(e @ Error::NoDaemon { .. }) => {
             // Without a daemon: what its state files say.
-            let Ok(paths) = a.at.paths() else { return Err(e) };
+            let Ok(paths) = a.at.paths() else {
+                return Err(e);
+            };
             let cfg = a.at.config()?;
             let store = StateStore::at(&paths.state_dir);
             let mut jobs = Vec::new();
@@ -183,16 +210,21 @@ pub fn status(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
                 }));
             }
             if ctx.global.json {
-                ctx.print_json(&serde_json::json!({"daemon": null, "error": e.to_string(), "jobs": jobs}));
+                ctx.print_json(
+                    &serde_json::json!({"daemon": null, "error": e.to_string(), "jobs": jobs}),
+                );
             } else {
                 eprintln!("error: {e}");
                 println!("from the state files in {}:", paths.state_dir.display());
                 for j in &jobs {
-                    let last: Option<RunRecord> = serde_json::from_value(j["last_run"].clone()).ok();
+                    let last: Option<RunRecord> =
+                        serde_json::from_value(j["last_run"].clone()).ok();
                     println!(
                         "  {:<16} last run: {}",
                         j["name"].as_str().unwrap_or(""),
-                        last.as_ref().map(describe_run).unwrap_or_else(|| "never".into())
+                        last.as_ref()
+                            .map(describe_run)
+                            .unwrap_or_else(|| "never".into())
                     );
                 }
             }
@@ -210,7 +242,10 @@ pub fn jobs(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
     if ctx.global.json {
         ctx.print_json(&s.jobs);
     } else {
-        println!("{:<16} {:<20} {:<16} {:<14} next run", "job", "schedule", "timezone", "state");
+        println!(
+            "{:<16} {:<20} {:<16} {:<14} next run",
+            "job", "schedule", "timezone", "state"
+        );
         for j in &s.jobs {
             println!(
                 "{:<16} {:<20} {:<16} {:<14} {}",
@@ -218,7 +253,10 @@ pub fn jobs(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
                 j.schedule.as_deref().unwrap_or("(manual)"),
                 j.timezone.as_deref().unwrap_or("-"),
                 j.state,
-                j.next_run.as_ref().map(|n| local(n.at)).unwrap_or_else(|| "-".into())
+                j.next_run
+                    .as_ref()
+                    .map(|n| local(n.at))
+                    .unwrap_or_else(|| "-".into())
             );
         }
     }
@@ -236,13 +274,20 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     let run_id = match c.next()? {
         Some(Response::Accepted { run_id, .. }) => run_id,
         Some(other) => return Err(daemon_error(other)),
-        None => return Err(Error::Input("backupd closed the connection without an answer".into())),
+        None => {
+            return Err(Error::Input(
+                "backupd closed the connection without an answer".into(),
+            ))
+        }
     };
     if !a.wait {
         if ctx.global.json {
             ctx.print_json(&serde_json::json!({"job": a.job, "run_id": run_id, "started": true}));
         } else {
-            ctx.say(format!("started job {} (run {run_id}); follow it with `backupctl logs -f --job {}`", a.job, a.job));
+            ctx.say(format!(
+                "started job {} (run {run_id}); follow it with `backupctl logs -f --job {}`",
+                a.job, a.job
+            ));
         }
         return Ok(exit::OK);
     }
@@ -280,9 +325,13 @@ pub fn cancel(ctx: &Ctx, a: JobArgs) -> Result<i32> {
     match connect(&a.at, Request::Cancel { job: a.job.clone() })?.one()? {
         Response::Cancelled { job, run_id } => {
             if ctx.global.json {
-                ctx.print_json(&serde_json::json!({"job": job, "run_id": run_id, "cancelled": true}));
+                ctx.print_json(
+                    &serde_json::json!({"job": job, "run_id": run_id, "cancelled": true}),
+                );
             } else {
-                ctx.say(format!("asked run {run_id} of job {job} to stop at its next safe point"));
+                ctx.say(format!(
+                    "asked run {run_id} of job {job} to stop at its next safe point"
+                ));
             }
             Ok(exit::OK)
         }
@@ -296,7 +345,11 @@ pub fn reload(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
             if ctx.global.json {
                 ctx.print_json(&serde_json::json!({"reloaded": true, "jobs": jobs}));
             } else {
-                ctx.say(format!("configuration reloaded: {} job(s): {}", jobs.len(), jobs.join(", ")));
+                ctx.say(format!(
+                    "configuration reloaded: {} job(s): {}",
+                    jobs.len(),
+                    jobs.join(", ")
+                ));
             }
             Ok(exit::OK)
         }
@@ -305,20 +358,30 @@ pub fn reload(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
 }
 
 pub fn history(ctx: &Ctx, a: HistoryArgs) -> Result<i32> {
-    let runs = match connect(&a.at, Request::History { job: a.job.clone(), limit: a.limit }) {
+    let runs = match connect(
+        &a.at,
+        Request::History {
+            job: a.job.clone(),
+            limit: a.limit,
+        },
+    ) {
         Ok(c) => match c.one()? {
             Response::History { runs, .. } => runs,
             other => return Err(daemon_error(other)),
         },
         Err(e @ Error::NoDaemon { .. }) => {
-            let Ok(paths) = a.at.paths() else { return Err(e) };
-            let st = StateStore::at(&paths.state_dir).load(&a.job)?.ok_or_else(|| {
-                Error::Input(format!(
-                    "job {:?} has no history in {} (backupd is not running)",
-                    a.job,
-                    paths.state_dir.display()
-                ))
-            })?;
+            let Ok(paths) = a.at.paths() else {
+                return Err(e);
+            };
+            let st = StateStore::at(&paths.state_dir)
+                .load(&a.job)?
+                .ok_or_else(|| {
+                    Error::Input(format!(
+                        "job {:?} has no history in {} (backupd is not running)",
+                        a.job,
+                        paths.state_dir.display()
+                    ))
+                })?;
             let skip = st.history.len().saturating_sub(a.limit);
             st.history.into_iter().skip(skip).collect()
         }
@@ -343,7 +406,11 @@ pub fn history(ctx: &Ctx, a: HistoryArgs) -> Result<i32> {
 pub fn logs(ctx: &Ctx, a: LogsArgs) -> Result<i32> {
     let dir = match &a.log_dir {
         Some(d) => d.clone(),
-        None => a.at.paths().map(|p| p.log_dir).unwrap_or_else(|_| crate::paths::default_log_dir()),
+        None => {
+            a.at.paths()
+                .map(|p| p.log_dir)
+                .unwrap_or_else(|_| crate::paths::default_log_dir())
+        }
     };
     let filter = LogFilter {
         job: a.job.clone(),
@@ -354,13 +421,17 @@ pub fn logs(ctx: &Ctx, a: LogsArgs) -> Result<i32> {
     }
     if a.follow {
         let cancel = ctx.cancel.clone();
-        logfiles::follow(&dir, &filter, &mut |l| println!("{l}"), &|| cancel.is_cancelled())?;
+        logfiles::follow(&dir, &filter, &mut |l| println!("{l}"), &|| {
+            cancel.is_cancelled()
+        })?;
     }
     Ok(exit::OK)
 }
 
 fn local(t: DateTime<Utc>) -> String {
-    t.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S").to_string()
+    t.with_timezone(&Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// One line for a run: `2026-12-01 02:30:04  success  12.3 s  snapshot 1a2b3c4d  scheduled ...`.
@@ -407,11 +478,18 @@ fn print_job(j: &JobStatus) {
         j.name,
         j.state,
         j.schedule.as_deref().unwrap_or("(manual only)"),
-        j.timezone.as_deref().map(|t| format!("({t})")).unwrap_or_default()
+        j.timezone
+            .as_deref()
+            .map(|t| format!("({t})"))
+            .unwrap_or_default()
     );
     println!("  repository    {}", j.repository);
     if let Some(r) = &j.running {
-        let mut line = format!("  running       {} since {}", r.run_id, r.started.map(local).unwrap_or_else(|| "-".into()));
+        let mut line = format!(
+            "  running       {} since {}",
+            r.run_id,
+            r.started.map(local).unwrap_or_else(|| "-".into())
+        );
         if let Some(q) = &r.queued {
             line = format!("  queued        {} ({q})", r.run_id);
         }

@@ -346,10 +346,11 @@ mod linux {
         Ok(unsafe { AsyncFd::register_with_interest(Fd(fd), Interest::READABLE) }?)
     }
 
-    /// Arms the realtime timer absolute at the end of time (the kernel clamps it), with
-    /// cancel-on-set, so that it only ever becomes readable when the clock is set.
+    /// Arms the realtime timer absolute far in the future (2200-01-01), with cancel-on-set,
+    /// so that it only ever becomes readable when the clock is set. Not at the end of time:
+    /// libfaketime shifts absolute timer expiries by its offset, and time_t::MAX overflows.
     fn arm_cancel(fd: &TimerFd) -> io::Result<()> {
-        let never = Expiration::OneShot(TimeSpec::new(libc::time_t::MAX, 0));
+        let never = Expiration::OneShot(TimeSpec::new(7_258_118_400, 0));
         let flags =
             TimerSetTimeFlags::TFD_TIMER_ABSTIME | TimerSetTimeFlags::TFD_TIMER_CANCEL_ON_SET;
         loop {

@@ -85,11 +85,7 @@ pub struct Daemon {
 impl Daemon {
     /// Loads every job's state; runs the daemon stopped in the middle of are recorded as
     /// interrupted and queued for a retry.
-    pub fn new(
-        config_path: PathBuf,
-        config: Config,
-        paths: DaemonPaths,
-    ) -> crate::Result<Daemon> {
+    pub fn new(config_path: PathBuf, config: Config, paths: DaemonPaths) -> crate::Result<Daemon> {
         let store = StateStore::open(&paths.state_dir)?;
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let mut d = Daemon {
@@ -161,7 +157,7 @@ impl Daemon {
                 Entry {
                     state,
                     schedule: sched,
-                    wake: wake.clone(),
+                    wake,
                     active: None,
                     next: None,
                     removed: false,
@@ -240,14 +236,9 @@ impl Daemon {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut shutdown: broadcast::Receiver<()>,
-    ) {
-        let mut sleeper = match WallSleeper::new() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot set up the wall-clock timer: {e}; backupd stops");
-                return;
-            }
-        };
+    ) -> Result<(), String> {
+        let mut sleeper = WallSleeper::new()
+            .map_err(|e| format!("cannot set up the wall-clock timer: {e}; backupd stops"))?;
         tracing::info!(
             jobs = self.jobs.len(),
             "backupd {} started (state {}, socket {})",
@@ -276,11 +267,12 @@ impl Daemon {
             }
         }
         self.stop().await;
+        Ok(())
     }
 
     fn set_wake(&mut self, w: Wake) {
         for e in self.jobs.values_mut() {
-            e.wake = w.clone();
+            e.wake = w;
         }
     }
 
@@ -374,9 +366,13 @@ impl Daemon {
                     self.save(name);
                 }
                 Decision::Run { slot, reason } => {
-                    let is_catch_up = matches!(reason, RunReason::CatchUp { .. } | RunReason::Retry { .. });
+                    let is_catch_up =
+                        matches!(reason, RunReason::CatchUp { .. } | RunReason::Retry { .. });
                     if is_catch_up && now < startup_until {
-                        e.next = Some((startup_until, format!("{} (after the start-up delay)", reason.describe())));
+                        e.next = Some((
+                            startup_until,
+                            format!("{} (after the start-up delay)", reason.describe()),
+                        ));
                         return;
                     }
                     self.start(name, slot, reason);
@@ -388,7 +384,12 @@ impl Daemon {
     }
 
     /// Claims the slot on disk, then starts the run.
-    fn start(&mut self, name: &str, slot: Option<Slot>, reason: RunReason) -> Option<(Response, broadcast::Receiver<Response>)> {
+    fn start(
+        &mut self,
+        name: &str,
+        slot: Option<Slot>,
+        reason: RunReason,
+    ) -> Option<(Response, broadcast::Receiver<Response>)> {
         let cfg = self.config.clone();
         let job = cfg.jobs.get(name)?;
         let run_id = crate::job::new_run_id(name);
@@ -516,11 +517,21 @@ impl Daemon {
             if active.cancelled_by_user {
                 tracing::warn!(job = %done.job, run_id = %done.run_id, "run cancelled by backupctl cancel; no retry");
             } else if active.stopping {
-                e.state.retry = Some(resume_retry(attempts.attempts, &active.claim, err.clone(), now));
+                e.state.retry = Some(resume_retry(
+                    attempts.attempts,
+                    &active.claim,
+                    err.clone(),
+                    now,
+                ));
                 tracing::warn!(job = %done.job, run_id = %done.run_id, "run interrupted because backupd is stopping; it runs again at the next start");
             } else {
                 let previous = match &active.claim.reason {
-                    RunReason::Retry { number, of, slot, last_error } => Some(PendingRetry {
+                    RunReason::Retry {
+                        number,
+                        of,
+                        slot,
+                        last_error,
+                    } => Some(PendingRetry {
                         number: *number,
                         of: *of,
                         due: now,
@@ -529,7 +540,12 @@ impl Daemon {
                     }),
                     _ => None,
                 };
-                match attempts.after_failure(active.claim.slot, previous.as_ref(), now, &first_line(&err)) {
+                match attempts.after_failure(
+                    active.claim.slot,
+                    previous.as_ref(),
+                    now,
+                    &first_line(&err),
+                ) {
                     Some(r) => {
                         tracing::error!(job = %done.job, run_id = %done.run_id, "run failed ({}): {err}\n  retry {} of {} at {}", rec.reason, r.number, r.of, r.due.format("%Y-%m-%d %H:%M:%S UTC"));
                         e.state.retry = Some(r);
@@ -570,7 +586,9 @@ impl Daemon {
                             ),
                         })
                     }
-                    Some(_) => self.start(&job, None, RunReason::Manual).ok_or_else(|| self.no_such_job(&job)),
+                    Some(_) => self
+                        .start(&job, None, RunReason::Manual)
+                        .ok_or_else(|| self.no_such_job(&job)),
                 };
                 let _ = reply.send(r);
             }
@@ -624,7 +642,11 @@ impl Daemon {
             message: format!(
                 "there is no job {job:?} in {} (jobs: {})",
                 self.config_path.display(),
-                if known.is_empty() { "none".into() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
             ),
         }
     }
@@ -632,7 +654,9 @@ impl Daemon {
     fn reload(&mut self) -> Response {
         match Config::load(&self.config_path) {
             Err(e) => {
-                let msg = format!("the configuration was not reloaded; the previous one stays in force: {e}");
+                let msg = format!(
+                    "the configuration was not reloaded; the previous one stays in force: {e}"
+                );
                 tracing::error!("{msg}");
                 self.config_error = Some(e.to_string());
                 Response::Error {
@@ -645,7 +669,9 @@ impl Daemon {
                     || cfg.daemon.socket != self.config.daemon.socket
                     || cfg.daemon.log_dir != self.config.daemon.log_dir
                 {
-                    tracing::warn!("state_dir, log_dir and socket changes take effect when backupd restarts");
+                    tracing::warn!(
+                        "state_dir, log_dir and socket changes take effect when backupd restarts"
+                    );
                 }
                 if cfg.daemon.max_parallel != self.config.daemon.max_parallel {
                     self.limits = Limits::new(cfg.daemon.max_parallel);
@@ -654,43 +680,56 @@ impl Daemon {
                 self.config_error = None;
                 self.sync_jobs(Wake::Timer);
                 let jobs: Vec<String> = self.jobs.keys().cloned().collect();
-                tracing::info!("configuration reloaded from {}: jobs {}", self.config_path.display(), jobs.join(", "));
+                tracing::info!(
+                    "configuration reloaded from {}: jobs {}",
+                    self.config_path.display(),
+                    jobs.join(", ")
+                );
                 Response::Reloaded { jobs }
             }
         }
     }
 
     fn status(&self) -> StatusReport {
-        let jobs = self
-            .jobs
-            .iter()
-            .map(|(name, e)| {
-                let job = self.config.jobs.get(name);
-                let running = e.active.as_ref().map(|a| a.info.lock().expect("run info").clone());
-                let state = match (&e.active, &e.state.retry) {
-                    (Some(_), _) if running.as_ref().is_some_and(|r| r.queued.is_some()) => "queued",
-                    (Some(_), _) => "running",
-                    (None, Some(_)) => "retry-pending",
-                    (None, None) => "idle",
-                };
-                JobStatus {
-                    name: name.clone(),
-                    repository: job.map(|j| self.config.repository_of(j).path.clone()).unwrap_or_default(),
-                    schedule: e.schedule.as_ref().map(|s| s.expr().to_string()),
-                    timezone: e.schedule.as_ref().map(|s| s.tz_name().to_string()),
-                    state: state.to_string(),
-                    running,
-                    last_run: e.state.history.back().cloned(),
-                    last_success: e.state.last_success,
-                    last_snapshot: e.state.last_snapshot.clone(),
-                    consecutive_failures: e.state.consecutive_failures,
-                    next_run: e.next.as_ref().filter(|_| e.active.is_none()).map(|(at, reason)| NextRun {
-                        at: *at,
-                        reason: reason.clone(),
-                    }),
-                }
-            })
-            .collect();
+        let jobs =
+            self.jobs
+                .iter()
+                .map(|(name, e)| {
+                    let job = self.config.jobs.get(name);
+                    let running = e
+                        .active
+                        .as_ref()
+                        .map(|a| a.info.lock().expect("run info").clone());
+                    let state = match (&e.active, &e.state.retry) {
+                        (Some(_), _) if running.as_ref().is_some_and(|r| r.queued.is_some()) => {
+                            "queued"
+                        }
+                        (Some(_), _) => "running",
+                        (None, Some(_)) => "retry-pending",
+                        (None, None) => "idle",
+                    };
+                    JobStatus {
+                        name: name.clone(),
+                        repository: job
+                            .map(|j| self.config.repository_of(j).path.clone())
+                            .unwrap_or_default(),
+                        schedule: e.schedule.as_ref().map(|s| s.expr().to_string()),
+                        timezone: e.schedule.as_ref().map(|s| s.tz_name().to_string()),
+                        state: state.to_string(),
+                        running,
+                        last_run: e.state.history.back().cloned(),
+                        last_success: e.state.last_success,
+                        last_snapshot: e.state.last_snapshot.clone(),
+                        consecutive_failures: e.state.consecutive_failures,
+                        next_run: e.next.as_ref().filter(|_| e.active.is_none()).map(
+                            |(at, reason)| NextRun {
+                                at: *at,
+                                reason: reason.clone(),
+                            },
+                        ),
+                    }
+                })
+                .collect();
         StatusReport {
             daemon: DaemonInfo {
                 version: env!("CARGO_PKG_VERSION").to_string(),
@@ -726,7 +765,11 @@ impl Daemon {
             return;
         }
         let timeout = self.config.daemon.shutdown_timeout;
-        tracing::info!("stopping: asked {} to stop at a safe point (waiting up to {:?})", running.join(", "), timeout);
+        tracing::info!(
+            "stopping: asked {} to stop at a safe point (waiting up to {:?})",
+            running.join(", "),
+            timeout
+        );
         let deadline = tokio::time::Instant::now() + timeout;
         while self.jobs.values().any(|e| e.active.is_some()) {
             match tokio::time::timeout_at(deadline, self.done_rx.recv()).await {
@@ -750,7 +793,12 @@ impl Daemon {
 
 /// The retry that resumes a run the daemon's stop (or crash) interrupted: due at once, and
 /// always at least one, whatever the job's retry settings.
-fn resume_retry(attempts: u32, claim: &RunClaim, error: String, now: DateTime<Utc>) -> PendingRetry {
+fn resume_retry(
+    attempts: u32,
+    claim: &RunClaim,
+    error: String,
+    now: DateTime<Utc>,
+) -> PendingRetry {
     let number = match &claim.reason {
         RunReason::Retry { number, .. } => *number,
         _ => 1,
@@ -789,7 +837,13 @@ fn missed_of(r: &RunReason) -> (usize, Option<String>) {
     }
 }
 
-fn skipped_record(job: &str, slot: &Slot, missed: usize, reason: &str, now: DateTime<Utc>) -> RunRecord {
+fn skipped_record(
+    job: &str,
+    slot: &Slot,
+    missed: usize,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> RunRecord {
     RunRecord {
         run_id: format!("{job}-skipped-{}", slot.wall.format("%Y%m%dT%H%M%S")),
         job: job.to_string(),

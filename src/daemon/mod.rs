@@ -147,7 +147,8 @@ async fn serve(config_path: PathBuf, cfg: Config, paths: DaemonPaths) -> Result<
         .await
         .map_err(|e| e.to_string())?;
     let group = cfg.daemon.socket_group.clone();
-    let daemon = core::Daemon::new(config_path.clone(), cfg, paths.clone()).map_err(|e| e.to_string())?;
+    let daemon =
+        core::Daemon::new(config_path.clone(), cfg, paths.clone()).map_err(|e| e.to_string())?;
     #[cfg(unix)]
     let server_task = tokio::spawn(server::serve(
         listener,
@@ -158,14 +159,16 @@ async fn serve(config_path: PathBuf, cfg: Config, paths: DaemonPaths) -> Result<
     spawn_signals(shutdown_tx.clone(), cmd_tx.clone());
     let _watcher = watch_config(&config_path, cmd_tx.clone());
     let core_task = tokio::spawn(daemon.run(cmd_rx, shutdown_tx.subscribe()));
-    let _ = core_task.await;
+    let result = core_task
+        .await
+        .unwrap_or_else(|e| Err(format!("the event loop crashed: {e}")));
     let _ = shutdown_tx.send(());
     #[cfg(unix)]
     {
         let _ = server_task.await;
         let _ = std::fs::remove_file(&paths.socket);
     }
-    Ok(())
+    result
 }
 
 /// SIGTERM and SIGINT stop the daemon; SIGHUP reloads the configuration.
@@ -203,7 +206,10 @@ fn spawn_signals(shutdown: broadcast::Sender<()>, commands: mpsc::Sender<core::C
 
 /// Watches the configuration file's folder and asks for a reload when the file changes
 /// (editors write a new file and rename it over the old one, so the folder is watched).
-fn watch_config(path: &Path, commands: mpsc::Sender<core::Command>) -> Option<notify::RecommendedWatcher> {
+fn watch_config(
+    path: &Path,
+    commands: mpsc::Sender<core::Command>,
+) -> Option<notify::RecommendedWatcher> {
     use notify::{EventKind, RecursiveMode, Watcher};
     let name = path.file_name()?.to_os_string();
     let dir = match path.parent() {
@@ -222,7 +228,10 @@ fn watch_config(path: &Path, commands: mpsc::Sender<core::Command>) -> Option<no
     .map_err(|e| tracing::warn!("cannot watch the configuration file {} for changes ({e}); reload with SIGHUP or `backupctl reload`", path.display()))
     .ok()?;
     if let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive) {
-        tracing::warn!("cannot watch {} for changes ({e}); reload with SIGHUP or `backupctl reload`", dir.display());
+        tracing::warn!(
+            "cannot watch {} for changes ({e}); reload with SIGHUP or `backupctl reload`",
+            dir.display()
+        );
         return None;
     }
     tokio::spawn(async move {
@@ -265,7 +274,9 @@ impl InstanceLock {
             .create(true)
             .truncate(false)
             .open(&p)
-            .map_err(|e| LockError::Io(format!("cannot open the lock file {}: {e}", p.display())))?;
+            .map_err(|e| {
+                LockError::Io(format!("cannot open the lock file {}: {e}", p.display()))
+            })?;
         match f.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {

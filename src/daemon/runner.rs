@@ -104,8 +104,16 @@ pub fn spawn(spec: RunSpec, limits: Limits, done: mpsc::UnboundedSender<RunDone>
             cancel,
             progress,
         } = spec;
-        set_queued(&progress, Some("waiting for a free run slot (max_parallel)".into()));
-        let _slot = limits.slots.clone().acquire_owned().await.expect("semaphore open");
+        set_queued(
+            &progress,
+            Some("waiting for a free run slot (max_parallel)".into()),
+        );
+        let _slot = limits
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore open");
         let repo = limits.repo_lock(&repo_key);
         if repo.try_lock().is_err() {
             let msg = format!("waiting for another job on the repository {repo_key} to finish");

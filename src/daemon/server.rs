@@ -147,14 +147,21 @@ async fn connection(stream: UnixStream, commands: mpsc::Sender<Command>) -> std:
         Request::Status => {
             let (tx, rx) = oneshot::channel();
             let resp = match commands.send(Command::Status(tx)).await {
-                Ok(()) => rx.await.map(|s| Response::Status(Box::new(s))).unwrap_or_else(|_| gone()),
+                Ok(()) => rx
+                    .await
+                    .map(|s| Response::Status(Box::new(s)))
+                    .unwrap_or_else(|_| gone()),
                 Err(_) => gone(),
             };
             w.write_all(reply(&resp).as_bytes()).await?;
         }
         Request::Run { job, wait } => {
             let (tx, rx) = oneshot::channel();
-            if commands.send(Command::Run { job, reply: tx }).await.is_err() {
+            if commands
+                .send(Command::Run { job, reply: tx })
+                .await
+                .is_err()
+            {
                 w.write_all(reply(&gone()).as_bytes()).await?;
                 return Ok(());
             }
@@ -202,7 +209,14 @@ async fn connection(stream: UnixStream, commands: mpsc::Sender<Command>) -> std:
         }
         Request::History { job, limit } => {
             let (tx, rx) = oneshot::channel();
-            let resp = match commands.send(Command::History { job, limit, reply: tx }).await {
+            let resp = match commands
+                .send(Command::History {
+                    job,
+                    limit,
+                    reply: tx,
+                })
+                .await
+            {
                 Ok(()) => rx.await.unwrap_or_else(|_| gone()),
                 Err(_) => gone(),
             };
@@ -247,7 +261,10 @@ mod tests {
         match e {
             Response::Error { kind, message } => {
                 assert_eq!(kind, ErrorKind::Version);
-                assert!(message.contains("protocol 99") && message.contains("protocol 1"), "{message}");
+                assert!(
+                    message.contains("protocol 99") && message.contains("protocol 1"),
+                    "{message}"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -255,7 +272,10 @@ mod tests {
         assert_eq!(ok.request, Request::Status);
         assert!(matches!(
             parse("not json"),
-            Err(Response::Error { kind: ErrorKind::BadRequest, .. })
+            Err(Response::Error {
+                kind: ErrorKind::BadRequest,
+                ..
+            })
         ));
     }
 }

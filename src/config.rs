@@ -118,6 +118,55 @@ pub struct JobConfig {
     /// How a failed run is retried.
     #[serde(default)]
     pub retries: RunRetryConfig,
+    /// Which of the job's snapshots to keep after each successful run (the rest are forgotten,
+    /// and with `prune = true` their data deleted).
+    pub retention: Option<RetentionConfig>,
+}
+
+/// Retention applied after each successful run to the job's own snapshots (tag `job:NAME`),
+/// grouped by host and paths, with restic's `forget` rules.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot this close to the newest (e.g. "7d", "1y6m").
+    #[serde(default, deserialize_with = "keep_within")]
+    pub keep_within: Option<crate::engine::forget::KeepWithin>,
+    /// Keep snapshots with these tags.
+    #[serde(default)]
+    pub keep_tags: Vec<String>,
+    /// Also delete the data no snapshot needs any more (prune) after forgetting.
+    #[serde(default)]
+    pub prune: bool,
+}
+
+impl RetentionConfig {
+    pub fn policy(&self) -> crate::engine::forget::KeepPolicy {
+        crate::engine::forget::KeepPolicy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within: self.keep_within,
+            tags: self.keep_tags.clone(),
+        }
+    }
+}
+
+fn keep_within<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<crate::engine::forget::KeepWithin>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::engine::forget::KeepWithin::parse(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// How the daemon retries a failed run: `attempts` more runs, `delay` after the failure,
@@ -488,6 +537,14 @@ impl Config {
                     "invalid configuration at {}: job {name:?} has a timezone but no schedule\n  hint: add schedule = \"30 2 * * *\" or remove the timezone",
                     at(t.span().start)
                 )));
+            }
+            if let Some(r) = &j.retention {
+                if r.policy().is_empty() {
+                    return Err(Error::Input(format!(
+                        "invalid configuration in {}: job {name:?}: retention keeps nothing — it needs at least one keep_* rule (a retention that removes every snapshot is refused)\n  hint: e.g. retention = {{ keep_daily = 7, keep_weekly = 4 }}",
+                        file.display()
+                    )));
+                }
             }
             for c in &j.commands {
                 if !c.path.is_absolute() {

@@ -735,3 +735,97 @@ fn a_month_across_spring_forward_every_slot_once() {
 fn a_month_across_fall_back_every_slot_once() {
     simulate_month("2026-10-10", 11);
 }
+
+#[test]
+fn a_jobs_retention_forgets_its_old_snapshots_and_prunes_after_each_run() {
+    let s = Setup::new(
+        "[jobs.kept]\nrepository = \"main\"\npaths = [\"{data}\"]\nretention = { keep_last = 2, prune = true }\n\n[jobs.other]\nrepository = \"main\"\npaths = [\"{data}\"]\n",
+    );
+    let d = s.start(None);
+    assert_eq!(s.ctl(&["run", "other", "--wait"]).status.code(), Some(0));
+    for i in 0..4 {
+        fs::write(s.data.join(format!("new{i}.bin")), bytes(500 + i, 1 << 20)).unwrap();
+        let o = s.ctl(&["run", "kept", "--wait"]);
+        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    }
+    let snaps: Value = serde_json::from_str(&s.env.restic_ok(&["snapshots", "--json"])).unwrap();
+    let tags: Vec<String> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["tags"].to_string())
+        .collect();
+    assert_eq!(
+        tags.iter().filter(|t| t.contains("job:kept")).count(),
+        2,
+        "{tags:?}"
+    );
+    assert_eq!(
+        tags.iter().filter(|t| t.contains("job:other")).count(),
+        1,
+        "other jobs' snapshots are not touched: {tags:?}"
+    );
+    s.env.restic_ok(&["check", "--read-data"]);
+    let log = fs::read_to_string(s.env.path("backupd.stderr")).unwrap();
+    assert!(
+        log.contains("retention of job kept: kept 2 snapshot(s), forgot 1"),
+        "{log}"
+    );
+    drop(d);
+    // A retention that keeps nothing is refused when the configuration is read.
+    s.write_config(
+        "[jobs.bad]\nrepository = \"main\"\npaths = [\"{data}\"]\nretention = { prune = true }\n",
+    );
+    let o = Command::new(BACKUPD)
+        .arg("check-config")
+        .arg("--config")
+        .arg(&s.cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("retention keeps nothing"),
+        "{}",
+        show(&o)
+    );
+}
+
+#[test]
+fn jobs_on_one_repository_run_one_at_a_time() {
+    let slow = |name: &str| {
+        format!("[jobs.{name}]\nrepository = \"main\"\npaths = [\"{{data}}\"]\n[jobs.{name}.hooks]\nbefore = [\"sleep 2\"]\n\n")
+    };
+    let s = Setup::new(&format!("{}{}", slow("one"), slow("two")));
+    let d = s.start(None);
+    assert_eq!(s.ctl(&["run", "one"]).status.code(), Some(0));
+    assert_eq!(s.ctl(&["run", "two"]).status.code(), Some(0));
+    let st = s.ctl_json(&["status"]);
+    let queued: Vec<&Value> = st["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["state"] == "queued")
+        .collect();
+    assert_eq!(queued.len(), 1, "{st:#}");
+    assert!(
+        queued[0]["running"]["queued"]
+            .as_str()
+            .unwrap()
+            .contains("another job on the repository"),
+        "{st:#}"
+    );
+    wait_for(Duration::from_secs(30), "both runs", || {
+        runs(&s.history("one"), "success").len() == 1
+            && runs(&s.history("two"), "success").len() == 1
+    });
+    let (a, b) = (&s.history("one")[0], &s.history("two")[0]);
+    let span = |r: &Value| {
+        (
+            chrono::DateTime::parse_from_rfc3339(r["start"].as_str().unwrap()).unwrap(),
+            chrono::DateTime::parse_from_rfc3339(r["end"].as_str().unwrap()).unwrap(),
+        )
+    };
+    let ((s1, e1), (s2, e2)) = (span(a), span(b));
+    assert!(e1 <= s2 || e2 <= s1, "the runs overlapped: {a:#} {b:#}");
+    drop(d);
+}

@@ -488,9 +488,10 @@ impl Daemon {
             slot: active.claim.slot.map(|s| s.label()),
             missed: missed_of(&active.claim.reason).0,
             first_missed: missed_of(&active.claim.reason).1,
-            start: active.claim.started,
+            // When the run itself began (after waiting for a run slot or the repository).
+            start: rep.start.with_timezone(&Utc),
             end: now,
-            duration_seconds: (now - active.claim.started).num_milliseconds() as f64 / 1000.0,
+            duration_seconds: rep.duration_seconds,
             outcome: outcome.to_string(),
             exit_code: rep.exit_code,
             snapshot_id: rep.snapshot_id.clone(),

@@ -184,6 +184,7 @@ fn failed_report(job: &str, run_id: &str, repo: &str, error: String, exit_code: 
         summary: None,
         warnings: Vec::new(),
         sources: Vec::new(),
+        retention: None,
     }
 }
 

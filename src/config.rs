@@ -26,6 +26,7 @@
 
 use crate::engine::backup::LockedAction;
 use crate::error::{Error, Result};
+use crate::schedule::{CatchUp, Schedule};
 use crate::sources::hooks::{Hooks, DEFAULT_HOOK_TIMEOUT};
 use crate::sources::sqlite::IntegrityCheck;
 use serde::{Deserialize, Deserializer};
@@ -41,6 +42,9 @@ pub struct Config {
     pub repositories: BTreeMap<String, RepositoryConfig>,
     #[serde(default)]
     pub jobs: BTreeMap<String, JobConfig>,
+    /// The daemon's own settings (state, logs, socket, parallelism).
+    #[serde(default)]
+    pub daemon: DaemonConfig,
     /// The file it was read from (for messages).
     #[serde(skip)]
     pub file: PathBuf,
@@ -96,6 +100,197 @@ pub struct JobConfig {
     pub retry: RetryConfig,
     #[serde(default)]
     pub hooks: HooksConfig,
+    /// When the daemon runs it: a cron expression (5 fields, optional seconds first, or
+    /// @hourly/@daily/@weekly/@monthly). None: only when asked (`backupctl run JOB`).
+    pub schedule: Option<toml::Spanned<String>>,
+    /// The IANA time zone the schedule is read in (default: the local zone).
+    pub timezone: Option<toml::Spanned<String>>,
+    /// What to do about slots missed while the daemon was stopped: "once" (one run now),
+    /// "skip", or "within 6h" (once, only if the newest missed slot is that recent).
+    #[serde(default, deserialize_with = "catch_up")]
+    pub catch_up: CatchUp,
+    /// Wait this long after the daemon starts before a catch-up run.
+    #[serde(default, deserialize_with = "duration")]
+    pub startup_delay: Duration,
+    /// Start each scheduled run up to this much later (a stable per-slot delay).
+    #[serde(default, deserialize_with = "duration")]
+    pub jitter: Duration,
+    /// How a failed run is retried.
+    #[serde(default)]
+    pub retries: RunRetryConfig,
+    /// Which of the job's snapshots to keep after each successful run (the rest are forgotten,
+    /// and with `prune = true` their data deleted).
+    pub retention: Option<RetentionConfig>,
+}
+
+/// Retention applied after each successful run to the job's own snapshots (tag `job:NAME`),
+/// grouped by host and paths, with restic's `forget` rules.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot this close to the newest (e.g. "7d", "1y6m").
+    #[serde(default, deserialize_with = "keep_within")]
+    pub keep_within: Option<crate::engine::forget::KeepWithin>,
+    /// Keep snapshots with these tags.
+    #[serde(default)]
+    pub keep_tags: Vec<String>,
+    /// Also delete the data no snapshot needs any more (prune) after forgetting.
+    #[serde(default)]
+    pub prune: bool,
+}
+
+impl RetentionConfig {
+    pub fn policy(&self) -> crate::engine::forget::KeepPolicy {
+        crate::engine::forget::KeepPolicy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within: self.keep_within,
+            tags: self.keep_tags.clone(),
+        }
+    }
+}
+
+fn keep_within<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<crate::engine::forget::KeepWithin>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::engine::forget::KeepWithin::parse(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// How the daemon retries a failed run: `attempts` more runs, `delay` after the failure,
+/// growing by `factor` up to `max_delay`. The next regular slot is never given up for a retry.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRetryConfig {
+    #[serde(default = "two_u32")]
+    pub attempts: u32,
+    #[serde(default = "five_minutes", deserialize_with = "duration")]
+    pub delay: Duration,
+    #[serde(default = "two")]
+    pub factor: f64,
+    #[serde(default = "one_hour", deserialize_with = "duration")]
+    pub max_delay: Duration,
+}
+
+impl Default for RunRetryConfig {
+    fn default() -> Self {
+        RunRetryConfig {
+            attempts: two_u32(),
+            delay: five_minutes(),
+            factor: two(),
+            max_delay: one_hour(),
+        }
+    }
+}
+
+impl RunRetryConfig {
+    pub fn policy(&self) -> crate::schedule::RetryPolicy {
+        crate::schedule::RetryPolicy {
+            attempts: self.attempts,
+            delay: self.delay,
+            factor: self.factor,
+            max_delay: self.max_delay,
+        }
+    }
+}
+
+/// The daemon's settings (`[daemon]`); every path has a per-OS default (see `crate::paths`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Where the per-job schedule state and run history live.
+    pub state_dir: Option<PathBuf>,
+    /// Where the daemon's log files go (one per day).
+    pub log_dir: Option<PathBuf>,
+    /// How many daily log files to keep.
+    #[serde(default = "fourteen")]
+    pub log_keep_days: usize,
+    /// "text" or "json" (one JSON object per line).
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// The least severe level logged: error, warn, info, debug, trace.
+    #[serde(default = "info")]
+    pub log_level: String,
+    /// The control socket `backupctl` talks to.
+    pub socket: Option<PathBuf>,
+    /// A group whose members may use the socket too (mode 0660 instead of 0600).
+    pub socket_group: Option<String>,
+    /// How many jobs may run at once (jobs on one repository always run one at a time).
+    #[serde(default = "two_usize")]
+    pub max_parallel: usize,
+    /// How many runs each job's history keeps.
+    #[serde(default = "hundred")]
+    pub history_keep: usize,
+    /// On SIGTERM, how long running jobs get to stop at a safe point before the daemon exits.
+    #[serde(default = "thirty_seconds", deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            state_dir: None,
+            log_dir: None,
+            log_keep_days: fourteen(),
+            log_format: LogFormat::Text,
+            log_level: info(),
+            socket: None,
+            socket_group: None,
+            max_parallel: two_usize(),
+            history_keep: hundred(),
+            shutdown_timeout: thirty_seconds(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn two_u32() -> u32 {
+    2
+}
+fn two_usize() -> usize {
+    2
+}
+fn fourteen() -> usize {
+    14
+}
+fn hundred() -> usize {
+    100
+}
+fn info() -> String {
+    "info".into()
+}
+fn five_minutes() -> Duration {
+    Duration::from_secs(300)
+}
+fn one_hour() -> Duration {
+    Duration::from_secs(3600)
+}
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn catch_up<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<CatchUp, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
 }
 
 /// How busy sources are retried: the first wait, the factor between waits, the longest wait.
@@ -291,7 +486,24 @@ impl Config {
                 )));
             }
         }
+        if cfg.daemon.max_parallel == 0 {
+            return Err(Error::Input(format!(
+                "invalid configuration in {}: [daemon] max_parallel must be at least 1",
+                file.display()
+            )));
+        }
         for (name, j) in &cfg.jobs {
+            let valid = !name.is_empty()
+                && !name.starts_with('.')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                return Err(Error::Input(format!(
+                    "invalid configuration at {}: the job name {name:?} may only use letters, digits, '-', '_' and '.' (it names the job's state file)\n  hint: rename the [jobs.{name}] table",
+                    at(j.repository.span().start)
+                )));
+            }
             if !cfg.repositories.contains_key(j.repository.get_ref()) {
                 let known: Vec<&str> = cfg.repositories.keys().map(|s| s.as_str()).collect();
                 return Err(Error::Input(format!(
@@ -307,6 +519,32 @@ impl Config {
                     "invalid configuration in {}: job {name:?} has nothing to back up\n  hint: give it paths, sqlite or commands",
                     file.display()
                 )));
+            }
+            if let Some(expr) = &j.schedule {
+                let tz = j.timezone.as_ref().map(|t| t.get_ref().as_str());
+                if let Err(e) = Schedule::parse(expr.get_ref(), tz) {
+                    let span = match (&j.timezone, e.is_timezone()) {
+                        (Some(t), true) => t.span(),
+                        _ => expr.span(),
+                    };
+                    return Err(Error::Input(format!(
+                        "invalid configuration at {}: job {name:?}: {e}",
+                        at(span.start)
+                    )));
+                }
+            } else if let Some(t) = &j.timezone {
+                return Err(Error::Input(format!(
+                    "invalid configuration at {}: job {name:?} has a timezone but no schedule\n  hint: add schedule = \"30 2 * * *\" or remove the timezone",
+                    at(t.span().start)
+                )));
+            }
+            if let Some(r) = &j.retention {
+                if r.policy().is_empty() {
+                    return Err(Error::Input(format!(
+                        "invalid configuration in {}: job {name:?}: retention keeps nothing — it needs at least one keep_* rule (a retention that removes every snapshot is refused)\n  hint: e.g. retention = {{ keep_daily = 7, keep_weekly = 4 }}",
+                        file.display()
+                    )));
+                }
             }
             for c in &j.commands {
                 if !c.path.is_absolute() {
@@ -331,6 +569,20 @@ impl Config {
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
             ))
         })
+    }
+
+    /// The parsed schedule of a job (None: the job only runs when asked). The configuration was
+    /// checked when loaded, so this does not fail for a loaded configuration.
+    pub fn schedule_of(&self, job: &JobConfig) -> Result<Option<Schedule>> {
+        match &job.schedule {
+            None => Ok(None),
+            Some(expr) => {
+                let tz = job.timezone.as_ref().map(|t| t.get_ref().as_str());
+                Schedule::parse(expr.get_ref(), tz)
+                    .map(Some)
+                    .map_err(|e| Error::Input(e.to_string()))
+            }
+        }
     }
 
     /// The repository a job writes to.

@@ -23,6 +23,8 @@ pub mod exit {
     pub const LOCKED: i32 = 11;
     /// The password opens none of the repository's keys.
     pub const WRONG_PASSWORD: i32 = 12;
+    /// backupd is not running (no answer on its control socket), for commands that need it.
+    pub const NO_DAEMON: i32 = 13;
     /// Interrupted by a signal (SIGINT or SIGTERM).
     pub const INTERRUPTED: i32 = 130;
 }
@@ -62,6 +64,9 @@ pub enum Error {
     #[error("could not {what}: {source}")]
     Io { what: String, source: io::Error },
 
+    #[error("backupd is not running: nothing answers on its control socket {socket} ({detail})\n  hint: start it (`backupd`, or the service), point at its socket with --socket or --config, or run a job in the foreground with `backupctl run-job JOB --config FILE`")]
+    NoDaemon { socket: String, detail: String },
+
     #[error("interrupted: stopped at a safe point; the repository holds every snapshot committed before")]
     Interrupted,
 }
@@ -91,6 +96,7 @@ impl Error {
             Error::Damaged { .. } => exit::DAMAGED,
             Error::Source { .. } => exit::SOURCE_FAILED,
             Error::Interrupted => exit::INTERRUPTED,
+            Error::NoDaemon { .. } => exit::NO_DAEMON,
             _ => exit::FAILURE,
         }
     }

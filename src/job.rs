@@ -1,7 +1,8 @@
 //! Running a configured backup job once: hooks, consistent sources, the backup, and a report of it all.
 //!
 //! A run: before-hooks → SQLite captures (retried while busy; waits reported) → the repository
-//! opened and locked (shared) → command sources started → `backup_with` → after_success or
+//! opened and locked (shared) → command sources started → `backup_with` → the job's retention
+//! (forget its snapshots it does not keep, prune if asked; exclusive lock) → after_success or
 //! after_failure hooks → always-hooks.
 //!
 //! Outcomes:
@@ -16,11 +17,14 @@
 //!
 //! Always-hooks run at the end of every run, whatever happened. Nothing here knows the CLI.
 
-use crate::config::{Config, JobConfig, RepositoryConfig};
+use crate::config::{Config, JobConfig, RepositoryConfig, RetentionConfig};
 use crate::engine::backup::{absolute, backup_with, BackupOptions, BackupResult, LockedFiles};
 use crate::engine::exclude::ExcludeOptions;
+use crate::engine::forget::{self, GroupBy};
+use crate::engine::prune::{self, PruneOptions};
 use crate::engine::{CancelToken, Progress};
 use crate::error::{exit, Error, Result};
+use crate::repo::backend::FileType;
 use crate::repo::backend::LocalBackend;
 use crate::repo::snapshot::SnapshotSummary;
 use crate::repo::Repository;
@@ -97,6 +101,19 @@ pub struct JobReport {
     /// What made the snapshot partial.
     pub warnings: Vec<String>,
     pub sources: Vec<SourceReport>,
+    /// What the job's retention removed after the backup (when it has one).
+    pub retention: Option<RetentionReport>,
+}
+
+/// The job's retention, applied after a successful backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetentionReport {
+    /// The job's snapshots kept.
+    pub kept: usize,
+    /// The snapshots forgotten.
+    pub removed: Vec<String>,
+    /// What prune did, when the retention prunes.
+    pub prune: Option<crate::engine::prune::PruneReport>,
 }
 
 /// A new run id: the job, the local time and a random suffix (`app-20240101T020000-3f9a`).
@@ -136,6 +153,7 @@ pub fn run_job(
         summary: None,
         warnings: Vec::new(),
         sources: Vec::new(),
+        retention: None,
     };
     let finish = |mut rep: JobReport| {
         rep.end = Local::now();
@@ -211,6 +229,23 @@ pub fn run_job(
         },
     }
 
+    if let (None, Some(ret)) = (&failure, &job.retention) {
+        match apply_retention(job_name, ret, repo_cfg, progress, cancel) {
+            Ok(r) => rep.retention = Some(r),
+            Err(e) => {
+                failure = Some((
+                    format!(
+                        "snapshot {} was saved, but the job's retention failed: {e}",
+                        rep.snapshot_id
+                            .as_deref()
+                            .map_or("", |s| &s[..8.min(s.len())])
+                    ),
+                    e.exit_code(),
+                ))
+            }
+        }
+    }
+
     match &failure {
         None => {
             env.outcome = Some(rep.outcome.as_str().to_string());
@@ -264,6 +299,60 @@ pub fn run_job(
         rep.exit_code = code;
     }
     finish(rep)
+}
+
+/// Forgets the job's snapshots (tag `job:NAME`) that its retention does not keep, grouped by
+/// host and paths, then prunes when asked. Holds the exclusive lock throughout.
+fn apply_retention(
+    job_name: &str,
+    ret: &RetentionConfig,
+    repo_cfg: &RepositoryConfig,
+    progress: &dyn Progress,
+    cancel: &CancelToken,
+) -> Result<RetentionReport> {
+    let be = Arc::new(LocalBackend::new(&repo_cfg.path));
+    let pw = repo_cfg.password()?;
+    let mut repo = Repository::open(be, &pw)?;
+    let _lock = crate::repo::lock::lock(&repo, true, repo_cfg.lock_wait)?;
+    let tag = format!("job:{job_name}");
+    let mine: Vec<_> = repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| s.tags.contains(&tag))
+        .collect();
+    let group_by = GroupBy::parse("host,paths").map_err(Error::Input)?;
+    let groups = forget::plan(&mine, &ret.policy(), &group_by)?;
+    let mut removed = Vec::new();
+    for p in groups.iter().flat_map(|g| g.remove.iter()) {
+        cancel.check()?;
+        match repo.backend().remove(FileType::Snapshot, &p.id.to_hex()) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        removed.push(p.id.to_hex());
+    }
+    let kept = groups.iter().map(|g| g.keep.len()).sum();
+    tracing::info!(
+        "retention of job {job_name}: kept {kept} snapshot(s), forgot {}",
+        removed.len()
+    );
+    let prune = if ret.prune && !removed.is_empty() {
+        let r = prune::prune(&mut repo, &PruneOptions::default(), progress, cancel)?;
+        tracing::info!(
+            "prune after retention of job {job_name}: {} pack(s) deleted, {} repacked",
+            r.packs_deleted,
+            r.packs_repacked
+        );
+        Some(r)
+    } else {
+        None
+    };
+    Ok(RetentionReport {
+        kept,
+        removed,
+        prune,
+    })
 }
 
 /// The sources and the backup of a run (between the before- and the after-hooks).

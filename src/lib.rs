@@ -1,15 +1,21 @@
-//! backupd: repository format, backup engine and control tool, shared by `backupd` and `backupctl`.
+//! backupd: repository format, backup engine, scheduler, daemon and control tool, shared by `backupd` and `backupctl`.
 
 pub mod config;
 pub mod ctl;
+pub mod daemon;
 pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
 pub mod job;
+pub mod logfiles;
 pub mod password;
+pub mod paths;
+pub mod protocol;
 pub mod repo;
+pub mod schedule;
 pub mod sources;
+pub mod state;
 pub mod sysinfo;
 
 pub use error::{Error, Result};

@@ -1,13 +1,11 @@
-//! `backupd`: the backup daemon (scheduler and service; see issue #4). For now it only reports its version.
+//! `backupd`: the backup daemon. All of it lives in the library (`backupd::daemon`).
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--version" || a == "-V") {
-        println!("backupd {}", env!("CARGO_PKG_VERSION"));
-        return;
+    // As in backupctl: return freed buffers (chunks, packs) to the OS at once.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a tuning parameter of the allocator, before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 0);
     }
-    eprintln!(
-        "backupd: the daemon is not built yet; use backupctl to work on a repository directly"
-    );
-    std::process::exit(1);
+    std::process::exit(backupd::daemon::main());
 }

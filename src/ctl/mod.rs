@@ -2,6 +2,8 @@
 
 pub mod backup;
 pub mod check;
+#[cfg(unix)]
+pub mod daemon;
 pub mod diff;
 pub mod forget;
 pub mod init;
@@ -33,7 +35,8 @@ use std::time::Duration;
     version,
     about = "Control backupd and work on backup repositories (restic format, version 2)",
     after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 partial snapshot, 4 damage found, \
-                  5 source failed, 10 no repository, 11 locked, 12 wrong password, 130 interrupted."
+                  5 source failed, 10 no repository, 11 locked, 12 wrong password, 13 backupd not running, \
+                  130 interrupted."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -96,6 +99,27 @@ pub enum Command {
     Unlock(unlock::Args),
     /// Run a job of a configuration file once, in the foreground.
     RunJob(run_job::Args),
+    /// The daemon and every job: state, last run and why, next run, progress.
+    #[cfg(unix)]
+    Status(daemon::StatusArgs),
+    /// The daemon's jobs, their schedules and next runs.
+    #[cfg(unix)]
+    Jobs(daemon::StatusArgs),
+    /// Ask the daemon to run a job now (--wait follows it and exits with its outcome).
+    #[cfg(unix)]
+    Run(daemon::RunArgs),
+    /// Ask the daemon to stop a job's current run at its next safe point.
+    #[cfg(unix)]
+    Cancel(daemon::JobArgs),
+    /// Ask the daemon to read its configuration again.
+    #[cfg(unix)]
+    Reload(daemon::StatusArgs),
+    /// A job's recent runs: why each ran, outcome, snapshot, error.
+    #[cfg(unix)]
+    History(daemon::HistoryArgs),
+    /// The daemon's log (-f follows it; --job filters).
+    #[cfg(unix)]
+    Logs(daemon::LogsArgs),
 }
 
 /// What every command gets: the global options, a cancel token wired to SIGINT/SIGTERM, and a
@@ -206,6 +230,20 @@ pub fn main() -> i32 {
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Unlock(a) => unlock::run(&ctx, a),
         Command::RunJob(a) => run_job::run(&ctx, a),
+        #[cfg(unix)]
+        Command::Status(a) => daemon::status(&ctx, a),
+        #[cfg(unix)]
+        Command::Jobs(a) => daemon::jobs(&ctx, a),
+        #[cfg(unix)]
+        Command::Run(a) => daemon::run(&ctx, a),
+        #[cfg(unix)]
+        Command::Cancel(a) => daemon::cancel(&ctx, a),
+        #[cfg(unix)]
+        Command::Reload(a) => daemon::reload(&ctx, a),
+        #[cfg(unix)]
+        Command::History(a) => daemon::history(&ctx, a),
+        #[cfg(unix)]
+        Command::Logs(a) => daemon::logs(&ctx, a),
     };
     match result {
         Ok(code) => code,

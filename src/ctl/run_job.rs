@@ -66,6 +66,20 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         if let Some(id) = &rep.snapshot_id {
             ctx.say(format!("snapshot {} saved", &id[..8]));
         }
+        if let Some(r) = &rep.retention {
+            ctx.say(format!(
+                "retention: kept {} snapshot(s), forgot {}{}",
+                r.kept,
+                r.removed.len(),
+                r.prune
+                    .as_ref()
+                    .map(|p| format!(
+                        "; prune deleted {} pack(s), repacked {}",
+                        p.packs_deleted, p.packs_repacked
+                    ))
+                    .unwrap_or_default()
+            ));
+        }
         ctx.say(format!(
             "job {} run {}: {} in {:.1}s",
             rep.job,

@@ -1,0 +1,868 @@
+//! The daemon's event loop: owns every job's state, asks `schedule::decide` what is due, starts runs, records their ends, and answers the control socket's requests.
+//!
+//! One task owns all mutable state, so there are no locks around it: requests arrive as
+//! [`Command`]s on a channel, run ends as [`RunDone`]s, and the loop sleeps on the wall clock
+//! (`clock::WallSleeper`) until the earliest due time — no polling. Every change of a job's
+//! state is written to disk before anything acts on it.
+
+use super::clock::{WakeCause, WallSleeper};
+use super::runner::{self, Limits, RunDone, RunProgress, RunSpec};
+use crate::config::Config;
+use crate::engine::CancelToken;
+use crate::error::exit;
+use crate::job::Outcome;
+use crate::paths::DaemonPaths;
+use crate::protocol::{
+    DaemonInfo, ErrorKind, JobStatus, NextRun, Response, RunRecord, RunningInfo, StatusReport,
+};
+use crate::schedule::{self, Decision, JobTiming, PendingRetry, RunReason, Schedule, Slot, Wake};
+use crate::state::{JobState, RunClaim, StateStore};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// A request from the control socket (or a signal) to the event loop.
+pub enum Command {
+    Status(oneshot::Sender<StatusReport>),
+    /// Start a manual run; the reply is Accepted (with an event stream) or an error.
+    Run {
+        job: String,
+        reply: oneshot::Sender<Result<(Response, broadcast::Receiver<Response>), Response>>,
+    },
+    Cancel {
+        job: String,
+        reply: oneshot::Sender<Response>,
+    },
+    /// Read the configuration again (`None`: from a signal or the file watcher).
+    Reload(Option<oneshot::Sender<Response>>),
+    History {
+        job: String,
+        limit: usize,
+        reply: oneshot::Sender<Response>,
+    },
+}
+
+/// A run in progress.
+struct Active {
+    run_id: String,
+    claim: RunClaim,
+    cancel: CancelToken,
+    /// Cancelled because the daemon is stopping (the run is resumed at the next start).
+    stopping: bool,
+    /// Cancelled by `backupctl cancel`.
+    cancelled_by_user: bool,
+    info: Arc<Mutex<RunningInfo>>,
+    events: broadcast::Sender<Response>,
+}
+
+struct Entry {
+    state: JobState,
+    schedule: Option<Schedule>,
+    /// Why the loop is deciding for this job (Startup until its first decision after start).
+    wake: Wake,
+    active: Option<Active>,
+    /// When nothing is due: the next wake-up and what it is for.
+    next: Option<(DateTime<Utc>, String)>,
+    /// The job left the configuration while running; dropped when the run ends.
+    removed: bool,
+}
+
+pub struct Daemon {
+    config_path: PathBuf,
+    config: Arc<Config>,
+    config_error: Option<String>,
+    paths: DaemonPaths,
+    store: StateStore,
+    jobs: BTreeMap<String, Entry>,
+    limits: Limits,
+    started: DateTime<Utc>,
+    done_tx: mpsc::UnboundedSender<RunDone>,
+    done_rx: mpsc::UnboundedReceiver<RunDone>,
+}
+
+impl Daemon {
+    /// Loads every job's state; runs the daemon stopped in the middle of are recorded as
+    /// interrupted and queued for a retry.
+    pub fn new(config_path: PathBuf, config: Config, paths: DaemonPaths) -> crate::Result<Daemon> {
+        let store = StateStore::open(&paths.state_dir)?;
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let mut d = Daemon {
+            config_path,
+            limits: Limits::new(config.daemon.max_parallel),
+            config: Arc::new(config),
+            config_error: None,
+            paths,
+            store,
+            jobs: BTreeMap::new(),
+            started: Utc::now(),
+            done_tx,
+            done_rx,
+        };
+        d.sync_jobs(Wake::Startup);
+        Ok(d)
+    }
+
+    /// Makes `jobs` match the configuration: new jobs get their state (from disk, or fresh),
+    /// jobs whose schedule changed are rebased, removed ones are dropped (after their run).
+    fn sync_jobs(&mut self, wake: Wake) {
+        let now = Utc::now();
+        let cfg = self.config.clone();
+        for (name, job) in &cfg.jobs {
+            let sched = match cfg.schedule_of(job) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(job = %name, "{e}");
+                    None
+                }
+            };
+            let expr = sched.as_ref().map(|s| s.expr().to_string());
+            let tz = sched.as_ref().map(|s| s.tz_name().to_string());
+            if let Some(e) = self.jobs.get_mut(name) {
+                e.removed = false;
+                if e.state.schedule != expr || e.state.timezone != tz {
+                    tracing::info!(job = %name, "the schedule changed from {:?} ({:?}) to {:?} ({:?}): slots are counted from now on", e.state.schedule, e.state.timezone, expr, tz);
+                    e.state.schedule = expr;
+                    e.state.timezone = tz;
+                    e.state.baseline = now;
+                    self.save(name);
+                }
+                if let Some(e) = self.jobs.get_mut(name) {
+                    e.schedule = sched;
+                }
+                continue;
+            }
+            let mut state = match self.store.load(name) {
+                Ok(Some(s)) => s,
+                Ok(None) => JobState::new(name, now),
+                Err(e) => {
+                    tracing::error!(job = %name, "{e}");
+                    JobState::new(name, now)
+                }
+            };
+            if state.schedule != expr || state.timezone != tz {
+                if state.schedule.is_some() {
+                    tracing::info!(job = %name, "the schedule changed from {:?} ({:?}) to {:?} ({:?}) while backupd was stopped: slots are counted from now on", state.schedule, state.timezone, expr, tz);
+                }
+                state.schedule = expr;
+                state.timezone = tz;
+                state.baseline = now;
+            }
+            if let Some(claim) = state.running.take() {
+                self.record_lost_run(job.retries.policy().attempts, &mut state, claim, now);
+            }
+            self.jobs.insert(
+                name.clone(),
+                Entry {
+                    state,
+                    schedule: sched,
+                    wake,
+                    active: None,
+                    next: None,
+                    removed: false,
+                },
+            );
+            self.save(name);
+        }
+        let gone: Vec<String> = self
+            .jobs
+            .keys()
+            .filter(|k| !cfg.jobs.contains_key(*k))
+            .cloned()
+            .collect();
+        for name in gone {
+            let e = self.jobs.get_mut(&name).expect("listed");
+            if e.active.is_some() {
+                e.removed = true;
+            } else {
+                tracing::info!(job = %name, "job removed from the configuration (its state file stays)");
+                self.jobs.remove(&name);
+            }
+        }
+    }
+
+    /// A run that was in progress when the daemon stopped (killed, crashed, power loss).
+    fn record_lost_run(
+        &self,
+        attempts: u32,
+        state: &mut JobState,
+        claim: RunClaim,
+        now: DateTime<Utc>,
+    ) {
+        let error = format!(
+            "backupd stopped during this run (started {}; it was killed, crashed or the machine went down); nothing half-written is visible in the repository",
+            claim.started.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+        tracing::warn!(job = %state.job, run_id = %claim.run_id, "{error}; it runs again now");
+        state.push_history(
+            RunRecord {
+                run_id: claim.run_id.clone(),
+                job: state.job.clone(),
+                reason: claim.reason.describe(),
+                slot: claim.slot.map(|s| s.label()),
+                missed: missed_of(&claim.reason).0,
+                first_missed: missed_of(&claim.reason).1,
+                start: claim.started,
+                end: now,
+                duration_seconds: (now - claim.started).num_milliseconds() as f64 / 1000.0,
+                outcome: "interrupted".into(),
+                exit_code: exit::INTERRUPTED,
+                snapshot_id: None,
+                error: Some(error.clone()),
+                files_new: None,
+                files_changed: None,
+                data_added: None,
+                bytes_processed: None,
+                warnings: 0,
+            },
+            self.config.daemon.history_keep,
+        );
+        state.consecutive_failures += 1;
+        state.retry = Some(resume_retry(attempts, &claim, error, now));
+    }
+
+    fn save(&self, name: &str) {
+        if let Some(e) = self.jobs.get(name) {
+            if let Err(err) = self.store.save(&e.state) {
+                tracing::error!(job = %name, "{err}");
+            }
+        }
+    }
+
+    /// The event loop; returns when `shutdown` fires, after the running jobs stopped (or the
+    /// shutdown timeout passed).
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut shutdown: broadcast::Receiver<()>,
+    ) -> Result<(), String> {
+        let mut sleeper = WallSleeper::new()
+            .map_err(|e| format!("cannot set up the wall-clock timer: {e}; backupd stops"))?;
+        tracing::info!(
+            jobs = self.jobs.len(),
+            "backupd {} started (state {}, socket {})",
+            env!("CARGO_PKG_VERSION"),
+            self.paths.state_dir.display(),
+            self.paths.socket.display()
+        );
+        loop {
+            let wake_at = self.plan();
+            tokio::select! {
+                biased;
+                _ = shutdown.recv() => break,
+                Some(done) = self.done_rx.recv() => self.finish(done),
+                Some(cmd) = commands.recv() => self.handle(cmd),
+                cause = sleeper.sleep_until(wake_at) => match cause {
+                    WakeCause::Due => {}
+                    WakeCause::ClockChanged { by_seconds } => {
+                        tracing::warn!("the wall clock jumped by {by_seconds} s: checking every job for missed slots");
+                        self.set_wake(Wake::ClockJump { by_seconds });
+                    }
+                    WakeCause::Resumed { slept_seconds } => {
+                        tracing::info!("the system woke from sleep ({slept_seconds} s): checking every job for missed slots");
+                        self.set_wake(Wake::Resume);
+                    }
+                },
+            }
+        }
+        self.stop().await;
+        Ok(())
+    }
+
+    fn set_wake(&mut self, w: Wake) {
+        for e in self.jobs.values_mut() {
+            e.wake = w;
+        }
+    }
+
+    /// Starts or skips what is due; returns the earliest next wake-up.
+    fn plan(&mut self) -> DateTime<Utc> {
+        let now = Utc::now();
+        let names: Vec<String> = self.jobs.keys().cloned().collect();
+        for name in &names {
+            self.plan_job(name, now);
+        }
+        self.jobs
+            .values()
+            .filter(|e| e.active.is_none())
+            .filter_map(|e| e.next.as_ref().map(|n| n.0))
+            .min()
+            .unwrap_or(now + chrono::Duration::days(366))
+    }
+
+    fn plan_job(&mut self, name: &str, now: DateTime<Utc>) {
+        let Some(job) = self.config.jobs.get(name).cloned() else {
+            return;
+        };
+        let startup_until = self.started
+            + chrono::Duration::from_std(job.startup_delay).unwrap_or(chrono::Duration::zero());
+        // Skips consume slots one decision at a time; a bounded loop guards against a bug.
+        for _ in 0..1000 {
+            let e = self.jobs.get_mut(name).expect("planned job exists");
+            if e.active.is_some() || e.removed {
+                return;
+            }
+            let decision = match &e.schedule {
+                Some(sched) => {
+                    let timing = JobTiming {
+                        schedule: sched,
+                        catch_up: &job.catch_up,
+                        jitter: job.jitter,
+                        job: name,
+                    };
+                    let st = schedule::ScheduleState {
+                        last_slot: e.state.last_slot,
+                        baseline: e.state.baseline,
+                        retry: e.state.retry.clone(),
+                    };
+                    schedule::decide(&timing, &st, now, &e.wake)
+                }
+                None => match &e.state.retry {
+                    Some(r) if r.due <= now => Decision::Run {
+                        slot: None,
+                        reason: RunReason::Retry {
+                            number: r.number,
+                            of: r.of,
+                            slot: r.slot,
+                            last_error: r.last_error.clone(),
+                        },
+                    },
+                    Some(r) => Decision::Sleep {
+                        at: r.due,
+                        slot: None,
+                    },
+                    None => {
+                        e.next = None;
+                        return;
+                    }
+                },
+            };
+            match decision {
+                Decision::Sleep { at, slot } => {
+                    let what = match (&e.state.retry, slot) {
+                        (Some(r), _) if slot.is_none_or(|s| r.due <= s.at) => {
+                            retry_reason(r).describe()
+                        }
+                        (_, Some(s)) => RunReason::Scheduled { slot: s }.describe(),
+                        _ => "scheduled".to_string(),
+                    };
+                    e.next = Some((at, what));
+                    // Nothing was missed: the next wake-up is the timer's.
+                    e.wake = Wake::Timer;
+                    return;
+                }
+                Decision::Skip {
+                    slot,
+                    missed,
+                    reason,
+                } => {
+                    tracing::warn!(job = %name, missed, "skipped {}: {reason}", slot.label());
+                    e.state.last_slot = Some(slot);
+                    e.state.retry = None;
+                    e.wake = Wake::Timer;
+                    let rec = skipped_record(name, &slot, missed, &reason, now);
+                    e.state.push_history(rec, self.config.daemon.history_keep);
+                    self.save(name);
+                }
+                Decision::Run { slot, reason } => {
+                    let is_catch_up =
+                        matches!(reason, RunReason::CatchUp { .. } | RunReason::Retry { .. });
+                    if is_catch_up && now < startup_until {
+                        e.next = Some((
+                            startup_until,
+                            format!("{} (after the start-up delay)", reason.describe()),
+                        ));
+                        return;
+                    }
+                    self.start(name, slot, reason);
+                    return;
+                }
+            }
+        }
+        tracing::error!(job = %name, "the scheduler skipped 1000 slots in one go; this is a bug, please report it");
+    }
+
+    /// Claims the slot on disk, then starts the run.
+    fn start(
+        &mut self,
+        name: &str,
+        slot: Option<Slot>,
+        reason: RunReason,
+    ) -> Option<(Response, broadcast::Receiver<Response>)> {
+        let cfg = self.config.clone();
+        let job = cfg.jobs.get(name)?;
+        let run_id = crate::job::new_run_id(name);
+        let e = self.jobs.get_mut(name)?;
+        let claim = RunClaim {
+            run_id: run_id.clone(),
+            reason: reason.clone(),
+            slot,
+            started: Utc::now(),
+        };
+        if slot.is_some() {
+            e.state.last_slot = slot;
+        }
+        if !matches!(reason, RunReason::Manual) {
+            // A regular slot supersedes a pending retry; a retry consumes it.
+            e.state.retry = None;
+        }
+        e.state.running = Some(claim.clone());
+        e.wake = Wake::Timer;
+        e.next = None;
+        let (events, rx) = broadcast::channel(256);
+        let info = Arc::new(Mutex::new(RunningInfo {
+            run_id: run_id.clone(),
+            reason: reason.describe(),
+            ..Default::default()
+        }));
+        let cancel = CancelToken::new();
+        e.active = Some(Active {
+            run_id: run_id.clone(),
+            claim,
+            cancel: cancel.clone(),
+            stopping: false,
+            cancelled_by_user: false,
+            info: info.clone(),
+            events: events.clone(),
+        });
+        self.save(name);
+        tracing::info!(job = %name, run_id = %run_id, "starting run: {}", reason.describe());
+        let spec = RunSpec {
+            config: cfg.clone(),
+            job: name.to_string(),
+            run_id: run_id.clone(),
+            reason: reason.describe(),
+            repo_key: cfg.repository_of(job).path.clone(),
+            cancel,
+            progress: Arc::new(RunProgress {
+                job: name.to_string(),
+                run_id: run_id.clone(),
+                info,
+                events,
+            }),
+        };
+        runner::spawn(spec, self.limits.clone(), self.done_tx.clone());
+        Some((
+            Response::Accepted {
+                job: name.to_string(),
+                run_id,
+            },
+            rx,
+        ))
+    }
+
+    /// Records a run's end: history, success or failure counters, the retry it earns.
+    fn finish(&mut self, done: RunDone) {
+        let now = Utc::now();
+        let keep = self.config.daemon.history_keep;
+        let attempts = self
+            .config
+            .jobs
+            .get(&done.job)
+            .map(|j| j.retries.policy())
+            .unwrap_or_default();
+        let Some(e) = self.jobs.get_mut(&done.job) else {
+            return;
+        };
+        let Some(active) = e.active.take() else {
+            return;
+        };
+        if active.run_id != done.run_id {
+            tracing::error!(job = %done.job, "a run ended that is not the job's current run ({} vs {})", done.run_id, active.run_id);
+        }
+        let rep = &done.report;
+        let interrupted = rep.exit_code == exit::INTERRUPTED;
+        let outcome = if interrupted && active.cancelled_by_user {
+            "cancelled"
+        } else if interrupted {
+            "interrupted"
+        } else {
+            rep.outcome.as_str()
+        };
+        let sum = rep.summary.as_ref();
+        let rec = RunRecord {
+            run_id: done.run_id.clone(),
+            job: done.job.clone(),
+            reason: active.claim.reason.describe(),
+            slot: active.claim.slot.map(|s| s.label()),
+            missed: missed_of(&active.claim.reason).0,
+            first_missed: missed_of(&active.claim.reason).1,
+            // When the run itself began (after waiting for a run slot or the repository).
+            start: rep.start.with_timezone(&Utc),
+            end: now,
+            duration_seconds: rep.duration_seconds,
+            outcome: outcome.to_string(),
+            exit_code: rep.exit_code,
+            snapshot_id: rep.snapshot_id.clone(),
+            error: rep.error.clone(),
+            files_new: sum.map(|s| s.files_new),
+            files_changed: sum.map(|s| s.files_changed),
+            data_added: sum.map(|s| s.data_added),
+            bytes_processed: sum.map(|s| s.total_bytes_processed),
+            warnings: rep.warnings.len(),
+        };
+        let ok = rep.outcome != Outcome::Failed && rep.error.is_none();
+        e.state.running = None;
+        if rep.snapshot_id.is_some() {
+            e.state.last_snapshot = rep.snapshot_id.clone();
+        }
+        if ok {
+            e.state.consecutive_failures = 0;
+            e.state.last_success = Some(now);
+            e.state.retry = None;
+            tracing::info!(job = %done.job, run_id = %done.run_id, "run {}: {} in {:.1} s{}", outcome, rec.reason, rec.duration_seconds, rec.snapshot_id.as_deref().map(|s| format!(", snapshot {}", &s[..8.min(s.len())])).unwrap_or_default());
+        } else {
+            e.state.consecutive_failures += 1;
+            let err = rep.error.clone().unwrap_or_else(|| "failed".into());
+            if active.cancelled_by_user {
+                tracing::warn!(job = %done.job, run_id = %done.run_id, "run cancelled by backupctl cancel; no retry");
+            } else if active.stopping {
+                e.state.retry = Some(resume_retry(
+                    attempts.attempts,
+                    &active.claim,
+                    err.clone(),
+                    now,
+                ));
+                tracing::warn!(job = %done.job, run_id = %done.run_id, "run interrupted because backupd is stopping; it runs again at the next start");
+            } else {
+                let previous = match &active.claim.reason {
+                    RunReason::Retry {
+                        number,
+                        of,
+                        slot,
+                        last_error,
+                    } => Some(PendingRetry {
+                        number: *number,
+                        of: *of,
+                        due: now,
+                        slot: *slot,
+                        last_error: last_error.clone(),
+                    }),
+                    _ => None,
+                };
+                match attempts.after_failure(
+                    active.claim.slot,
+                    previous.as_ref(),
+                    now,
+                    &first_line(&err),
+                ) {
+                    Some(r) => {
+                        tracing::error!(job = %done.job, run_id = %done.run_id, "run failed ({}): {err}\n  retry {} of {} at {}", rec.reason, r.number, r.of, r.due.format("%Y-%m-%d %H:%M:%S UTC"));
+                        e.state.retry = Some(r);
+                    }
+                    None => {
+                        tracing::error!(job = %done.job, run_id = %done.run_id, "run failed ({}): {err}\n  no retries left ({} configured); the next regular slot runs as scheduled", rec.reason, attempts.attempts);
+                        e.state.retry = None;
+                    }
+                }
+            }
+        }
+        e.state.push_history(rec.clone(), keep);
+        let _ = active.events.send(Response::Finished(Box::new(rec)));
+        let removed = e.removed;
+        self.save(&done.job);
+        if removed {
+            self.jobs.remove(&done.job);
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::Run { job, reply } => {
+                let r = match self.jobs.get(&job) {
+                    None => Err(self.no_such_job(&job)),
+                    Some(e) if e.removed => Err(self.no_such_job(&job)),
+                    Some(e) if e.active.is_some() => {
+                        let a = e.active.as_ref().expect("active");
+                        Err(Response::Error {
+                            kind: ErrorKind::Busy,
+                            message: format!(
+                                "job {job:?} is already running (run {}, {})\n  hint: wait for it with `backupctl status`, or stop it with `backupctl cancel {job}`",
+                                a.run_id,
+                                a.claim.reason.describe()
+                            ),
+                        })
+                    }
+                    Some(_) => self
+                        .start(&job, None, RunReason::Manual)
+                        .ok_or_else(|| self.no_such_job(&job)),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Cancel { job, reply } => {
+                let known = self.jobs.contains_key(&job);
+                let r = match self.jobs.get_mut(&job).and_then(|e| e.active.as_mut()) {
+                    Some(a) => {
+                        a.cancelled_by_user = true;
+                        a.cancel.cancel();
+                        tracing::warn!(job = %job, run_id = %a.run_id, "cancel requested: the run stops at its next safe point");
+                        Response::Cancelled {
+                            job: job.clone(),
+                            run_id: a.run_id.clone(),
+                        }
+                    }
+                    None if known => Response::Error {
+                        kind: ErrorKind::NotRunning,
+                        message: format!("job {job:?} is not running; nothing to cancel"),
+                    },
+                    None => self.no_such_job(&job),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Reload(reply) => {
+                let r = self.reload();
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
+            Command::History { job, limit, reply } => {
+                let r = match self.jobs.get(&job) {
+                    Some(e) => {
+                        let h = &e.state.history;
+                        let skip = h.len().saturating_sub(limit);
+                        Response::History {
+                            job: job.clone(),
+                            runs: h.iter().skip(skip).cloned().collect(),
+                        }
+                    }
+                    None => self.no_such_job(&job),
+                };
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    fn no_such_job(&self, job: &str) -> Response {
+        let known: Vec<&str> = self.jobs.keys().map(|s| s.as_str()).collect();
+        Response::Error {
+            kind: ErrorKind::NoSuchJob,
+            message: format!(
+                "there is no job {job:?} in {} (jobs: {})",
+                self.config_path.display(),
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        }
+    }
+
+    fn reload(&mut self) -> Response {
+        match Config::load(&self.config_path) {
+            Err(e) => {
+                let msg = format!(
+                    "the configuration was not reloaded; the previous one stays in force: {e}"
+                );
+                tracing::error!("{msg}");
+                self.config_error = Some(e.to_string());
+                Response::Error {
+                    kind: ErrorKind::Config,
+                    message: msg,
+                }
+            }
+            Ok(cfg) => {
+                if cfg.daemon.state_dir != self.config.daemon.state_dir
+                    || cfg.daemon.socket != self.config.daemon.socket
+                    || cfg.daemon.log_dir != self.config.daemon.log_dir
+                {
+                    tracing::warn!(
+                        "state_dir, log_dir and socket changes take effect when backupd restarts"
+                    );
+                }
+                if cfg.daemon.max_parallel != self.config.daemon.max_parallel {
+                    self.limits = Limits::new(cfg.daemon.max_parallel);
+                }
+                self.config = Arc::new(cfg);
+                self.config_error = None;
+                self.sync_jobs(Wake::Timer);
+                let jobs: Vec<String> = self.jobs.keys().cloned().collect();
+                tracing::info!(
+                    "configuration reloaded from {}: jobs {}",
+                    self.config_path.display(),
+                    jobs.join(", ")
+                );
+                Response::Reloaded { jobs }
+            }
+        }
+    }
+
+    fn status(&self) -> StatusReport {
+        let jobs =
+            self.jobs
+                .iter()
+                .map(|(name, e)| {
+                    let job = self.config.jobs.get(name);
+                    let running = e
+                        .active
+                        .as_ref()
+                        .map(|a| a.info.lock().expect("run info").clone());
+                    let state = match (&e.active, &e.state.retry) {
+                        (Some(_), _) if running.as_ref().is_some_and(|r| r.queued.is_some()) => {
+                            "queued"
+                        }
+                        (Some(_), _) => "running",
+                        (None, Some(_)) => "retry-pending",
+                        (None, None) => "idle",
+                    };
+                    JobStatus {
+                        name: name.clone(),
+                        repository: job
+                            .map(|j| self.config.repository_of(j).path.clone())
+                            .unwrap_or_default(),
+                        schedule: e.schedule.as_ref().map(|s| s.expr().to_string()),
+                        timezone: e.schedule.as_ref().map(|s| s.tz_name().to_string()),
+                        state: state.to_string(),
+                        running,
+                        last_run: e.state.history.back().cloned(),
+                        last_success: e.state.last_success,
+                        last_snapshot: e.state.last_snapshot.clone(),
+                        consecutive_failures: e.state.consecutive_failures,
+                        next_run: e.next.as_ref().filter(|_| e.active.is_none()).map(
+                            |(at, reason)| NextRun {
+                                at: *at,
+                                reason: reason.clone(),
+                            },
+                        ),
+                    }
+                })
+                .collect();
+        StatusReport {
+            daemon: DaemonInfo {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                protocol: crate::protocol::PROTOCOL_VERSION,
+                pid: std::process::id(),
+                started: self.started,
+                config_file: self.config_path.clone(),
+                config_error: self.config_error.clone(),
+                state_dir: self.paths.state_dir.clone(),
+                log_dir: Some(self.paths.log_dir.clone()),
+                socket: self.paths.socket.clone(),
+            },
+            jobs,
+        }
+    }
+
+    /// Cancels every run at its next safe point and waits for them (at most the shutdown
+    /// timeout); their ends are recorded, so they run again at the next start.
+    async fn stop(&mut self) {
+        let running: Vec<String> = self
+            .jobs
+            .iter_mut()
+            .filter_map(|(name, e)| {
+                e.active.as_mut().map(|a| {
+                    a.stopping = true;
+                    a.cancel.cancel();
+                    name.clone()
+                })
+            })
+            .collect();
+        if running.is_empty() {
+            tracing::info!("backupd stopped (no run was in progress)");
+            return;
+        }
+        let timeout = self.config.daemon.shutdown_timeout;
+        tracing::info!(
+            "stopping: asked {} to stop at a safe point (waiting up to {:?})",
+            running.join(", "),
+            timeout
+        );
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.jobs.values().any(|e| e.active.is_some()) {
+            match tokio::time::timeout_at(deadline, self.done_rx.recv()).await {
+                Ok(Some(done)) => self.finish(done),
+                Ok(None) => break,
+                Err(_) => {
+                    let left: Vec<&str> = self
+                        .jobs
+                        .iter()
+                        .filter(|(_, e)| e.active.is_some())
+                        .map(|(n, _)| n.as_str())
+                        .collect();
+                    tracing::error!("still running after the shutdown timeout ({timeout:?}): {}; backupd exits anyway, and they run again at the next start (the repository stays consistent: nothing half-written is visible)", left.join(", "));
+                    break;
+                }
+            }
+        }
+        tracing::info!("backupd stopped");
+    }
+}
+
+/// The retry that resumes a run the daemon's stop (or crash) interrupted: due at once, and
+/// always at least one, whatever the job's retry settings.
+fn resume_retry(
+    attempts: u32,
+    claim: &RunClaim,
+    error: String,
+    now: DateTime<Utc>,
+) -> PendingRetry {
+    let number = match &claim.reason {
+        RunReason::Retry { number, .. } => *number,
+        _ => 1,
+    };
+    PendingRetry {
+        number,
+        of: attempts.max(number),
+        due: now,
+        slot: claim.slot,
+        last_error: first_line(&error),
+    }
+}
+
+fn retry_reason(r: &PendingRetry) -> RunReason {
+    RunReason::Retry {
+        number: r.number,
+        of: r.of,
+        slot: r.slot,
+        last_error: r.last_error.clone(),
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
+
+/// How many slots a run stands for (a catch-up: all it coalesced) and the oldest of them.
+fn missed_of(r: &RunReason) -> (usize, Option<String>) {
+    match r {
+        RunReason::CatchUp {
+            missed,
+            first_missed,
+            ..
+        } => (*missed, Some(first_missed.label())),
+        _ => (0, None),
+    }
+}
+
+fn skipped_record(
+    job: &str,
+    slot: &Slot,
+    missed: usize,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> RunRecord {
+    RunRecord {
+        run_id: format!("{job}-skipped-{}", slot.wall.format("%Y%m%dT%H%M%S")),
+        job: job.to_string(),
+        reason: reason.to_string(),
+        slot: Some(slot.label()),
+        missed,
+        first_missed: None,
+        start: now,
+        end: now,
+        duration_seconds: 0.0,
+        outcome: "skipped".into(),
+        exit_code: exit::OK,
+        snapshot_id: None,
+        error: None,
+        files_new: None,
+        files_changed: None,
+        data_added: None,
+        bytes_processed: None,
+        warnings: 0,
+    }
+}

@@ -1,0 +1,301 @@
+//! `backupd`, the daemon: its command line, the single-instance lock, signals, config reloads, and the wiring of the event loop and the control socket.
+//!
+//! Shutdown is a parameter (a broadcast every task listens to), as in tokio's mini-redis:
+//! SIGTERM or SIGINT stops taking work, asks running jobs to stop at a safe point, records
+//! them, and exits within `shutdown_timeout`. SIGHUP, `backupctl reload` or a change of the
+//! configuration file reloads it; a file that fails validation is rejected and the old
+//! configuration stays in force.
+
+pub mod clock;
+mod core;
+pub mod logging;
+mod runner;
+#[cfg(unix)]
+mod server;
+
+use crate::config::{Config, LogFormat};
+use crate::paths::DaemonPaths;
+use clap::{Parser, Subcommand};
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use tokio::sync::{broadcast, mpsc};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "backupd",
+    version,
+    about = "The backup daemon: runs the configured jobs on their schedules, catches up missed runs, and answers backupctl",
+    after_help = "Exit codes: 0 stopped cleanly, 1 failed (the message says why), 2 usage, 75 another backupd holds the state folder."
+)]
+pub struct Cli {
+    /// The configuration file (default: BACKUPD_CONFIG, else /etc/backupd/backupd.toml as root, else the user's config folder).
+    #[arg(short, long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<DaemonCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DaemonCommand {
+    /// Run in the foreground (the default; for service managers and terminals).
+    Run,
+    /// Check the configuration file and exit: 0 when it is valid, 1 (with file:line:column) when not.
+    CheckConfig,
+}
+
+/// Exit code when another daemon holds the state folder.
+pub const EXIT_ALREADY_RUNNING: i32 = 75;
+
+/// Runs `backupd` with the process's arguments; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let config_path = cli.config.unwrap_or_else(crate::paths::default_config);
+    let cfg = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("backupd: {e}");
+            return 1;
+        }
+    };
+    match cli.command {
+        Some(DaemonCommand::CheckConfig) => {
+            let paths = DaemonPaths::of(&cfg);
+            println!(
+                "{}: valid; {} job(s): {}; state {}, logs {}, socket {}",
+                config_path.display(),
+                cfg.jobs.len(),
+                cfg.jobs
+                    .iter()
+                    .map(|(n, j)| match &j.schedule {
+                        Some(s) => format!("{n} ({})", s.get_ref()),
+                        None => format!("{n} (manual)"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                paths.state_dir.display(),
+                paths.log_dir.display(),
+                paths.socket.display()
+            );
+            0
+        }
+        None | Some(DaemonCommand::Run) => run_daemon(config_path, cfg),
+    }
+}
+
+fn run_daemon(config_path: PathBuf, cfg: Config) -> i32 {
+    let paths = DaemonPaths::of(&cfg);
+    let _log = match logging::init(&logging::LogSettings {
+        dir: Some(paths.log_dir.clone()),
+        keep_days: cfg.daemon.log_keep_days,
+        json: cfg.daemon.log_format == LogFormat::Json,
+        level: cfg.daemon.log_level.clone(),
+        stderr: true,
+    }) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("backupd: {e}");
+            return 1;
+        }
+    };
+    let _lock = match InstanceLock::acquire(&paths.state_dir) {
+        Ok(l) => l,
+        Err(LockError::Held(msg)) => {
+            tracing::error!("{msg}");
+            return EXIT_ALREADY_RUNNING;
+        }
+        Err(LockError::Io(msg)) => {
+            tracing::error!("{msg}");
+            return 1;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(serve(config_path, cfg, paths)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            1
+        }
+    }
+}
+
+/// Runs the socket server and the event loop until a stop signal; errors are messages that
+/// already say what, where, why and what to do.
+async fn serve(config_path: PathBuf, cfg: Config, paths: DaemonPaths) -> Result<(), String> {
+    let (shutdown_tx, _) = broadcast::channel::<()>(4);
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    #[cfg(unix)]
+    let listener = server::bind(&paths.socket, cfg.daemon.socket_group.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    let group = cfg.daemon.socket_group.clone();
+    let daemon =
+        core::Daemon::new(config_path.clone(), cfg, paths.clone()).map_err(|e| e.to_string())?;
+    #[cfg(unix)]
+    let server_task = tokio::spawn(server::serve(
+        listener,
+        group,
+        cmd_tx.clone(),
+        shutdown_tx.subscribe(),
+    ));
+    spawn_signals(shutdown_tx.clone(), cmd_tx.clone());
+    let _watcher = watch_config(&config_path, cmd_tx.clone());
+    let core_task = tokio::spawn(daemon.run(cmd_rx, shutdown_tx.subscribe()));
+    let result = core_task
+        .await
+        .unwrap_or_else(|e| Err(format!("the event loop crashed: {e}")));
+    let _ = shutdown_tx.send(());
+    #[cfg(unix)]
+    {
+        let _ = server_task.await;
+        let _ = std::fs::remove_file(&paths.socket);
+    }
+    result
+}
+
+/// SIGTERM and SIGINT stop the daemon; SIGHUP reloads the configuration.
+fn spawn_signals(shutdown: broadcast::Sender<()>, commands: mpsc::Sender<core::Command>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install the signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let _ = commands.send(core::Command::Reload(None)).await;
+                }
+            }
+        }
+        let _ = shutdown.send(());
+    });
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        let _ = commands;
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = shutdown.send(());
+    });
+}
+
+/// Watches the configuration file's folder and asks for a reload when the file changes
+/// (editors write a new file and rename it over the old one, so the folder is watched).
+fn watch_config(
+    path: &Path,
+    commands: mpsc::Sender<core::Command>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let name = path.file_name()?.to_os_string();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            let ours = ev.paths.iter().any(|p| p.file_name() == Some(name.as_os_str()));
+            if ours && matches!(ev.kind, EventKind::Create(_) | EventKind::Modify(_)) {
+                let _ = tx.send(());
+            }
+        }
+    })
+    .map_err(|e| tracing::warn!("cannot watch the configuration file {} for changes ({e}); reload with SIGHUP or `backupctl reload`", path.display()))
+    .ok()?;
+    if let Err(e) = w.watch(&dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(
+            "cannot watch {} for changes ({e}); reload with SIGHUP or `backupctl reload`",
+            dir.display()
+        );
+        return None;
+    }
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // An editor's save is several events: wait for them to settle, then reload once.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            while rx.try_recv().is_ok() {}
+            tracing::info!("the configuration file changed: reloading");
+            if commands.send(core::Command::Reload(None)).await.is_err() {
+                break;
+            }
+        }
+    });
+    Some(w)
+}
+
+enum LockError {
+    Held(String),
+    Io(String),
+}
+
+/// One daemon per state folder: an exclusive lock on `backupd.pid` for the daemon's
+/// lifetime (the OS drops it when the process dies, so a stale file is simply taken over).
+struct InstanceLock {
+    _file: File,
+}
+
+impl InstanceLock {
+    fn acquire(state_dir: &Path) -> Result<InstanceLock, LockError> {
+        std::fs::create_dir_all(state_dir).map_err(|e| {
+            LockError::Io(format!(
+                "cannot create the state folder {}: {e}\n  hint: create it, run as a user who may, or set state_dir in the [daemon] table",
+                state_dir.display()
+            ))
+        })?;
+        let p = state_dir.join("backupd.pid");
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .map_err(|e| {
+                LockError::Io(format!("cannot open the lock file {}: {e}", p.display()))
+            })?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut s = String::new();
+                let _ = f.read_to_string(&mut s);
+                return Err(LockError::Held(format!(
+                    "another backupd (PID {}) is already running with the state folder {}\n  hint: stop it first (`backupctl status` talks to it), or give this one another state_dir",
+                    s.trim(),
+                    state_dir.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(LockError::Io(format!("cannot lock {}: {e}", p.display())))
+            }
+        }
+        let _ = f.set_len(0);
+        let _ = f.rewind();
+        let _ = writeln!(f, "{}", std::process::id());
+        let _ = f.sync_all();
+        Ok(InstanceLock { _file: f })
+    }
+}

@@ -193,6 +193,39 @@ pub struct RunRecord {
     pub warnings: usize,
 }
 
+impl RunRecord {
+    /// A record with no slot, no snapshot, no error and no counts, that ended when it began.
+    pub fn new(
+        run_id: &str,
+        job: &str,
+        reason: String,
+        start: DateTime<Utc>,
+        outcome: &str,
+        exit_code: i32,
+    ) -> RunRecord {
+        RunRecord {
+            run_id: run_id.to_string(),
+            job: job.to_string(),
+            reason,
+            slot: None,
+            missed: 0,
+            first_missed: None,
+            start,
+            end: start,
+            duration_seconds: 0.0,
+            outcome: outcome.to_string(),
+            exit_code,
+            snapshot_id: None,
+            error: None,
+            files_new: None,
+            files_changed: None,
+            data_added: None,
+            bytes_processed: None,
+            warnings: 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -166,27 +166,14 @@ mod tests {
     use super::*;
 
     fn rec(i: usize) -> RunRecord {
-        let t = Utc::now();
-        RunRecord {
-            run_id: format!("r{i}"),
-            job: "j".into(),
-            reason: "manual".into(),
-            slot: None,
-            missed: 0,
-            first_missed: None,
-            start: t,
-            end: t,
-            duration_seconds: 0.0,
-            outcome: "success".into(),
-            exit_code: 0,
-            snapshot_id: None,
-            error: None,
-            files_new: None,
-            files_changed: None,
-            data_added: None,
-            bytes_processed: None,
-            warnings: 0,
-        }
+        RunRecord::new(
+            &format!("r{i}"),
+            "j",
+            "manual".into(),
+            Utc::now(),
+            "success",
+            0,
+        )
     }
 
     #[test]

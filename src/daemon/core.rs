@@ -197,24 +197,20 @@ impl Daemon {
         tracing::warn!(job = %state.job, run_id = %claim.run_id, "{error}; it runs again now");
         state.push_history(
             RunRecord {
-                run_id: claim.run_id.clone(),
-                job: state.job.clone(),
-                reason: claim.reason.describe(),
                 slot: claim.slot.map(|s| s.label()),
                 missed: missed_of(&claim.reason).0,
                 first_missed: missed_of(&claim.reason).1,
-                start: claim.started,
                 end: now,
                 duration_seconds: (now - claim.started).num_milliseconds() as f64 / 1000.0,
-                outcome: "interrupted".into(),
-                exit_code: exit::INTERRUPTED,
-                snapshot_id: None,
                 error: Some(error.clone()),
-                files_new: None,
-                files_changed: None,
-                data_added: None,
-                bytes_processed: None,
-                warnings: 0,
+                ..RunRecord::new(
+                    &claim.run_id,
+                    &state.job,
+                    claim.reason.describe(),
+                    claim.started,
+                    "interrupted",
+                    exit::INTERRUPTED,
+                )
             },
             self.config.daemon.history_keep,
         );
@@ -846,23 +842,15 @@ fn skipped_record(
     now: DateTime<Utc>,
 ) -> RunRecord {
     RunRecord {
-        run_id: format!("{job}-skipped-{}", slot.wall.format("%Y%m%dT%H%M%S")),
-        job: job.to_string(),
-        reason: reason.to_string(),
         slot: Some(slot.label()),
         missed,
-        first_missed: None,
-        start: now,
-        end: now,
-        duration_seconds: 0.0,
-        outcome: "skipped".into(),
-        exit_code: exit::OK,
-        snapshot_id: None,
-        error: None,
-        files_new: None,
-        files_changed: None,
-        data_added: None,
-        bytes_processed: None,
-        warnings: 0,
+        ..RunRecord::new(
+            &format!("{job}-skipped-{}", slot.wall.format("%Y%m%dT%H%M%S")),
+            job,
+            reason.to_string(),
+            now,
+            "skipped",
+            exit::OK,
+        )
     }
 }

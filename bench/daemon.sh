@@ -19,7 +19,7 @@ mkdir -p "$W/data" && echo hello >"$W/data/a"
     printf '[repositories.main]\npath = "%s/repo"\npassword_file = "%s/pw"\n\n' "$W" "$W"
     for i in $(seq 1 20); do
         # Daily slots spread over the early morning, none due during the benchmark.
-        h=$(( ($(date -u +%H) + 12 + i % 6) % 24 ))
+        h=$(( (10#$(date -u +%H) + 12 + i % 6) % 24 ))
         printf '[jobs.job%02d]\nrepository = "main"\npaths = ["%s/data"]\nschedule = "%d %d * * *"\ntimezone = "UTC"\n\n' "$i" "$W" "$i" "$h"
     done
 } >"$W/backupd.toml"

@@ -142,7 +142,7 @@ pub fn spawn(spec: RunSpec, limits: Limits, done: mpsc::UnboundedSender<RunDone>
         let report = tokio::task::spawn_blocking(move || {
             let span = tracing::info_span!("run", job = %j, run_id = %r);
             let _e = span.enter();
-            tracing::info!(reason = %reason, "run started: {reason}");
+            tracing::info!("run started: {reason}");
             run_job(&config, &j, &r, &reason, progress.as_ref(), &cancel)
         })
         .await;

@@ -100,15 +100,22 @@ fn a_clock_jump_is_noticed_at_once_and_never_runs_a_slot_twice() {
             .spawn()
             .unwrap(),
     );
-    wait_for(Duration::from_secs(20), "the socket", || env.path("s.sock").exists());
+    wait_for(Duration::from_secs(20), "the socket", || {
+        env.path("s.sock").exists()
+    });
     std::thread::sleep(Duration::from_millis(500));
-    assert!(history(&cfg).is_empty(), "an hourly job does not run at start-up");
+    assert!(
+        history(&cfg).is_empty(),
+        "an hourly job does not run at start-up"
+    );
     {
         // Three hours ahead: the daemon, asleep until the next full hour, is woken at once.
         let _shift = ClockShift::new(3 * 3600);
-        wait_for(Duration::from_secs(20), "the catch-up after the jump", || {
-            !history(&cfg).is_empty()
-        });
+        wait_for(
+            Duration::from_secs(20),
+            "the catch-up after the jump",
+            || !history(&cfg).is_empty(),
+        );
     }
     // The clock is back; nothing runs again for the slots already served.
     std::thread::sleep(Duration::from_secs(2));
@@ -116,9 +123,15 @@ fn a_clock_jump_is_noticed_at_once_and_never_runs_a_slot_twice() {
     assert_eq!(h.len(), 1, "{h:#?}");
     let why = h[0]["reason"].as_str().unwrap();
     assert!(why.contains("after the clock jumped forward"), "{why}");
-    assert!(why.contains("3 slots missed") || why.contains("2 slots missed"), "{why}");
+    assert!(
+        why.contains("3 slots missed") || why.contains("2 slots missed"),
+        "{why}"
+    );
     assert_eq!(h[0]["outcome"], "success", "{h:#?}");
     let log = fs::read_to_string(env.path("stderr")).unwrap();
     assert!(log.contains("the wall clock jumped by"), "{log}");
-    assert!(log.matches("the wall clock jumped by").count() >= 2, "the jump back is noticed too: {log}");
+    assert!(
+        log.matches("the wall clock jumped by").count() >= 2,
+        "the jump back is noticed too: {log}"
+    );
 }

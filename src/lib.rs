@@ -7,6 +7,7 @@ pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
+pub mod health;
 pub mod job;
 pub mod logfiles;
 pub mod password;

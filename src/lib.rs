@@ -10,6 +10,7 @@ pub mod fsutil;
 pub mod health;
 pub mod job;
 pub mod logfiles;
+pub mod metrics;
 pub mod password;
 pub mod paths;
 pub mod protocol;

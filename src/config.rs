@@ -121,6 +121,9 @@ pub struct JobConfig {
     /// Which of the job's snapshots to keep after each successful run (the rest are forgotten,
     /// and with `prune = true` their data deleted).
     pub retention: Option<RetentionConfig>,
+    /// When the job counts as warning or error (overdue slots, failures, partial snapshots).
+    #[serde(default)]
+    pub health: crate::health::HealthConfig,
 }
 
 /// Retention applied after each successful run to the job's own snapshots (tag `job:NAME`),
@@ -233,6 +236,9 @@ pub struct DaemonConfig {
     /// How many runs each job's history keeps.
     #[serde(default = "hundred")]
     pub history_keep: usize,
+    /// A Prometheus text file (for node_exporter's textfile collector, name ending in .prom),
+    /// rewritten atomically after every run.
+    pub metrics_file: Option<PathBuf>,
     /// On SIGTERM, how long running jobs get to stop at a safe point before the daemon exits.
     #[serde(default = "thirty_seconds", deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
@@ -250,6 +256,7 @@ impl Default for DaemonConfig {
             socket_group: None,
             max_parallel: two_usize(),
             history_keep: hundred(),
+            metrics_file: None,
             shutdown_timeout: thirty_seconds(),
         }
     }
@@ -483,6 +490,15 @@ impl Config {
                 return Err(Error::Input(format!(
                     "invalid configuration in {}: [repositories.{name}] needs exactly one of password_file and password_command",
                     file.display()
+                )));
+            }
+        }
+        if let Some(m) = &cfg.daemon.metrics_file {
+            if m.extension().is_none_or(|e| e != "prom") {
+                return Err(Error::Input(format!(
+                    "invalid configuration in {}: [daemon] metrics_file {} must end in .prom (node_exporter's textfile collector reads only those)",
+                    file.display(),
+                    m.display()
                 )));
             }
         }

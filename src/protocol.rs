@@ -109,6 +109,9 @@ pub enum ErrorKind {
 pub struct StatusReport {
     pub daemon: DaemonInfo,
     pub jobs: Vec<JobStatus>,
+    /// The worst job's health (every job's reasons, prefixed with its name).
+    #[serde(default)]
+    pub health: Option<crate::health::JobHealth>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,6 +143,12 @@ pub struct JobStatus {
     pub last_snapshot: Option<String>,
     pub consecutive_failures: u32,
     pub next_run: Option<NextRun>,
+    /// healthy, warning or error, with the reasons.
+    #[serde(default)]
+    pub health: Option<crate::health::JobHealth>,
+    /// Success rate, durations and sizes over the newest runs.
+    #[serde(default)]
+    pub stats: Option<crate::health::RunStats>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

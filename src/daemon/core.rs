@@ -23,6 +23,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+/// How many of the newest runs the statistics in `status` cover.
+const STATS_RUNS: usize = 20;
+
 /// A request from the control socket (or a signal) to the event loop.
 pub enum Command {
     Status(oneshot::Sender<StatusReport>),
@@ -242,6 +245,7 @@ impl Daemon {
             self.paths.state_dir.display(),
             self.paths.socket.display()
         );
+        self.write_metrics();
         loop {
             let wake_at = self.plan();
             tokio::select! {
@@ -360,6 +364,7 @@ impl Daemon {
                     let rec = skipped_record(name, &slot, missed, &reason, now);
                     e.state.push_history(rec, self.config.daemon.history_keep);
                     self.save(name);
+                    self.write_metrics();
                 }
                 Decision::Run { slot, reason } => {
                     let is_catch_up =
@@ -558,6 +563,7 @@ impl Daemon {
         let _ = active.events.send(Response::Finished(Box::new(rec)));
         let removed = e.removed;
         self.save(&done.job);
+        self.write_metrics();
         if removed {
             self.jobs.remove(&done.job);
         }
@@ -688,6 +694,7 @@ impl Daemon {
     }
 
     fn status(&self) -> StatusReport {
+        let now = Utc::now();
         let jobs =
             self.jobs
                 .iter()
@@ -714,7 +721,7 @@ impl Daemon {
                         timezone: e.schedule.as_ref().map(|s| s.tz_name().to_string()),
                         state: state.to_string(),
                         running,
-                        last_run: e.state.history.back().cloned(),
+                        last_run: e.state.history.last().cloned(),
                         last_success: e.state.last_success,
                         last_snapshot: e.state.last_snapshot.clone(),
                         consecutive_failures: e.state.consecutive_failures,
@@ -724,9 +731,15 @@ impl Daemon {
                                 reason: reason.clone(),
                             },
                         ),
+                        health: Some(self.health_of(name, e, now)),
+                        stats: Some(crate::health::run_stats(&e.state.history, STATS_RUNS)),
                     }
                 })
-                .collect();
+                .collect::<Vec<JobStatus>>();
+        let all: Vec<(String, crate::health::JobHealth)> = jobs
+            .iter()
+            .filter_map(|j| j.health.clone().map(|h| (j.name.clone(), h)))
+            .collect();
         StatusReport {
             daemon: DaemonInfo {
                 version: env!("CARGO_PKG_VERSION").to_string(),
@@ -740,7 +753,68 @@ impl Daemon {
                 socket: self.paths.socket.clone(),
             },
             jobs,
+            health: Some(crate::health::overall(&all)),
         }
+    }
+
+    /// A job's health now.
+    fn health_of(&self, name: &str, e: &Entry, now: DateTime<Utc>) -> crate::health::JobHealth {
+        let default = crate::health::HealthConfig::default();
+        let cfg = self.config.jobs.get(name).map_or(&default, |j| &j.health);
+        let running = e.active.as_ref().map(|a| a.claim.started);
+        e.state.health(cfg, e.schedule.as_ref(), running, now)
+    }
+
+    /// Rewrites the metrics file, when one is configured (on a blocking thread: it fsyncs).
+    fn write_metrics(&self) {
+        let Some(path) = self.config.daemon.metrics_file.clone() else {
+            return;
+        };
+        let now = Utc::now();
+        let jobs = self
+            .jobs
+            .iter()
+            .map(|(name, e)| {
+                let last = e
+                    .state
+                    .history
+                    .iter()
+                    .rev()
+                    .find(|r| r.outcome != "skipped");
+                crate::metrics::JobMetrics {
+                    job: name.clone(),
+                    repository: self
+                        .config
+                        .jobs
+                        .get(name)
+                        .map(|j| self.config.repository_of(j).path.clone())
+                        .unwrap_or_default(),
+                    last_success: e.state.last_success,
+                    last_run_end: last.map(|r| r.end),
+                    last_duration_seconds: last.map(|r| r.duration_seconds),
+                    last_outcome: last.map(|r| r.outcome.clone()),
+                    last_data_added: last.and_then(|r| r.data_added),
+                    last_bytes_processed: last.and_then(|r| r.bytes_processed),
+                    last_files_new: last.and_then(|r| r.files_new),
+                    consecutive_failures: e.state.consecutive_failures,
+                    health: self.health_of(name, e, now).level,
+                    running: e.active.is_some(),
+                    missed_slots: self.health_of(name, e, now).missed_slots,
+                }
+            })
+            .collect();
+        let m = crate::metrics::Metrics {
+            jobs,
+            repositories: Vec::new(),
+            daemon_start: self.started,
+            generated: now,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::metrics::write_textfile(&path, &m) {
+                tracing::error!("{e}");
+            }
+        });
     }
 
     /// Cancels every run at its next safe point and waits for them (at most the shutdown

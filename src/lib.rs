@@ -9,6 +9,7 @@ pub mod error;
 pub mod fsutil;
 pub mod job;
 pub mod logfiles;
+pub mod notifications;
 pub mod password;
 pub mod paths;
 pub mod protocol;

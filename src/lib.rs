@@ -11,6 +11,7 @@ pub mod health;
 pub mod job;
 pub mod logfiles;
 pub mod metrics;
+pub mod notifications;
 pub mod password;
 pub mod paths;
 pub mod protocol;

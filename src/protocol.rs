@@ -149,6 +149,20 @@ pub struct JobStatus {
     /// Success rate, durations and sizes over the newest runs.
     #[serde(default)]
     pub stats: Option<crate::health::RunStats>,
+    /// The newest notification deliveries (a failed one stays visible here).
+    #[serde(default)]
+    pub notifications: Vec<DeliveryInfo>,
+}
+
+/// One notification sent (or not) on one channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryInfo {
+    pub time: DateTime<Utc>,
+    pub event: String,
+    pub channel: String,
+    pub ok: bool,
+    pub attempts: u32,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

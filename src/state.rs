@@ -37,6 +37,9 @@ pub struct JobState {
     pub last_snapshot: Option<String>,
     /// The newest runs, oldest first.
     pub history: Vec<RunRecord>,
+    /// The overdue episode (its oldest missed slot) an `overdue` notification was sent for.
+    #[serde(default)]
+    pub overdue_notified: Option<DateTime<Utc>>,
 }
 
 /// A run that has started.
@@ -63,6 +66,7 @@ impl JobState {
             last_success: None,
             last_snapshot: None,
             history: Vec::new(),
+            overdue_notified: None,
         }
     }
 

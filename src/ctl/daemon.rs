@@ -629,4 +629,14 @@ fn print_job(j: &JobStatus) {
     if let Some(n) = &j.next_run {
         println!("  next run      {}: {}", local(n.at), n.reason);
     }
+    for d in j.notifications.iter().filter(|d| !d.ok) {
+        println!(
+            "  notification  {} {} NOT DELIVERED ({}, {} attempt(s)): {}",
+            local(d.time),
+            d.event,
+            d.channel,
+            d.attempts,
+            d.error.as_deref().unwrap_or("?")
+        );
+    }
 }

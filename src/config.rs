@@ -121,6 +121,11 @@ pub struct JobConfig {
     /// Which of the job's snapshots to keep after each successful run (the rest are forgotten,
     /// and with `prune = true` their data deleted).
     pub retention: Option<RetentionConfig>,
+    /// When the job counts as warning or error (overdue slots, failures, partial snapshots).
+    #[serde(default)]
+    pub health: crate::health::HealthConfig,
+    /// Where its events go (webhooks, email, a command); default: the `[daemon.notify]` table.
+    pub notify: Option<crate::notifications::NotifyConfig>,
 }
 
 /// Retention applied after each successful run to the job's own snapshots (tag `job:NAME`),
@@ -233,6 +238,11 @@ pub struct DaemonConfig {
     /// How many runs each job's history keeps.
     #[serde(default = "hundred")]
     pub history_keep: usize,
+    /// A Prometheus text file (for node_exporter's textfile collector, name ending in .prom),
+    /// rewritten atomically after every run.
+    pub metrics_file: Option<PathBuf>,
+    /// Notifications for every job without a `notify` table of its own.
+    pub notify: Option<crate::notifications::NotifyConfig>,
     /// On SIGTERM, how long running jobs get to stop at a safe point before the daemon exits.
     #[serde(default = "thirty_seconds", deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
@@ -250,6 +260,8 @@ impl Default for DaemonConfig {
             socket_group: None,
             max_parallel: two_usize(),
             history_keep: hundred(),
+            metrics_file: None,
+            notify: None,
             shutdown_timeout: thirty_seconds(),
         }
     }
@@ -486,6 +498,20 @@ impl Config {
                 )));
             }
         }
+        if let Some(m) = &cfg.daemon.metrics_file {
+            if m.extension().is_none_or(|e| e != "prom") {
+                return Err(Error::Input(format!(
+                    "invalid configuration in {}: [daemon] metrics_file {} must end in .prom (node_exporter's textfile collector reads only those)",
+                    file.display(),
+                    m.display()
+                )));
+            }
+        }
+        if let Some(n) = &cfg.daemon.notify {
+            n.validate("daemon.notify").map_err(|e| {
+                Error::Input(format!("invalid configuration in {}: {e}", file.display()))
+            })?;
+        }
         if cfg.daemon.max_parallel == 0 {
             return Err(Error::Input(format!(
                 "invalid configuration in {}: [daemon] max_parallel must be at least 1",
@@ -538,6 +564,11 @@ impl Config {
                     at(t.span().start)
                 )));
             }
+            if let Some(n) = &j.notify {
+                n.validate(&format!("jobs.{name}.notify")).map_err(|e| {
+                    Error::Input(format!("invalid configuration in {}: {e}", file.display()))
+                })?;
+            }
             if let Some(r) = &j.retention {
                 if r.policy().is_empty() {
                     return Err(Error::Input(format!(
@@ -583,6 +614,14 @@ impl Config {
                     .map_err(|e| Error::Input(e.to_string()))
             }
         }
+    }
+
+    /// Where a job's notifications go: its own table, else the daemon's.
+    pub fn notify_of<'a>(
+        &'a self,
+        job: &'a JobConfig,
+    ) -> Option<&'a crate::notifications::NotifyConfig> {
+        job.notify.as_ref().or(self.daemon.notify.as_ref())
     }
 
     /// The repository a job writes to.

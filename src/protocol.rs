@@ -109,6 +109,9 @@ pub enum ErrorKind {
 pub struct StatusReport {
     pub daemon: DaemonInfo,
     pub jobs: Vec<JobStatus>,
+    /// The worst job's health (every job's reasons, prefixed with its name).
+    #[serde(default)]
+    pub health: Option<crate::health::JobHealth>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,6 +143,26 @@ pub struct JobStatus {
     pub last_snapshot: Option<String>,
     pub consecutive_failures: u32,
     pub next_run: Option<NextRun>,
+    /// healthy, warning or error, with the reasons.
+    #[serde(default)]
+    pub health: Option<crate::health::JobHealth>,
+    /// Success rate, durations and sizes over the newest runs.
+    #[serde(default)]
+    pub stats: Option<crate::health::RunStats>,
+    /// The newest notification deliveries (a failed one stays visible here).
+    #[serde(default)]
+    pub notifications: Vec<DeliveryInfo>,
+}
+
+/// One notification sent (or not) on one channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryInfo {
+    pub time: DateTime<Utc>,
+    pub event: String,
+    pub channel: String,
+    pub ok: bool,
+    pub attempts: u32,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

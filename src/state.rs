@@ -12,7 +12,6 @@ use crate::protocol::RunRecord;
 use crate::schedule::{PendingRetry, RunReason, Slot};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 /// The format version of a state file.
@@ -37,7 +36,10 @@ pub struct JobState {
     pub last_success: Option<DateTime<Utc>>,
     pub last_snapshot: Option<String>,
     /// The newest runs, oldest first.
-    pub history: VecDeque<RunRecord>,
+    pub history: Vec<RunRecord>,
+    /// The overdue episode (its oldest missed slot) an `overdue` notification was sent for.
+    #[serde(default)]
+    pub overdue_notified: Option<DateTime<Utc>>,
 }
 
 /// A run that has started.
@@ -63,16 +65,56 @@ impl JobState {
             consecutive_failures: 0,
             last_success: None,
             last_snapshot: None,
-            history: VecDeque::new(),
+            history: Vec::new(),
+            overdue_notified: None,
         }
+    }
+
+    /// The job's health now, from this state (`running_since`: the run in progress, if any).
+    pub fn health(
+        &self,
+        cfg: &crate::health::HealthConfig,
+        schedule: Option<&crate::schedule::Schedule>,
+        running_since: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> crate::health::JobHealth {
+        let runs: Vec<&RunRecord> = self
+            .history
+            .iter()
+            .filter(|r| r.outcome != "skipped")
+            .collect();
+        let last = runs.last();
+        let last_error = runs
+            .iter()
+            .rev()
+            .find(|r| r.outcome != "success")
+            .filter(|_| {
+                self.consecutive_failures > 0 || last.is_some_and(|l| l.outcome == "partial")
+            })
+            .and_then(|r| r.error.as_deref());
+        crate::health::job_health(
+            cfg,
+            &crate::health::JobFacts {
+                job: &self.job,
+                schedule,
+                baseline: self.baseline,
+                last_success: self.last_success,
+                consecutive_failures: self.consecutive_failures,
+                last_outcome: last.map(|r| r.outcome.as_str()),
+                last_error,
+                running_since,
+                last_check_failed: None,
+                repository_bytes: None,
+            },
+            now,
+        )
     }
 
     /// Appends a run to the history, keeping at most `keep` runs.
     pub fn push_history(&mut self, rec: RunRecord, keep: usize) {
-        self.history.push_back(rec);
-        while self.history.len() > keep.max(1) {
-            self.history.pop_front();
-        }
+        self.history.push(rec);
+        let excess = self.history.len().saturating_sub(keep.max(1));
+        self.history.drain(..excess);
     }
 }
 
@@ -186,7 +228,7 @@ mod tests {
             st.push_history(rec(i), 5);
         }
         assert_eq!(st.history.len(), 5);
-        assert_eq!(st.history.front().unwrap().run_id, "r2");
+        assert_eq!(st.history.first().unwrap().run_id, "r2");
         store.save(&st).unwrap();
         let back = store.load("j").unwrap().unwrap();
         assert_eq!(back.history, st.history);

@@ -204,7 +204,7 @@ pub fn status(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
                 let st = store.load(name).ok().flatten();
                 jobs.push(serde_json::json!({
                     "name": name,
-                    "last_run": st.as_ref().and_then(|s| s.history.back().cloned()),
+                    "last_run": st.as_ref().and_then(|s| s.history.last().cloned()),
                     "last_success": st.as_ref().and_then(|s| s.last_success),
                     "consecutive_failures": st.as_ref().map(|s| s.consecutive_failures).unwrap_or(0),
                 }));
@@ -232,6 +232,93 @@ pub fn status(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// `backupctl health`: one line per job, exit 0 healthy, 1 warning, 2 error (Nagios-style).
+/// Without a daemon the state files are judged, and "backupd is not running" is an error.
+pub fn health(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
+    use crate::health::{JobHealth, Level};
+    let (jobs, overall): (Vec<(String, JobHealth)>, JobHealth) =
+        match connect(&a.at, Request::Status) {
+            Ok(c) => match c.one()? {
+                Response::Status(s) => {
+                    let jobs: Vec<(String, JobHealth)> = s
+                        .jobs
+                        .iter()
+                        .map(|j| {
+                            (
+                                j.name.clone(),
+                                j.health.clone().unwrap_or_else(JobHealth::healthy),
+                            )
+                        })
+                        .collect();
+                    let overall = s
+                        .health
+                        .clone()
+                        .unwrap_or_else(|| crate::health::overall(&jobs));
+                    (jobs, overall)
+                }
+                other => return Err(daemon_error(other)),
+            },
+            Err(e @ Error::NoDaemon { .. }) => {
+                let cfg = a.at.config()?;
+                let paths = DaemonPaths::of(&cfg);
+                let store = StateStore::at(&paths.state_dir);
+                let now = Utc::now();
+                let mut jobs = Vec::new();
+                for (name, job) in &cfg.jobs {
+                    let sched = cfg.schedule_of(job)?;
+                    let st = store
+                        .load(name)?
+                        .unwrap_or_else(|| crate::state::JobState::new(name, now));
+                    jobs.push((
+                        name.clone(),
+                        st.health(&job.health, sched.as_ref(), None, now),
+                    ));
+                }
+                let mut overall = crate::health::overall(&jobs);
+                overall.level = Level::Error;
+                let down = e.to_string();
+                overall.reasons.insert(
+                    0,
+                    down.lines()
+                        .next()
+                        .unwrap_or("backupd is not running")
+                        .to_string(),
+                );
+                (jobs, overall)
+            }
+            Err(e) => return Err(e),
+        };
+    if ctx.global.json {
+        ctx.print_json(&serde_json::json!({"level": overall.level, "health": overall, "jobs": jobs.iter().map(|(n, h)| serde_json::json!({"job": n, "health": h})).collect::<Vec<_>>()}));
+    } else {
+        for (name, h) in &jobs {
+            println!(
+                "{name}: {}{}",
+                h.level.as_str(),
+                h.reasons
+                    .first()
+                    .map(|r| format!(" - {r}"))
+                    .unwrap_or_default()
+            );
+        }
+        println!(
+            "overall: {}{}",
+            overall.level.as_str(),
+            if overall.reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} reason(s))", overall.reasons.len())
+            }
+        );
+        if overall.level != Level::Healthy {
+            if let Some(r) = overall.reasons.first() {
+                println!("  {r}");
+            }
+        }
+    }
+    Ok(overall.level.exit_code())
 }
 
 pub fn jobs(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
@@ -464,6 +551,9 @@ fn print_status(s: &StatusReport) {
         local(d.started),
         d.config_file.display()
     );
+    if let Some(h) = &s.health {
+        println!("health: {}", h.level.as_str());
+    }
     if let Some(e) = &d.config_error {
         println!("  CONFIGURATION ERROR (the previous configuration stays in force): {e}");
     }
@@ -484,6 +574,24 @@ fn print_job(j: &JobStatus) {
             .unwrap_or_default()
     );
     println!("  repository    {}", j.repository);
+    if let Some(h) = &j.health {
+        println!("  health        {}", h.level.as_str());
+        for r in &h.reasons {
+            println!("                {r}");
+        }
+    }
+    if let Some(st) = &j.stats {
+        if let Some(rate) = st.success_rate {
+            println!(
+                "  success rate  {:.0} % of the last {} run(s){}",
+                rate * 100.0,
+                st.runs,
+                st.mean_duration_seconds
+                    .map(|d| format!(", {d:.1} s on average"))
+                    .unwrap_or_default()
+            );
+        }
+    }
     if let Some(r) = &j.running {
         let mut line = format!(
             "  running       {} since {}",
@@ -520,5 +628,15 @@ fn print_job(j: &JobStatus) {
     }
     if let Some(n) = &j.next_run {
         println!("  next run      {}: {}", local(n.at), n.reason);
+    }
+    for d in j.notifications.iter().filter(|d| !d.ok) {
+        println!(
+            "  notification  {} {} NOT DELIVERED ({}, {} attempt(s)): {}",
+            local(d.time),
+            d.event,
+            d.channel,
+            d.attempts,
+            d.error.as_deref().unwrap_or("?")
+        );
     }
 }

@@ -102,6 +102,9 @@ pub enum Command {
     /// The daemon and every job: state, last run and why, next run, progress.
     #[cfg(unix)]
     Status(daemon::StatusArgs),
+    /// Health of every job, one line each; exit 0 healthy, 1 warning, 2 error (for monitoring).
+    #[cfg(unix)]
+    Health(daemon::StatusArgs),
     /// The daemon's jobs, their schedules and next runs.
     #[cfg(unix)]
     Jobs(daemon::StatusArgs),
@@ -232,6 +235,8 @@ pub fn main() -> i32 {
         Command::RunJob(a) => run_job::run(&ctx, a),
         #[cfg(unix)]
         Command::Status(a) => daemon::status(&ctx, a),
+        #[cfg(unix)]
+        Command::Health(a) => daemon::health(&ctx, a),
         #[cfg(unix)]
         Command::Jobs(a) => daemon::jobs(&ctx, a),
         #[cfg(unix)]

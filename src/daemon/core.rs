@@ -11,9 +11,11 @@ use crate::config::Config;
 use crate::engine::CancelToken;
 use crate::error::exit;
 use crate::job::Outcome;
+use crate::notifications::{Event, Notification};
 use crate::paths::DaemonPaths;
 use crate::protocol::{
-    DaemonInfo, ErrorKind, JobStatus, NextRun, Response, RunRecord, RunningInfo, StatusReport,
+    DaemonInfo, DeliveryInfo, ErrorKind, JobStatus, NextRun, Response, RunRecord, RunningInfo,
+    StatusReport,
 };
 use crate::schedule::{self, Decision, JobTiming, PendingRetry, RunReason, Schedule, Slot, Wake};
 use crate::state::{JobState, RunClaim, StateStore};
@@ -22,6 +24,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// How many of the newest runs the statistics in `status` cover.
+const STATS_RUNS: usize = 20;
 
 /// A request from the control socket (or a signal) to the event loop.
 pub enum Command {
@@ -67,7 +72,19 @@ struct Entry {
     next: Option<(DateTime<Utc>, String)>,
     /// The job left the configuration while running; dropped when the run ends.
     removed: bool,
+    /// The newest notification deliveries, newest last.
+    deliveries: Vec<DeliveryInfo>,
 }
+
+/// Deliveries of one notification, reported back by its blocking thread.
+pub struct Delivered {
+    job: String,
+    event: Event,
+    deliveries: Vec<crate::notifications::Delivery>,
+}
+
+/// How many deliveries `status` shows per job.
+const DELIVERIES_KEPT: usize = 10;
 
 pub struct Daemon {
     config_path: PathBuf,
@@ -80,6 +97,8 @@ pub struct Daemon {
     started: DateTime<Utc>,
     done_tx: mpsc::UnboundedSender<RunDone>,
     done_rx: mpsc::UnboundedReceiver<RunDone>,
+    sent_tx: mpsc::UnboundedSender<Delivered>,
+    sent_rx: mpsc::UnboundedReceiver<Delivered>,
 }
 
 impl Daemon {
@@ -88,7 +107,10 @@ impl Daemon {
     pub fn new(config_path: PathBuf, config: Config, paths: DaemonPaths) -> crate::Result<Daemon> {
         let store = StateStore::open(&paths.state_dir)?;
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (sent_tx, sent_rx) = mpsc::unbounded_channel();
         let mut d = Daemon {
+            sent_tx,
+            sent_rx,
             config_path,
             limits: Limits::new(config.daemon.max_parallel),
             config: Arc::new(config),
@@ -161,6 +183,7 @@ impl Daemon {
                     active: None,
                     next: None,
                     removed: false,
+                    deliveries: Vec::new(),
                 },
             );
             self.save(name);
@@ -242,12 +265,14 @@ impl Daemon {
             self.paths.state_dir.display(),
             self.paths.socket.display()
         );
+        self.write_metrics();
         loop {
             let wake_at = self.plan();
             tokio::select! {
                 biased;
                 _ = shutdown.recv() => break,
                 Some(done) = self.done_rx.recv() => self.finish(done),
+                Some(sent) = self.sent_rx.recv() => self.delivered(sent),
                 Some(cmd) = commands.recv() => self.handle(cmd),
                 cause = sleeper.sleep_until(wake_at) => match cause {
                     WakeCause::Due => {}
@@ -276,13 +301,18 @@ impl Daemon {
     fn plan(&mut self) -> DateTime<Utc> {
         let now = Utc::now();
         let names: Vec<String> = self.jobs.keys().cloned().collect();
+        let mut overdue_at = Vec::new();
         for name in &names {
             self.plan_job(name, now);
+            if let Some(t) = self.check_overdue(name, now) {
+                overdue_at.push(t);
+            }
         }
         self.jobs
             .values()
             .filter(|e| e.active.is_none())
             .filter_map(|e| e.next.as_ref().map(|n| n.0))
+            .chain(overdue_at)
             .min()
             .unwrap_or(now + chrono::Duration::days(366))
     }
@@ -360,6 +390,7 @@ impl Daemon {
                     let rec = skipped_record(name, &slot, missed, &reason, now);
                     e.state.push_history(rec, self.config.daemon.history_keep);
                     self.save(name);
+                    self.write_metrics();
                 }
                 Decision::Run { slot, reason } => {
                     let is_catch_up =
@@ -439,6 +470,14 @@ impl Daemon {
             }),
         };
         runner::spawn(spec, self.limits.clone(), self.done_tx.clone());
+        let mut n = Notification::new(
+            Event::Start,
+            name,
+            format!("backup job {name} started ({})", reason.describe()),
+        );
+        n.run_id = Some(run_id.clone());
+        n.reason = Some(reason.describe());
+        self.notify(name, n, false);
         Some((
             Response::Accepted {
                 job: name.to_string(),
@@ -499,6 +538,7 @@ impl Daemon {
             warnings: rep.warnings.len(),
         };
         let ok = rep.outcome != Outcome::Failed && rep.error.is_none();
+        let prior_failures = e.state.consecutive_failures;
         e.state.running = None;
         if rep.snapshot_id.is_some() {
             e.state.last_snapshot = rep.snapshot_id.clone();
@@ -554,10 +594,74 @@ impl Daemon {
                 }
             }
         }
+        let was_bad = prior_failures > 0 || e.state.overdue_notified.is_some();
+        if ok {
+            e.state.overdue_notified = None;
+        }
         e.state.push_history(rec.clone(), keep);
-        let _ = active.events.send(Response::Finished(Box::new(rec)));
+        let _ = active
+            .events
+            .send(Response::Finished(Box::new(rec.clone())));
+        let retry_note = e.state.retry.as_ref().map(|r| {
+            format!(
+                "; retry {} of {} at {}",
+                r.number,
+                r.of,
+                r.due.format("%Y-%m-%d %H:%M:%S UTC")
+            )
+        });
+        let events: Vec<(Event, String)> = if active.cancelled_by_user || (active.stopping && !ok) {
+            Vec::new()
+        } else if ok {
+            let mut v = Vec::new();
+            if rep.outcome == Outcome::Partial {
+                v.push((Event::Warning, format!("backup job {} made a partial snapshot ({}): {} file(s) could not be read consistently", done.job, rec.reason, rec.warnings)));
+            } else {
+                v.push((
+                    Event::Success,
+                    format!(
+                        "backup job {} succeeded ({}) in {:.1} s",
+                        done.job, rec.reason, rec.duration_seconds
+                    ),
+                ));
+            }
+            if was_bad {
+                v.push((
+                    Event::Recovered,
+                    format!(
+                        "backup job {} recovered: it succeeded again after {} failed run(s)",
+                        done.job, prior_failures
+                    ),
+                ));
+            }
+            v
+        } else {
+            vec![(
+                Event::Failure,
+                format!(
+                    "backup job {} failed ({}): {}{}",
+                    done.job,
+                    rec.reason,
+                    first_line(rec.error.as_deref().unwrap_or("failed")),
+                    retry_note.unwrap_or_else(|| "; no retries left".into())
+                ),
+            )]
+        };
+        for (ev, msg) in events {
+            let mut n = Notification::new(ev, &done.job, msg);
+            n.run_id = Some(rec.run_id.clone());
+            n.reason = Some(rec.reason.clone());
+            n.outcome = Some(rec.outcome.clone());
+            n.snapshot_id = rec.snapshot_id.clone();
+            n.error = rec.error.clone();
+            self.notify(&done.job, n, true);
+        }
+        let Some(e) = self.jobs.get_mut(&done.job) else {
+            return;
+        };
         let removed = e.removed;
         self.save(&done.job);
+        self.write_metrics();
         if removed {
             self.jobs.remove(&done.job);
         }
@@ -688,6 +792,7 @@ impl Daemon {
     }
 
     fn status(&self) -> StatusReport {
+        let now = Utc::now();
         let jobs =
             self.jobs
                 .iter()
@@ -714,7 +819,7 @@ impl Daemon {
                         timezone: e.schedule.as_ref().map(|s| s.tz_name().to_string()),
                         state: state.to_string(),
                         running,
-                        last_run: e.state.history.back().cloned(),
+                        last_run: e.state.history.last().cloned(),
                         last_success: e.state.last_success,
                         last_snapshot: e.state.last_snapshot.clone(),
                         consecutive_failures: e.state.consecutive_failures,
@@ -724,9 +829,16 @@ impl Daemon {
                                 reason: reason.clone(),
                             },
                         ),
+                        health: Some(self.health_of(name, e, now)),
+                        notifications: e.deliveries.clone(),
+                        stats: Some(crate::health::run_stats(&e.state.history, STATS_RUNS)),
                     }
                 })
-                .collect();
+                .collect::<Vec<JobStatus>>();
+        let all: Vec<(String, crate::health::JobHealth)> = jobs
+            .iter()
+            .filter_map(|j| j.health.clone().map(|h| (j.name.clone(), h)))
+            .collect();
         StatusReport {
             daemon: DaemonInfo {
                 version: env!("CARGO_PKG_VERSION").to_string(),
@@ -740,7 +852,179 @@ impl Daemon {
                 socket: self.paths.socket.clone(),
             },
             jobs,
+            health: Some(crate::health::overall(&all)),
         }
+    }
+
+    /// Sends an `overdue` notification once per overdue episode (also right after a start that
+    /// finds the job was down too long); returns when it should look again.
+    fn check_overdue(&mut self, name: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let e = self.jobs.get(name)?;
+        let sched = e.schedule.as_ref()?;
+        let job = self.config.jobs.get(name)?;
+        let h = self.health_of(name, e, now);
+        match h.overdue_since {
+            Some(since) if e.state.overdue_notified != Some(since) => {
+                let why = h
+                    .reasons
+                    .iter()
+                    .find(|r| r.contains("slot"))
+                    .cloned()
+                    .unwrap_or_else(|| format!("{} slot(s) missed", h.missed_slots));
+                let last = match e.state.last_success {
+                    Some(t) => format!(
+                        "the last success was {} ({} h ago)",
+                        t.format("%Y-%m-%d %H:%M UTC"),
+                        (now - t).num_hours()
+                    ),
+                    None => "it never succeeded".to_string(),
+                };
+                let n = Notification::new(
+                    Event::Overdue,
+                    name,
+                    format!("job {name} is overdue: {why}; {last}"),
+                );
+                tracing::warn!(job = %name, "job {name} is overdue: {why}; {last}");
+                if let Some(e) = self.jobs.get_mut(name) {
+                    e.state.overdue_notified = Some(since);
+                }
+                self.save(name);
+                self.notify(name, n, false);
+                None
+            }
+            Some(_) => None,
+            None => {
+                // Not overdue: the first slot after the last success, plus the grace.
+                let from = e
+                    .state
+                    .last_success
+                    .unwrap_or(e.state.baseline)
+                    .max(e.state.baseline);
+                let slot = sched.next_after(from)?;
+                let grace = chrono::Duration::from_std(job.health.grace_for(sched, now)).ok()?;
+                let at = slot.at + grace + chrono::Duration::seconds(1);
+                (at > now).then_some(at)
+            }
+        }
+    }
+
+    /// Sends a notification on a blocking thread (a slow or dead endpoint never delays a run);
+    /// the deliveries come back to the loop. With `tail`, the run's log lines go with it.
+    fn notify(&self, name: &str, mut n: Notification, tail: bool) {
+        let Some(cfg) = self
+            .config
+            .jobs
+            .get(name)
+            .and_then(|j| self.config.notify_of(j))
+        else {
+            return;
+        };
+        if !cfg.wants(n.event) {
+            return;
+        }
+        let cfg = cfg.clone();
+        let log_dir = self.paths.log_dir.clone();
+        let tx = self.sent_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            if let (true, Some(run_id)) = (tail, n.run_id.clone()) {
+                let filter = crate::logfiles::LogFilter {
+                    job: None,
+                    run_id: Some(run_id),
+                };
+                n.log_tail =
+                    crate::logfiles::tail(&log_dir, crate::notifications::LOG_TAIL_LINES, &filter)
+                        .unwrap_or_default();
+            }
+            let deliveries = crate::notifications::send(&cfg, &n);
+            let _ = tx.send(Delivered {
+                job: n.job.clone(),
+                event: n.event,
+                deliveries,
+            });
+        });
+    }
+
+    fn delivered(&mut self, d: Delivered) {
+        let Some(e) = self.jobs.get_mut(&d.job) else {
+            return;
+        };
+        for x in d.deliveries {
+            if x.ok {
+                tracing::info!(job = %d.job, "notification {} sent: {} ({} attempt(s))", d.event, x.channel, x.attempts);
+            } else {
+                tracing::warn!(job = %d.job, "notification {} could not be delivered: {} after {} attempt(s): {}", d.event, x.channel, x.attempts, x.error.as_deref().unwrap_or("?"));
+            }
+            e.deliveries.push(DeliveryInfo {
+                time: Utc::now(),
+                event: d.event.to_string(),
+                channel: x.channel,
+                ok: x.ok,
+                attempts: x.attempts,
+                error: x.error,
+            });
+        }
+        let excess = e.deliveries.len().saturating_sub(DELIVERIES_KEPT);
+        e.deliveries.drain(..excess);
+    }
+
+    /// A job's health now.
+    fn health_of(&self, name: &str, e: &Entry, now: DateTime<Utc>) -> crate::health::JobHealth {
+        let default = crate::health::HealthConfig::default();
+        let cfg = self.config.jobs.get(name).map_or(&default, |j| &j.health);
+        let running = e.active.as_ref().map(|a| a.claim.started);
+        e.state.health(cfg, e.schedule.as_ref(), running, now)
+    }
+
+    /// Rewrites the metrics file, when one is configured (on a blocking thread: it fsyncs).
+    fn write_metrics(&self) {
+        let Some(path) = self.config.daemon.metrics_file.clone() else {
+            return;
+        };
+        let now = Utc::now();
+        let jobs = self
+            .jobs
+            .iter()
+            .map(|(name, e)| {
+                let last = e
+                    .state
+                    .history
+                    .iter()
+                    .rev()
+                    .find(|r| r.outcome != "skipped");
+                crate::metrics::JobMetrics {
+                    job: name.clone(),
+                    repository: self
+                        .config
+                        .jobs
+                        .get(name)
+                        .map(|j| self.config.repository_of(j).path.clone())
+                        .unwrap_or_default(),
+                    last_success: e.state.last_success,
+                    last_run_end: last.map(|r| r.end),
+                    last_duration_seconds: last.map(|r| r.duration_seconds),
+                    last_outcome: last.map(|r| r.outcome.clone()),
+                    last_data_added: last.and_then(|r| r.data_added),
+                    last_bytes_processed: last.and_then(|r| r.bytes_processed),
+                    last_files_new: last.and_then(|r| r.files_new),
+                    consecutive_failures: e.state.consecutive_failures,
+                    health: self.health_of(name, e, now).level,
+                    running: e.active.is_some(),
+                    missed_slots: self.health_of(name, e, now).missed_slots,
+                }
+            })
+            .collect();
+        let m = crate::metrics::Metrics {
+            jobs,
+            repositories: Vec::new(),
+            daemon_start: self.started,
+            generated: now,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::metrics::write_textfile(&path, &m) {
+                tracing::error!("{e}");
+            }
+        });
     }
 
     /// Cancels every run at its next safe point and waits for them (at most the shutdown

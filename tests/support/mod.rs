@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: a scratch repository, running the real binaries, data sets and manifests.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs;

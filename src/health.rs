@@ -1,0 +1,1163 @@
+//! The health model of issue #6 ("know it is working"): per-job thresholds, the pure rules that turn a job's facts into healthy / warning / error with reasons, and run statistics. No I/O, no clock reads.
+//!
+//! # The rules
+//!
+//! A job's level is the worst of these, each with a reason (a sentence saying what, since
+//! when, and what to do):
+//!
+//! - **overdue**: the schedule's slots in `(max(last_success, baseline), now - grace]` are
+//!   *missed*, except a slot whose run is in progress (`running_since <= slot.at + grace`).
+//!   `overdue_error_slots` or more of them is an error, `overdue_warning_slots` or more a
+//!   warning. Since only `last_success` and `now` matter, slots missed while the daemon was
+//!   stopped (or the machine off) count like any other. A manual-only job is never overdue.
+//! - **failures**: `consecutive_failures` at `failures_error` or more is an error, at
+//!   `failures_warning` or more a warning; the reason quotes the last error.
+//! - **partial**: the last run was `partial` and `partial_is_warning` is set: a warning.
+//! - **check**: the newest repository check failed: an error.
+//! - **size**: the repository is at 90 % of `max_repository_bytes` or more: a warning; at
+//!   100 % or more: an error.
+//!
+//! A threshold of 0 switches its rule off.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::protocol::RunRecord;
+use crate::schedule::Schedule;
+
+/// How a job (or the whole daemon) is doing. Ordered: `Healthy < Warning < Error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Nothing to do.
+    Healthy,
+    /// Look at it soon.
+    Warning,
+    /// Backups are not being made (or the repository is in trouble): act now.
+    Error,
+}
+
+impl Level {
+    /// The exit code of a health command: 0 healthy, 1 warning, 2 error (Nagios-style).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Level::Healthy => 0,
+            Level::Warning => 1,
+            Level::Error => 2,
+        }
+    }
+
+    /// "healthy", "warning" or "error" (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Healthy => "healthy",
+            Level::Warning => "warning",
+            Level::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Default grace, as a share of the schedule's interval.
+const GRACE_SHARE: f64 = 0.10;
+/// Default grace, at least.
+const GRACE_MIN: Duration = Duration::from_secs(60);
+/// Default grace, at most.
+const GRACE_MAX: Duration = Duration::from_secs(3600);
+
+/// Per-job thresholds: the job's `[jobs.NAME.health]` table. Every key is optional.
+///
+/// ```toml
+/// [jobs.app.health]
+/// overdue_warning_slots = 1
+/// overdue_error_slots = 2
+/// grace = "30m"
+/// failures_warning = 1
+/// failures_error = 3
+/// partial_is_warning = true
+/// max_repository_bytes = "500G"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Missed slots for a warning (default 1: one slot passed without a success); 0: never.
+    pub overdue_warning_slots: u32,
+    /// Missed slots for an error (default 2); 0: never.
+    pub overdue_error_slots: u32,
+    /// How long after a slot a success may still come before the slot counts as missed.
+    ///
+    /// Default ([`HealthConfig::grace_for`]): 10 % of the schedule's interval, at least 1
+    /// minute, at most 1 hour. A run does not succeed *at* its slot: `jitter` and
+    /// `startup_delay` delay its start, a busy repository or `max_parallel` queues it, a
+    /// repository lock makes it wait (`lock_wait`), and then it takes as long as it takes, and
+    /// a success is recorded when it ends. Proportional, so an every-minute job is not
+    /// given an hour (it would hide a dead job for 60 slots), floored at 1 minute so timer
+    /// and jitter noise never flaps, and capped at 1 hour so a daily job is reported late
+    /// the same morning, not the next day. A run in progress protects its slot however long
+    /// it takes; set `grace` explicitly for jobs that wait long for their turn.
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub grace: Option<Duration>,
+    /// Consecutive failures for a warning (default 1); 0: never.
+    pub failures_warning: u32,
+    /// Consecutive failures for an error (default 3); 0: never.
+    pub failures_error: u32,
+    /// A last run that was `partial` (some sources unreadable) is a warning (default true).
+    pub partial_is_warning: bool,
+    /// The repository size limit: a warning at 90 %, an error at 100 %. A number of bytes or
+    /// a string such as `"500G"` (see [`parse_size`]).
+    #[serde(deserialize_with = "de_opt_size")]
+    pub max_repository_bytes: Option<u64>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            overdue_warning_slots: 1,
+            overdue_error_slots: 2,
+            grace: None,
+            failures_warning: 1,
+            failures_error: 3,
+            partial_is_warning: true,
+            max_repository_bytes: None,
+        }
+    }
+}
+
+impl HealthConfig {
+    /// The grace in effect for `schedule` around `now`: the configured one, or 10 % of the
+    /// schedule's interval (`Schedule::interval_hint(now)`) clamped to 1 minute ..= 1 hour.
+    pub fn grace_for(&self, schedule: &Schedule, now: DateTime<Utc>) -> Duration {
+        if let Some(g) = self.grace {
+            return g;
+        }
+        match schedule.interval_hint(now).and_then(|i| i.to_std().ok()) {
+            Some(interval) => interval.mul_f64(GRACE_SHARE).clamp(GRACE_MIN, GRACE_MAX),
+            None => GRACE_MAX,
+        }
+    }
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(n) => Ok(Some(Duration::from_secs(n))),
+        Raw::Text(t) => crate::duration::parse_duration(&t)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bytes(u64),
+        Text(String),
+    }
+    let bytes = match Raw::deserialize(d)? {
+        Raw::Bytes(n) => n,
+        Raw::Text(t) => parse_size(&t).map_err(serde::de::Error::custom)?,
+    };
+    if bytes == 0 {
+        return Err(serde::de::Error::custom(
+            "max_repository_bytes must be more than 0, e.g. \"500G\" (leave it out for no limit)",
+        ));
+    }
+    Ok(Some(bytes))
+}
+
+/// Why a size such as `"500G"` was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// No number.
+    #[error("invalid size {text:?}: expected a number of bytes with an optional unit, e.g. \"500G\", \"1.5TiB\" or \"1048576\"")]
+    Malformed {
+        /// The text as written.
+        text: String,
+    },
+    /// A unit that is not one of ours.
+    #[error("invalid size {text:?}: unknown unit {unit:?}; use B, K/KiB, M/MiB, G/GiB or T/TiB (powers of 1024), e.g. \"500G\"")]
+    UnknownUnit {
+        /// The text as written.
+        text: String,
+        /// The unit as written.
+        unit: String,
+    },
+    /// More than `u64::MAX` bytes.
+    #[error("invalid size {text:?}: too large (at most 16 EiB)")]
+    TooLarge {
+        /// The text as written.
+        text: String,
+    },
+}
+
+/// Parses a size: a number (decimals allowed: `"1.5G"`) with an optional unit, `B`, `K`/`KiB`,
+/// `M`/`MiB`, `G`/`GiB`, `T`/`TiB`, all powers of 1024, case-insensitive, a space allowed
+/// between; a plain number is bytes. `KB`, `GB` and the like are refused rather than guessed
+/// (1000 or 1024?). Fractions of a byte are dropped.
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
+    let s = text.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = (&s[..split], s[split..].trim_start());
+    let malformed = || SizeError::Malformed {
+        text: text.to_string(),
+    };
+    let too_large = || SizeError::TooLarge {
+        text: text.to_string(),
+    };
+    let (whole, frac) = match number.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (number, ""),
+    };
+    if whole.is_empty() && frac.is_empty() || frac.contains('.') {
+        return Err(malformed());
+    }
+    let multiplier: u128 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        _ => {
+            return Err(SizeError::UnknownUnit {
+                text: text.to_string(),
+                unit: unit.to_string(),
+            })
+        }
+    };
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| too_large())?
+    };
+    let mut total = whole.checked_mul(multiplier).ok_or_else(too_large)?;
+    if !frac.is_empty() {
+        // At most 18 digits matter for a 2^40 multiplier and u128 arithmetic.
+        let digits = &frac[..frac.len().min(18)];
+        let f: u128 = digits.parse().map_err(|_| malformed())?;
+        total += f * multiplier / 10u128.pow(digits.len() as u32);
+    }
+    u64::try_from(total).map_err(|_| too_large())
+}
+
+/// What the daemon knows about a job, for [`job_health`].
+#[derive(Debug, Clone, Copy)]
+pub struct JobFacts<'a> {
+    /// The job's name, for the commands the reasons suggest (`backupctl history NAME`).
+    pub job: &'a str,
+    /// None: a manual-only job (never overdue).
+    pub schedule: Option<&'a Schedule>,
+    /// When the daemon first saw the job (with this schedule): slots before it are not held
+    /// against it.
+    pub baseline: DateTime<Utc>,
+    /// The end of the newest run that was `success` or `partial`.
+    pub last_success: Option<DateTime<Utc>>,
+    /// Failed runs since the last success.
+    pub consecutive_failures: u32,
+    /// The newest run's outcome: "success", "partial", "failed", "interrupted", "cancelled",
+    /// "skipped".
+    pub last_outcome: Option<&'a str>,
+    /// The newest failed run's error.
+    pub last_error: Option<&'a str>,
+    /// A run in progress, since then (a slot whose run is running is not missed yet).
+    pub running_since: Option<DateTime<Utc>>,
+    /// The newest repository check failed, with this message: an error.
+    pub last_check_failed: Option<&'a str>,
+    /// The repository's size, if known.
+    pub repository_bytes: Option<u64>,
+}
+
+/// A job's (or the daemon's) health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobHealth {
+    /// The worst of the reasons' levels (healthy with no reasons).
+    pub level: Level,
+    /// Every reason, most severe first, each a full sentence saying what, since when and what
+    /// to do, e.g. "no successful backup for 2 slots (since 2026-12-01 02:30; 26 h ago): check
+    /// `backupctl history app`".
+    pub reasons: Vec<String>,
+    /// Slots missed since the last success (see the module's rules).
+    pub missed_slots: u32,
+    /// The oldest slot missed since the last success (RFC 3339 via serde), None when not
+    /// overdue.
+    pub overdue_since: Option<DateTime<Utc>>,
+}
+
+impl JobHealth {
+    /// Healthy, no reasons.
+    pub fn healthy() -> JobHealth {
+        JobHealth {
+            level: Level::Healthy,
+            reasons: Vec::new(),
+            missed_slots: 0,
+            overdue_since: None,
+        }
+    }
+}
+
+/// The missed slots: how many, and the oldest.
+fn missed_slots(
+    cfg: &HealthConfig,
+    f: &JobFacts,
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+) -> (u32, Option<crate::schedule::Slot>) {
+    let grace =
+        chrono::Duration::from_std(cfg.grace_for(schedule, now)).unwrap_or(chrono::Duration::MAX);
+    let after = f.last_success.map_or(f.baseline, |s| s.max(f.baseline));
+    let Some(mut until) = now.checked_sub_signed(grace) else {
+        return (0, None);
+    };
+    if let Some(running) = f.running_since {
+        // A slot with running_since <= slot.at + grace is the running run's: only slots with
+        // slot.at < running_since - grace are missed.
+        if let Some(limit) = running
+            .checked_sub_signed(grace)
+            .and_then(|t| t.checked_sub_signed(chrono::Duration::nanoseconds(1)))
+        {
+            until = until.min(limit);
+        } else {
+            return (0, None);
+        }
+    }
+    if until <= after {
+        return (0, None);
+    }
+    let (first, count) = schedule.slots_between(after, until, 1);
+    (
+        u32::try_from(count).unwrap_or(u32::MAX),
+        first.into_iter().next(),
+    )
+}
+
+/// "26 h ago", "10 min ago", "3 d ago".
+fn ago(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (now - then).num_seconds();
+    if secs < 0 {
+        return "in the future".to_string();
+    }
+    match secs {
+        0..60 => format!("{secs} s ago"),
+        60..5_400 => format!("{} min ago", secs / 60),
+        5_400..259_200 => format!("{} h ago", secs / 3600),
+        _ => format!("{} d ago", secs / 86_400),
+    }
+}
+
+/// An instant for people: in the schedule's zone when there is one ("2026-12-01 02:35"),
+/// else UTC ("2026-12-01 02:35 UTC").
+fn when(t: DateTime<Utc>, schedule: Option<&Schedule>) -> String {
+    match schedule {
+        Some(s) => t
+            .with_timezone(&s.tz())
+            .format("%Y-%m-%d %H:%M")
+            .to_string(),
+        None => t.format("%Y-%m-%d %H:%M UTC").to_string(),
+    }
+}
+
+/// One line for a message that may have several.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// "1 slot", "2 slots".
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// The level of `value` against a warning and an error threshold (0: off).
+fn threshold_level(value: u32, warning: u32, error: u32) -> Level {
+    if error > 0 && value >= error {
+        Level::Error
+    } else if warning > 0 && value >= warning {
+        Level::Warning
+    } else {
+        Level::Healthy
+    }
+}
+
+/// A job's health from its facts at `now` (see the module's rules).
+pub fn job_health(cfg: &HealthConfig, f: &JobFacts, now: DateTime<Utc>) -> JobHealth {
+    let job = f.job;
+    let mut reasons: Vec<(Level, String)> = Vec::new();
+
+    if let Some(message) = f.last_check_failed {
+        reasons.push((
+            Level::Error,
+            format!(
+                "the newest repository check failed: {}: the repository may be damaged; \
+                 read the check's output and repair before relying on its snapshots, then run \
+                 `backupctl check` again",
+                one_line(message)
+            ),
+        ));
+    }
+
+    let failure_level = threshold_level(
+        f.consecutive_failures,
+        cfg.failures_warning,
+        cfg.failures_error,
+    );
+    if failure_level > Level::Healthy {
+        let n = f.consecutive_failures;
+        let runs = if n == 1 {
+            "the last run failed".to_string()
+        } else {
+            format!("the last {n} runs failed")
+        };
+        let since = match f.last_success {
+            Some(s) => format!(" (last success {}, {})", when(s, f.schedule), ago(s, now)),
+            None => " (never succeeded)".to_string(),
+        };
+        let error = match f.last_error {
+            Some(e) => format!(": {}", one_line(e)),
+            None => String::new(),
+        };
+        reasons.push((
+            failure_level,
+            format!(
+                "{runs}{since}{error}: fix the cause, see `backupctl history {job}` and \
+                 `backupctl logs --job {job}`, then `backupctl run {job} --wait`"
+            ),
+        ));
+    }
+
+    let mut missed = 0;
+    let mut overdue_since = None;
+    if let Some(schedule) = f.schedule {
+        let (count, oldest) = missed_slots(cfg, f, schedule, now);
+        let level = threshold_level(count, cfg.overdue_warning_slots, cfg.overdue_error_slots);
+        missed = count;
+        overdue_since = oldest.map(|s| s.at);
+        if let (true, Some(oldest)) = (count > 0, oldest) {
+            let last = match f.last_success {
+                Some(s) => format!("last success {}, {}", when(s, Some(schedule)), ago(s, now)),
+                None => "never succeeded".to_string(),
+            };
+            let sentence = format!(
+                "no successful backup for {} (since the {} slot; {}; {last}): check \
+                 `backupctl status` and `backupctl history {job}` (is backupd running? did the \
+                 runs fail?), then `backupctl run {job} --wait`",
+                plural(u64::from(count), "slot"),
+                oldest.label(),
+                ago(oldest.at, now),
+            );
+            if level > Level::Healthy {
+                reasons.push((level, sentence));
+            }
+        }
+    }
+
+    if let (Some(bytes), Some(max)) = (f.repository_bytes, cfg.max_repository_bytes) {
+        let (b, m) = (u128::from(bytes), u128::from(max));
+        let level = if b >= m {
+            Level::Error
+        } else if b * 10 >= m * 9 {
+            Level::Warning
+        } else {
+            Level::Healthy
+        };
+        if level > Level::Healthy {
+            let percent = (b * 100 / m.max(1)) as u64;
+            reasons.push((
+                level,
+                format!(
+                    "the repository holds {} bytes, {percent} % of max_repository_bytes ({} \
+                     bytes): free space with `backupctl forget ... --prune`, or raise the limit",
+                    bytes, max
+                ),
+            ));
+        }
+    }
+
+    if cfg.partial_is_warning && f.last_outcome == Some("partial") {
+        let detail = match f.last_error {
+            Some(e) => format!(": {}", one_line(e)),
+            None => String::new(),
+        };
+        reasons.push((
+            Level::Warning,
+            format!(
+                "the last run was partial, some files were not backed up{detail}: see \
+                 `backupctl history {job}` for what could not be read and fix the permissions \
+                 or excludes"
+            ),
+        ));
+    }
+
+    // Stable: equal levels keep the order above.
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.0));
+    JobHealth {
+        level: reasons.first().map_or(Level::Healthy, |r| r.0),
+        reasons: reasons.into_iter().map(|r| r.1).collect(),
+        missed_slots: missed,
+        overdue_since,
+    }
+}
+
+/// The daemon's health over its jobs: the worst job's level; every job's reasons, prefixed
+/// with `NAME: `, the worst jobs first (a job's reasons keep their order; equal jobs keep the
+/// given order); `missed_slots` the sum; `overdue_since` the oldest. No jobs: healthy.
+pub fn overall(jobs: &[(String, JobHealth)]) -> JobHealth {
+    let mut order: Vec<&(String, JobHealth)> = jobs.iter().collect();
+    order.sort_by_key(|j| std::cmp::Reverse(j.1.level));
+    JobHealth {
+        level: jobs
+            .iter()
+            .map(|j| j.1.level)
+            .max()
+            .unwrap_or(Level::Healthy),
+        reasons: order
+            .iter()
+            .flat_map(|(name, h)| h.reasons.iter().map(move |r| format!("{name}: {r}")))
+            .collect(),
+        missed_slots: jobs
+            .iter()
+            .fold(0u32, |sum, j| sum.saturating_add(j.1.missed_slots)),
+        overdue_since: jobs.iter().filter_map(|j| j.1.overdue_since).min(),
+    }
+}
+
+/// Statistics over a job's newest runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStats {
+    /// Real runs considered (at most `n`; `skipped` records are not runs).
+    pub runs: usize,
+    /// Of them, `success` or `partial` (a snapshot was made).
+    pub successes: usize,
+    /// `successes / runs`, None without runs.
+    pub success_rate: Option<f64>,
+    /// Mean duration of the successful runs among them.
+    pub mean_duration_seconds: Option<f64>,
+    /// The newest real run's duration, whatever its outcome.
+    pub last_duration_seconds: Option<f64>,
+    /// Mean bytes added by the successful runs among them that report it (rounded down).
+    pub mean_data_added: Option<u64>,
+    /// The newest real run's bytes added, if it reports it.
+    pub last_data_added: Option<u64>,
+}
+
+fn is_success(outcome: &str) -> bool {
+    outcome == "success" || outcome == "partial"
+}
+
+/// Statistics over `history` (oldest first): its newest `n` real runs, i.e. not `skipped`.
+/// Means are over the successful runs (`success` or `partial`) only, since a failed run's
+/// duration and size say nothing about the backup; `last_*` are the newest real run's.
+pub fn run_stats(history: &[RunRecord], n: usize) -> RunStats {
+    let runs: Vec<&RunRecord> = history
+        .iter()
+        .rev()
+        .filter(|r| r.outcome != "skipped")
+        .take(n)
+        .collect();
+    let ok: Vec<&&RunRecord> = runs.iter().filter(|r| is_success(&r.outcome)).collect();
+    let mean_duration_seconds = (!ok.is_empty())
+        .then(|| ok.iter().map(|r| r.duration_seconds).sum::<f64>() / ok.len() as f64);
+    let added: Vec<u64> = ok.iter().filter_map(|r| r.data_added).collect();
+    let mean_data_added = (!added.is_empty())
+        .then(|| (added.iter().map(|&a| u128::from(a)).sum::<u128>() / added.len() as u128) as u64);
+    RunStats {
+        runs: runs.len(),
+        successes: ok.len(),
+        success_rate: (!runs.is_empty()).then(|| ok.len() as f64 / runs.len() as f64),
+        mean_duration_seconds,
+        last_duration_seconds: runs.first().map(|r| r.duration_seconds),
+        mean_data_added,
+        last_data_added: runs.first().and_then(|r| r.data_added),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+    }
+
+    fn daily() -> Schedule {
+        Schedule::parse("30 2 * * *", Some("UTC")).unwrap()
+    }
+
+    fn facts(schedule: Option<&Schedule>) -> JobFacts<'_> {
+        JobFacts {
+            job: "app",
+            schedule,
+            baseline: t(2020, 1, 1, 0, 0),
+            last_success: None,
+            consecutive_failures: 0,
+            last_outcome: Some("success"),
+            last_error: None,
+            running_since: None,
+            last_check_failed: None,
+            repository_bytes: None,
+        }
+    }
+
+    fn hour_grace() -> HealthConfig {
+        HealthConfig {
+            grace: Some(Duration::from_secs(3600)),
+            ..HealthConfig::default()
+        }
+    }
+
+    fn has(h: &JobHealth, words: &[&str]) {
+        let all = h.reasons.join("\n");
+        for w in words {
+            assert!(all.contains(w), "{w:?} not in {all:?}");
+        }
+    }
+
+    #[test]
+    fn level_codes_and_names() {
+        assert_eq!(Level::Healthy.exit_code(), 0);
+        assert_eq!(Level::Warning.exit_code(), 1);
+        assert_eq!(Level::Error.exit_code(), 2);
+        assert_eq!(Level::Warning.as_str(), "warning");
+        assert_eq!(serde_json::to_string(&Level::Error).unwrap(), "\"error\"");
+        assert!(Level::Healthy < Level::Warning && Level::Warning < Level::Error);
+    }
+
+    #[test]
+    fn success_an_hour_ago_is_healthy() {
+        let s = daily();
+        let f = JobFacts {
+            last_success: Some(t(2026, 12, 2, 2, 35)),
+            ..facts(Some(&s))
+        };
+        let h = job_health(&hour_grace(), &f, t(2026, 12, 2, 3, 35));
+        assert_eq!(h, JobHealth::healthy());
+    }
+
+    #[test]
+    fn success_26_hours_ago_is_one_missed_slot_warning() {
+        let s = daily();
+        let f = JobFacts {
+            last_success: Some(t(2026, 12, 1, 2, 35)),
+            ..facts(Some(&s))
+        };
+        let h = job_health(&hour_grace(), &f, t(2026, 12, 2, 4, 35));
+        assert_eq!(h.level, Level::Warning);
+        assert_eq!(h.missed_slots, 1);
+        assert_eq!(h.overdue_since, Some(t(2026, 12, 2, 2, 30)));
+        assert_eq!(h.reasons.len(), 1);
+        has(
+            &h,
+            &[
+                "no successful backup for 1 slot ",
+                "since the 2026-12-02 02:30 slot; 2 h ago",
+                "last success 2026-12-01 02:35, 26 h ago",
+                "`backupctl history app`",
+            ],
+        );
+    }
+
+    #[test]
+    fn success_50_hours_ago_is_two_missed_slots_error() {
+        let s = daily();
+        let f = JobFacts {
+            last_success: Some(t(2026, 11, 30, 2, 35)),
+            ..facts(Some(&s))
+        };
+        let h = job_health(&hour_grace(), &f, t(2026, 12, 2, 4, 35));
+        assert_eq!(h.level, Level::Error);
+        assert_eq!(h.missed_slots, 2);
+        assert_eq!(h.overdue_since, Some(t(2026, 12, 1, 2, 30)));
+        has(&h, &["for 2 slots", "50 h ago", "2026-12-01 02:30"]);
+    }
+
+    #[test]
+    fn downtime_of_three_intervals_counts_three_slots() {
+        let s = daily();
+        let f = JobFacts {
+            last_success: Some(t(2026, 11, 29, 2, 35)),
+            ..facts(Some(&s))
+        };
+        let h = job_health(&hour_grace(), &f, t(2026, 12, 2, 4, 35));
+        assert_eq!(h.level, Level::Error);
+        assert_eq!(h.missed_slots, 3);
+        assert_eq!(h.overdue_since, Some(t(2026, 11, 30, 2, 30)));
+        has(
+            &h,
+            &[
+                "for 3 slots",
+                "since the 2026-11-30 02:30 slot; 50 h ago",
+                "last success 2026-11-29 02:35, 3 d ago",
+            ],
+        );
+        // JSON: RFC 3339.
+        let json = serde_json::to_value(&h).unwrap();
+        assert_eq!(json["overdue_since"], "2026-11-30T02:30:00Z");
+        assert_eq!(json["level"], "error");
+    }
+
+    #[test]
+    fn a_new_job_before_its_first_slot_is_healthy() {
+        let s = daily();
+        let f = JobFacts {
+            baseline: t(2026, 12, 1, 10, 0),
+            last_outcome: None,
+            ..facts(Some(&s))
+        };
+        let h = job_health(&HealthConfig::default(), &f, t(2026, 12, 1, 10, 10));
+        assert_eq!(h, JobHealth::healthy());
+    }
+
+    #[test]
+    fn a_first_slot_passed_without_a_run_is_a_warning_after_the_grace() {
+        let s = daily();
+        let f = JobFacts {
+            baseline: t(2026, 12, 1, 10, 0),
+            last_outcome: None,
+            ..facts(Some(&s))
+        };
+        let cfg = HealthConfig::default(); // daily: 1 h grace
+        let within = job_health(&cfg, &f, t(2026, 12, 2, 3, 29));
+        assert_eq!(within.level, Level::Healthy);
+        assert_eq!(within.missed_slots, 0);
+        let h = job_health(&cfg, &f, t(2026, 12, 2, 3, 31));
+        assert_eq!(h.level, Level::Warning);
+        assert_eq!(h.missed_slots, 1);
+        assert_eq!(h.overdue_since, Some(t(2026, 12, 2, 2, 30)));
+        has(
+            &h,
+            &["for 1 slot", "never succeeded", "backupctl run app --wait"],
+        );
+    }
+
+    #[test]
+    fn the_baseline_hides_older_slots() {
+        let s = daily();
+        let f = JobFacts {
+            baseline: t(2026, 12, 1, 10, 0),
+            last_success: Some(t(2026, 11, 1, 2, 35)),
+            ..facts(Some(&s))
+        };
+        let h = job_health(&hour_grace(), &f, t(2026, 12, 2, 4, 0));
+        assert_eq!(h.missed_slots, 1);
+        assert_eq!(h.level, Level::Warning);
+    }
+
+    #[test]
+    fn a_run_in_progress_protects_its_slot() {
+        let s = daily();
+        let base = JobFacts {
+            last_success: Some(t(2026, 12, 1, 2, 35)),
+            ..facts(Some(&s))
+        };
+        let cfg = hour_grace();
+        let now = t(2026, 12, 2, 4, 35);
+        let running = JobFacts {
+            running_since: Some(t(2026, 12, 2, 2, 30)),
+            ..base
+        };
+        assert_eq!(job_health(&cfg, &running, now), JobHealth::healthy());
+        // Started within the grace (a queued run): still its slot.
+        let queued = JobFacts {
+            running_since: Some(t(2026, 12, 2, 3, 30)),
+            ..base
+        };
+        assert_eq!(job_health(&cfg, &queued, now).missed_slots, 0);
+        // Started after the grace: the slot was missed, the run does not hide it.
+        let late = JobFacts {
+            running_since: Some(t(2026, 12, 2, 3, 31)),
+            ..base
+        };
+        let h = job_health(&cfg, &late, now);
+        assert_eq!((h.level, h.missed_slots), (Level::Warning, 1));
+        // A catch-up run after downtime: the older slots stay missed until it succeeds.
+        let catch_up = JobFacts {
+            last_success: Some(t(2026, 11, 29, 2, 35)),
+            running_since: Some(t(2026, 12, 2, 2, 0)),
+            ..base
+        };
+        let h = job_health(&cfg, &catch_up, now);
+        assert_eq!((h.level, h.missed_slots), (Level::Error, 2));
+        assert_eq!(h.overdue_since, Some(t(2026, 11, 30, 2, 30)));
+    }
+
+    #[test]
+    fn failures_warn_then_error_with_the_last_error() {
+        let s = daily();
+        let now = t(2026, 12, 2, 3, 0);
+        let one = JobFacts {
+            last_success: Some(t(2026, 12, 1, 2, 35)),
+            consecutive_failures: 1,
+            last_outcome: Some("failed"),
+            last_error: Some("repository /srv/repo is locked\nby pid 42"),
+            ..facts(Some(&s))
+        };
+        let h = job_health(&HealthConfig::default(), &one, now);
+        assert_eq!(h.level, Level::Warning);
+        assert_eq!(h.missed_slots, 0);
+        has(
+            &h,
+            &[
+                "the last run failed",
+                "last success 2026-12-01 02:35, 24 h ago",
+                ": repository /srv/repo is locked by pid 42:",
+                "backupctl logs --job app",
+            ],
+        );
+        let two = JobFacts {
+            consecutive_failures: 2,
+            ..one
+        };
+        assert_eq!(
+            job_health(&HealthConfig::default(), &two, now).level,
+            Level::Warning
+        );
+        let three = JobFacts {
+            consecutive_failures: 3,
+            last_success: None,
+            ..one
+        };
+        let h = job_health(&HealthConfig::default(), &three, now);
+        assert_eq!(h.level, Level::Error);
+        has(&h, &["the last 3 runs failed (never succeeded)", "locked"]);
+    }
+
+    #[test]
+    fn partial_is_a_warning_unless_switched_off() {
+        let s = daily();
+        let f = JobFacts {
+            last_success: Some(t(2026, 12, 2, 2, 40)),
+            last_outcome: Some("partial"),
+            last_error: Some("2 files could not be read"),
+            ..facts(Some(&s))
+        };
+        let now = t(2026, 12, 2, 3, 0);
+        let h = job_health(&HealthConfig::default(), &f, now);
+        assert_eq!(h.level, Level::Warning);
+        assert_eq!(h.missed_slots, 0);
+        has(
+            &h,
+            &[
+                "partial",
+                "2 files could not be read",
+                "backupctl history app",
+            ],
+        );
+        let off = HealthConfig {
+            partial_is_warning: false,
+            ..HealthConfig::default()
+        };
+        assert_eq!(job_health(&off, &f, now), JobHealth::healthy());
+    }
+
+    #[test]
+    fn a_failed_check_is_an_error() {
+        let f = JobFacts {
+            last_check_failed: Some("pack 1a2b3c is missing"),
+            ..facts(None)
+        };
+        let h = job_health(&HealthConfig::default(), &f, t(2026, 12, 2, 3, 0));
+        assert_eq!(h.level, Level::Error);
+        has(
+            &h,
+            &["check failed", "pack 1a2b3c is missing", "backupctl check"],
+        );
+    }
+
+    #[test]
+    fn repository_size_against_the_limit() {
+        let cfg = HealthConfig {
+            max_repository_bytes: Some(1000),
+            ..HealthConfig::default()
+        };
+        let at = |bytes| {
+            let f = JobFacts {
+                repository_bytes: Some(bytes),
+                ..facts(None)
+            };
+            job_health(&cfg, &f, t(2026, 12, 2, 3, 0))
+        };
+        assert_eq!(at(899).level, Level::Healthy);
+        assert_eq!(at(900).level, Level::Warning);
+        let h = at(950);
+        assert_eq!(h.level, Level::Warning);
+        has(&h, &["95 %", "1000 bytes", "prune"]);
+        assert_eq!(at(1000).level, Level::Error);
+        let h = at(1010);
+        assert_eq!(h.level, Level::Error);
+        has(&h, &["101 %"]);
+        // No limit, or size unknown: nothing.
+        let f = JobFacts {
+            repository_bytes: Some(u64::MAX),
+            ..facts(None)
+        };
+        assert_eq!(
+            job_health(&HealthConfig::default(), &f, t(2026, 12, 2, 3, 0)).level,
+            Level::Healthy
+        );
+        assert_eq!(
+            job_health(&cfg, &facts(None), t(2026, 12, 2, 3, 0)).level,
+            Level::Healthy
+        );
+    }
+
+    #[test]
+    fn a_manual_job_is_never_overdue() {
+        let f = JobFacts {
+            last_outcome: None,
+            ..facts(None)
+        };
+        let h = job_health(&HealthConfig::default(), &f, t(2030, 1, 1, 0, 0));
+        assert_eq!(h, JobHealth::healthy());
+    }
+
+    #[test]
+    fn reasons_are_most_severe_first() {
+        let s = daily();
+        let f = JobFacts {
+            last_success: Some(t(2026, 12, 1, 2, 35)),
+            last_outcome: Some("partial"),
+            last_check_failed: Some("index damaged"),
+            consecutive_failures: 1,
+            ..facts(Some(&s))
+        };
+        let h = job_health(&hour_grace(), &f, t(2026, 12, 2, 4, 35));
+        assert_eq!(h.level, Level::Error);
+        assert_eq!(h.reasons.len(), 4);
+        assert!(h.reasons[0].contains("check failed"));
+        assert!(h.reasons[1].contains("the last run failed"));
+        assert!(h.reasons[2].contains("1 slot"));
+        assert!(h.reasons[3].contains("partial"));
+    }
+
+    #[test]
+    fn zero_thresholds_switch_rules_off() {
+        let s = daily();
+        let cfg = HealthConfig {
+            overdue_warning_slots: 0,
+            overdue_error_slots: 0,
+            failures_warning: 0,
+            failures_error: 0,
+            ..hour_grace()
+        };
+        let f = JobFacts {
+            last_success: Some(t(2026, 11, 1, 2, 35)),
+            consecutive_failures: 9,
+            last_outcome: Some("failed"),
+            ..facts(Some(&s))
+        };
+        let h = job_health(&cfg, &f, t(2026, 12, 2, 4, 35));
+        assert_eq!(h.level, Level::Healthy);
+        assert!(h.reasons.is_empty());
+        assert_eq!(h.missed_slots, 31, "still counted");
+    }
+
+    #[test]
+    fn default_grace_is_a_tenth_of_the_interval_within_bounds() {
+        let cfg = HealthConfig::default();
+        let now = t(2026, 12, 2, 4, 35);
+        let g = |expr| cfg.grace_for(&Schedule::parse(expr, Some("UTC")).unwrap(), now);
+        assert_eq!(g("* * * * *"), Duration::from_secs(60));
+        assert_eq!(g("*/10 * * * *"), Duration::from_secs(60));
+        assert_eq!(g("@hourly"), Duration::from_secs(360));
+        assert_eq!(g("0 */6 * * *"), Duration::from_secs(2160));
+        assert_eq!(g("@daily"), Duration::from_secs(3600));
+        assert_eq!(g("@weekly"), Duration::from_secs(3600));
+        let set = HealthConfig {
+            grace: Some(Duration::from_secs(7)),
+            ..cfg
+        };
+        assert_eq!(set.grace_for(&daily(), now), Duration::from_secs(7));
+    }
+
+    #[test]
+    fn an_hourly_job_uses_its_six_minute_grace() {
+        let s = Schedule::parse("0 * * * *", Some("UTC")).unwrap();
+        let f = JobFacts {
+            last_success: Some(t(2026, 12, 2, 3, 1)),
+            ..facts(Some(&s))
+        };
+        let cfg = HealthConfig::default();
+        assert_eq!(job_health(&cfg, &f, t(2026, 12, 2, 4, 5)).missed_slots, 0);
+        let h = job_health(&cfg, &f, t(2026, 12, 2, 4, 7));
+        assert_eq!((h.level, h.missed_slots), (Level::Warning, 1));
+        let h = job_health(&cfg, &f, t(2026, 12, 2, 5, 7));
+        assert_eq!((h.level, h.missed_slots), (Level::Error, 2));
+        has(&h, &["since the 2026-12-02 04:00 slot; 67 min ago"]);
+    }
+
+    #[test]
+    fn overall_is_the_worst_with_job_names() {
+        let warn = JobHealth {
+            level: Level::Warning,
+            reasons: vec!["w1".into()],
+            missed_slots: 1,
+            overdue_since: Some(t(2026, 12, 2, 2, 30)),
+        };
+        let err = JobHealth {
+            level: Level::Error,
+            reasons: vec!["e1".into(), "e2".into()],
+            missed_slots: 2,
+            overdue_since: Some(t(2026, 12, 1, 2, 30)),
+        };
+        let jobs = vec![
+            ("a".to_string(), JobHealth::healthy()),
+            ("b".to_string(), warn),
+            ("c".to_string(), err),
+        ];
+        let o = overall(&jobs);
+        assert_eq!(o.level, Level::Error);
+        assert_eq!(o.reasons, vec!["c: e1", "c: e2", "b: w1"]);
+        assert_eq!(o.missed_slots, 3);
+        assert_eq!(o.overdue_since, Some(t(2026, 12, 1, 2, 30)));
+        assert_eq!(overall(&jobs[..1]), JobHealth::healthy());
+        assert_eq!(overall(&[]), JobHealth::healthy());
+    }
+
+    fn record(outcome: &str, secs: f64, added: Option<u64>) -> RunRecord {
+        let mut r = RunRecord::new(
+            "r",
+            "app",
+            "manual".into(),
+            t(2026, 12, 1, 0, 0),
+            outcome,
+            0,
+        );
+        r.duration_seconds = secs;
+        r.data_added = added;
+        r
+    }
+
+    #[test]
+    fn run_stats_over_the_newest_real_runs() {
+        let history = vec![
+            record("success", 1000.0, Some(1_000_000)), // beyond n
+            record("success", 10.0, Some(100)),
+            record("failed", 2.0, None),
+            record("skipped", 0.0, None),
+            record("partial", 20.0, Some(301)),
+            record("interrupted", 5.0, None),
+            record("success", 30.0, None),
+            record("skipped", 0.0, None),
+        ];
+        let s = run_stats(&history, 5);
+        assert_eq!(s.runs, 5);
+        assert_eq!(s.successes, 3);
+        assert_eq!(s.success_rate, Some(0.6));
+        assert_eq!(s.mean_duration_seconds, Some(20.0));
+        assert_eq!(s.last_duration_seconds, Some(30.0));
+        assert_eq!(s.mean_data_added, Some(200)); // (100 + 301) / 2, rounded down
+        assert_eq!(s.last_data_added, None);
+
+        let all = run_stats(&history, 100);
+        assert_eq!((all.runs, all.successes), (6, 4));
+
+        let failed = run_stats(&[record("failed", 3.0, None)], 10);
+        assert_eq!(failed.success_rate, Some(0.0));
+        assert_eq!(failed.mean_duration_seconds, None);
+        assert_eq!(failed.last_duration_seconds, Some(3.0));
+
+        let none = run_stats(&[record("skipped", 0.0, None)], 10);
+        assert_eq!(
+            none,
+            RunStats {
+                runs: 0,
+                successes: 0,
+                success_rate: None,
+                mean_duration_seconds: None,
+                last_duration_seconds: None,
+                mean_data_added: None,
+                last_data_added: None,
+            }
+        );
+        assert_eq!(run_stats(&history, 0).runs, 0);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("12B"), Ok(12));
+        assert_eq!(parse_size("1K"), Ok(1024));
+        assert_eq!(parse_size("1KiB"), Ok(1024));
+        assert_eq!(parse_size("2M"), Ok(2 << 20));
+        assert_eq!(parse_size("2 MiB"), Ok(2 << 20));
+        assert_eq!(parse_size("500G"), Ok(500 << 30));
+        assert_eq!(parse_size("500g"), Ok(500 << 30));
+        assert_eq!(parse_size(" 3gib "), Ok(3 << 30));
+        assert_eq!(parse_size("1.5T"), Ok(3 << 39));
+        assert_eq!(parse_size("1.5TiB"), Ok(3 << 39));
+        assert_eq!(parse_size(".5K"), Ok(512));
+        assert_eq!(parse_size("1.0001B"), Ok(1));
+        assert_eq!(parse_size("16777215T"), Ok(16_777_215 << 40));
+        assert!(matches!(
+            parse_size("16777216T"),
+            Err(SizeError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            parse_size("99999999999999999999999999999999999999999"),
+            Err(SizeError::TooLarge { .. })
+        ));
+        for bad in ["", "G", ".", "1..2G", "-1", "1.2.3"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+        for unit in ["1GB", "1KB", "1P", "1 bytes", "1G B"] {
+            let e = parse_size(unit).unwrap_err();
+            assert!(
+                matches!(e, SizeError::UnknownUnit { .. }),
+                "{unit:?}: {e:?}"
+            );
+            assert!(e.to_string().contains("powers of 1024"));
+        }
+    }
+
+    #[test]
+    fn config_from_toml() {
+        let cfg: HealthConfig = toml::from_str("").unwrap();
+        assert_eq!(cfg, HealthConfig::default());
+        assert_eq!(cfg.overdue_warning_slots, 1);
+        assert_eq!(cfg.overdue_error_slots, 2);
+        assert_eq!(cfg.failures_warning, 1);
+        assert_eq!(cfg.failures_error, 3);
+        assert!(cfg.partial_is_warning);
+        assert_eq!((cfg.grace, cfg.max_repository_bytes), (None, None));
+
+        let cfg: HealthConfig = toml::from_str(
+            "overdue_error_slots = 4\ngrace = \"1h30m\"\nmax_repository_bytes = \"500G\"\npartial_is_warning = false",
+        )
+        .unwrap();
+        assert_eq!(cfg.overdue_error_slots, 4);
+        assert_eq!(cfg.grace, Some(Duration::from_secs(5400)));
+        assert_eq!(cfg.max_repository_bytes, Some(500 << 30));
+        assert!(!cfg.partial_is_warning);
+
+        let cfg: HealthConfig = toml::from_str("grace = 90\nmax_repository_bytes = 4096").unwrap();
+        assert_eq!(cfg.grace, Some(Duration::from_secs(90)));
+        assert_eq!(cfg.max_repository_bytes, Some(4096));
+
+        let e = toml::from_str::<HealthConfig>("graec = \"1h\"").unwrap_err();
+        assert!(e.to_string().contains("graec"), "{e}");
+        let e = toml::from_str::<HealthConfig>("max_repository_bytes = \"5GB\"").unwrap_err();
+        assert!(e.to_string().contains("powers of 1024"), "{e}");
+        let e = toml::from_str::<HealthConfig>("max_repository_bytes = 0").unwrap_err();
+        assert!(e.to_string().contains("more than 0"), "{e}");
+        assert!(toml::from_str::<HealthConfig>("grace = \"soon\"").is_err());
+    }
+}

@@ -1,0 +1,426 @@
+//! Integration tests of monitoring with a real daemon: health (`backupctl health` exit codes), the Prometheus metrics file, and notifications.
+
+mod support;
+
+use serde_json::Value;
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+use support::daemon::*;
+use support::*;
+
+/// A tmpfs mounted at `dir` (root only), unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path) -> Tmpfs {
+        fs::create_dir_all(dir).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "mount: {}", show(&o));
+        Tmpfs(dir.to_path_buf())
+    }
+    fn remount(&self, mode: &str) {
+        let o = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "remount {mode}: {}", show(&o));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
+
+/// The value of the sample `name{...job="JOB"...}` in a metrics file.
+fn sample(metrics: &str, name: &str, job: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        (series.starts_with(&format!("{name}{{")) && series.contains(&format!("job=\"{job}\"")))
+            .then(|| value.parse().unwrap())
+    })
+}
+
+#[test]
+fn an_unwritable_repository_turns_the_job_to_error_and_the_fix_back_to_healthy() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: mounting a read-only tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let s = Setup::new("");
+    let ro = Tmpfs::mount(&s.env.path("ro"));
+    let repo = s.env.path("ro/repo");
+    let o = Command::new(BACKUPCTL)
+        .args(["-q", "-r"])
+        .arg(&repo)
+        .arg("--password-file")
+        .arg(&s.env.pw)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    ro.remount("ro");
+    let metrics = s.env.path("metrics/backupd.prom");
+    fs::create_dir_all(metrics.parent().unwrap()).unwrap();
+    let cfg = s.config_text(&format!(
+        "[repositories.ro]\npath = \"{}\"\npassword_file = \"{}\"\n\n[jobs.bad]\nrepository = \"ro\"\npaths = [\"{{data}}\"]\nretries = {{ attempts = 1, delay = \"1s\" }}\nhealth = {{ failures_error = 2 }}\n\n[jobs.good]\nrepository = \"main\"\npaths = [\"{{data}}\"]\n",
+        repo.display(),
+        s.env.pw.display()
+    ))
+    .replace("[daemon]\n", &format!("[daemon]\nmetrics_file = \"{}\"\n", metrics.display()));
+    fs::write(&s.cfg, cfg).unwrap();
+    let d = s.start(None);
+    assert_eq!(s.ctl(&["run", "good", "--wait"]).status.code(), Some(0));
+    let o = s.ctl(&["run", "bad", "--wait"]);
+    assert_ne!(o.status.code(), Some(0), "{}", show(&o));
+    // One failure: warning (health exit 1); after the retry fails too: error (exit 2).
+    let o = s.ctl(&["health"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    wait_for(Duration::from_secs(30), "the retry to fail", || {
+        s.history("bad").len() == 2
+    });
+    let h = s.history("bad");
+    assert!(reason(&h[1]).starts_with("retry 1 of 1"), "{h:#?}");
+    assert!(
+        h[1]["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("read-only"),
+        "{h:#?}"
+    );
+    let o = s.ctl(&["health"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("bad: error") && out.contains("good: healthy"),
+        "{out}"
+    );
+    assert!(
+        out.contains("2 failed runs in a row") || out.contains("failed"),
+        "{out}"
+    );
+    let st = s.ctl_json(&["status"]);
+    let bad = st["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "bad")
+        .unwrap();
+    assert_eq!(bad["health"]["level"], "error", "{bad:#}");
+    assert_eq!(bad["stats"]["runs"], 2, "{bad:#}");
+    assert_eq!(st["health"]["level"], "error");
+    // The file is rewritten (atomically, on a blocking thread) right after each run.
+    wait_for(
+        Duration::from_secs(10),
+        "the metrics after the retry",
+        || {
+            fs::read_to_string(&metrics)
+                .is_ok_and(|m| sample(&m, "backupd_job_consecutive_failures", "bad") == Some(2.0))
+        },
+    );
+    let m = fs::read_to_string(&metrics).unwrap();
+    assert_eq!(sample(&m, "backupd_job_health", "bad"), Some(2.0), "{m}");
+    assert_eq!(sample(&m, "backupd_job_health", "good"), Some(0.0), "{m}");
+    assert_eq!(
+        sample(&m, "backupd_job_consecutive_failures", "bad"),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "backupd_job_last_run_success", "good"),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(sample(&m, "backupd_job_last_success_timestamp_seconds", "good").unwrap() > 1.7e9);
+
+    // The fix: the repository is writable again; the next run succeeds, the job is healthy.
+    ro.remount("rw");
+    let o = s.ctl(&["run", "bad", "--wait"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let o = s.ctl(&["health"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    wait_for(Duration::from_secs(10), "the metrics after the fix", || {
+        fs::read_to_string(&metrics)
+            .is_ok_and(|m| sample(&m, "backupd_job_health", "bad") == Some(0.0))
+    });
+    let (code, _) = d.term();
+    assert_eq!(code, Some(0));
+    // Without the daemon, health judges the state files and says the daemon is down: error.
+    let o = s.ctl(&["health"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("backupd is not running"),
+        "{}",
+        show(&o)
+    );
+    let v: Value = serde_json::from_slice(&s.ctl(&["--json", "health"]).stdout).unwrap();
+    assert_eq!(v["level"], "error");
+}
+
+#[test]
+fn a_daemon_down_for_three_intervals_reports_the_job_overdue_at_once() {
+    let hook = Receiver::start();
+    let s = Setup::new(&format!(
+        "[jobs.daily]\nrepository = \"main\"\npaths = [\"{{data}}\"]\nschedule = \"30 2 * * *\"\ntimezone = \"UTC\"\ncatch_up = \"skip\"\nnotify = {{ events = [\"overdue\"], webhook = [{{ url = \"http://127.0.0.1:{}/\" }}] }}\n",
+        hook.port
+    ));
+    let day1 = epoch("2026-06-01T02:29:57Z");
+    let d = s.start(Some(day1 - real_now()));
+    wait_for(Duration::from_secs(30), "the first run", || {
+        runs(&s.history("daily"), "success").len() == 1
+    });
+    assert_eq!(s.ctl(&["health"]).status.code(), Some(0));
+    let (code, _) = d.term();
+    assert_eq!(code, Some(0));
+    // Down for three days; started at 05:00 on the fourth: three slots without a success.
+    let day4 = epoch("2026-06-04T05:00:00Z");
+    let d = s.start(Some(day4 - real_now()));
+    let o = s.ctl(&["--json", "health"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let h = &v["jobs"][0]["health"];
+    assert_eq!(h["missed_slots"], 3, "{v:#}");
+    assert_eq!(
+        h["overdue_since"].as_str().map(|t| &t[..16]),
+        Some("2026-06-02T02:30"),
+        "{v:#}"
+    );
+    let why = h["reasons"][0].as_str().unwrap();
+    assert!(why.contains("3 slots"), "{why}");
+    // The dead-man alarm went out at once, with the gap in the message, and only once.
+    wait_for(Duration::from_secs(20), "the overdue notification", || {
+        hook.events() == ["overdue"]
+    });
+    let msg = hook.bodies()[0]["message"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("job daily is overdue")
+            && msg.contains("3 slots")
+            && msg.contains("2026-06-01"),
+        "{msg}"
+    );
+    drop(d);
+    let d = s.start(Some(day4 + 60 - real_now()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        hook.events(),
+        ["overdue"],
+        "not sent again for the same episode"
+    );
+    drop(d);
+}
+
+/// A webhook receiver on loopback: records every request's path and body, answers 200.
+struct Receiver {
+    port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let got: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+        let g = got.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut c) = conn else { continue };
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut first = String::new();
+                if r.read_line(&mut first).is_err() {
+                    continue;
+                }
+                let mut len = 0;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; len];
+                let _ = r.read_exact(&mut body);
+                let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+                g.lock()
+                    .unwrap()
+                    .push((path, String::from_utf8_lossy(&body).into_owned()));
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        Receiver { port, got }
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, b)| serde_json::from_str(b).ok())
+            .collect()
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.bodies()
+            .iter()
+            .map(|b| b["event"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+}
+
+struct Smtpd(std::process::Child);
+impl Drop for Smtpd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn failures_reach_a_webhook_and_a_real_smtp_server_with_the_log_tail_and_a_dead_endpoint_delays_nothing(
+) {
+    let python = "/usr/bin/python3";
+    let ok = Command::new(python)
+        .args(["-c", "import aiosmtpd"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{python} cannot import aiosmtpd: install python3-aiosmtpd (bash tests/run.sh does)"
+    );
+    let hook = Receiver::start();
+    // An endpoint that accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let smtp_port = free_port();
+    let s = Setup::new("");
+    let maildir = s.env.path("mail");
+    let _smtpd = Smtpd(
+        Command::new(python)
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{smtp_port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(Duration::from_secs(20), "aiosmtpd", || {
+        std::net::TcpStream::connect(("127.0.0.1", smtp_port)).is_ok()
+    });
+    let jobs = format!(
+        "[jobs.app]\nrepository = \"main\"\npaths = [\"{{data}}\"]\nretries = {{ attempts = 0 }}\n[jobs.app.hooks]\nbefore = [\"test -e {flag} || {{ echo 'the app database is gone' >&2; exit 4; }}\"]\n[jobs.app.notify]\nevents = [\"failure\", \"recovered\"]\nwebhook = [{{ url = \"http://127.0.0.1:{port}/hook\" }}, {{ url = \"http://127.0.0.1:{silent_port}/never\", timeout = \"3s\", retries = 1 }}]\nemail = {{ server = \"127.0.0.1\", port = {smtp_port}, security = \"none\", from = \"backupd@example.com\", to = [\"ops@example.com\"] }}\n",
+        flag = s.env.path("flag").display(),
+        port = hook.port
+    );
+    s.write_config(&jobs);
+    let d = s.start(None);
+    let o = s.ctl(&["run", "app", "--wait"]);
+    assert_eq!(o.status.code(), Some(5), "{}", show(&o));
+    // The run is over while the silent endpoint still holds its delivery (3 s x 2 attempts).
+    let st = s.ctl_json(&["status"]);
+    assert!(
+        st["jobs"][0]["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| !n["channel"].as_str().unwrap().contains("never")),
+        "{st:#}"
+    );
+    wait_for(Duration::from_secs(20), "the webhook", || {
+        hook.events() == ["failure"]
+    });
+    let b = &hook.bodies()[0];
+    assert_eq!(b["job"], "app");
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("backup job app failed"),
+        "{b:#}"
+    );
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("the app database is gone"),
+        "{b:#}"
+    );
+    let tail: Vec<&str> = b["log_tail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        tail.iter().any(|l| l.contains("run started")),
+        "the run's log lines: {tail:#?}"
+    );
+    // The email.
+    wait_for(Duration::from_secs(20), "the email", || {
+        fs::read_dir(maildir.join("new")).is_ok_and(|mut r| r.next().is_some())
+    });
+    let mail = fs::read_dir(maildir.join("new"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = fs::read_to_string(mail).unwrap();
+    assert!(
+        text.contains("[backupd] app: failure") && text.contains("the app database is gone"),
+        "{text}"
+    );
+    // The dead endpoint's failure is visible in status, and did not hold anything up.
+    wait_for(
+        Duration::from_secs(20),
+        "the silent endpoint's failure in status",
+        || {
+            s.ctl_json(&["status"])["jobs"][0]["notifications"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["channel"].as_str().unwrap().contains("never") && n["ok"] == false)
+        },
+    );
+    let st = s.ctl_json(&["status"]);
+    let dead = st["jobs"][0]["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["ok"] == false)
+        .unwrap()
+        .clone();
+    assert!(
+        dead["error"].as_str().unwrap().contains("timed out"),
+        "{dead:#}"
+    );
+    assert_eq!(dead["attempts"], 2);
+    // The fix: recovered.
+    fs::write(s.env.path("flag"), b"").unwrap();
+    let o = s.ctl(&["run", "app", "--wait"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    wait_for(Duration::from_secs(20), "recovered", || {
+        hook.events() == ["failure", "recovered"]
+    });
+    drop(silent);
+    drop(d);
+}

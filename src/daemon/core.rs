@@ -991,6 +991,7 @@ impl Daemon {
                     .iter()
                     .rev()
                     .find(|r| r.outcome != "skipped");
+                let health = self.health_of(name, e, now);
                 crate::metrics::JobMetrics {
                     job: name.clone(),
                     repository: self
@@ -1007,9 +1008,9 @@ impl Daemon {
                     last_bytes_processed: last.and_then(|r| r.bytes_processed),
                     last_files_new: last.and_then(|r| r.files_new),
                     consecutive_failures: e.state.consecutive_failures,
-                    health: self.health_of(name, e, now).level,
+                    health: health.level,
                     running: e.active.is_some(),
-                    missed_slots: self.health_of(name, e, now).missed_slots,
+                    missed_slots: health.missed_slots,
                 }
             })
             .collect();

@@ -132,7 +132,7 @@ fn catch_up_policies_once_skip_and_within() {
         job("recent", "within 6h"),
         job("stale", "within 1h")
     ));
-    let day1 = epoch("2026-06-01T02:29:57Z");
+    let day1 = epoch("2026-06-01T02:29:50Z");
     let d = s.start(Some(day1 - real_now()));
     for j in ["once", "skip", "recent", "stale"] {
         wait_for(Duration::from_secs(30), "the first scheduled run", || {

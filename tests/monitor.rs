@@ -70,7 +70,7 @@ fn an_unwritable_repository_turns_the_job_to_error_and_the_fix_back_to_healthy()
     let metrics = s.env.path("metrics/backupd.prom");
     fs::create_dir_all(metrics.parent().unwrap()).unwrap();
     let cfg = s.config_text(&format!(
-        "[repositories.ro]\npath = \"{}\"\npassword_file = \"{}\"\n\n[jobs.bad]\nrepository = \"ro\"\npaths = [\"{{data}}\"]\nretries = {{ attempts = 1, delay = \"1s\" }}\nhealth = {{ failures_error = 2 }}\n\n[jobs.good]\nrepository = \"main\"\npaths = [\"{{data}}\"]\n",
+        "[repositories.ro]\npath = \"{}\"\npassword_file = \"{}\"\n\n[jobs.bad]\nrepository = \"ro\"\npaths = [\"{{data}}\"]\nretries = {{ attempts = 1, delay = \"3s\" }}\nhealth = {{ failures_error = 2 }}\n\n[jobs.good]\nrepository = \"main\"\npaths = [\"{{data}}\"]\n",
         repo.display(),
         s.env.pw.display()
     ))
@@ -172,7 +172,7 @@ fn a_daemon_down_for_three_intervals_reports_the_job_overdue_at_once() {
         "[jobs.daily]\nrepository = \"main\"\npaths = [\"{{data}}\"]\nschedule = \"30 2 * * *\"\ntimezone = \"UTC\"\ncatch_up = \"skip\"\nnotify = {{ events = [\"overdue\"], webhook = [{{ url = \"http://127.0.0.1:{}/\" }}] }}\n",
         hook.port
     ));
-    let day1 = epoch("2026-06-01T02:29:57Z");
+    let day1 = epoch("2026-06-01T02:29:50Z");
     let d = s.start(Some(day1 - real_now()));
     wait_for(Duration::from_secs(30), "the first run", || {
         runs(&s.history("daily"), "success").len() == 1

@@ -279,53 +279,17 @@ impl Receiver {
     }
 }
 
-struct Smtpd(std::process::Child);
-impl Drop for Smtpd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn failures_reach_a_webhook_and_a_real_smtp_server_with_the_log_tail_and_a_dead_endpoint_delays_nothing(
 ) {
-    let python = "/usr/bin/python3";
-    let ok = Command::new(python)
-        .args(["-c", "import aiosmtpd"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{python} cannot import aiosmtpd: install python3-aiosmtpd (bash tests/run.sh does)"
-    );
     let hook = Receiver::start();
     // An endpoint that accepts and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_port = silent.local_addr().unwrap().port();
-    let smtp_port = free_port();
     let s = Setup::new("");
     let maildir = s.env.path("mail");
-    let _smtpd = Smtpd(
-        Command::new(python)
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{smtp_port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&maildir)
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(Duration::from_secs(20), "aiosmtpd", || {
-        std::net::TcpStream::connect(("127.0.0.1", smtp_port)).is_ok()
-    });
+    let smtpd = support::smtpd::Smtpd::start(&maildir);
+    let smtp_port = smtpd.port;
     let jobs = format!(
         "[jobs.app]\nrepository = \"main\"\npaths = [\"{{data}}\"]\nretries = {{ attempts = 0 }}\n[jobs.app.hooks]\nbefore = [\"test -e {flag} || {{ echo 'the app database is gone' >&2; exit 4; }}\"]\n[jobs.app.notify]\nevents = [\"failure\", \"recovered\"]\nwebhook = [{{ url = \"http://127.0.0.1:{port}/hook\" }}, {{ url = \"http://127.0.0.1:{silent_port}/never\", timeout = \"3s\", retries = 1 }}]\nemail = {{ server = \"127.0.0.1\", port = {smtp_port}, security = \"none\", from = \"backupd@example.com\", to = [\"ops@example.com\"] }}\n",
         flag = s.env.path("flag").display(),

@@ -1,5 +1,7 @@
 //! Notifications against real servers on loopback: a scripted HTTP server, aiosmtpd for email, and shell commands.
 
+mod support;
+
 use backupd::notifications::{
     bounded_tail, redacted_url, send, webhook_body, EmailConfig, Event, Notification, NotifyConfig,
     SmtpSecurity, WebhookConfig, WebhookMode,
@@ -9,6 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::smtpd::{free_port, Smtpd};
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
@@ -580,55 +583,12 @@ fn validate_refuses_bad_webhooks_and_emails() {
 
 // --- email, through a real SMTP server (Debian's python3-aiosmtpd; tests/run.sh installs it) ---
 
-struct Smtpd(std::process::Child);
-
-impl Drop for Smtpd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn email_arrives_with_subject_job_error_and_log_tail() {
-    let python = "/usr/bin/python3";
-    let ok = std::process::Command::new(python)
-        .args(["-c", "import aiosmtpd"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "{python} cannot import aiosmtpd: install Debian's python3-aiosmtpd (bash tests/run.sh does)"
-    );
     let dir = tempfile::tempdir().unwrap();
     let maildir = dir.path().join("mail");
-    let port = free_port();
-    let _server = Smtpd(
-        std::process::Command::new(python)
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&maildir)
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "aiosmtpd did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let server = Smtpd::start(&maildir);
+    let port = server.port;
 
     let mut e = email_cfg("127.0.0.1", SmtpSecurity::None);
     e.port = Some(port);

@@ -62,6 +62,9 @@ pub struct RepositoryConfig {
     /// How long to wait for a locked repository (e.g. "5m").
     #[serde(default, deserialize_with = "duration")]
     pub lock_wait: Duration,
+    /// Verification drills the daemon runs on this repository (src/verify.rs).
+    #[serde(default)]
+    pub verify: Option<crate::verify::VerifyConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -241,6 +244,9 @@ pub struct DaemonConfig {
     /// A Prometheus text file (for node_exporter's textfile collector, name ending in .prom),
     /// rewritten atomically after every run.
     pub metrics_file: Option<PathBuf>,
+    /// Serve the same metrics over HTTP at `http://ADDR/metrics`; a loopback address only
+    /// (e.g. "127.0.0.1:9909"). Read at start-up.
+    pub metrics_listen: Option<toml::Spanned<String>>,
     /// Notifications for every job without a `notify` table of its own.
     pub notify: Option<crate::notifications::NotifyConfig>,
     /// On SIGTERM, how long running jobs get to stop at a safe point before the daemon exits.
@@ -261,6 +267,7 @@ impl Default for DaemonConfig {
             max_parallel: two_usize(),
             history_keep: hundred(),
             metrics_file: None,
+            metrics_listen: None,
             notify: None,
             shutdown_timeout: thirty_seconds(),
         }
@@ -498,6 +505,24 @@ impl Config {
                 )));
             }
         }
+        if let Some(l) = &cfg.daemon.metrics_listen {
+            match l.get_ref().parse::<std::net::SocketAddr>() {
+                Ok(a) if a.ip().is_loopback() => {}
+                Ok(a) => {
+                    return Err(Error::Input(format!(
+                        "invalid configuration at {}: [daemon] metrics_listen {a} is not a loopback address: the metrics endpoint has no authentication, so it listens on loopback only\n  hint: use 127.0.0.1:PORT or [::1]:PORT, and a reverse proxy (or node_exporter's textfile collector with metrics_file) to publish it",
+                        at(l.span().start)
+                    )))
+                }
+                Err(e) => {
+                    return Err(Error::Input(format!(
+                        "invalid configuration at {}: [daemon] metrics_listen {:?}: {e}\n  hint: an address and port such as \"127.0.0.1:9909\"",
+                        at(l.span().start),
+                        l.get_ref()
+                    )))
+                }
+            }
+        }
         if let Some(m) = &cfg.daemon.metrics_file {
             if m.extension().is_none_or(|e| e != "prom") {
                 return Err(Error::Input(format!(
@@ -517,6 +542,30 @@ impl Config {
                 "invalid configuration in {}: [daemon] max_parallel must be at least 1",
                 file.display()
             )));
+        }
+        for (name, r) in &cfg.repositories {
+            let Some(v) = &r.verify else { continue };
+            let tz = v.timezone.as_ref().map(|t| t.get_ref().as_str());
+            for kind in crate::verify::DrillKind::ALL {
+                let Some(expr) = v.expr(kind) else { continue };
+                if let Err(e) = Schedule::parse(expr.get_ref(), tz) {
+                    let span = match (&v.timezone, e.is_timezone()) {
+                        (Some(t), true) => t.span(),
+                        _ => expr.span(),
+                    };
+                    return Err(Error::Input(format!(
+                        "invalid configuration at {}: repositories.{name}.verify.{}: {e}",
+                        at(span.start),
+                        kind.key()
+                    )));
+                }
+            }
+            if v.restore_drill.is_some() && v.restore_drill_files == 0 {
+                return Err(Error::Input(format!(
+                    "invalid configuration in {}: repositories.{name}.verify: restore_drill_files must be at least 1\n  hint: e.g. restore_drill_files = 10, or remove restore_drill",
+                    file.display()
+                )));
+            }
         }
         for (name, j) in &cfg.jobs {
             let valid = !name.is_empty()

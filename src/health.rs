@@ -255,6 +255,14 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     u64::try_from(total).map_err(|_| too_large())
 }
 
+/// What the daemon knows about a job's repository: its newest failed verification drill and
+/// its size.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RepoFacts<'a> {
+    pub last_check_failed: Option<&'a str>,
+    pub repository_bytes: Option<u64>,
+}
+
 /// What the daemon knows about a job, for [`job_health`].
 #[derive(Debug, Clone, Copy)]
 pub struct JobFacts<'a> {

@@ -20,5 +20,6 @@ pub mod schedule;
 pub mod sources;
 pub mod state;
 pub mod sysinfo;
+pub mod verify;
 
 pub use error::{Error, Result};

@@ -55,7 +55,7 @@ pub struct JobMetrics {
 }
 
 /// What is known about one repository.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RepoMetrics {
     /// The repository as configured (label `repository`).
     pub repository: String,
@@ -63,6 +63,20 @@ pub struct RepoMetrics {
     pub size_bytes: Option<u64>,
     /// How many snapshots it holds.
     pub snapshots: Option<u64>,
+    /// The share of its packs re-read in the current read-data cycle (with a read-data drill).
+    pub coverage: Option<f64>,
+    /// Its verification drills' newest results.
+    pub drills: Vec<DrillMetrics>,
+}
+
+/// The newest result of one verification drill of a repository.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrillMetrics {
+    /// check, read-data or restore-drill (label `drill`).
+    pub drill: String,
+    pub ok: bool,
+    pub last_end: DateTime<Utc>,
+    pub last_success: Option<DateTime<Utc>>,
 }
 
 /// Everything [`render`] writes.
@@ -337,6 +351,58 @@ pub fn render(m: &Metrics) -> String {
         let mut f = Family::new(o, name, help);
         for (r, v) in values {
             f.sample(name, &[("repository", &r.repository)], &v.to_string());
+        }
+    }
+    let covered: Vec<(&RepoMetrics, f64)> = repos
+        .iter()
+        .filter_map(|r| r.coverage.map(|c| (*r, c)))
+        .collect();
+    if !covered.is_empty() {
+        let name = "backupd_repository_verified_ratio";
+        let mut f = Family::new(
+            o,
+            name,
+            "The share of the repository's packs re-read whole in the current read-data cycle (0 to 1).",
+        );
+        for (r, c) in covered {
+            f.sample(name, &[("repository", &r.repository)], &float(c));
+        }
+    }
+    for (name, help, value) in [
+        (
+            "backupd_drill_last_ok",
+            "1 if the verification drill's newest run passed, 0 if it failed.",
+            (|d: &DrillMetrics| Some(u8::from(d.ok).to_string()))
+                as fn(&DrillMetrics) -> Option<String>,
+        ),
+        (
+            "backupd_drill_last_run_timestamp_seconds",
+            "When the verification drill's newest run ended, seconds since the epoch.",
+            |d: &DrillMetrics| Some(timestamp(d.last_end)),
+        ),
+        (
+            "backupd_drill_last_success_timestamp_seconds",
+            "When the verification drill's newest passing run ended, seconds since the epoch.",
+            |d: &DrillMetrics| d.last_success.map(timestamp),
+        ),
+    ] {
+        let mut samples = Vec::new();
+        for r in &repos {
+            let mut drills: Vec<&DrillMetrics> = r.drills.iter().collect();
+            drills.sort_by(|a, b| a.drill.cmp(&b.drill));
+            drills.dedup_by(|a, b| a.drill == b.drill);
+            for d in drills {
+                if let Some(v) = value(d) {
+                    samples.push((r.repository.as_str(), d.drill.as_str(), v));
+                }
+            }
+        }
+        if samples.is_empty() {
+            continue;
+        }
+        let mut f = Family::new(o, name, help);
+        for (repo, drill, v) in samples {
+            f.sample(name, &[("repository", repo), ("drill", drill)], &v);
         }
     }
     let name = "backupd_daemon_start_timestamp_seconds";
@@ -681,6 +747,7 @@ mod tests {
                 repository: "/srv/repo".to_string(),
                 size_bytes: Some(5_000_000_000),
                 snapshots: Some(42),
+                ..Default::default()
             }],
         );
         let expected = r#"# HELP backupd_job_last_success_timestamp_seconds When the job's newest successful (or partial) run ended, seconds since the epoch; absent if it never succeeded.
@@ -812,11 +879,33 @@ backupd_build_info{version="0.1.0"} 1
                 repository: r.to_string(),
                 size_bytes: Some(u64::MAX),
                 snapshots: None,
+                coverage: Some(0.0),
+                drills: vec![DrillMetrics {
+                    drill: "check".into(),
+                    ok: false,
+                    last_end: t(2026, 12, 1, 1, 0),
+                    last_success: None,
+                }],
             })
             .chain([RepoMetrics {
                 repository: "quote\"d".to_string(),
                 size_bytes: Some(1),
                 snapshots: Some(0),
+                coverage: Some(1.0 / 3.0),
+                drills: vec![
+                    DrillMetrics {
+                        drill: "read-data".into(),
+                        ok: true,
+                        last_end: t(2026, 12, 1, 2, 0),
+                        last_success: Some(t(2026, 12, 1, 2, 0)),
+                    },
+                    DrillMetrics {
+                        drill: "read-data".into(),
+                        ok: false,
+                        last_end: t(2026, 12, 1, 2, 0),
+                        last_success: None,
+                    },
+                ],
             }])
             .collect();
         let mut m = metrics(jobs, repos);
@@ -906,6 +995,7 @@ backupd_build_info{version="0.1.0"} 1
                 repository: "r".into(),
                 size_bytes: None,
                 snapshots: None,
+                ..Default::default()
             }],
         ));
         parse_exposition(&text).unwrap();

@@ -112,6 +112,43 @@ pub struct StatusReport {
     /// The worst job's health (every job's reasons, prefixed with its name).
     #[serde(default)]
     pub health: Option<crate::health::JobHealth>,
+    /// Every configured repository: size, verification drills and coverage.
+    #[serde(default)]
+    pub repositories: Vec<RepoStatus>,
+}
+
+/// A repository as the daemon sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoStatus {
+    pub name: String,
+    pub location: String,
+    /// Its size on its storage (all files), from the newest listing.
+    pub size_bytes: Option<u64>,
+    pub packs: Option<u64>,
+    pub snapshots: Option<u64>,
+    pub measured: Option<DateTime<Utc>>,
+    /// The share of its packs re-read whole in the current read-data cycle (0.0 to 1.0).
+    pub coverage: Option<f64>,
+    pub cycle_start: Option<DateTime<Utc>>,
+    /// When every pack had last been re-read within one cycle.
+    pub last_complete_cycle: Option<DateTime<Utc>>,
+    pub drills: Vec<DrillStatus>,
+}
+
+/// One verification drill of a repository.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrillStatus {
+    /// check, read-data or restore-drill.
+    pub kind: String,
+    pub schedule: String,
+    pub running: bool,
+    pub next: Option<DateTime<Utc>>,
+    pub last_end: Option<DateTime<Utc>>,
+    pub last_ok: Option<bool>,
+    pub last_summary: Option<String>,
+    pub last_error: Option<String>,
+    /// The end of its newest successful run.
+    pub last_success: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

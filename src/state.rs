@@ -76,6 +76,7 @@ impl JobState {
         cfg: &crate::health::HealthConfig,
         schedule: Option<&crate::schedule::Schedule>,
         running_since: Option<DateTime<Utc>>,
+        repo: crate::health::RepoFacts,
         now: DateTime<Utc>,
     ) -> crate::health::JobHealth {
         let runs: Vec<&RunRecord> = self
@@ -103,8 +104,8 @@ impl JobState {
                 last_outcome: last.map(|r| r.outcome.as_str()),
                 last_error,
                 running_since,
-                last_check_failed: None,
-                repository_bytes: None,
+                last_check_failed: repo.last_check_failed,
+                repository_bytes: repo.repository_bytes,
             },
             now,
         )

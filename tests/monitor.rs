@@ -388,3 +388,207 @@ fn failures_reach_a_webhook_and_a_real_smtp_server_with_the_log_tail_and_a_dead_
     drop(silent);
     drop(d);
 }
+
+/// `GET path` on loopback; the whole response (head and body).
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of the sample `name{labels}` (labels exactly as written) in metrics text.
+fn exact_sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let (s, v) = l.rsplit_once(' ')?;
+        (s == series).then(|| v.parse().unwrap())
+    })
+}
+
+/// Sizes of every file of the repository but its locks.
+fn repo_bytes(repo: &std::path::Path) -> u64 {
+    fn walk(p: &std::path::Path, total: &mut u64) {
+        for e in fs::read_dir(p).unwrap() {
+            let e = e.unwrap();
+            let md = e.metadata().unwrap();
+            if md.is_dir() {
+                if e.file_name() != "locks" {
+                    walk(&e.path(), total);
+                }
+            } else {
+                *total += md.len();
+            }
+        }
+    }
+    let mut t = 0;
+    walk(repo, &mut t);
+    t
+}
+
+fn health_code(s: &Setup) -> Option<i32> {
+    s.ctl(&["health"]).status.code()
+}
+
+#[test]
+fn verification_drills_cover_every_pack_catch_damage_notify_and_recover() {
+    let s = Setup::new("");
+    // Four backups of different data: several packs.
+    for i in 0..4u64 {
+        fs::write(s.data.join(format!("f{i}.bin")), bytes(100 + i, 300_000)).unwrap();
+        s.env.ctl_ok(&["backup", s.data.to_str().unwrap()]);
+    }
+    let hook = Receiver::start();
+    let port = smtpd_free_port();
+    let cfg = s
+        .config_text(&format!(
+            "[jobs.app]\nrepository = \"main\"\npaths = [\"{{data}}\"]\nnotify = {{ events = [\"failure\", \"recovered\"], webhook = [{{ url = \"http://127.0.0.1:{}/hook\" }}] }}\n\n[repositories.main.verify]\ncheck = \"*/3 * * * * *\"\nread_data = \"*/2 * * * * *\"\nread_data_cycle = \"12s\"\nrestore_drill = \"*/5 * * * * *\"\nrestore_drill_files = 3\n",
+            hook.port
+        ))
+        .replace(
+            "[daemon]\n",
+            &format!("[daemon]\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
+        );
+    fs::write(&s.cfg, cfg).unwrap();
+    let d = s.start(None);
+
+    // Every drill passes, and a read-data cycle completes: every pack re-read.
+    let repo_status = || s.ctl_json(&["status"])["repositories"][0].clone();
+    wait_for(
+        Duration::from_secs(120),
+        "a complete read-data cycle and three passing drills",
+        || {
+            let r = repo_status();
+            let drills = r["drills"].as_array().cloned().unwrap_or_default();
+            !r["last_complete_cycle"].is_null()
+                && drills.len() == 3
+                && drills.iter().all(|d| d["last_ok"] == Value::Bool(true))
+        },
+    );
+    let r = repo_status();
+    let restore = r["drills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "restore-drill")
+        .unwrap()
+        .clone();
+    assert!(
+        restore["last_summary"]
+            .as_str()
+            .unwrap()
+            .contains("restored 3 random files"),
+        "{restore}"
+    );
+    assert!(
+        restore["last_summary"]
+            .as_str()
+            .unwrap()
+            .contains("also with the unchanged source"),
+        "the source files are unchanged, so they are compared too: {restore}"
+    );
+    // The state file: the coverage of the cycle, which started with the first read.
+    let state: Value = serde_json::from_slice(
+        &fs::read(s.env.path("state/repos/main.json")).expect("repository state file"),
+    )
+    .unwrap();
+    assert!(!state["coverage"]["last_complete"].is_null(), "{state}");
+
+    // Size and snapshots, measured from the repository, in status and on the endpoint.
+    let packs = fs::read_dir(s.env.repo.join("data"))
+        .unwrap()
+        .flat_map(|d| fs::read_dir(d.unwrap().path()).unwrap())
+        .count() as u64;
+    assert!(packs >= 4, "{packs} packs");
+    wait_for(Duration::from_secs(20), "the measured size", || {
+        repo_status()["size_bytes"].as_u64() == Some(repo_bytes(&s.env.repo))
+    });
+    assert_eq!(repo_status()["snapshots"].as_u64(), Some(4));
+    assert_eq!(repo_status()["packs"].as_u64(), Some(packs));
+    let page = http_get(port, "/metrics");
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(
+        page.contains("Content-Type: text/plain; version=0.0.4"),
+        "{page}"
+    );
+    let repo = s.env.repo.display().to_string();
+    let size = exact_sample(
+        &page,
+        &format!("backupd_repository_size_bytes{{repository=\"{repo}\"}}"),
+    );
+    assert_eq!(size, Some(repo_bytes(&s.env.repo) as f64), "{page}");
+    assert_eq!(
+        exact_sample(
+            &page,
+            &format!("backupd_repository_snapshots{{repository=\"{repo}\"}}")
+        ),
+        Some(4.0)
+    );
+    for drill in ["check", "read-data", "restore-drill"] {
+        assert_eq!(
+            exact_sample(
+                &page,
+                &format!("backupd_drill_last_ok{{repository=\"{repo}\",drill=\"{drill}\"}}")
+            ),
+            Some(1.0),
+            "{drill}: {page}"
+        );
+    }
+    assert!(
+        page.contains("backupd_repository_verified_ratio{"),
+        "{page}"
+    );
+    assert!(http_get(port, "/other").starts_with("HTTP/1.1 404"));
+    assert_eq!(health_code(&s), Some(0), "{}", show(&s.ctl(&["health"])));
+
+    // Damage: one byte of the largest pack's data flipped. A read-data share finds it (the
+    // pack is not covered until it reads back intact), the job's health turns error, and the
+    // webhook hears of it.
+    let largest = fs::read_dir(s.env.repo.join("data"))
+        .unwrap()
+        .flat_map(|d| fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let flip = |p: &std::path::Path| {
+        let mut b = fs::read(p).unwrap();
+        let mid = b.len() / 3;
+        b[mid] ^= 0x55;
+        fs::write(p, b).unwrap();
+    };
+    flip(&largest);
+    wait_for(
+        Duration::from_secs(60),
+        "health error from a failed drill",
+        || health_code(&s) == Some(2),
+    );
+    let h = s.ctl(&["health"]);
+    let out = String::from_utf8_lossy(&h.stdout).to_string();
+    assert!(out.contains("of repository main failed"), "{out}");
+    wait_for(Duration::from_secs(20), "the failure notification", || {
+        hook.bodies().iter().any(|b| {
+            b["event"] == "failure"
+                && b["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("repository main")
+        })
+    });
+
+    // The fix: the byte flipped back; the next drills pass, health is back, `recovered` sent.
+    flip(&largest);
+    wait_for(Duration::from_secs(60), "health back to healthy", || {
+        health_code(&s) == Some(0)
+    });
+    wait_for(
+        Duration::from_secs(20),
+        "the recovered notification",
+        || hook.events().iter().any(|e| e == "recovered"),
+    );
+    d.term();
+}
+
+fn smtpd_free_port() -> u16 {
+    support::smtpd::free_port()
+}

@@ -264,6 +264,7 @@ pub fn health(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
                 let cfg = a.at.config()?;
                 let paths = DaemonPaths::of(&cfg);
                 let store = StateStore::at(&paths.state_dir);
+                let repos = crate::verify::RepoStateStore::at(&paths.state_dir);
                 let now = Utc::now();
                 let mut jobs = Vec::new();
                 for (name, job) in &cfg.jobs {
@@ -271,9 +272,15 @@ pub fn health(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
                     let st = store
                         .load(name)?
                         .unwrap_or_else(|| crate::state::JobState::new(name, now));
+                    let rs = repos.peek(job.repository.get_ref());
+                    let failing = rs.as_ref().and_then(|r| r.failing());
+                    let facts = crate::health::RepoFacts {
+                        last_check_failed: failing.as_deref(),
+                        repository_bytes: rs.as_ref().and_then(|r| r.size).map(|s| s.bytes),
+                    };
                     jobs.push((
                         name.clone(),
-                        st.health(&job.health, sched.as_ref(), None, now),
+                        st.health(&job.health, sched.as_ref(), None, facts, now),
                     ));
                 }
                 let mut overall = crate::health::overall(&jobs);
@@ -559,6 +566,55 @@ fn print_status(s: &StatusReport) {
     }
     for j in &s.jobs {
         print_job(j);
+    }
+    for r in &s.repositories {
+        print_repo(r);
+    }
+}
+
+fn print_repo(r: &crate::protocol::RepoStatus) {
+    println!("\nrepository {}  {}", r.name, r.location);
+    if let Some(b) = r.size_bytes {
+        println!(
+            "  size          {} ({} packs, {} snapshots; measured {})",
+            crate::ctl::util::human_bytes(b),
+            r.packs.unwrap_or(0),
+            r.snapshots.unwrap_or(0),
+            r.measured.map(local).unwrap_or_else(|| "-".into())
+        );
+    }
+    if let Some(c) = r.coverage {
+        println!(
+            "  coverage      {:.0} % of the packs re-read in the cycle since {}{}",
+            c * 100.0,
+            r.cycle_start.map(local).unwrap_or_else(|| "-".into()),
+            r.last_complete_cycle
+                .map(|t| format!("; last complete cycle ended {}", local(t)))
+                .unwrap_or_default()
+        );
+    }
+    for d in &r.drills {
+        let last = match (d.last_ok, d.last_end) {
+            (Some(true), Some(t)) => format!("passed {}", local(t)),
+            (Some(false), Some(t)) => format!("FAILED {}", local(t)),
+            _ => "never run".to_string(),
+        };
+        println!(
+            "  {:<13} {}  [{}]{}{}",
+            d.kind,
+            d.schedule,
+            if d.running { "running" } else { "idle" },
+            format_args!(" last: {last}"),
+            d.next
+                .map(|t| format!("; next {}", local(t)))
+                .unwrap_or_default()
+        );
+        if let Some(s) = &d.last_summary {
+            println!("                {s}");
+        }
+        if let (Some(false), Some(e)) = (d.last_ok, &d.last_error) {
+            println!("                error: {}", e.lines().next().unwrap_or(""));
+        }
     }
 }
 

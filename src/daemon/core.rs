@@ -99,6 +99,10 @@ pub struct Daemon {
     done_rx: mpsc::UnboundedReceiver<RunDone>,
     sent_tx: mpsc::UnboundedSender<Delivered>,
     sent_rx: mpsc::UnboundedReceiver<Delivered>,
+    /// Every repository's verification drills and size.
+    drills: super::drills::Drills,
+    /// The newest metrics text, for the HTTP endpoint.
+    metrics_text: super::metrics_http::MetricsText,
 }
 
 impl Daemon {
@@ -109,6 +113,8 @@ impl Daemon {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (sent_tx, sent_rx) = mpsc::unbounded_channel();
         let mut d = Daemon {
+            drills: super::drills::Drills::new(&paths.state_dir, &config),
+            metrics_text: Default::default(),
             sent_tx,
             sent_rx,
             config_path,
@@ -265,6 +271,16 @@ impl Daemon {
             self.paths.state_dir.display(),
             self.paths.socket.display()
         );
+        self.drills.measure_all(&self.config);
+        if let Some(l) = &self.config.daemon.metrics_listen {
+            // Validated at load; a port in use is logged and the daemon goes on without it.
+            if let Ok(addr) = l.get_ref().parse() {
+                match super::metrics_http::serve(addr, self.metrics_text.clone()).await {
+                    Ok(a) => tracing::info!("metrics served at http://{a}/metrics"),
+                    Err(e) => tracing::error!("cannot serve the metrics on {addr}: {e}; backupd goes on without the endpoint\n  hint: choose a free port in [daemon] metrics_listen and restart backupd"),
+                }
+            }
+        }
         self.write_metrics();
         loop {
             let wake_at = self.plan();
@@ -273,6 +289,7 @@ impl Daemon {
                 _ = shutdown.recv() => break,
                 Some(done) = self.done_rx.recv() => self.finish(done),
                 Some(sent) = self.sent_rx.recv() => self.delivered(sent),
+                Some(drill) = self.drills.rx.recv() => self.drill_done(drill),
                 Some(cmd) = commands.recv() => self.handle(cmd),
                 cause = sleeper.sleep_until(wake_at) => match cause {
                     WakeCause::Due => {}
@@ -308,11 +325,13 @@ impl Daemon {
                 overdue_at.push(t);
             }
         }
+        let drills_at = self.drills.plan(now, &self.config, &self.limits);
         self.jobs
             .values()
             .filter(|e| e.active.is_none())
             .filter_map(|e| e.next.as_ref().map(|n| n.0))
             .chain(overdue_at)
+            .chain(drills_at)
             .min()
             .unwrap_or(now + chrono::Duration::days(366))
     }
@@ -661,6 +680,12 @@ impl Daemon {
         };
         let removed = e.removed;
         self.save(&done.job);
+        if let Some(j) = self.config.jobs.get(&done.job) {
+            // The run changed the repository: its size and coverage are measured again (the
+            // metrics are written when the measurement comes back).
+            let repo = j.repository.get_ref().clone();
+            self.drills.measure(&repo, &self.config);
+        }
         self.write_metrics();
         if removed {
             self.jobs.remove(&done.job);
@@ -780,6 +805,7 @@ impl Daemon {
                 self.config = Arc::new(cfg);
                 self.config_error = None;
                 self.sync_jobs(Wake::Timer);
+                self.drills.sync(&self.config, Utc::now());
                 let jobs: Vec<String> = self.jobs.keys().cloned().collect();
                 tracing::info!(
                     "configuration reloaded from {}: jobs {}",
@@ -853,6 +879,7 @@ impl Daemon {
             },
             jobs,
             health: Some(crate::health::overall(&all)),
+            repositories: self.drills.status(&self.config),
         }
     }
 
@@ -972,14 +999,52 @@ impl Daemon {
         let default = crate::health::HealthConfig::default();
         let cfg = self.config.jobs.get(name).map_or(&default, |j| &j.health);
         let running = e.active.as_ref().map(|a| a.claim.started);
-        e.state.health(cfg, e.schedule.as_ref(), running, now)
+        let (failing, bytes) = match self.config.jobs.get(name) {
+            Some(j) => self.drills.facts(j.repository.get_ref()),
+            None => (None, None),
+        };
+        let repo = crate::health::RepoFacts {
+            last_check_failed: failing.as_deref(),
+            repository_bytes: bytes,
+        };
+        e.state.health(cfg, e.schedule.as_ref(), running, repo, now)
+    }
+
+    /// A drill or a measurement ended: a failed drill (or the first pass after one) is
+    /// notified to every job on the repository, as a failure (or recovery) of that job.
+    fn drill_done(&mut self, d: super::drills::DrillDone) {
+        if let Some(t) = self.drills.finished(d, &self.config) {
+            let jobs: Vec<String> = self
+                .config
+                .jobs
+                .iter()
+                .filter(|(_, j)| j.repository.get_ref() == &t.repo)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for job in jobs {
+                let ev = if t.failed {
+                    Event::Failure
+                } else {
+                    Event::Recovered
+                };
+                let mut n = Notification::new(ev, &job, t.message.clone());
+                n.reason = Some(format!("verification drill: {}", t.kind.as_str()));
+                n.outcome = Some(if t.failed { "failed" } else { "success" }.to_string());
+                if t.failed {
+                    n.error = Some(t.message.clone());
+                }
+                self.notify(&job, n, false);
+            }
+        }
+        self.write_metrics();
     }
 
     /// Rewrites the metrics file, when one is configured (on a blocking thread: it fsyncs).
     fn write_metrics(&self) {
-        let Some(path) = self.config.daemon.metrics_file.clone() else {
+        let path = self.config.daemon.metrics_file.clone();
+        if path.is_none() && self.config.daemon.metrics_listen.is_none() {
             return;
-        };
+        }
         let now = Utc::now();
         let jobs = self
             .jobs
@@ -1016,11 +1081,13 @@ impl Daemon {
             .collect();
         let m = crate::metrics::Metrics {
             jobs,
-            repositories: Vec::new(),
+            repositories: self.drills.metrics(&self.config),
             daemon_start: self.started,
             generated: now,
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
+        *self.metrics_text.lock().expect("metrics text") = crate::metrics::render(&m);
+        let Some(path) = path else { return };
         tokio::task::spawn_blocking(move || {
             if let Err(e) = crate::metrics::write_textfile(&path, &m) {
                 tracing::error!("{e}");
@@ -1042,7 +1109,8 @@ impl Daemon {
                 })
             })
             .collect();
-        if running.is_empty() {
+        let drilling = self.drills.cancel_all();
+        if running.is_empty() && !drilling {
             tracing::info!("backupd stopped (no run was in progress)");
             return;
         }
@@ -1053,9 +1121,19 @@ impl Daemon {
             timeout
         );
         let deadline = tokio::time::Instant::now() + timeout;
-        while self.jobs.values().any(|e| e.active.is_some()) {
-            match tokio::time::timeout_at(deadline, self.done_rx.recv()).await {
-                Ok(Some(done)) => self.finish(done),
+        while self.jobs.values().any(|e| e.active.is_some()) || self.drills.any_active() {
+            let next = async {
+                tokio::select! {
+                    Some(done) = self.done_rx.recv() => Some(Ok(done)),
+                    Some(drill) = self.drills.rx.recv() => Some(Err(drill)),
+                    else => None,
+                }
+            };
+            match tokio::time::timeout_at(deadline, next).await {
+                Ok(Some(Ok(done))) => self.finish(done),
+                Ok(Some(Err(drill))) => {
+                    let _ = self.drills.finished(drill, &self.config);
+                }
                 Ok(None) => break,
                 Err(_) => {
                     let left: Vec<&str> = self

@@ -8,7 +8,9 @@
 
 pub mod clock;
 mod core;
+mod drills;
 pub mod logging;
+mod metrics_http;
 mod runner;
 #[cfg(unix)]
 mod server;

@@ -31,6 +31,25 @@ impl Limits {
         }
     }
 
+    /// Waits for a free run slot and then for the repository `key` to be free; both are held
+    /// until the returned guards drop.
+    pub async fn acquire(
+        &self,
+        key: &str,
+    ) -> (
+        tokio::sync::OwnedSemaphorePermit,
+        tokio::sync::OwnedMutexGuard<()>,
+    ) {
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore open");
+        let repo = self.repo_lock(key).lock_owned().await;
+        (slot, repo)
+    }
+
     fn repo_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.repos
             .lock()

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Which packs to read whole (beyond the structure check, which reads only headers).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ReadData {
     /// Structure only.
     No,
@@ -38,6 +38,8 @@ pub enum ReadData {
     Percent(f64),
     /// Group `n` of `of` (1-based): the packs whose id's first byte modulo `of` is `n - 1`.
     Group { n: u32, of: u32 },
+    /// Exactly these packs (those that still exist): a verification drill's share of its cycle.
+    Packs(std::sync::Arc<std::collections::BTreeSet<Id>>),
 }
 
 impl ReadData {
@@ -80,12 +82,18 @@ impl ReadData {
             ReadData::All => "all".into(),
             ReadData::Percent(p) => format!("{p}%"),
             ReadData::Group { n, of } => format!("{n}/{of}"),
+            ReadData::Packs(p) => format!("{} chosen packs", p.len()),
         }
     }
 
     /// The packs (from `packs`, sorted by id) to read whole.
     pub fn select(&self, packs: &[Id]) -> Vec<Id> {
         match *self {
+            ReadData::Packs(ref chosen) => packs
+                .iter()
+                .filter(|id| chosen.contains(id))
+                .copied()
+                .collect(),
             ReadData::No => Vec::new(),
             ReadData::All => packs.to_vec(),
             ReadData::Percent(p) => {
@@ -211,6 +219,9 @@ pub struct CheckReport {
     pub packs_listed: u64,
     /// Packs read whole (read-data).
     pub packs_read: u64,
+    /// The packs read whole (whatever they held), sorted.
+    #[serde(skip)]
+    pub packs_read_ids: Vec<Id>,
     pub bytes_read: u64,
     /// What read-data selected: "none", "all", "10%", "1/5".
     pub read_data: String,
@@ -811,6 +822,7 @@ pub fn check(
         results.sort_by_key(|r| r.id);
         for r in results {
             rep.packs_read += 1;
+            rep.packs_read_ids.push(r.id);
             rep.bytes_read += r.bytes;
             let indexed = entries_by_pack.contains_key(&r.id);
             let mut problems = Vec::new();

@@ -47,7 +47,7 @@ pub enum Error {
         source: io::Error,
     },
 
-    #[error("repository storage error: could not {0}")]
+    #[error("repository storage error: could not {0}{hint}", hint = storage_hint(.0))]
     Backend(BackendError),
 
     #[error("{what} is damaged: {detail}\n  hint: run `backupctl check --read-data` to see everything it affects")]
@@ -121,4 +121,20 @@ impl Error {
             detail: detail.to_string(),
         }
     }
+}
+
+/// What to do about a storage failure whose cause is plain from the OS error.
+#[cfg(unix)]
+fn storage_hint(e: &BackendError) -> &'static str {
+    match e.source.raw_os_error() {
+        Some(libc::EROFS) => "\n  hint: the repository's file system is mounted read-only: remount it read-write (or point the job at a writable repository)",
+        Some(libc::EACCES) | Some(libc::EPERM) => "\n  hint: the user backupd runs as may not write there: fix the owner or mode of the repository's folders",
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => "\n  hint: the repository's file system is full: free space (`backupctl forget ... --prune`) or move the repository",
+        _ => "",
+    }
+}
+
+#[cfg(not(unix))]
+fn storage_hint(_: &BackendError) -> &'static str {
+    ""
 }

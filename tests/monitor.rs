@@ -127,6 +127,25 @@ fn an_unwritable_repository_turns_the_job_to_error_and_the_fix_back_to_healthy()
         },
     );
     let m = fs::read_to_string(&metrics).unwrap();
+    promtool_check(&m);
+    // Each failed run has one log line that says what failed (the job's run), where (the
+    // repository), why, and what happens next; the hint follows on its own indented line.
+    let log: String = fs::read_dir(s.env.path("logs"))
+        .unwrap()
+        .map(|e| fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect();
+    let failed: Vec<&str> = log.lines().filter(|l| l.contains("run failed")).collect();
+    assert_eq!(failed.len(), 2, "one line per failed run:\n{log}");
+    for l in &failed {
+        assert!(
+            l.contains("bad") && l.contains(&repo.display().to_string()),
+            "{l}"
+        );
+    }
+    assert!(
+        log.contains("  retry 1 of 1 at ") && log.contains("no retries left"),
+        "{log}"
+    );
     assert_eq!(sample(&m, "backupd_job_health", "bad"), Some(2.0), "{m}");
     assert_eq!(sample(&m, "backupd_job_health", "good"), Some(0.0), "{m}");
     assert_eq!(
@@ -539,6 +558,7 @@ fn verification_drills_cover_every_pack_catch_damage_notify_and_recover() {
         page.contains("backupd_repository_verified_ratio{"),
         "{page}"
     );
+    promtool_check(page.split_once("\r\n\r\n").unwrap().1);
     assert!(http_get(port, "/other").starts_with("HTTP/1.1 404"));
     assert_eq!(health_code(&s), Some(0), "{}", show(&s.ctl(&["health"])));
 
@@ -586,9 +606,52 @@ fn verification_drills_cover_every_pack_catch_damage_notify_and_recover() {
         "the recovered notification",
         || hook.events().iter().any(|e| e == "recovered"),
     );
+
+    // A size limit below the measured size: the job's health is an error that says so.
+    let limit = repo_bytes(&s.env.repo) / 2;
+    let text = fs::read_to_string(&s.cfg).unwrap().replace(
+        "[jobs.app]\n",
+        &format!("[jobs.app]\nhealth = {{ max_repository_bytes = {limit} }}\n"),
+    );
+    fs::write(&s.cfg, text).unwrap();
+    assert_eq!(s.ctl(&["reload"]).status.code(), Some(0));
+    wait_for(
+        Duration::from_secs(20),
+        "health error from the size limit",
+        || health_code(&s) == Some(2),
+    );
+    let out = String::from_utf8_lossy(&s.ctl(&["health"]).stdout).to_string();
+    assert!(out.contains("limit"), "{out}");
     d.term();
 }
 
 fn smtpd_free_port() -> u16 {
     support::smtpd::free_port()
+}
+
+/// `promtool check metrics` (Prometheus's own linter and parser; tests/run.sh installs Debian's
+/// prometheus package for it) accepts the text with no complaint at all.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let Ok(mut c) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is missing (tests/run.sh installs the prometheus package)"
+        );
+        eprintln!("SKIPPED promtool check: promtool is not installed (tests/run.sh installs it)");
+        return;
+    };
+    c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(
+        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
+        "promtool check metrics: {}\n{text}",
+        show(&o)
+    );
 }

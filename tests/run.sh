@@ -7,12 +7,14 @@ command -v restic >/dev/null || need+=(restic)
 command -v faketime >/dev/null || need+=(faketime)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v python3 >/dev/null || need+=(python3)
+# tests/monitor.rs lints the metrics with Prometheus's own `promtool check metrics`.
+command -v promtool >/dev/null || need+=(prometheus)
 # tests/notifications.rs runs Debian's aiosmtpd as its SMTP server, with Debian's python3.
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
 if [ ${#need[@]} -gt 0 ]; then
     echo "tests/run.sh: installing ${need[*]}" >&2
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
     $SUDO apt-get -o DPkg::Lock::Timeout=300 update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -q "${need[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${need[@]}" >/dev/null
 fi
 cargo test --release "$@"

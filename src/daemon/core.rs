@@ -603,11 +603,11 @@ impl Daemon {
                     &first_line(&err),
                 ) {
                     Some(r) => {
-                        tracing::error!(job = %done.job, run_id = %done.run_id, "run failed ({}): {err}\n  retry {} of {} at {}", rec.reason, r.number, r.of, r.due.format("%Y-%m-%d %H:%M:%S UTC"));
+                        tracing::error!(job = %done.job, run_id = %done.run_id, "job {}: run failed ({}): {err}\n  retry {} of {} at {}", done.job, rec.reason, r.number, r.of, r.due.format("%Y-%m-%d %H:%M:%S UTC"));
                         e.state.retry = Some(r);
                     }
                     None => {
-                        tracing::error!(job = %done.job, run_id = %done.run_id, "run failed ({}): {err}\n  no retries left ({} configured); the next regular slot runs as scheduled", rec.reason, attempts.attempts);
+                        tracing::error!(job = %done.job, run_id = %done.run_id, "job {}: run failed ({}): {err}\n  no retries left ({} configured); the next regular slot runs as scheduled", done.job, rec.reason, attempts.attempts);
                         e.state.retry = None;
                     }
                 }

@@ -8,6 +8,7 @@ pub mod index;
 pub mod keyfile;
 pub mod lock;
 pub mod pack;
+pub mod sftp;
 pub mod snapshot;
 pub mod tree;
 

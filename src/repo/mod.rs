@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod config;
 pub mod crypto;
+pub mod gdrive;
 pub mod id;
 pub mod index;
 pub mod keyfile;

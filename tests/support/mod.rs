@@ -3,6 +3,7 @@
 
 pub mod conformance;
 pub mod daemon;
+pub mod fakedrive;
 pub mod smtpd;
 pub mod sshd;
 

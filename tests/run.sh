@@ -9,6 +9,9 @@ command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v python3 >/dev/null || need+=(python3)
 # tests/monitor.rs lints the metrics with Prometheus's own `promtool check metrics`.
 command -v promtool >/dev/null || need+=(prometheus)
+# tests/sftp.rs starts Debian's sshd on loopback and connects with the OpenSSH client.
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null || need+=(openssh-client)
 # tests/notifications.rs runs Debian's aiosmtpd as its SMTP server, with Debian's python3.
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
 if [ ${#need[@]} -gt 0 ]; then

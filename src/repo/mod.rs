@@ -3,11 +3,13 @@
 pub mod backend;
 pub mod config;
 pub mod crypto;
+pub mod gdrive;
 pub mod id;
 pub mod index;
 pub mod keyfile;
 pub mod lock;
 pub mod pack;
+pub mod sftp;
 pub mod snapshot;
 pub mod tree;
 

@@ -1,8 +1,11 @@
 //! Shared helpers of the integration tests: a scratch repository, running the real binaries, data sets and manifests.
 #![allow(dead_code)]
 
+pub mod conformance;
 pub mod daemon;
+pub mod fakedrive;
 pub mod smtpd;
+pub mod sshd;
 
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;

@@ -1,0 +1,534 @@
+//! The SFTP backend: a restic-layout repository on a server reached with `ssh ... -s sftp`.
+//!
+//! Like restic, backupd does not speak SSH itself: it runs the OpenSSH client (or a command
+//! given as `sftp.command`) and talks SFTP version 3 over its stdin and stdout, so keys, agents,
+//! `~/.ssh/config` and known_hosts work as they do for `ssh`. Saves write a temp file
+//! (`NAME-tmp-RANDOM`), fsync it on the server (fsync@openssh.com) and rename it over the name
+//! (posix-rename@openssh.com when offered), so a reader sees no file or the whole file.
+//! A dropped connection is re-established and the operation tried again, a bounded number of
+//! times.
+
+mod client;
+
+use crate::repo::backend::{BResult, Backend, BackendError, FileType};
+use client::{Conn, ConnectError, SftpError, FXF_CREAT, FXF_EXCL, FXF_READ, FXF_TRUNC, FXF_WRITE};
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How many times an operation is tried again after the connection dropped (or the host did
+/// not answer), with backoff (0.5 s, 1 s, 2 s, plus jitter) in between.
+pub const RECONNECT_ATTEMPTS: u32 = 3;
+
+/// Mode of repository files (never modified after they are written) and directories.
+const FILE_MODE: u32 = 0o400;
+const DIR_MODE: u32 = 0o700;
+
+/// A repository on an SFTP server.
+pub struct SftpBackend {
+    argv: Vec<String>,
+    /// The repository's directory on the server (absolute, or relative to the login directory).
+    root: String,
+    shown: String,
+    conn: Mutex<Option<Arc<Conn>>>,
+}
+
+/// The ssh command restic runs by default: `ssh [-p PORT] [-l USER] HOST -s sftp`.
+pub fn default_command(user: Option<&str>, host: &str, port: Option<u16>) -> Vec<String> {
+    let mut v = vec!["ssh".to_string()];
+    if let Some(p) = port {
+        v.push("-p".into());
+        v.push(p.to_string());
+    }
+    if let Some(u) = user {
+        v.push("-l".into());
+        v.push(u.to_string());
+    }
+    v.push(host.to_string());
+    v.push("-s".into());
+    v.push("sftp".into());
+    v
+}
+
+/// Splits a command line into words: whitespace separates, single and double quotes group,
+/// a backslash escapes the next character (outside single quotes). No variables, no globs.
+pub fn split_command(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some('\''), '\'') => quote = None,
+            (Some('"'), '"') => quote = None,
+            (Some('"') | None, '\\') => {
+                let n = chars
+                    .next()
+                    .ok_or_else(|| format!("the command {s:?} ends with a backslash"))?;
+                cur.push(n);
+                in_word = true;
+            }
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return Err(format!("the command {s:?} has an unclosed quote"));
+    }
+    if in_word {
+        out.push(cur);
+    }
+    if out.is_empty() {
+        return Err("the sftp command is empty".into());
+    }
+    Ok(out)
+}
+
+fn is_hex_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = 500u64 << attempt.min(6);
+    Duration::from_millis(base + rand::random::<u64>() % (base / 2 + 1))
+}
+
+impl SftpBackend {
+    /// Connects to `[user@]host[:port]` and uses the directory `path` there (which need not
+    /// exist yet: `create` makes it). `command`, when given, replaces the ssh command line
+    /// (restic's `sftp.command`, e.g. `ssh -i KEY -o BatchMode=yes user@host -s sftp`): it
+    /// must start the sftp subsystem and speak SFTP on its stdin and stdout; `user`, `host` and
+    /// `port` are then only used in messages.
+    pub fn connect(
+        user: Option<&str>,
+        host: &str,
+        port: Option<u16>,
+        path: &str,
+        command: Option<&str>,
+    ) -> BResult<SftpBackend> {
+        let shown = match port {
+            Some(p) => format!(
+                "sftp://{}{host}:{p}/{path}",
+                user.map(|u| format!("{u}@")).unwrap_or_default()
+            ),
+            None => format!(
+                "sftp:{}{host}:{path}",
+                user.map(|u| format!("{u}@")).unwrap_or_default()
+            ),
+        };
+        let argv = match command {
+            Some(c) => split_command(c).map_err(|m| BackendError {
+                op: "connect to",
+                path: shown.clone(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, m),
+            })?,
+            None => default_command(user, host, port),
+        };
+        let mut root = path.trim_end_matches('/').to_string();
+        if root.is_empty() {
+            root = if path.starts_with('/') { "/" } else { "." }.to_string();
+        }
+        let be = SftpBackend {
+            argv,
+            root,
+            shown,
+            conn: Mutex::new(None),
+        };
+        be.with_conn("connect to", &be.shown.clone(), |c, _| {
+            // A round trip proves the session works; a missing directory is fine here.
+            match c.stat(&be.root) {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_not_found() => Ok(()),
+                Err(e) => Err(e),
+            }
+        })?;
+        Ok(be)
+    }
+
+    /// The ssh command line in use.
+    pub fn command(&self) -> &[String] {
+        &self.argv
+    }
+
+    /// Ends the ssh process, as a dropped network connection would (for tests of reconnecting).
+    #[doc(hidden)]
+    pub fn kill_connection_for_test(&self) {
+        if let Some(c) = self.conn.lock().unwrap().as_ref() {
+            c.kill();
+        }
+    }
+
+    /// The live connection, or a new one.
+    fn get_conn(&self) -> Result<Arc<Conn>, ConnectError> {
+        let mut g = self.conn.lock().unwrap();
+        if let Some(c) = g.as_ref() {
+            if !c.is_dead() {
+                return Ok(c.clone());
+            }
+        }
+        *g = None;
+        let c = Arc::new(Conn::start(&self.argv, &self.shown)?);
+        *g = Some(c.clone());
+        Ok(c)
+    }
+
+    fn forget_conn(&self, c: &Arc<Conn>) {
+        let mut g = self.conn.lock().unwrap();
+        if g.as_ref().map(|x| Arc::ptr_eq(x, c)).unwrap_or(false) {
+            *g = None;
+        }
+    }
+
+    /// Runs `f` on a live connection; a lost connection (or a host that does not answer) is
+    /// tried again up to [`RECONNECT_ATTEMPTS`] times. `f` gets the attempt number (0 first).
+    fn with_conn<T>(
+        &self,
+        op: &'static str,
+        path: &str,
+        mut f: impl FnMut(&Conn, u32) -> Result<T, SftpError>,
+    ) -> BResult<T> {
+        let mut attempt = 0u32;
+        loop {
+            let err = |source: io::Error| BackendError {
+                op,
+                path: path.to_string(),
+                source,
+            };
+            let conn = match self.get_conn() {
+                Ok(c) => c,
+                Err(e) => {
+                    if e.transient && attempt < RECONNECT_ATTEMPTS {
+                        tracing::warn!(location = %self.shown, attempt, "sftp: connecting failed, trying again: {}", e.message);
+                        std::thread::sleep(backoff(attempt));
+                        attempt += 1;
+                        continue;
+                    }
+                    let msg = if attempt > 0 {
+                        format!("{} (after {} attempts)", e.message, attempt + 1)
+                    } else {
+                        e.message
+                    };
+                    return Err(err(io::Error::new(e.kind, msg)));
+                }
+            };
+            match f(&conn, attempt) {
+                Ok(v) => return Ok(v),
+                Err(SftpError::Lost(why)) if attempt < RECONNECT_ATTEMPTS => {
+                    tracing::warn!(location = %self.shown, attempt, "sftp: connection lost during {op} {path}, reconnecting: {why}");
+                    self.forget_conn(&conn);
+                    std::thread::sleep(backoff(attempt));
+                    attempt += 1;
+                }
+                Err(e) => {
+                    if matches!(e, SftpError::Lost(_)) {
+                        self.forget_conn(&conn);
+                    }
+                    let mut io = e.to_io();
+                    if attempt > 0 {
+                        io = io::Error::new(
+                            io.kind(),
+                            format!("{io} (after {} attempts)", attempt + 1),
+                        );
+                    }
+                    if io.kind() == io::ErrorKind::PermissionDenied {
+                        io = io::Error::new(
+                            io.kind(),
+                            format!("{io}\n  hint: the login user needs read and write access to {} on the server", self.root),
+                        );
+                    }
+                    return Err(err(io));
+                }
+            }
+        }
+    }
+
+    fn dir_of(&self, t: FileType, name: &str) -> String {
+        match t {
+            FileType::Config => self.root.clone(),
+            FileType::Pack => format!(
+                "{}/data/{}",
+                self.join_root(),
+                name.get(..2).unwrap_or("00")
+            ),
+            _ => format!("{}/{}", self.join_root(), t.dir()),
+        }
+    }
+
+    fn join_root(&self) -> &str {
+        if self.root == "/" {
+            ""
+        } else {
+            &self.root
+        }
+    }
+
+    /// The path of a repository file on the server.
+    pub fn path_of(&self, t: FileType, name: &str) -> String {
+        match t {
+            FileType::Config => format!("{}/config", self.join_root()),
+            _ => format!("{}/{name}", self.dir_of(t, name)),
+        }
+    }
+
+    /// Makes `dirs` (parents first), several requests in flight; existing ones are fine.
+    fn mkdirs(c: &Conn, dirs: &[String]) -> Result<(), SftpError> {
+        let pending: Vec<_> = dirs
+            .iter()
+            .map(|d| c.mkdir_req(d, DIR_MODE))
+            .collect::<Result<_, _>>()?;
+        let mut failed = Vec::new();
+        for (d, p) in dirs.iter().zip(pending) {
+            if let Err(e) = p.wait()?.ok() {
+                failed.push((d, e));
+            }
+        }
+        for (d, e) in failed {
+            match c.stat(d) {
+                Ok(a) if a.is_dir() => {}
+                _ => {
+                    return Err(match e {
+                        SftpError::Status { code, message } => SftpError::Status {
+                            code,
+                            message: format!("mkdir {d}: {message}"),
+                        },
+                        other => other,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `root` and each of its missing parents, outermost first.
+    fn root_and_parents(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let abs = self.root.starts_with('/');
+        let mut acc = String::new();
+        for part in self.root.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            if abs || !acc.is_empty() {
+                acc.push('/');
+            }
+            acc.push_str(part);
+            out.push(acc.clone());
+        }
+        out
+    }
+}
+
+impl Backend for SftpBackend {
+    fn location(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn create(&self) -> BResult<()> {
+        let cfg = self.path_of(FileType::Config, "");
+        self.with_conn("create repository at", &self.shown, |c, _| {
+            match c.stat(&cfg) {
+                Ok(_) => {
+                    return Err(SftpError::Status {
+                        code: client::FX_FAILURE,
+                        message: "a repository already exists here (config file found)".into(),
+                    })
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+            // Parents one by one (each needs the one before), then the type directories,
+            // then the 256 pack directories, each group pipelined.
+            for d in self.root_and_parents() {
+                match c.stat(&d) {
+                    Ok(a) if a.is_dir() => continue,
+                    Ok(_) => {
+                        return Err(SftpError::Status {
+                            code: client::FX_FAILURE,
+                            message: format!("{d} exists and is not a directory"),
+                        })
+                    }
+                    Err(e) if e.is_not_found() => Self::mkdirs(c, std::slice::from_ref(&d))?,
+                    Err(e) => return Err(e),
+                }
+            }
+            let top: Vec<String> = ["keys", "snapshots", "index", "locks", "data"]
+                .iter()
+                .map(|d| format!("{}/{d}", self.join_root()))
+                .collect();
+            Self::mkdirs(c, &top)?;
+            let packs: Vec<String> = (0..256)
+                .map(|i| format!("{}/data/{i:02x}", self.join_root()))
+                .collect();
+            Self::mkdirs(c, &packs)
+        })
+    }
+
+    fn save(&self, t: FileType, name: &str, data: &[u8]) -> BResult<()> {
+        let target = self.path_of(t, name);
+        let dir = self.dir_of(t, name);
+        self.with_conn("write", &target, |c, _| {
+            let tmp = format!("{target}-tmp-{:016x}", rand::random::<u64>());
+            let flags = FXF_WRITE | FXF_CREAT | FXF_EXCL | FXF_TRUNC;
+            let h = match c.open(&tmp, flags, Some(FILE_MODE)) {
+                Ok(h) => h,
+                // The two-hex-digit directory may be missing in a repository made by another
+                // tool (restic makes them lazily).
+                Err(e) if e.is_not_found() && t == FileType::Pack => {
+                    Self::mkdirs(c, std::slice::from_ref(&dir))?;
+                    c.open(&tmp, flags, Some(FILE_MODE))?
+                }
+                Err(e) => return Err(e),
+            };
+            let written = c.write_all(&h, data).and_then(|_| {
+                if c.features.fsync {
+                    c.fsync(&h)
+                } else {
+                    Ok(())
+                }
+            });
+            let closed = c.close(&h);
+            let done = written.and(closed).and_then(|_| c.rename(&tmp, &target));
+            let done = match done {
+                // Plain RENAME does not replace: an existing content-addressed file already
+                // holds these bytes, so it stays and the temp file goes.
+                Err(SftpError::Status { .. })
+                    if !c.features.posix_rename
+                        && t != FileType::Config
+                        && c.stat(&target).is_ok() =>
+                {
+                    c.remove(&tmp)
+                }
+                other => other,
+            };
+            if let Err(e) = done {
+                if !matches!(e, SftpError::Lost(_)) {
+                    let _ = c.remove(&tmp);
+                }
+                return Err(e);
+            }
+            Ok(())
+        })
+    }
+
+    fn load(&self, t: FileType, name: &str) -> BResult<Vec<u8>> {
+        let p = self.path_of(t, name);
+        self.with_conn("read", &p, |c, _| {
+            let h = c.open(&p, FXF_READ, None)?;
+            let res = c.fstat(&h).and_then(|a| {
+                let size = a.size.ok_or_else(|| {
+                    SftpError::Protocol("the server did not report the file's size".into())
+                })?;
+                c.read_exact_at(&h, 0, size as usize)
+            });
+            let _ = c.close(&h);
+            res
+        })
+    }
+
+    fn load_range(&self, t: FileType, name: &str, offset: u64, len: usize) -> BResult<Vec<u8>> {
+        let p = self.path_of(t, name);
+        self.with_conn("read", &p, |c, _| {
+            let h = c.open(&p, FXF_READ, None)?;
+            let res = c.read_exact_at(&h, offset, len);
+            let _ = c.close(&h);
+            res
+        })
+    }
+
+    fn list(&self, t: FileType) -> BResult<Vec<(String, u64)>> {
+        let files = |c: &Conn, dir: &str, out: &mut Vec<(String, u64)>| -> Result<(), SftpError> {
+            for (name, a) in c.read_dir(dir)? {
+                if is_hex_name(&name) && a.is_file() {
+                    out.push((name, a.size.unwrap_or(0)));
+                }
+            }
+            Ok(())
+        };
+        match t {
+            FileType::Config => Ok(Vec::new()),
+            FileType::Pack => {
+                let data = format!("{}/data", self.join_root());
+                self.with_conn("list", &data, |c, _| {
+                    let mut subdirs: Vec<String> = c
+                        .read_dir(&data)?
+                        .into_iter()
+                        .filter(|(_, a)| a.is_dir())
+                        .map(|(n, _)| n)
+                        .collect();
+                    subdirs.sort();
+                    let mut out = Vec::new();
+                    for d in subdirs {
+                        match files(c, &format!("{data}/{d}"), &mut out) {
+                            Ok(()) => {}
+                            // Removed between the two listings.
+                            Err(e) if e.is_not_found() => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(out)
+                })
+            }
+            _ => {
+                let dir = format!("{}/{}", self.join_root(), t.dir());
+                self.with_conn("list", &dir, |c, _| {
+                    let mut out = Vec::new();
+                    files(c, &dir, &mut out)?;
+                    Ok(out)
+                })
+            }
+        }
+    }
+
+    fn remove(&self, t: FileType, name: &str) -> BResult<()> {
+        let p = self.path_of(t, name);
+        self.with_conn("remove", &p, |c, attempt| match c.remove(&p) {
+            // The first attempt may have removed it before the connection dropped.
+            Err(e) if attempt > 0 && e.is_not_found() => Ok(()),
+            other => other,
+        })
+    }
+
+    fn exists(&self, t: FileType, name: &str) -> BResult<bool> {
+        let p = self.path_of(t, name);
+        self.with_conn("stat", &p, |c, _| match c.stat(&p) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        })
+    }
+
+    fn lock_settle_delay(&self) -> Duration {
+        // One server's file system: a listing shows every completed rename.
+        Duration::ZERO
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_words() {
+        assert_eq!(
+            split_command(r#"ssh -i "/tmp/my key" -o 'A B' x\ y -s sftp"#).unwrap(),
+            vec!["ssh", "-i", "/tmp/my key", "-o", "A B", "x y", "-s", "sftp"]
+        );
+        assert!(split_command("ssh 'open").is_err());
+        assert!(split_command("  ").is_err());
+        assert_eq!(
+            default_command(Some("u"), "h", Some(2222)),
+            vec!["ssh", "-p", "2222", "-l", "u", "h", "-s", "sftp"]
+        );
+    }
+}

@@ -7,6 +7,8 @@ command -v restic >/dev/null || need+=(restic)
 command -v faketime >/dev/null || need+=(faketime)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v python3 >/dev/null || need+=(python3)
+# tests/remote.rs serves a REST repository with `rclone serve restic`.
+command -v rclone >/dev/null || need+=(rclone)
 # tests/notifications.rs runs Debian's aiosmtpd as its SMTP server, with Debian's python3.
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
 if [ ${#need[@]} -gt 0 ]; then

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod remote;
 pub mod smtpd;
 
 use sha2::{Digest, Sha256};

@@ -53,8 +53,19 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryConfig {
-    /// The repository's directory.
+    /// The repository's location: a directory, or `s3:…`, `rest:…` (see `repo::location`).
     pub path: String,
+    /// S3 access key id (else `AWS_ACCESS_KEY_ID` from the environment).
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret key from the first line of this file (else `AWS_SECRET_ACCESS_KEY`)...
+    pub s3_secret_access_key_file: Option<PathBuf>,
+    /// ...or from the first line of this shell command's output.
+    pub s3_secret_access_key_command: Option<String>,
+    /// The S3 region to sign for (else `AWS_DEFAULT_REGION`, else us-east-1).
+    pub s3_region: Option<String>,
+    /// For `sftp:` locations, the command that starts the SFTP session (restic's
+    /// `sftp.command`; else `BACKUPD_SFTP_COMMAND`, else `ssh [-p PORT] [-l USER] HOST -s sftp`).
+    pub sftp_command: Option<String>,
     /// Read the password from the first line of this file...
     pub password_file: Option<PathBuf>,
     /// ...or from the first line of this shell command's output.
@@ -498,6 +509,18 @@ impl Config {
         })?;
         cfg.file = file.to_path_buf();
         for (name, r) in &cfg.repositories {
+            if let Err(e) = crate::repo::location::Location::parse(&r.path) {
+                return Err(Error::Input(format!(
+                    "invalid configuration in {}: [repositories.{name}] path: {e}",
+                    file.display()
+                )));
+            }
+            if r.s3_secret_access_key_file.is_some() && r.s3_secret_access_key_command.is_some() {
+                return Err(Error::Input(format!(
+                    "invalid configuration in {}: [repositories.{name}] takes at most one of s3_secret_access_key_file and s3_secret_access_key_command",
+                    file.display()
+                )));
+            }
             if r.password_file.is_some() == r.password_command.is_some() {
                 return Err(Error::Input(format!(
                     "invalid configuration in {}: [repositories.{name}] needs exactly one of password_file and password_command",
@@ -680,6 +703,39 @@ impl Config {
 }
 
 impl RepositoryConfig {
+    /// Credentials for remote storage: the environment's, overridden by this table's keys.
+    pub fn credentials(&self) -> Result<crate::repo::open::Credentials> {
+        let mut c = crate::repo::open::Credentials::from_env();
+        let of = format!(" (S3 secret key) of the repository {}", self.path);
+        if let Some(id) = &self.s3_access_key_id {
+            c.s3_access_key_id = Some(id.clone());
+        }
+        if let Some(f) = &self.s3_secret_access_key_file {
+            let s = crate::password::from_file(f, &of, "check s3_secret_access_key_file")?;
+            c.s3_secret_access_key = Some(crate::repo::s3::Secret(
+                String::from_utf8_lossy(&s).into_owned(),
+            ));
+        }
+        if let Some(cmd) = &self.s3_secret_access_key_command {
+            let s = crate::password::from_command(cmd, &of, "check s3_secret_access_key_command")?;
+            c.s3_secret_access_key = Some(crate::repo::s3::Secret(
+                String::from_utf8_lossy(&s).into_owned(),
+            ));
+        }
+        if let Some(r) = &self.s3_region {
+            c.s3_region = Some(r.clone());
+        }
+        if let Some(cmd) = &self.sftp_command {
+            c.sftp_command = Some(cmd.clone());
+        }
+        Ok(c)
+    }
+
+    /// The repository's storage, with its credentials.
+    pub fn backend(&self) -> Result<std::sync::Arc<dyn crate::repo::backend::Backend>> {
+        crate::repo::open::open_location(&self.path, &self.credentials()?)
+    }
+
     /// The password, from the first line of the password file or command.
     pub fn password(&self) -> Result<Vec<u8>> {
         let of = format!(" of the repository {}", self.path);

@@ -1,6 +1,7 @@
 //! The library's error type and the stable exit codes that `backupctl` maps it to.
 
 use crate::repo::backend::BackendError;
+use crate::repo::http::RemoteClass;
 use std::io;
 
 /// Exit codes of `backupctl` (documented in the README; stable).
@@ -25,6 +26,12 @@ pub mod exit {
     pub const WRONG_PASSWORD: i32 = 12;
     /// backupd is not running (no answer on its control socket), for commands that need it.
     pub const NO_DAEMON: i32 = 13;
+    /// The repository's storage refused access: wrong credentials, no permission, or a REST
+    /// server in append-only mode refusing a deletion.
+    pub const ACCESS_DENIED: i32 = 14;
+    /// The repository's storage could not be reached (connection refused, DNS, timeouts), after
+    /// every retry.
+    pub const UNREACHABLE: i32 = 15;
     /// Interrupted by a signal (SIGINT or SIGTERM).
     pub const INTERRUPTED: i32 = 130;
 }
@@ -97,6 +104,12 @@ impl Error {
             Error::Source { .. } => exit::SOURCE_FAILED,
             Error::Interrupted => exit::INTERRUPTED,
             Error::NoDaemon { .. } => exit::NO_DAEMON,
+            Error::Backend(e) => match crate::repo::http::remote_class(e) {
+                Some(RemoteClass::Denied) | Some(RemoteClass::AppendOnly) => exit::ACCESS_DENIED,
+                Some(RemoteClass::Unreachable) => exit::UNREACHABLE,
+                Some(RemoteClass::NoContainer) => exit::NO_REPOSITORY,
+                _ => exit::FAILURE,
+            },
             _ => exit::FAILURE,
         }
     }

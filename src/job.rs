@@ -25,7 +25,6 @@ use crate::engine::prune::{self, PruneOptions};
 use crate::engine::{CancelToken, Progress};
 use crate::error::{exit, Error, Result};
 use crate::repo::backend::FileType;
-use crate::repo::backend::LocalBackend;
 use crate::repo::snapshot::SnapshotSummary;
 use crate::repo::Repository;
 use crate::sources::command::{self, CommandSource};
@@ -34,7 +33,6 @@ use crate::sources::sqlite::{self, SqliteOptions};
 use chrono::{DateTime, Local};
 use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -310,10 +308,11 @@ fn apply_retention(
     progress: &dyn Progress,
     cancel: &CancelToken,
 ) -> Result<RetentionReport> {
-    let be = Arc::new(LocalBackend::new(&repo_cfg.path));
+    let be = repo_cfg.backend()?;
     let pw = repo_cfg.password()?;
     let mut repo = Repository::open(be, &pw)?;
     let _lock = crate::repo::lock::lock(&repo, true, repo_cfg.lock_wait)?;
+    repo.backend().check_deletable()?;
     let tag = format!("job:{job_name}");
     let mine: Vec<_> = repo
         .list_snapshots()?
@@ -427,7 +426,7 @@ fn backup_job(
         }
     }
 
-    let be = Arc::new(LocalBackend::new(&repo_cfg.path));
+    let be = repo_cfg.backend()?;
     let pw = repo_cfg.password()?;
     let mut repo = Repository::open(be, &pw)?;
     let _lock = crate::repo::lock::lock(&repo, false, repo_cfg.lock_wait)?;

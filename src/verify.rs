@@ -30,7 +30,7 @@ use crate::engine::check::{self, CheckOptions, ReadData};
 use crate::engine::restore::{self, Overwrite, RestoreOptions};
 use crate::engine::{CancelToken, Progress};
 use crate::error::{Error, Result};
-use crate::repo::backend::{Backend, FileType, LocalBackend};
+use crate::repo::backend::{Backend, FileType};
 use crate::repo::id::Id;
 use crate::repo::pack::BlobType;
 use crate::repo::Repository;
@@ -400,9 +400,9 @@ pub fn coverage_ratio(cov: &Coverage, existing: &[Id]) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Runs (blocking)
 
-/// The backend of a configured repository.
-pub fn backend_of(cfg: &RepositoryConfig) -> Arc<dyn Backend> {
-    Arc::new(LocalBackend::new(&cfg.path))
+/// The storage of a configured repository (with its credentials).
+pub fn backend_of(cfg: &RepositoryConfig) -> Result<Arc<dyn Backend>> {
+    cfg.backend()
 }
 
 /// Measures the repository's size from a listing of its files (no password, no lock); also
@@ -451,7 +451,7 @@ pub struct DrillOutcome {
 
 fn open(cfg: &RepositoryConfig) -> Result<Repository> {
     let pw = cfg.password()?;
-    Repository::open(backend_of(cfg), &pw)
+    Repository::open(backend_of(cfg)?, &pw)
 }
 
 /// Runs the structure check: every index, pack header and tree.

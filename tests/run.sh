@@ -12,6 +12,8 @@ command -v promtool >/dev/null || need+=(prometheus)
 # tests/sftp.rs starts Debian's sshd on loopback and connects with the OpenSSH client.
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)
+# tests/remote.rs serves a REST repository with `rclone serve restic`.
+command -v rclone >/dev/null || need+=(rclone)
 # tests/notifications.rs runs Debian's aiosmtpd as its SMTP server, with Debian's python3.
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
 if [ ${#need[@]} -gt 0 ]; then

@@ -90,6 +90,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         ));
     }
     let (mut repo, lock) = ctx.open_locked(!a.dry_run)?;
+    if !a.dry_run {
+        // An append-only server refuses deletions: say so before changing anything.
+        repo.backend().check_deletable()?;
+    }
     let all = repo.list_snapshots()?;
     let filter = a.filter.filter();
 

@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod copy;
 #[cfg(unix)]
 pub mod daemon;
 pub mod diff;
@@ -19,7 +20,7 @@ pub mod util;
 
 use crate::engine::{CancelToken, Progress};
 use crate::error::{exit, Error, Result};
-use crate::repo::backend::{Backend, LocalBackend};
+use crate::repo::backend::Backend;
 use crate::repo::lock::RepoLock;
 use crate::repo::pack::Compression;
 use crate::repo::Repository;
@@ -35,7 +36,7 @@ use std::time::Duration;
     version,
     about = "Control backupd and work on backup repositories (restic format, version 2)",
     after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 partial snapshot, 4 damage found, \
-                  5 source failed, 10 no repository, 11 locked, 12 wrong password, 13 backupd not running, \
+                  5 source failed, 10 no repository, 11 locked, 12 wrong password, 13 backupd not running, 14 storage access denied, 15 storage unreachable, \
                   130 interrupted."
 )]
 pub struct Cli {
@@ -47,7 +48,7 @@ pub struct Cli {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Global {
-    /// Repository location (a directory).
+    /// Repository location: a directory, s3:https://host/bucket[/prefix], rest:http://host:port/.
     #[arg(short = 'r', long = "repo", env = "BACKUPD_REPOSITORY", global = true)]
     pub repo: Option<String>,
     /// Read the repository password from the first line of this file.
@@ -95,6 +96,8 @@ pub enum Command {
     Forget(forget::Args),
     /// Delete data no snapshot needs and repack partly used packs.
     Prune(prune::Args),
+    /// Copy snapshots (and the data they need) from another repository (--from) into this one.
+    Copy(copy::Args),
     /// Remove stale locks.
     Unlock(unlock::Args),
     /// Run a job of a configuration file once, in the foreground.
@@ -143,7 +146,7 @@ impl Ctx {
 
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {
         let loc = self.location()?;
-        Ok(Arc::new(LocalBackend::new(loc)))
+        crate::repo::open::open_location(&loc, &crate::repo::open::Credentials::from_env())
     }
 
     pub fn password(&self) -> Result<Vec<u8>> {
@@ -231,6 +234,7 @@ pub fn main() -> i32 {
         Command::Check(a) => check::run(&ctx, a),
         Command::Forget(a) => forget::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
+        Command::Copy(a) => copy::run(&ctx, a),
         Command::Unlock(a) => unlock::run(&ctx, a),
         Command::RunJob(a) => run_job::run(&ctx, a),
         #[cfg(unix)]

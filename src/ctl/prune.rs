@@ -18,6 +18,10 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     // A dry run changes nothing, so a shared lock is enough (it still keeps prunes out).
     let (mut repo, _lock) = ctx.open_locked(!a.dry_run)?;
+    if !a.dry_run {
+        // An append-only server refuses deletions: say so before changing anything.
+        repo.backend().check_deletable()?;
+    }
     let opts = PruneOptions {
         max_unused: a.max_unused,
         dry_run: a.dry_run,

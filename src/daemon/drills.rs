@@ -231,11 +231,13 @@ impl Drills {
             return;
         }
         e.measuring = true;
-        let be = verify::backend_of(rc);
+        let rc = rc.clone();
         let cov = e.state.coverage.clone();
         let (tx, repo) = (self.tx.clone(), repo.to_string());
         tokio::task::spawn_blocking(move || {
-            let size = match verify::measure(be.as_ref(), Utc::now()) {
+            let measured =
+                verify::backend_of(&rc).and_then(|be| verify::measure(be.as_ref(), Utc::now()));
+            let size = match measured {
                 Ok((size, packs)) => Some((size, verify::coverage_ratio(&cov, &packs))),
                 Err(e) => {
                     tracing::warn!(repository = %repo, "cannot measure the repository's size: {e}");

@@ -2,7 +2,8 @@
 //!
 //! The pipeline: the calling thread walks the file system and builds trees; file workers read
 //! files, cut them into chunks (FastCDC) and hash them; sealers compress and encrypt the chunks
-//! no one has stored yet and put them into packs; one uploader writes finished packs. When the
+//! no one has stored yet and put them into packs; uploaders write finished packs (one for a
+//! local disk, `Backend::upload_parallelism` for remote storage). When the
 //! walk is done the packs are flushed, then the index is written, then the snapshot: a crash at
 //! any instant leaves at most unreferenced packs behind.
 
@@ -1527,7 +1528,14 @@ pub fn backup_with(
         let (file_tx, file_rx) = bounded::<FileJob>(threads * 16);
         let (up_tx, up_rx) = bounded::<PackWriter>(0);
         let sh = &sh;
-        let uploader_h = s.spawn(move || uploader(sh, up_rx));
+        // Remote storage: several packs in flight (each uploader holds one), bounded memory.
+        let uploaders: Vec<_> = (0..sh.repo.backend().upload_parallelism().max(1))
+            .map(|_| {
+                let rx = up_rx.clone();
+                s.spawn(move || uploader(sh, rx))
+            })
+            .collect();
+        drop(up_rx);
         let mut sealers = Vec::new();
         for _ in 0..threads {
             let (rx, up) = (blob_rx.clone(), up_tx.clone());
@@ -1566,7 +1574,9 @@ pub fn backup_with(
             }
         }
         drop(up_tx);
-        let _ = uploader_h.join();
+        for h in uploaders {
+            let _ = h.join();
+        }
         res
     });
 

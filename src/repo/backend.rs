@@ -85,6 +85,16 @@ pub trait Backend: Send + Sync {
     fn lock_settle_delay(&self) -> std::time::Duration {
         std::time::Duration::from_millis(200)
     }
+    /// How many packs may be uploaded at once (each holds one pack in memory). Local disks
+    /// gain nothing from more than one; remote stores hide their latency with several.
+    fn upload_parallelism(&self) -> usize {
+        1
+    }
+    /// Fails (naming why) when the storage refuses to delete repository files, e.g. a REST
+    /// server in append-only mode; `forget` and `prune` ask before they change anything.
+    fn check_deletable(&self) -> BResult<()> {
+        Ok(())
+    }
 }
 
 /// A repository in a local directory, laid out as restic's `local` backend does.

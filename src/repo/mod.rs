@@ -1,14 +1,20 @@
 //! The repository: opening and creating one, and reading and writing its encrypted files and blobs.
 
 pub mod backend;
+pub mod cache;
 pub mod config;
 pub mod crypto;
 pub mod gdrive;
+pub mod http;
 pub mod id;
 pub mod index;
 pub mod keyfile;
+pub mod location;
 pub mod lock;
+pub mod open;
 pub mod pack;
+pub mod rest;
+pub mod s3;
 pub mod sftp;
 pub mod snapshot;
 pub mod tree;
@@ -109,6 +115,12 @@ impl Repository {
         let location = be.location();
         let cfg_bytes = match be.load(FileType::Config, "") {
             Ok(b) => b,
+            Err(e) if http::remote_class(&e) == Some(http::RemoteClass::NoContainer) => {
+                return Err(Error::NoRepository {
+                    location,
+                    detail: e.source.to_string(),
+                });
+            }
             Err(e) if e.is_not_found() => {
                 let detail = if be.local_path().map(|p| p.exists()).unwrap_or(true) {
                     "it has no config file".to_string()
@@ -153,6 +165,13 @@ impl Repository {
             Compression::default()
         } else {
             Compression::Off
+        };
+        // Remote storage: index and snapshot files come from a local cache when they can.
+        let be: Arc<dyn Backend> = match (be.local_path(), cache::default_cache_dir()) {
+            (None, Some(dir)) if config.id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Arc::new(cache::CachedBackend::new(be, dir.join(&config.id)))
+            }
+            _ => be,
         };
         Ok(Repository {
             be,

@@ -4,6 +4,7 @@
 pub mod conformance;
 pub mod daemon;
 pub mod fakedrive;
+pub mod remote;
 pub mod smtpd;
 pub mod sshd;
 

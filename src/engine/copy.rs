@@ -1,0 +1,170 @@
+//! Copy: snapshots and the blobs they need from one repository into another, re-encrypted for the target's key, skipping what the target has.
+//!
+//! As restic's `copy`: a source snapshot is skipped when the target holds a snapshot with the
+//! same persistent id (the target's `original`, or its own id) and the same time, tree, host,
+//! user, paths, excludes and tags. Copied snapshots get `original` set (to the source's own
+//! `original`, else its id) and no parent. Blob ids are hashes of plaintext, so trees keep
+//! their ids. For each snapshot the packs are written first, then the index that names them,
+//! then the snapshot: a crash leaves at most unreferenced packs in the target.
+
+use super::{CancelToken, Progress};
+use crate::error::Result;
+use crate::repo::backend::FileType;
+use crate::repo::id::Id;
+use crate::repo::index::{split_into_files, IndexPack};
+use crate::repo::pack::{seal_blob, BlobType, PackWriter};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::Repository;
+use std::collections::{HashMap, HashSet};
+
+const PACK_TARGET: usize = super::backup::PACK_TARGET;
+const INDEX_MAX_BLOBS: usize = 40_000;
+
+/// What a copy did, per snapshot.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CopyReport {
+    /// (source id, new target id)
+    pub copied: Vec<(Id, Id)>,
+    /// (source id, the target snapshot that already holds it)
+    pub skipped: Vec<(Id, Id)>,
+    pub blobs_copied: u64,
+    pub bytes_copied: u64,
+}
+
+/// Whether two snapshots are the same but for parent and original (restic's rule).
+pub fn similar(a: &Snapshot, b: &Snapshot) -> bool {
+    a.time == b.time
+        && a.tree == b.tree
+        && a.hostname == b.hostname
+        && a.username == b.username
+        && a.uid == b.uid
+        && a.gid == b.gid
+        && a.paths == b.paths
+        && a.excludes == b.excludes
+        && a.tags == b.tags
+}
+
+struct Packer<'a> {
+    dst: &'a Repository,
+    writers: [PackWriter; 2],
+    written: Vec<IndexPack>,
+}
+
+impl Packer<'_> {
+    fn add(&mut self, id: Id, tpe: BlobType, plain: &[u8]) -> Result<()> {
+        let sealed = seal_blob(self.dst.key(), tpe, id, plain, self.dst.compression);
+        let w = &mut self.writers[tpe as usize];
+        w.add(&sealed);
+        if w.size() >= PACK_TARGET {
+            self.flush_one(tpe as usize)?;
+        }
+        Ok(())
+    }
+
+    fn flush_one(&mut self, i: usize) -> Result<()> {
+        let w = std::mem::take(&mut self.writers[i]);
+        if w.is_empty() {
+            return Ok(());
+        }
+        let (bytes, id, blobs) = w.finish(self.dst.key());
+        self.dst.save_pack(&id, &bytes)?;
+        self.written.push(IndexPack::from_packed(id, &blobs));
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<Vec<IndexPack>> {
+        self.flush_one(0)?;
+        self.flush_one(1)?;
+        Ok(std::mem::take(&mut self.written))
+    }
+}
+
+/// Copies `snaps` (from `src`) into `dst`. Both indexes must be loaded; the caller holds
+/// (at least shared) locks on both.
+pub fn copy(
+    src: &Repository,
+    dst: &mut Repository,
+    snaps: &[(Id, Snapshot)],
+    progress: &dyn Progress,
+    cancel: &CancelToken,
+) -> Result<CopyReport> {
+    let mut report = CopyReport::default();
+    let mut by_original: HashMap<Id, Vec<(Id, Snapshot)>> = HashMap::new();
+    for (id, s) in dst.list_snapshots()? {
+        if let Some(o) = s.original {
+            by_original.entry(o).or_default().push((id, s.clone()));
+        }
+        by_original.entry(id).or_default().push((id, s));
+    }
+    progress.phase("copy", Some(snaps.len() as u64));
+    for (sid, sn) in snaps {
+        cancel.check()?;
+        let persistent = sn.original.unwrap_or(*sid);
+        if let Some((tid, _)) = by_original
+            .get(&persistent)
+            .and_then(|v| v.iter().find(|(_, t)| similar(t, sn)))
+        {
+            progress.note(&format!(
+                "skipping snapshot {}: the target has it as {}",
+                sid.short(),
+                tid.short()
+            ));
+            report.skipped.push((*sid, *tid));
+            progress.inc(1);
+            continue;
+        }
+        let mut packer = Packer {
+            dst,
+            writers: [PackWriter::new(), PackWriter::new()],
+            written: Vec::new(),
+        };
+        let mut seen: HashSet<(Id, BlobType)> = HashSet::new();
+        let mut stack = vec![sn.tree];
+        seen.insert((sn.tree, BlobType::Tree));
+        while let Some(tid) = stack.pop() {
+            cancel.check()?;
+            let raw = src.load_blob(&tid, BlobType::Tree)?;
+            let tree = crate::repo::tree::Tree::parse(&raw).map_err(|e| {
+                crate::error::Error::damaged(format!("tree {} in the source", tid.short()), e)
+            })?;
+            for n in &tree.nodes {
+                for b in n.content.iter().flatten() {
+                    if seen.insert((*b, BlobType::Data))
+                        && !packer.dst.index().has(b, BlobType::Data)
+                    {
+                        let data = src.load_blob(b, BlobType::Data)?;
+                        report.bytes_copied += data.len() as u64;
+                        report.blobs_copied += 1;
+                        packer.add(*b, BlobType::Data, &data)?;
+                    }
+                }
+                if let Some(s) = n.subtree {
+                    if seen.insert((s, BlobType::Tree)) {
+                        stack.push(s);
+                    }
+                }
+            }
+            if !packer.dst.index().has(&tid, BlobType::Tree) {
+                report.blobs_copied += 1;
+                report.bytes_copied += raw.len() as u64;
+                packer.add(tid, BlobType::Tree, &raw)?;
+            }
+        }
+        let written = packer.flush()?;
+        for f in split_into_files(written, INDEX_MAX_BLOBS) {
+            let id = dst.save_unpacked(FileType::Index, &f)?;
+            dst.index_mut().merge_file(id, &f);
+        }
+        let mut copy = sn.clone();
+        copy.parent = None;
+        copy.original = Some(persistent);
+        let new_id = dst.save_unpacked(FileType::Snapshot, &copy)?;
+        by_original
+            .entry(persistent)
+            .or_default()
+            .push((new_id, copy));
+        report.copied.push((*sid, new_id));
+        progress.inc(1);
+    }
+    Ok(report)
+}

@@ -1,0 +1,138 @@
+//! Opening the storage of a repository location: one opener for `backupctl` and the daemon's jobs, and the credentials it needs.
+
+use super::backend::{Backend, LocalBackend};
+use super::location::Location;
+use super::rest::RestBackend;
+use super::s3::{S3Backend, S3Credentials, Secret};
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+/// The region signed for when neither the environment nor the configuration names one.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// Credentials for remote backends. Debug never shows a secret.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<Secret>,
+    pub s3_region: Option<String>,
+    /// The command that starts the SFTP session (restic's `sftp.command`): from
+    /// `BACKUPD_SFTP_COMMAND` or the repository's `sftp_command`; default `ssh [-p PORT]
+    /// [-l USER] HOST -s sftp`.
+    pub sftp_command: Option<String>,
+}
+
+impl Credentials {
+    /// From `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_DEFAULT_REGION` (or `AWS_REGION`).
+    pub fn from_env() -> Credentials {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Credentials {
+            s3_access_key_id: var("AWS_ACCESS_KEY_ID"),
+            s3_secret_access_key: var("AWS_SECRET_ACCESS_KEY").map(Secret),
+            s3_region: var("AWS_DEFAULT_REGION").or_else(|| var("AWS_REGION")),
+            sftp_command: var("BACKUPD_SFTP_COMMAND"),
+        }
+    }
+
+    fn s3(&self, loc: &Location) -> Result<S3Credentials> {
+        match (&self.s3_access_key_id, &self.s3_secret_access_key) {
+            (Some(id), Some(secret)) => Ok(S3Credentials {
+                access_key_id: id.clone(),
+                secret_access_key: secret.clone(),
+                region: self
+                    .s3_region
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_REGION.to_string()),
+            }),
+            _ => Err(Error::Input(format!(
+                "no S3 credentials for {loc}\n  hint: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_DEFAULT_REGION), or s3_access_key_id and s3_secret_access_key_file (or _command) in the repository's configuration"
+            ))),
+        }
+    }
+}
+
+/// The storage for `loc`. For S3, REST and Google Drive nothing is contacted yet: the first
+/// request tells whether the server, bucket and credentials are right; SFTP connects at once
+/// (and fails fast, naming why).
+pub fn open_backend(loc: &Location, creds: &Credentials) -> Result<Arc<dyn Backend>> {
+    match loc {
+        Location::Local(p) => Ok(Arc::new(LocalBackend::new(p))),
+        Location::S3 {
+            endpoint,
+            bucket,
+            prefix,
+        } => Ok(Arc::new(S3Backend::new(
+            endpoint,
+            bucket,
+            prefix,
+            creds.s3(loc)?,
+        ))),
+        Location::Rest {
+            url,
+            user,
+            password,
+        } => Ok(Arc::new(RestBackend::new(
+            url,
+            user.as_deref(),
+            password.as_deref(),
+            loc.to_string(),
+        ))),
+        Location::Sftp {
+            user,
+            host,
+            port,
+            path,
+        } => Ok(Arc::new(super::sftp::SftpBackend::connect(
+            user.as_deref(),
+            host,
+            *port,
+            path,
+            creds.sftp_command.as_deref(),
+        )?)),
+        Location::GDrive { path } => {
+            let c = super::gdrive::GDriveCredentials::from_env().map_err(Error::Input)?;
+            Ok(Arc::new(super::gdrive::GDriveBackend::new(
+                path,
+                c,
+                Default::default(),
+            )))
+        }
+    }
+}
+
+/// Parses `s` and opens its storage.
+pub fn open_location(s: &str, creds: &Credentials) -> Result<Arc<dyn Backend>> {
+    let loc = Location::parse(s).map_err(|e| Error::Input(e.to_string()))?;
+    open_backend(&loc, creds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opener_kinds_and_messages() {
+        let none = Credentials::default();
+        let loc = Location::parse("/tmp/x").unwrap();
+        assert!(open_backend(&loc, &none).unwrap().local_path().is_some());
+        let s3 = Location::parse("s3:http://127.0.0.1:1/b").unwrap();
+        let e = open_backend(&s3, &none).err().unwrap().to_string();
+        assert!(e.contains("AWS_ACCESS_KEY_ID"), "{e}");
+        let creds = Credentials {
+            s3_access_key_id: Some("GKx".into()),
+            s3_secret_access_key: Some(Secret("verysecret".into())),
+            s3_region: None,
+            sftp_command: None,
+        };
+        assert!(!format!("{creds:?}").contains("verysecret"));
+        assert_eq!(
+            open_backend(&s3, &creds).unwrap().location(),
+            "s3:http://127.0.0.1:1/b"
+        );
+        let e = open_backend(&Location::parse("gdrive:backups/x").unwrap(), &none);
+        if std::env::var_os("GOOGLE_DRIVE_REFRESH_TOKEN").is_none() {
+            let e = e.err().unwrap().to_string();
+            assert!(e.contains("GOOGLE_DRIVE_REFRESH_TOKEN"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Remote repositories against real servers on loopback: Garage (S3) and `rclone serve restic` (REST, also append-only), restic 0.14 reading what backupctl wrote, `copy`, and the failures a user meets first (wrong credentials, missing bucket, unreachable host).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use support::remote::{Garage, Rclone};
+use support::{make_tree, manifest, show, Env, BACKUPCTL};
+
+mod support;
+
+/// backupctl against `loc`, with the S3 credentials of `g` (if any) and a private cache.
+fn ctl(env: &Env, g: Option<&Garage>, loc: &str, args: &[&str]) -> Output {
+    let mut c = Command::new(BACKUPCTL);
+    c.arg("-r")
+        .arg(loc)
+        .arg("--password-file")
+        .arg(&env.pw)
+        .args(args)
+        .env_remove("BACKUPD_REPOSITORY")
+        .env_remove("BACKUPD_PASSWORD_FILE")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("BACKUPD_CACHE_DIR", env.path("cache"));
+    if let Some(g) = g {
+        g.creds(&mut c);
+    }
+    c.output().expect("run backupctl")
+}
+
+fn ctl_ok(env: &Env, g: Option<&Garage>, loc: &str, args: &[&str]) -> String {
+    let o = ctl(env, g, loc, args);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "backupctl {args:?} on {loc}:\n{}",
+        show(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn restic(env: &Env, g: Option<&Garage>, loc: &str, args: &[&str]) -> Output {
+    let mut c = Command::new("restic");
+    c.arg("-r")
+        .arg(loc)
+        .arg("--password-file")
+        .arg(&env.pw)
+        .arg("--no-cache")
+        .args(args)
+        .env_remove("RESTIC_REPOSITORY");
+    if let Some(g) = g {
+        g.creds(&mut c);
+    }
+    c.output()
+        .expect("restic is needed (tests/run.sh installs it)")
+}
+
+fn restic_ok(env: &Env, g: Option<&Garage>, loc: &str, args: &[&str]) -> String {
+    let o = restic(env, g, loc, args);
+    assert!(
+        o.status.success(),
+        "restic {args:?} on {loc}:\n{}",
+        show(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A source tree with a big random file, so that one pack is uploaded in parts.
+fn source(env: &Env) -> PathBuf {
+    let src = env.path("src");
+    make_tree(&src, 7);
+    fs::write(src.join("large.bin"), support::bytes(99, 20 << 20)).unwrap();
+    src
+}
+
+fn restored(target: &Path, src: &Path) -> PathBuf {
+    target.join(src.strip_prefix("/").unwrap())
+}
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("no JSON ({e}):\n{out}"))
+}
+
+#[test]
+fn s3_backup_restore_check_and_restic_reads_the_bucket() {
+    let g = Garage::start();
+    let env = Env::new();
+    let src = source(&env);
+    let loc = g.location("repo-one");
+    ctl_ok(&env, Some(&g), &loc, &["init"]);
+    let b1 = json(&ctl_ok(
+        &env,
+        Some(&g),
+        &loc,
+        &["--json", "backup", src.to_str().unwrap()],
+    ));
+    assert!(b1["files_new"].as_u64().unwrap() > 20, "{b1}");
+
+    // (The 20 MiB file fills packs of 16 MiB and more: they go up as multipart uploads.)
+
+    // A second backup with nothing changed reads index and snapshots from the cache.
+    let cache = env.path("cache");
+    let cached: Vec<_> = walk(&cache);
+    assert!(
+        cached.iter().any(|p| p.contains("/index/"))
+            && cached.iter().any(|p| p.contains("/snapshots/")),
+        "the cache holds index and snapshot files: {cached:?}"
+    );
+    let b2 = json(&ctl_ok(
+        &env,
+        Some(&g),
+        &loc,
+        &["--json", "backup", src.to_str().unwrap()],
+    ));
+    assert_eq!(b2["files_new"].as_u64(), Some(0), "{b2}");
+    assert_eq!(b2["data_added"].as_u64(), Some(0), "{b2}");
+
+    let target = env.path("restore");
+    ctl_ok(
+        &env,
+        Some(&g),
+        &loc,
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+    );
+    assert_eq!(manifest(&restored(&target, &src)), manifest(&src));
+    ctl_ok(&env, Some(&g), &loc, &["check", "--read-data"]);
+
+    // restic 0.14 on the same bucket.
+    let out = restic_ok(&env, Some(&g), &loc, &["check", "--read-data"]);
+    assert!(out.contains("no errors were found"), "{out}");
+    let rt = env.path("restic-restore");
+    restic_ok(
+        &env,
+        Some(&g),
+        &loc,
+        &["restore", "latest", "--target", rt.to_str().unwrap()],
+    );
+    assert_eq!(manifest(&restored(&rt, &src)), manifest(&src));
+}
+
+fn walk(d: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(d) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn s3_wrong_credentials_missing_bucket_and_unreachable_host_fail_clearly() {
+    let g = Garage::start();
+    let env = Env::new();
+    let loc = g.location("r");
+    ctl_ok(&env, Some(&g), &loc, &["init"]);
+
+    // Wrong secret: 403, exit 14, names the object and the credentials to check, not the secret.
+    let mut c = Command::new(BACKUPCTL);
+    c.args(["-r", &loc, "--password-file"])
+        .arg(&env.pw)
+        .arg("snapshots");
+    g.creds(&mut c)
+        .env("AWS_SECRET_ACCESS_KEY", "0".repeat(64))
+        .env("BACKUPD_CACHE_DIR", env.path("cache"));
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(14), "{}", show(&o));
+    assert!(
+        err.contains("403") && err.contains("AWS_SECRET_ACCESS_KEY"),
+        "{err}"
+    );
+    assert!(err.contains("config"), "names the object: {err}");
+    assert!(!err.contains(&g.secret), "{err}");
+
+    // A bucket that does not exist: exit 10 (no repository), and says so.
+    let nb = format!("s3:{}/no-such-bucket/r", g.endpoint());
+    let o = ctl(&env, Some(&g), &nb, &["snapshots"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(10), "{}", show(&o));
+    assert!(err.contains("bucket does not exist"), "{err}");
+    let o = ctl(&env, Some(&g), &nb, &["init"]);
+    assert_eq!(
+        o.status.code(),
+        Some(10),
+        "init into a missing bucket: {}",
+        show(&o)
+    );
+
+    // Nothing listens: exit 15 after the retries, naming the host.
+    let port = support::remote::free_port();
+    let un = format!("s3:http://127.0.0.1:{port}/backup-test/r");
+    let o = ctl(&env, Some(&g), &un, &["snapshots"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(15), "{}", show(&o));
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("attempts"),
+        "{err}"
+    );
+
+    // No credentials at all: a usage error that says where they come from.
+    let o = ctl(&env, None, &loc, &["snapshots"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("AWS_ACCESS_KEY_ID"));
+}
+
+#[test]
+fn rest_backup_restore_check_and_append_only_refuses_forget_and_prune() {
+    let env = Env::new();
+    let root = env.path("rest-root");
+    let src = env.path("src");
+    make_tree(&src, 3);
+    let loc;
+    {
+        let srv = Rclone::start(&root, false);
+        loc = srv.location("repo/");
+        ctl_ok(&env, None, &loc, &["init"]);
+        ctl_ok(&env, None, &loc, &["backup", src.to_str().unwrap()]);
+        let target = env.path("restore");
+        ctl_ok(
+            &env,
+            None,
+            &loc,
+            &["restore", "latest", "--target", target.to_str().unwrap()],
+        );
+        assert_eq!(manifest(&restored(&target, &src)), manifest(&src));
+        ctl_ok(&env, None, &loc, &["check", "--read-data"]);
+        let out = restic_ok(&env, None, &loc, &["check", "--read-data"]);
+        assert!(out.contains("no errors were found"), "{out}");
+    }
+    // The same folder served append-only.
+    let srv = Rclone::start(&root, true);
+    let loc = srv.location("repo/");
+    fs::write(src.join("new.txt"), b"new").unwrap();
+    ctl_ok(&env, None, &loc, &["backup", src.to_str().unwrap()]);
+    for args in [&["forget", "--keep-last", "1"][..], &["prune"][..]] {
+        let o = ctl(&env, None, &loc, args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(14), "{args:?}: {}", show(&o));
+        assert!(err.contains("append-only"), "{args:?}: {err}");
+    }
+    let snaps = json(&ctl_ok(&env, None, &loc, &["--json", "snapshots"]));
+    assert_eq!(
+        snaps.as_array().unwrap().len(),
+        2,
+        "nothing was forgotten: {snaps}"
+    );
+    ctl_ok(&env, None, &loc, &["check"]);
+}
+
+#[test]
+fn copy_local_to_s3_then_restic_restores_from_s3() {
+    let g = Garage::start();
+    let env = Env::new();
+    let src = env.path("src");
+    make_tree(&src, 11);
+    let local = env.repo.to_str().unwrap().to_string();
+    ctl_ok(&env, None, &local, &["init"]);
+    ctl_ok(&env, None, &local, &["backup", src.to_str().unwrap()]);
+    fs::write(src.join("second.txt"), b"second snapshot").unwrap();
+    ctl_ok(&env, None, &local, &["backup", src.to_str().unwrap()]);
+
+    let s3 = g.location("mirror");
+    ctl_ok(&env, Some(&g), &s3, &["init"]);
+    let from = ["copy", "--from", &local, "--all", "--json"];
+    let r = json(&ctl_ok(&env, Some(&g), &s3, &from));
+    assert_eq!(r["copied"].as_array().unwrap().len(), 2, "{r}");
+    assert!(r["blobs_copied"].as_u64().unwrap() > 10, "{r}");
+    // Again: both are there already.
+    let r = json(&ctl_ok(&env, Some(&g), &s3, &from));
+    assert_eq!(r["copied"].as_array().unwrap().len(), 0, "{r}");
+    assert_eq!(r["skipped"].as_array().unwrap().len(), 2, "{r}");
+    assert_eq!(r["blobs_copied"].as_u64(), Some(0), "{r}");
+
+    let out = restic_ok(&env, Some(&g), &s3, &["check", "--read-data"]);
+    assert!(out.contains("no errors were found"), "{out}");
+    let rt = env.path("restic-restore");
+    restic_ok(
+        &env,
+        Some(&g),
+        &s3,
+        &["restore", "latest", "--target", rt.to_str().unwrap()],
+    );
+    assert_eq!(manifest(&restored(&rt, &src)), manifest(&src));
+}

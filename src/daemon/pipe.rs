@@ -104,12 +104,8 @@ pub async fn serve(
         tokio::select! {
             _ = shutdown.recv() => return,
             r = listener.next.connect() => {
-                if let Err(e) = r {
-                    tracing::error!("accepting a control connection on {} failed: {e}", listener.name);
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-                // A new instance for the next client before this one is served.
+                // A new instance for the next client before this one is served (or, when
+                // the connection failed, instead of this one).
                 let fresh = match listener.security.create(&listener.name, false) {
                     Ok(p) => p,
                     Err(e) => {
@@ -118,6 +114,11 @@ pub async fn serve(
                     }
                 };
                 let client = std::mem::replace(&mut listener.next, fresh);
+                if let Err(e) = r {
+                    tracing::error!("accepting a control connection on {} failed: {e}", listener.name);
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
                 let commands = commands.clone();
                 tokio::spawn(async move {
                     if let Err(e) = connection(client, commands).await {

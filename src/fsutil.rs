@@ -1,4 +1,9 @@
-//! Durable file writes: temp file, fsync, rename, fsync of the directory.
+//! Durable file writes: temp file, fsync, rename, fsync of the directory; the platform's primitives for them.
+//!
+//! Unix: `fsync` (File::sync_all), rename(2), and an fsync of the directory so the new entry is
+//! durable. Windows: `FlushFileBuffers` (File::sync_all), `MoveFileExW` with
+//! `MOVEFILE_REPLACE_EXISTING` (std::fs::rename), and no directory flush (NTFS journals the
+//! rename; a directory cannot be opened for flushing without backup privileges).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -38,7 +43,7 @@ pub fn atomic_write_with(
         fill(&mut f)?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, target)?;
+        replace(&tmp, target)?;
         sync_dir(target.parent().unwrap_or(Path::new(".")))
     })();
     if result.is_err() {
@@ -47,7 +52,14 @@ pub fn atomic_write_with(
     result
 }
 
-/// fsyncs a directory so that entries created, renamed or removed in it are durable.
+/// Renames `from` over `to` atomically (replacing an existing file): rename(2) on Unix,
+/// `MoveFileExW(MOVEFILE_REPLACE_EXISTING)` on Windows, both as `std::fs::rename`.
+pub fn replace(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)
+}
+
+/// fsyncs a directory so that entries created, renamed or removed in it are durable (a no-op
+/// where directories cannot be flushed: Windows).
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
@@ -67,7 +79,19 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// True when the error means the disk (or quota) is full.
 pub fn is_disk_full(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(code) if code == libc::ENOSPC || code == libc::EDQUOT)
+    #[cfg(unix)]
+    {
+        matches!(e.raw_os_error(), Some(code) if code == libc::ENOSPC || code == libc::EDQUOT)
+    }
+    #[cfg(windows)]
+    {
+        // ERROR_HANDLE_DISK_FULL, ERROR_DISK_FULL, ERROR_DISK_QUOTA_EXCEEDED.
+        matches!(e.raw_os_error(), Some(39 | 112 | 1295))
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        e.kind() == io::ErrorKind::StorageFull
+    }
 }
 
 #[cfg(test)]

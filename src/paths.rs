@@ -8,7 +8,11 @@
 //! `--config` names another configuration file.
 
 use crate::config::Config;
-use std::path::PathBuf;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Where Windows' named pipes live.
+pub const PIPE_PREFIX: &str = r"\\.\pipe\";
 
 /// The environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "BACKUPD_CONFIG";
@@ -65,8 +69,11 @@ pub fn default_log_dir() -> PathBuf {
     default_state_dir().join("logs")
 }
 
-/// The default control socket.
+/// The default control socket (on Windows the named pipe `\\.\pipe\backupd`).
 pub fn default_socket() -> PathBuf {
+    if cfg!(windows) {
+        return PathBuf::from(PIPE_PREFIX.to_string() + "backupd");
+    }
     if is_system() && cfg!(unix) {
         return PathBuf::from("/run/backupd/backupd.sock");
     }
@@ -105,5 +112,35 @@ impl DaemonPaths {
             }),
             state_dir,
         }
+    }
+}
+
+/// The named pipe a control socket path stands for on Windows: the path itself when it is a
+/// pipe name (`\\.\pipe\NAME`), else `\\.\pipe\backupd-` and 16 hex digits of the path's
+/// SHA-256 (so each state folder has its own pipe, as it has its own socket on Unix).
+pub fn pipe_name(socket: &Path) -> String {
+    let s = socket.to_string_lossy();
+    if s.len() > PIPE_PREFIX.len() && s[..PIPE_PREFIX.len()].eq_ignore_ascii_case(PIPE_PREFIX) {
+        return s.into_owned();
+    }
+    let h = Sha256::digest(s.as_bytes());
+    format!("{PIPE_PREFIX}backupd-{}", hex::encode(&h[..8]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipe_names() {
+        assert_eq!(pipe_name(Path::new(r"\\.\pipe\mine")), r"\\.\pipe\mine");
+        let a = pipe_name(Path::new(r"C:\state\backupd.sock"));
+        let b = pipe_name(Path::new(r"D:\other\backupd.sock"));
+        assert!(
+            a.starts_with(r"\\.\pipe\backupd-") && a.len() == PIPE_PREFIX.len() + 24,
+            "{a}"
+        );
+        assert_ne!(a, b);
+        assert_eq!(a, pipe_name(Path::new(r"C:\state\backupd.sock")));
     }
 }

@@ -123,18 +123,57 @@ pub struct LogsArgs {
     pub at: Where,
 }
 
+/// The daemon's control channel: a Unix socket, or on Windows a named pipe (opened as a file).
+#[cfg(unix)]
+type Stream = std::os::unix::net::UnixStream;
+#[cfg(windows)]
+type Stream = std::fs::File;
+
+/// Opens the control channel: the socket `sock`; on Windows the pipe it stands for
+/// (`paths::pipe_name`), waiting a little while all its instances are busy.
+fn open_stream(sock: &std::path::Path) -> std::io::Result<Stream> {
+    #[cfg(unix)]
+    {
+        Stream::connect(sock)
+    }
+    #[cfg(windows)]
+    {
+        let name = crate::paths::pipe_name(sock);
+        let mut tries = 0;
+        loop {
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&name)
+            {
+                Ok(f) => return Ok(f),
+                // ERROR_PIPE_BUSY: every instance is serving a client; the daemon makes another.
+                Err(e) if e.raw_os_error() == Some(231) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 /// A connection to the daemon carrying one request.
 struct Conn {
-    lines: std::io::Lines<BufReader<std::os::unix::net::UnixStream>>,
+    lines: std::io::Lines<BufReader<Stream>>,
 }
 
 fn connect(at: &Where, req: Request) -> Result<Conn> {
     let sock = at.socket();
+    #[cfg(unix)]
+    let shown = sock.display().to_string();
+    #[cfg(windows)]
+    let shown = crate::paths::pipe_name(&sock);
     let no = |detail: String| Error::NoDaemon {
-        socket: sock.display().to_string(),
+        socket: shown.clone(),
         detail,
     };
-    let mut s = std::os::unix::net::UnixStream::connect(&sock).map_err(|e| no(e.to_string()))?;
+    let mut s = open_stream(&sock).map_err(|e| no(e.to_string()))?;
     let mut line = serde_json::to_string(&Envelope::new(req)).expect("request serializes");
     line.push('\n');
     s.write_all(line.as_bytes())

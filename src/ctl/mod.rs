@@ -3,7 +3,6 @@
 pub mod backup;
 pub mod check;
 pub mod copy;
-#[cfg(unix)]
 pub mod daemon;
 pub mod diff;
 pub mod forget;
@@ -103,28 +102,20 @@ pub enum Command {
     /// Run a job of a configuration file once, in the foreground.
     RunJob(run_job::Args),
     /// The daemon and every job: state, last run and why, next run, progress.
-    #[cfg(unix)]
     Status(daemon::StatusArgs),
     /// Health of every job, one line each; exit 0 healthy, 1 warning, 2 error (for monitoring).
-    #[cfg(unix)]
     Health(daemon::StatusArgs),
     /// The daemon's jobs, their schedules and next runs.
-    #[cfg(unix)]
     Jobs(daemon::StatusArgs),
     /// Ask the daemon to run a job now (--wait follows it and exits with its outcome).
-    #[cfg(unix)]
     Run(daemon::RunArgs),
     /// Ask the daemon to stop a job's current run at its next safe point.
-    #[cfg(unix)]
     Cancel(daemon::JobArgs),
     /// Ask the daemon to read its configuration again.
-    #[cfg(unix)]
     Reload(daemon::StatusArgs),
     /// A job's recent runs: why each ran, outcome, snapshot, error.
-    #[cfg(unix)]
     History(daemon::HistoryArgs),
     /// The daemon's log (-f follows it; --job filters).
-    #[cfg(unix)]
     Logs(daemon::LogsArgs),
 }
 
@@ -237,21 +228,13 @@ pub fn main() -> i32 {
         Command::Copy(a) => copy::run(&ctx, a),
         Command::Unlock(a) => unlock::run(&ctx, a),
         Command::RunJob(a) => run_job::run(&ctx, a),
-        #[cfg(unix)]
         Command::Status(a) => daemon::status(&ctx, a),
-        #[cfg(unix)]
         Command::Health(a) => daemon::health(&ctx, a),
-        #[cfg(unix)]
         Command::Jobs(a) => daemon::jobs(&ctx, a),
-        #[cfg(unix)]
         Command::Run(a) => daemon::run(&ctx, a),
-        #[cfg(unix)]
         Command::Cancel(a) => daemon::cancel(&ctx, a),
-        #[cfg(unix)]
         Command::Reload(a) => daemon::reload(&ctx, a),
-        #[cfg(unix)]
         Command::History(a) => daemon::history(&ctx, a),
-        #[cfg(unix)]
         Command::Logs(a) => daemon::logs(&ctx, a),
     };
     match result {

@@ -1,8 +1,9 @@
 //! `backupd`, the daemon: its command line, the single-instance lock, signals, config reloads, and the wiring of the event loop and the control socket.
 //!
 //! Shutdown is a parameter (a broadcast every task listens to), as in tokio's mini-redis:
-//! SIGTERM or SIGINT stops taking work, asks running jobs to stop at a safe point, records
-//! them, and exits within `shutdown_timeout`. SIGHUP, `backupctl reload` or a change of the
+//! SIGTERM or SIGINT (or the `stop` future given to [`run_daemon`]: the Windows service
+//! control manager's Stop) stops taking work, asks running jobs to stop at a safe point,
+//! records them, and exits within `shutdown_timeout`. SIGHUP, `backupctl reload` or a change of the
 //! configuration file reloads it; a file that fails validation is rejected and the old
 //! configuration stays in force.
 
@@ -11,17 +12,26 @@ mod core;
 mod drills;
 pub mod logging;
 mod metrics_http;
+#[cfg(windows)]
+mod pipe;
 mod runner;
-#[cfg(unix)]
 mod server;
+#[cfg(windows)]
+pub mod winservice;
 
 use crate::config::{Config, LogFormat};
 use crate::paths::DaemonPaths;
 use clap::{Parser, Subcommand};
 use std::fs::File;
+use std::future::Future;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use tokio::sync::{broadcast, mpsc};
+
+/// A trigger for the daemon's graceful shutdown besides the signals: when it completes, the
+/// daemon stops as on SIGTERM.
+pub type StopTrigger = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -44,6 +54,10 @@ pub enum DaemonCommand {
     Run,
     /// Check the configuration file and exit: 0 when it is valid, 1 (with file:line:column) when not.
     CheckConfig,
+    /// Run as a Windows service: what the service control manager starts
+    /// (`backupd.exe --config FILE service-main`); Stop and Shutdown stop the daemon gracefully.
+    #[command(hide = true)]
+    ServiceMain,
 }
 
 /// Exit code when another daemon holds the state folder.
@@ -88,11 +102,25 @@ pub fn main() -> i32 {
             );
             0
         }
-        None | Some(DaemonCommand::Run) => run_daemon(config_path, cfg),
+        None | Some(DaemonCommand::Run) => run_daemon(config_path, cfg, None),
+        Some(DaemonCommand::ServiceMain) => service_main(config_path, cfg),
     }
 }
 
-fn run_daemon(config_path: PathBuf, cfg: Config) -> i32 {
+#[cfg(windows)]
+fn service_main(config_path: PathBuf, cfg: Config) -> i32 {
+    winservice::run(config_path, cfg)
+}
+
+#[cfg(not(windows))]
+fn service_main(_config_path: PathBuf, _cfg: Config) -> i32 {
+    eprintln!("backupd: service-main is for the Windows service control manager only\n  hint: run `backupd run` (systemd and launchd start that)");
+    2
+}
+
+/// Runs the daemon in the foreground until a signal or `stop` asks it to stop; returns the
+/// exit code.
+pub fn run_daemon(config_path: PathBuf, cfg: Config, stop: Option<StopTrigger>) -> i32 {
     let paths = DaemonPaths::of(&cfg);
     let _log = match logging::init(&logging::LogSettings {
         dir: Some(paths.log_dir.clone()),
@@ -130,7 +158,7 @@ fn run_daemon(config_path: PathBuf, cfg: Config) -> i32 {
             return 1;
         }
     };
-    match rt.block_on(serve(config_path, cfg, paths)) {
+    match rt.block_on(serve(config_path, cfg, paths, stop)) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e}");
@@ -141,14 +169,22 @@ fn run_daemon(config_path: PathBuf, cfg: Config) -> i32 {
 
 /// Runs the socket server and the event loop until a stop signal; errors are messages that
 /// already say what, where, why and what to do.
-async fn serve(config_path: PathBuf, cfg: Config, paths: DaemonPaths) -> Result<(), String> {
+async fn serve(
+    config_path: PathBuf,
+    cfg: Config,
+    paths: DaemonPaths,
+    stop: Option<StopTrigger>,
+) -> Result<(), String> {
     let (shutdown_tx, _) = broadcast::channel::<()>(4);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     #[cfg(unix)]
     let listener = server::bind(&paths.socket, cfg.daemon.socket_group.as_deref())
         .await
         .map_err(|e| e.to_string())?;
+    #[cfg(unix)]
     let group = cfg.daemon.socket_group.clone();
+    #[cfg(windows)]
+    let listener = pipe::bind(&paths.socket).map_err(|e| e.to_string())?;
     let daemon =
         core::Daemon::new(config_path.clone(), cfg, paths.clone()).map_err(|e| e.to_string())?;
     #[cfg(unix)]
@@ -158,18 +194,31 @@ async fn serve(config_path: PathBuf, cfg: Config, paths: DaemonPaths) -> Result<
         cmd_tx.clone(),
         shutdown_tx.subscribe(),
     ));
+    #[cfg(windows)]
+    let server_task = tokio::spawn(pipe::serve(
+        listener,
+        cmd_tx.clone(),
+        shutdown_tx.subscribe(),
+    ));
     spawn_signals(shutdown_tx.clone(), cmd_tx.clone());
     let _watcher = watch_config(&config_path, cmd_tx.clone());
     let core_task = tokio::spawn(daemon.run(cmd_rx, shutdown_tx.subscribe()));
+    // After every listener subscribed, so that an early stop is not lost.
+    if let Some(stop) = stop {
+        let tx = shutdown_tx.clone();
+        tokio::spawn(async move {
+            stop.await;
+            tracing::info!("asked to stop: stopping");
+            let _ = tx.send(());
+        });
+    }
     let result = core_task
         .await
         .unwrap_or_else(|e| Err(format!("the event loop crashed: {e}")));
     let _ = shutdown_tx.send(());
+    let _ = server_task.await;
     #[cfg(unix)]
-    {
-        let _ = server_task.await;
-        let _ = std::fs::remove_file(&paths.socket);
-    }
+    let _ = std::fs::remove_file(&paths.socket);
     result
 }
 
@@ -299,5 +348,33 @@ impl InstanceLock {
         let _ = writeln!(f, "{}", std::process::id());
         let _ = f.sync_all();
         Ok(InstanceLock { _file: f })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_command_line_parses() {
+        // What the Windows service control manager starts (see winservice.rs).
+        let cli = Cli::try_parse_from([
+            r"C:\Program Files\backupd\backupd.exe",
+            "--config",
+            r"C:\ProgramData\backupd\backupd.toml",
+            "service-main",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.config.as_deref(),
+            Some(Path::new(r"C:\ProgramData\backupd\backupd.toml"))
+        );
+        assert!(matches!(cli.command, Some(DaemonCommand::ServiceMain)));
+        // Hidden from the help.
+        let help = <Cli as clap::CommandFactory>::command()
+            .render_help()
+            .to_string();
+        assert!(!help.contains("service-main"), "{help}");
+        assert!(help.contains("check-config"), "{help}");
     }
 }

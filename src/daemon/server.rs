@@ -1,9 +1,12 @@
-//! The control socket: a Unix domain socket (mode 0600, or 0660 for `socket_group`), peer credentials checked, one versioned JSON request per connection.
+//! The control socket: one versioned JSON request per connection, answered in JSON lines; on Unix a Unix domain socket (mode 0600, or 0660 for `socket_group`) with peer credentials checked (Windows' named pipe: `pipe.rs`).
 
 use super::core::Command;
 use crate::protocol::{Envelope, ErrorKind, Request, Response, PROTOCOL_VERSION};
-use std::path::{Path, PathBuf};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+#[cfg(unix)]
+use std::path::Path;
+use std::path::PathBuf;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+#[cfg(unix)]
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -20,12 +23,14 @@ pub enum SocketError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[cfg(unix)]
     #[error("the socket group {0:?} does not exist\n  hint: create it (groupadd {0}) or fix socket_group in the [daemon] table")]
     NoGroup(String),
 }
 
 /// Binds the socket: removes a stale socket file (one no daemon answers on), creates it with
 /// mode 0600 (0660 and the group's ownership with `group`).
+#[cfg(unix)]
 pub async fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, SocketError> {
     let io = |what, e| SocketError::Io {
         what,
@@ -69,6 +74,7 @@ pub async fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, Sock
 }
 
 /// Accepts connections until `shutdown`; each is served on its own task.
+#[cfg(unix)]
 pub async fn serve(
     listener: UnixListener,
     group: Option<String>,
@@ -111,6 +117,7 @@ pub async fn serve(
 }
 
 /// True when the process `pid` has `gid` among its supplementary groups (Linux: /proc).
+#[cfg(unix)]
 fn in_group(pid: Option<i32>, gid: u32) -> bool {
     let Some(pid) = pid else { return false };
     let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
@@ -121,8 +128,12 @@ fn in_group(pid: Option<i32>, gid: u32) -> bool {
         .is_some_and(|g| g.split_whitespace().any(|x| x == gid.to_string()))
 }
 
-async fn connection(stream: UnixStream, commands: mpsc::Sender<Command>) -> std::io::Result<()> {
-    let (r, mut w) = stream.into_split();
+/// Serves one connection: reads its request line, answers it.
+pub(super) async fn connection<S>(stream: S, commands: mpsc::Sender<Command>) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite,
+{
+    let (r, mut w) = tokio::io::split(stream);
     let mut r = BufReader::new(r.take(MAX_REQUEST as u64));
     let mut line = String::new();
     r.read_line(&mut line).await?;

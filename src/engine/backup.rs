@@ -19,7 +19,7 @@ use crate::repo::snapshot::{Snapshot, SnapshotSummary, JOB_TAG_PREFIX, PARTIAL_T
 use crate::repo::tree::{gomode, kind, Node, Tree};
 use crate::repo::Repository;
 use crate::sources::retry::{retry, Attempt, RetryError, RetryPolicy};
-use chrono::{DateTime, FixedOffset, Local, TimeZone};
+use chrono::{DateTime, FixedOffset, Local};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, Metadata};
@@ -776,13 +776,17 @@ fn file_worker(sh: &Shared, rx: Receiver<FileJob>, blobs: Sender<BlobJob>, retri
     }
 }
 
-/// Builds nodes from file metadata, caching user and group names.
+/// Builds nodes from file metadata, caching user and group names (Unix).
 struct NodeMaker {
+    #[cfg(unix)]
     users: HashMap<u32, String>,
+    #[cfg(unix)]
     groups: HashMap<u32, String>,
 }
 
+#[cfg(unix)]
 fn ts(secs: i64, nsec: i64) -> DateTime<FixedOffset> {
+    use chrono::TimeZone;
     let utc = chrono::Utc
         .timestamp_opt(secs, nsec as u32)
         .single()
@@ -793,7 +797,9 @@ fn ts(secs: i64, nsec: i64) -> DateTime<FixedOffset> {
 impl NodeMaker {
     fn new() -> NodeMaker {
         NodeMaker {
+            #[cfg(unix)]
             users: HashMap::new(),
+            #[cfg(unix)]
             groups: HashMap::new(),
         }
     }

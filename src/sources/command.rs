@@ -90,7 +90,8 @@ pub(crate) fn read_lines(r: impl Read, mut each: impl FnMut(&str)) {
     }
 }
 
-/// Kills a process group (the command and everything it started).
+/// Kills a process group (the command and everything it started): SIGKILL to the group on
+/// Unix; on Windows `taskkill /T /F` (the process tree).
 pub(crate) fn kill_group(pid: u32) {
     #[cfg(unix)]
     {
@@ -98,18 +99,38 @@ pub(crate) fn kill_group(pid: u32) {
         use nix::unistd::Pid;
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
+    #[cfg(windows)]
+    {
+        let _ = Command::new("taskkill")
+            .args(["/T", "/F", "/PID", &pid.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
-/// `sh -c SHELL` in a process group of its own (so that a timeout kills all of it).
+/// `sh -c SHELL` in a process group of its own (so that a timeout kills all of it); on
+/// Windows `cmd /C SHELL` (the text passed as it is, in cmd's syntax).
 pub(crate) fn shell_command(shell: &str) -> Command {
-    let mut c = Command::new("sh");
-    c.arg("-c").arg(shell);
-    #[cfg(unix)]
+    #[cfg(windows)]
     {
-        use std::os::unix::process::CommandExt;
-        c.process_group(0);
+        use std::os::windows::process::CommandExt;
+        let mut c = Command::new("cmd");
+        c.arg("/C").raw_arg(shell);
+        c
     }
-    c
+    #[cfg(not(windows))]
+    {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(shell);
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            c.process_group(0);
+        }
+        c
+    }
 }
 
 /// Kills a process group when its deadline passes, unless stopped first.
@@ -222,6 +243,12 @@ struct CancellableStdout {
 
 impl Read for CancellableStdout {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // Without poll (Windows) a cancel is seen between reads only.
+        #[cfg(not(unix))]
+        if self.cancel.is_cancelled() {
+            kill_group(self.pid);
+            return Err(std::io::Error::other("interrupted: the command was killed"));
+        }
         #[cfg(unix)]
         {
             use std::os::fd::AsRawFd;

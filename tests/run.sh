@@ -7,6 +7,8 @@ command -v restic >/dev/null || need+=(restic)
 command -v faketime >/dev/null || need+=(faketime)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v python3 >/dev/null || need+=(python3)
+# tests/service_files.rs: systemd-analyze verify on every generated unit (works without systemd as PID 1).
+command -v systemd-analyze >/dev/null || need+=(systemd)
 # tests/notifications.rs runs Debian's aiosmtpd as its SMTP server, with Debian's python3.
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
 if [ ${#need[@]} -gt 0 ]; then

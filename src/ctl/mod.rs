@@ -12,6 +12,7 @@ pub mod progress;
 pub mod prune;
 pub mod restore;
 pub mod run_job;
+pub mod service;
 pub mod snapshots;
 pub mod stats;
 pub mod unlock;
@@ -123,6 +124,10 @@ pub enum Command {
     /// The daemon's log (-f follows it; --job filters).
     #[cfg(unix)]
     Logs(daemon::LogsArgs),
+    /// Install backupd as an OS service (systemd, launchd, Windows), remove, start, stop it.
+    Service(service::ServiceArgs),
+    /// The OS-timer mode: an OS timer runs `backupd run-due` every minute (no resident daemon).
+    Schedule(service::ScheduleArgs),
 }
 
 /// What every command gets: the global options, a cancel token wired to SIGINT/SIGTERM, and a
@@ -249,6 +254,8 @@ pub fn main() -> i32 {
         Command::History(a) => daemon::history(&ctx, a),
         #[cfg(unix)]
         Command::Logs(a) => daemon::logs(&ctx, a),
+        Command::Service(a) => service::service(&ctx, a),
+        Command::Schedule(a) => service::schedule(&ctx, a),
     };
     match result {
         Ok(code) => code,

@@ -9,6 +9,10 @@ command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v python3 >/dev/null || need+=(python3)
 # tests/service_files.rs: systemd-analyze verify on every generated unit (works without systemd as PID 1).
 command -v systemd-analyze >/dev/null || need+=(systemd)
+# tests/systemd_host.rs: a real systemd in a systemd-nspawn container of a debootstrapped root.
+command -v systemd-nspawn >/dev/null || need+=(systemd-container)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v zstd >/dev/null || need+=(zstd)
 # tests/notifications.rs runs Debian's aiosmtpd as its SMTP server, with Debian's python3.
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
 if [ ${#need[@]} -gt 0 ]; then

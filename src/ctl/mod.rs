@@ -6,6 +6,7 @@ pub mod check;
 pub mod daemon;
 pub mod diff;
 pub mod forget;
+pub mod generate;
 pub mod init;
 pub mod ls;
 pub mod progress;
@@ -128,6 +129,9 @@ pub enum Command {
     Service(service::ServiceArgs),
     /// The OS-timer mode: an OS timer runs `backupd run-due` every minute (no resident daemon).
     Schedule(service::ScheduleArgs),
+    /// Completions, man pages and the packaged unit (for packaging/build-deb.sh).
+    #[command(hide = true)]
+    Generate(generate::Args),
 }
 
 /// What every command gets: the global options, a cancel token wired to SIGINT/SIGTERM, and a
@@ -256,6 +260,7 @@ pub fn main() -> i32 {
         Command::Logs(a) => daemon::logs(&ctx, a),
         Command::Service(a) => service::service(&ctx, a),
         Command::Schedule(a) => service::schedule(&ctx, a),
+        Command::Generate(a) => generate::run(a),
     };
     match result {
         Ok(code) => code,

@@ -109,6 +109,17 @@ fn log_settings(cfg: &Config, paths: &DaemonPaths) -> logging::LogSettings {
     }
 }
 
+/// The daemon's runtime (an error is logged).
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+        .map_err(|e| tracing::error!("cannot start the runtime: {e}"))
+        .ok()
+}
+
 /// `backupd run-due`: holds the instance lock (a resident daemon holding it makes it refuse),
 /// runs what is due through the event loop's own planning (`core::Daemon::run_due`), exits.
 fn run_due(config_path: PathBuf, cfg: Config) -> i32 {
@@ -131,17 +142,8 @@ fn run_due(config_path: PathBuf, cfg: Config) -> i32 {
             return 1;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(16)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the runtime: {e}");
-            return 1;
-        }
+    let Some(rt) = runtime() else {
+        return 1;
     };
     let out = rt.block_on(async {
         let (shutdown_tx, _) = broadcast::channel::<()>(4);
@@ -198,17 +200,8 @@ fn run_daemon(config_path: PathBuf, cfg: Config) -> i32 {
             return 1;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(16)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the runtime: {e}");
-            return 1;
-        }
+    let Some(rt) = runtime() else {
+        return 1;
     };
     match rt.block_on(serve(config_path, cfg, paths)) {
         Ok(()) => 0,

@@ -342,6 +342,11 @@ mod linux {
                 if was_active { "running" } else { "started" }
             ));
         }
+        if mode == Mode::Timer {
+            // A first tick now: jobs new to the state are seen (their slots count from now),
+            // anything already due runs, and the first regular tick is on time.
+            systemctl(i.scope, &["start", "--no-block", RUN_DUE_UNIT])?;
+        }
         if i.scope == Scope::User {
             linger(&mut r);
         }
@@ -364,6 +369,12 @@ mod linux {
             r.say("note: could not find this user's name to enable linger; run `loginctl enable-linger`");
             return;
         };
+        if Path::new("/var/lib/systemd/linger").join(&user).exists() {
+            r.say(format!(
+                "linger is enabled for {user}: the service runs without a login session and starts at boot"
+            ));
+            return;
+        }
         match run(
             &["loginctl".into(), "enable-linger".into(), user.clone()],
             Scope::User,

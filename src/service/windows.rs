@@ -196,7 +196,7 @@ mod scm {
             delay: Duration::from_secs(secs),
         };
         service
-            .set_failure_actions(ServiceFailureActions {
+            .update_failure_actions(ServiceFailureActions {
                 reset_period: ServiceFailureResetPeriod::After(Duration::from_secs(86400)),
                 reboot_msg: None,
                 command: None,

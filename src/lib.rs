@@ -17,6 +17,7 @@ pub mod paths;
 pub mod protocol;
 pub mod repo;
 pub mod schedule;
+pub mod service;
 pub mod sources;
 pub mod state;
 pub mod sysinfo;

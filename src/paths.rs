@@ -5,7 +5,8 @@
 //! `directories` crate names them (on Linux the XDG ones: `~/.config/backupd/backupd.toml`,
 //! `~/.local/state/backupd`, its `logs/`, and `$XDG_RUNTIME_DIR/backupd.sock`). The
 //! `[daemon]` table of the configuration overrides each of them; `BACKUPD_CONFIG` or
-//! `--config` names another configuration file.
+//! `--config` names another configuration file. `BACKUPD_LAYOUT=system` (set by the system
+//! units, whose daemon runs as the `backupd` account) picks the root layout without root.
 
 use crate::config::Config;
 use sha2::{Digest, Sha256};
@@ -17,8 +18,22 @@ pub const PIPE_PREFIX: &str = r"\\.\pipe\";
 /// The environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "BACKUPD_CONFIG";
 
-/// True when running as the system's administrator (the system service's layout).
+/// The environment variable that picks the layout: `system` (the system service's paths, for
+/// the system units, which run as the `backupd` account, not root) or `user`.
+pub const LAYOUT_ENV: &str = "BACKUPD_LAYOUT";
+
+/// True when the system service's layout applies: `BACKUPD_LAYOUT=system`, or running as the
+/// system's administrator (unless `BACKUPD_LAYOUT=user`).
 pub fn is_system() -> bool {
+    match std::env::var(LAYOUT_ENV).as_deref() {
+        Ok("system") => true,
+        Ok("user") => false,
+        _ => is_root(),
+    }
+}
+
+/// True when running as the system's administrator.
+pub fn is_root() -> bool {
     #[cfg(unix)]
     {
         nix::unistd::geteuid().is_root()

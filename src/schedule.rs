@@ -591,6 +591,8 @@ pub enum Wake {
     },
     /// The system woke from sleep.
     Resume,
+    /// A tick of the OS timer started `backupd run-due` (on time like [`Wake::Timer`]).
+    Tick,
 }
 
 impl Wake {
@@ -609,6 +611,9 @@ impl Wake {
                 format!("after the clock jumped forward {by_seconds} s")
             }
             Wake::Resume => "while the system was asleep".to_string(),
+            Wake::Tick => {
+                "while the OS timer did not start backupd (the machine was off or asleep, or the timer was stopped)".to_string()
+            }
         }
     }
 }
@@ -857,7 +862,9 @@ fn decide_due(
     let (first, missed) = t.schedule.slots_between(after, newest.at, 1);
     let first_missed = first.first().copied().unwrap_or(newest);
     let late = now - due_at(t, &newest);
-    if missed <= 1 && *wake == Wake::Timer && late <= chrono::Duration::seconds(ON_TIME_GRACE_SECS)
+    if missed <= 1
+        && matches!(wake, Wake::Timer | Wake::Tick)
+        && late <= chrono::Duration::seconds(ON_TIME_GRACE_SECS)
     {
         return Decision::Run {
             slot: Some(newest),
@@ -1852,6 +1859,45 @@ mod tests {
                 "{policy}"
             );
         }
+    }
+
+    #[test]
+    fn an_os_timer_tick_within_the_grace_runs_on_time_and_a_late_one_catches_up() {
+        let s = daily();
+        let st = state(Some(march(4)));
+        // The per-minute tick of `backupd run-due` comes up to a minute after the slot.
+        for policy in [CatchUp::Once, CatchUp::Skip] {
+            assert_eq!(
+                decide(
+                    &timing(&s, &policy),
+                    &st,
+                    march(5).at + chrono::Duration::seconds(59),
+                    &Wake::Tick
+                ),
+                Decision::Run {
+                    slot: Some(march(5)),
+                    reason: RunReason::Scheduled { slot: march(5) }
+                },
+                "{policy}"
+            );
+        }
+        // The machine was off at the slot: the first tick after boot is a catch-up.
+        let d = decide(
+            &timing(&s, &CatchUp::Once),
+            &st,
+            utc(2026, 3, 5, 12, 0, 0),
+            &Wake::Tick,
+        );
+        let Decision::Run { reason, .. } = d else {
+            panic!("expected a run, got {d:?}")
+        };
+        assert!(
+            reason.describe().starts_with(
+                "catch-up for 2026-03-05 02:30 missed while the OS timer did not start backupd"
+            ),
+            "{}",
+            reason.describe()
+        );
     }
 
     #[test]

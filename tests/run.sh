@@ -14,6 +14,12 @@ command -v promtool >/dev/null || need+=(prometheus)
 command -v ssh >/dev/null || need+=(openssh-client)
 # tests/remote.rs serves a REST repository with `rclone serve restic`.
 command -v rclone >/dev/null || need+=(rclone)
+# tests/service_files.rs: systemd-analyze verify on every generated unit (works without systemd as PID 1).
+command -v systemd-analyze >/dev/null || need+=(systemd)
+# tests/systemd_host.rs: a real systemd in a systemd-nspawn container of a debootstrapped root.
+command -v systemd-nspawn >/dev/null || need+=(systemd-container)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v zstd >/dev/null || need+=(zstd)
 # tests/notifications.rs runs Debian's aiosmtpd as its SMTP server, with Debian's python3.
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
 if [ ${#need[@]} -gt 0 ]; then

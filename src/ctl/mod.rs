@@ -6,12 +6,14 @@ pub mod copy;
 pub mod daemon;
 pub mod diff;
 pub mod forget;
+pub mod generate;
 pub mod init;
 pub mod ls;
 pub mod progress;
 pub mod prune;
 pub mod restore;
 pub mod run_job;
+pub mod service;
 pub mod snapshots;
 pub mod stats;
 pub mod unlock;
@@ -117,6 +119,13 @@ pub enum Command {
     History(daemon::HistoryArgs),
     /// The daemon's log (-f follows it; --job filters).
     Logs(daemon::LogsArgs),
+    /// Install backupd as an OS service (systemd, launchd, Windows), remove, start, stop it.
+    Service(service::ServiceArgs),
+    /// The OS-timer mode: an OS timer runs `backupd run-due` every minute (no resident daemon).
+    Schedule(service::ScheduleArgs),
+    /// Completions, man pages and the packaged unit (for packaging/build-deb.sh).
+    #[command(hide = true)]
+    Generate(generate::Args),
 }
 
 /// What every command gets: the global options, a cancel token wired to SIGINT/SIGTERM, and a
@@ -236,6 +245,9 @@ pub fn main() -> i32 {
         Command::Reload(a) => daemon::reload(&ctx, a),
         Command::History(a) => daemon::history(&ctx, a),
         Command::Logs(a) => daemon::logs(&ctx, a),
+        Command::Service(a) => service::service(&ctx, a),
+        Command::Schedule(a) => service::schedule(&ctx, a),
+        Command::Generate(a) => generate::run(a),
     };
     match result {
         Ok(code) => code,

@@ -103,6 +103,17 @@ pub struct Daemon {
     drills: super::drills::Drills,
     /// The newest metrics text, for the HTTP endpoint.
     metrics_text: super::metrics_http::MetricsText,
+    /// `backupd run-due`: one pass, no start-up delay (every tick is a start).
+    once: bool,
+}
+
+/// What one `backupd run-due` did.
+#[derive(Debug, Default)]
+pub struct RunDueOutcome {
+    pub ran: usize,
+    pub failed: usize,
+    /// A stop signal came: the runs in progress were stopped and are resumed at the next tick.
+    pub stopped: bool,
 }
 
 impl Daemon {
@@ -127,6 +138,7 @@ impl Daemon {
             started: Utc::now(),
             done_tx,
             done_rx,
+            once: false,
         };
         d.sync_jobs(Wake::Startup);
         Ok(d)
@@ -308,6 +320,48 @@ impl Daemon {
         Ok(())
     }
 
+    /// `backupd run-due` (the OS-timer mode): the event loop's own planning, runs and records
+    /// (same decisions, state files, catch-up rules and history), for what is due now and
+    /// what falls due while those runs go on; then it waits for the notifications and returns.
+    pub async fn run_due(mut self, mut shutdown: broadcast::Receiver<()>) -> RunDueOutcome {
+        self.once = true;
+        self.set_wake(Wake::Tick);
+        let mut out = RunDueOutcome::default();
+        loop {
+            self.plan();
+            if self.jobs.values().all(|e| e.active.is_none()) && !self.drills.any_active() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.recv() => {
+                    out.stopped = true;
+                    self.stop().await;
+                    break;
+                }
+                Some(done) = self.done_rx.recv() => {
+                    out.ran += 1;
+                    if done.report.outcome == Outcome::Failed || done.report.error.is_some() {
+                        out.failed += 1;
+                    }
+                    self.finish(done);
+                }
+                Some(sent) = self.sent_rx.recv() => self.delivered(sent),
+                // Verification drills that are due run in the same pass.
+                Some(drill) = self.drills.rx.recv() => self.drill_done(drill),
+            }
+        }
+        // The channel closes when the last notification thread is done with its sender.
+        drop(std::mem::replace(
+            &mut self.sent_tx,
+            mpsc::unbounded_channel().0,
+        ));
+        while let Some(sent) = self.sent_rx.recv().await {
+            self.delivered(sent);
+        }
+        out
+    }
+
     fn set_wake(&mut self, w: Wake) {
         for e in self.jobs.values_mut() {
             e.wake = w;
@@ -340,8 +394,14 @@ impl Daemon {
         let Some(job) = self.config.jobs.get(name).cloned() else {
             return;
         };
-        let startup_until = self.started
-            + chrono::Duration::from_std(job.startup_delay).unwrap_or(chrono::Duration::zero());
+        let startup_until = match self.once {
+            true => self.started,
+            false => {
+                self.started
+                    + chrono::Duration::from_std(job.startup_delay)
+                        .unwrap_or(chrono::Duration::zero())
+            }
+        };
         // Skips consume slots one decision at a time; a bounded loop guards against a bug.
         for _ in 0..1000 {
             let e = self.jobs.get_mut(name).expect("planned job exists");

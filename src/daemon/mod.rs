@@ -38,7 +38,9 @@ pub type StopTrigger = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
     name = "backupd",
     version,
     about = "The backup daemon: runs the configured jobs on their schedules, catches up missed runs, and answers backupctl",
-    after_help = "Exit codes: 0 stopped cleanly, 1 failed (the message says why), 2 usage, 75 another backupd holds the state folder."
+    after_help = "Exit codes: 0 stopped cleanly, 1 failed (the message says why), 2 usage, 75 another backupd holds the state folder.\n\
+                  run-due: 0 every due run succeeded (or nothing was due), 1 could not start, 2 usage, 3 a run failed, \
+                  75 a resident backupd (or another run-due) holds the state folder, 130 stopped by a signal."
 )]
 pub struct Cli {
     /// The configuration file (default: BACKUPD_CONFIG, else /etc/backupd/backupd.toml as root, else the user's config folder).
@@ -54,11 +56,17 @@ pub enum DaemonCommand {
     Run,
     /// Check the configuration file and exit: 0 when it is valid, 1 (with file:line:column) when not.
     CheckConfig,
+    /// Run the jobs that are due now, with the daemon's scheduler, state and catch-up rules,
+    /// then exit (the OS-timer mode: a systemd timer, launchd or Task Scheduler starts it).
+    RunDue,
     /// Run as a Windows service: what the service control manager starts
     /// (`backupd.exe --config FILE service-main`); Stop and Shutdown stop the daemon gracefully.
     #[command(hide = true)]
     ServiceMain,
 }
+
+/// `run-due`'s exit code when a run failed.
+pub const EXIT_RUN_FAILED: i32 = 3;
 
 /// Exit code when another daemon holds the state folder.
 pub const EXIT_ALREADY_RUNNING: i32 = 75;
@@ -102,6 +110,7 @@ pub fn main() -> i32 {
             );
             0
         }
+        Some(DaemonCommand::RunDue) => run_due(config_path, cfg),
         None | Some(DaemonCommand::Run) => run_daemon(config_path, cfg, None),
         Some(DaemonCommand::ServiceMain) => service_main(config_path, cfg),
     }
@@ -118,24 +127,99 @@ fn service_main(_config_path: PathBuf, _cfg: Config) -> i32 {
     2
 }
 
-/// Runs the daemon in the foreground until a signal or `stop` asks it to stop; returns the
-/// exit code.
-pub fn run_daemon(config_path: PathBuf, cfg: Config, stop: Option<StopTrigger>) -> i32 {
-    let paths = DaemonPaths::of(&cfg);
-    let _log = match logging::init(&logging::LogSettings {
+fn log_settings(cfg: &Config, paths: &DaemonPaths) -> logging::LogSettings {
+    logging::LogSettings {
         dir: Some(paths.log_dir.clone()),
         keep_days: cfg.daemon.log_keep_days,
         json: cfg.daemon.log_format == LogFormat::Json,
         level: cfg.daemon.log_level.clone(),
         stderr: true,
-    }) {
+    }
+}
+
+/// The daemon's runtime (an error is logged).
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+        .map_err(|e| tracing::error!("cannot start the runtime: {e}"))
+        .ok()
+}
+
+/// `backupd run-due`: holds the instance lock (a resident daemon holding it makes it refuse),
+/// runs what is due through the event loop's own planning (`core::Daemon::run_due`), exits.
+fn run_due(config_path: PathBuf, cfg: Config) -> i32 {
+    let paths = DaemonPaths::of(&cfg);
+    let _log = match logging::init(&log_settings(&cfg, &paths)) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("backupd: {e}");
             return 1;
         }
     };
-    let _lock = match InstanceLock::acquire(&paths.state_dir) {
+    let _lock = match InstanceLock::acquire(&paths.state_dir, ROLE_RUN_DUE) {
+        Ok(l) => l,
+        Err(LockError::Held(msg)) => {
+            tracing::error!("run-due: {msg}\n  run-due is for the OS-timer mode (`backupctl schedule install`); with a resident daemon, its own scheduler runs the jobs: uninstall one of the two (`backupctl service uninstall` or `backupctl schedule uninstall`)");
+            return EXIT_ALREADY_RUNNING;
+        }
+        Err(LockError::Io(msg)) => {
+            tracing::error!("{msg}");
+            return 1;
+        }
+    };
+    let Some(rt) = runtime() else {
+        return 1;
+    };
+    let out = rt.block_on(async {
+        let (shutdown_tx, _) = broadcast::channel::<()>(4);
+        let (cmd_tx, _cmd_rx) = mpsc::channel(1);
+        let daemon = core::Daemon::new(config_path, cfg, paths).map_err(|e| e.to_string())?;
+        spawn_signals(shutdown_tx.clone(), cmd_tx);
+        Ok::<_, String>(daemon.run_due(shutdown_tx.subscribe()).await)
+    });
+    match out {
+        Err(e) => {
+            tracing::error!("{e}");
+            1
+        }
+        Ok(o) if o.stopped => {
+            tracing::warn!(
+                "run-due stopped by a signal; the interrupted runs are resumed at the next tick"
+            );
+            crate::error::exit::INTERRUPTED
+        }
+        Ok(o) if o.failed > 0 => {
+            tracing::error!(
+                "run-due: {} of {} run(s) failed (see `backupctl history JOB` and the log)",
+                o.failed,
+                o.ran
+            );
+            EXIT_RUN_FAILED
+        }
+        Ok(o) => {
+            if o.ran > 0 {
+                tracing::info!("run-due: {} run(s) succeeded", o.ran);
+            }
+            0
+        }
+    }
+}
+
+/// Runs the daemon in the foreground until a signal or `stop` asks it to stop; returns the
+/// exit code.
+pub fn run_daemon(config_path: PathBuf, cfg: Config, stop: Option<StopTrigger>) -> i32 {
+    let paths = DaemonPaths::of(&cfg);
+    let _log = match logging::init(&log_settings(&cfg, &paths)) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("backupd: {e}");
+            return 1;
+        }
+    };
+    let _lock = match InstanceLock::acquire(&paths.state_dir, ROLE_DAEMON) {
         Ok(l) => l,
         Err(LockError::Held(msg)) => {
             tracing::error!("{msg}");
@@ -146,17 +230,8 @@ pub fn run_daemon(config_path: PathBuf, cfg: Config, stop: Option<StopTrigger>) 
             return 1;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(16)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the runtime: {e}");
-            return 1;
-        }
+    let Some(rt) = runtime() else {
+        return 1;
     };
     match rt.block_on(serve(config_path, cfg, paths, stop)) {
         Ok(()) => 0,
@@ -299,6 +374,10 @@ fn watch_config(
     Some(w)
 }
 
+/// What the lock file says holds it, after the PID.
+const ROLE_DAEMON: &str = "daemon";
+const ROLE_RUN_DUE: &str = "run-due";
+
 enum LockError {
     Held(String),
     Io(String),
@@ -306,12 +385,13 @@ enum LockError {
 
 /// One daemon per state folder: an exclusive lock on `backupd.pid` for the daemon's
 /// lifetime (the OS drops it when the process dies, so a stale file is simply taken over).
+/// It holds "PID ROLE": a resident daemon, or a `run-due` of the OS-timer mode.
 struct InstanceLock {
     _file: File,
 }
 
 impl InstanceLock {
-    fn acquire(state_dir: &Path) -> Result<InstanceLock, LockError> {
+    fn acquire(state_dir: &Path, role: &str) -> Result<InstanceLock, LockError> {
         std::fs::create_dir_all(state_dir).map_err(|e| {
             LockError::Io(format!(
                 "cannot create the state folder {}: {e}\n  hint: create it, run as a user who may, or set state_dir in the [daemon] table",
@@ -333,9 +413,14 @@ impl InstanceLock {
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut s = String::new();
                 let _ = f.read_to_string(&mut s);
+                let mut words = s.split_whitespace();
+                let pid = words.next().unwrap_or("?");
+                let holder = match words.next() {
+                    Some(ROLE_RUN_DUE) => "a `backupd run-due` of the OS-timer mode",
+                    _ => "a resident backupd daemon",
+                };
                 return Err(LockError::Held(format!(
-                    "another backupd (PID {}) is already running with the state folder {}\n  hint: stop it first (`backupctl status` talks to it), or give this one another state_dir",
-                    s.trim(),
+                    "{holder} (PID {pid}) is already running with the state folder {}\n  hint: stop it first (`backupctl status` talks to a daemon), or give this one another state_dir",
                     state_dir.display()
                 )));
             }
@@ -345,7 +430,7 @@ impl InstanceLock {
         }
         let _ = f.set_len(0);
         let _ = f.rewind();
-        let _ = writeln!(f, "{}", std::process::id());
+        let _ = writeln!(f, "{} {role}", std::process::id());
         let _ = f.sync_all();
         Ok(InstanceLock { _file: f })
     }

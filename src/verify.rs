@@ -449,9 +449,12 @@ pub struct DrillOutcome {
     pub coverage: Option<Coverage>,
 }
 
-fn open(cfg: &RepositoryConfig) -> Result<Repository> {
+/// The repository, opened and locked (shared) for a drill.
+fn open(cfg: &RepositoryConfig) -> Result<(Repository, crate::repo::lock::RepoLock)> {
     let pw = cfg.password()?;
-    Repository::open(backend_of(cfg)?, &pw)
+    let repo = Repository::open(backend_of(cfg)?, &pw)?;
+    let lock = crate::repo::lock::lock(&repo, false, cfg.lock_wait)?;
+    Ok((repo, lock))
 }
 
 /// Runs the structure check: every index, pack header and tree.
@@ -461,8 +464,7 @@ pub fn run_check(
     cancel: &CancelToken,
 ) -> Result<DrillOutcome> {
     let started = Utc::now();
-    let mut repo = open(cfg)?;
-    let _lock = crate::repo::lock::lock(&repo, false, cfg.lock_wait)?;
+    let (mut repo, _lock) = open(cfg)?;
     let rep = check::check(
         &mut repo,
         &CheckOptions {
@@ -525,8 +527,7 @@ pub fn run_read_data(
     cancel: &CancelToken,
 ) -> Result<DrillOutcome> {
     let started = Utc::now();
-    let mut repo = open(cfg)?;
-    let _lock = crate::repo::lock::lock(&repo, false, cfg.lock_wait)?;
+    let (mut repo, _lock) = open(cfg)?;
     let existing: Vec<Id> = repo
         .backend()
         .list(FileType::Pack)?
@@ -594,8 +595,7 @@ pub fn run_restore_drill(
     cancel: &CancelToken,
 ) -> Result<DrillOutcome> {
     let started = Utc::now();
-    let mut repo = open(cfg)?;
-    let _lock = crate::repo::lock::lock(&repo, false, cfg.lock_wait)?;
+    let (mut repo, _lock) = open(cfg)?;
     repo.load_index()?;
     let Some((sid, snap)) = repo
         .list_snapshots()?

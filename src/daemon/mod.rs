@@ -148,27 +148,39 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
         .ok()
 }
 
+/// Logging, then the instance lock for `role`; on failure the exit code (the error logged, with
+/// `prefix` and `hint` around a held lock's message).
+fn start_up(
+    cfg: &Config,
+    paths: &DaemonPaths,
+    role: &str,
+    prefix: &str,
+    hint: &str,
+) -> Result<(logging::LogGuard, InstanceLock), i32> {
+    let log = logging::init(&log_settings(cfg, paths)).map_err(|e| {
+        eprintln!("backupd: {e}");
+        1
+    })?;
+    match InstanceLock::acquire(&paths.state_dir, role) {
+        Ok(l) => Ok((log, l)),
+        Err(LockError::Held(msg)) => {
+            tracing::error!("{prefix}{msg}{hint}");
+            Err(EXIT_ALREADY_RUNNING)
+        }
+        Err(LockError::Io(msg)) => {
+            tracing::error!("{msg}");
+            Err(1)
+        }
+    }
+}
+
 /// `backupd run-due`: holds the instance lock (a resident daemon holding it makes it refuse),
 /// runs what is due through the event loop's own planning (`core::Daemon::run_due`), exits.
 fn run_due(config_path: PathBuf, cfg: Config) -> i32 {
     let paths = DaemonPaths::of(&cfg);
-    let _log = match logging::init(&log_settings(&cfg, &paths)) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("backupd: {e}");
-            return 1;
-        }
-    };
-    let _lock = match InstanceLock::acquire(&paths.state_dir, ROLE_RUN_DUE) {
-        Ok(l) => l,
-        Err(LockError::Held(msg)) => {
-            tracing::error!("run-due: {msg}\n  run-due is for the OS-timer mode (`backupctl schedule install`); with a resident daemon, its own scheduler runs the jobs: uninstall one of the two (`backupctl service uninstall` or `backupctl schedule uninstall`)");
-            return EXIT_ALREADY_RUNNING;
-        }
-        Err(LockError::Io(msg)) => {
-            tracing::error!("{msg}");
-            return 1;
-        }
+    let _held = match start_up(&cfg, &paths, ROLE_RUN_DUE, "run-due: ", "\n  run-due is for the OS-timer mode (`backupctl schedule install`); with a resident daemon, its own scheduler runs the jobs: uninstall one of the two (`backupctl service uninstall` or `backupctl schedule uninstall`)") {
+        Ok(h) => h,
+        Err(code) => return code,
     };
     let Some(rt) = runtime() else {
         return 1;
@@ -212,23 +224,9 @@ fn run_due(config_path: PathBuf, cfg: Config) -> i32 {
 /// exit code.
 pub fn run_daemon(config_path: PathBuf, cfg: Config, stop: Option<StopTrigger>) -> i32 {
     let paths = DaemonPaths::of(&cfg);
-    let _log = match logging::init(&log_settings(&cfg, &paths)) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("backupd: {e}");
-            return 1;
-        }
-    };
-    let _lock = match InstanceLock::acquire(&paths.state_dir, ROLE_DAEMON) {
-        Ok(l) => l,
-        Err(LockError::Held(msg)) => {
-            tracing::error!("{msg}");
-            return EXIT_ALREADY_RUNNING;
-        }
-        Err(LockError::Io(msg)) => {
-            tracing::error!("{msg}");
-            return 1;
-        }
+    let _held = match start_up(&cfg, &paths, ROLE_DAEMON, "", "") {
+        Ok(h) => h,
+        Err(code) => return code,
     };
     let Some(rt) = runtime() else {
         return 1;

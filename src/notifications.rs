@@ -890,14 +890,7 @@ fn send_webhook(w: &WebhookConfig, n: &Notification) -> Delivery {
             healthchecks_body(n).into_bytes(),
         ),
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(w.timeout))
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .max_redirects_will_error(false)
-        .user_agent(format!("backupd/{}", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
+    let agent = crate::repo::http::plain_agent(w.timeout);
     let has = |name: &str| w.headers.keys().any(|k| k.eq_ignore_ascii_case(name));
     with_retries(channel, w.retries.saturating_add(1), || {
         let mut req = agent.post(url.as_str());

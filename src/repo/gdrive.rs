@@ -249,14 +249,7 @@ impl GDriveBackend {
     /// A backend for the folder `path` below "My Drive" (`a/b` = folder b in folder a), which
     /// `create` makes if missing. Nothing is requested until the first operation.
     pub fn new(path: &str, creds: GDriveCredentials, opts: GDriveOptions) -> GDriveBackend {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(opts.timeout))
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            .user_agent(format!("backupd/{}", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        let agent = crate::repo::http::plain_agent(opts.timeout);
         GDriveBackend {
             agent,
             creds,

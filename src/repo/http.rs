@@ -101,6 +101,19 @@ pub struct Http {
     pub max_delay: Duration,
 }
 
+/// A plain agent for one-shot requests (webhooks, Google Drive): status codes come back as
+/// values, no redirect is followed, backupd's user agent, and `timeout` for the whole request.
+pub fn plain_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .user_agent(format!("backupd/{}", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
 impl Http {
     pub fn new() -> Http {
         let agent: ureq::Agent = ureq::Agent::config_builder()

@@ -844,4 +844,48 @@ timeout = "5m"
             .to_string();
         assert!(e.contains("b.toml:7:14") && e.contains("\"mian\""), "{e}");
     }
+
+    #[test]
+    fn metrics_listen_and_verification_errors_point_at_their_line() {
+        let err = |extra: &str| {
+            Config::parse(&format!("{extra}{GOOD}"), Path::new("b.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("[daemon]\nmetrics_listen = \"0.0.0.0:9909\"\n");
+        assert!(
+            e.contains("b.toml:2:18")
+                && e.contains("not a loopback address")
+                && e.contains("hint:"),
+            "{e}"
+        );
+        let e = err("[daemon]\nmetrics_listen = \"localhost\"\n");
+        assert!(e.contains("b.toml:2:18") && e.contains("hint:"), "{e}");
+        let ok = format!("[daemon]\nmetrics_listen = \"[::1]:9909\"\n{GOOD}");
+        assert!(Config::parse(&ok, Path::new("b.toml")).is_ok());
+        let verify = |v: &str| {
+            Config::parse(
+                &GOOD.replace(
+                    "password_file = \"/etc/backupd/password\"\n",
+                    &format!("password_file = \"/etc/backupd/password\"\nverify = {{ {v} }}\n"),
+                ),
+                Path::new("b.toml"),
+            )
+        };
+        let e = verify("read_data = \"61 * * * *\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("b.toml:5:") && e.contains("repositories.main.verify.read_data"),
+            "{e}"
+        );
+        let e = verify("restore_drill = \"@daily\", restore_drill_files = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("restore_drill_files must be at least 1") && e.contains("hint:"),
+            "{e}"
+        );
+        assert!(verify("check = \"0 4 * * 0\", read_data_cycle = \"7d\"").is_ok());
+    }
 }

@@ -69,7 +69,7 @@ timed() { # key cmd...
     t0=$(date +%s.%N)
     "$@" >"$WORK/remote-$key.out" 2>"$WORK/remote-$key.err" || { cat "$WORK/remote-$key.err" >&2; echo "FAILED: $key" >&2; exit 1; }
     t1=$(date +%s.%N)
-    T[$key]=$(echo "$t1 - $t0" | bc -l)
+    T[$key]=$(printf "%.2f" "$(echo "$t1 - $t0" | bc -l)")
     say "$key: ${T[$key]} s"
 }
 RC=("$RESTIC" -r "$R_REPO" --password-file "$PW" --cache-dir "$WORK/restic-cache-s3")
@@ -80,10 +80,16 @@ timed restic-nochange "${RC[@]}" backup "$DATA"
 timed backupctl-init "${BC[@]}" init
 timed backupctl-backup "${BC[@]}" backup "$DATA"
 timed backupctl-nochange "${BC[@]}" backup "$DATA"
+# The same no-change backup with an empty local cache (a new machine, or a wiped cache dir).
+rm -rf "$BACKUPD_CACHE_DIR" "$WORK/restic-cache-s3"
+timed restic-cold "${RC[@]}" backup "$DATA"
+timed backupctl-cold "${BC[@]}" backup "$DATA"
+timed backupctl-check-structure "${BC[@]}" check
+timed restic-check-structure-of-backupctl "$RESTIC" -r "$B_REPO" --password-file "$PW" --no-cache check
 timed backupctl-check "${BC[@]}" check --read-data
 timed restic-check-of-backupctl "$RESTIC" -r "$B_REPO" --password-file "$PW" --no-cache check --read-data
 
-ratio() { echo "scale=2; $1 / $2" | bc -l; }
+ratio() { printf "%.2f" "$(echo "scale=4; $1 / $2" | bc -l)"; }
 BYTES=$(du -sb "$DATA" | cut -f1)
 cat <<MD
 # Remote benchmark: backupctl vs restic 0.14 to Garage 2.5.0 (single node, loopback)
@@ -95,6 +101,9 @@ cat <<MD
 | --- | ---: | ---: | ---: |
 | initial backup | ${T[restic-backup]} | ${T[backupctl-backup]} | $(ratio "${T[backupctl-backup]}" "${T[restic-backup]}") |
 | backup, nothing changed | ${T[restic-nochange]} | ${T[backupctl-nochange]} | $(ratio "${T[backupctl-nochange]}" "${T[restic-nochange]}") |
+| backup, nothing changed, empty cache | ${T[restic-cold]} | ${T[backupctl-cold]} | $(ratio "${T[backupctl-cold]}" "${T[restic-cold]}") |
+| check of backupctl's repository | ${T[restic-check-structure-of-backupctl]} | ${T[backupctl-check-structure]} | $(ratio "${T[backupctl-check-structure]}" "${T[restic-check-structure-of-backupctl]}") |
+| check --read-data of backupctl's repository | ${T[restic-check-of-backupctl]} | ${T[backupctl-check]} | $(ratio "${T[backupctl-check]}" "${T[restic-check-of-backupctl]}") |
 
-backupctl check --read-data over S3: ${T[backupctl-check]} s; restic check --read-data of backupctl's repository: ${T[restic-check-of-backupctl]} s (passed).
+Both checks of backupctl's repository passed with both tools.
 MD

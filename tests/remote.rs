@@ -287,3 +287,107 @@ fn copy_local_to_s3_then_restic_restores_from_s3() {
     );
     assert_eq!(manifest(&restored(&rt, &src)), manifest(&src));
 }
+
+/// Every file below `d` whose name is `name`.
+fn find_named(d: &Path, name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(d).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(find_named(&p, name));
+        } else if e.file_name().to_str() == Some(name) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn rest_tree_packs_are_cached_and_check_still_judges_the_remote() {
+    let env = Env::new();
+    let root = env.path("rest-root");
+    let src = env.path("src");
+    make_tree(&src, 5);
+    let srv = Rclone::start(&root, false);
+    let loc = srv.location("repo/");
+    ctl_ok(&env, None, &loc, &["init"]);
+    let first = json(&ctl_ok(
+        &env,
+        None,
+        &loc,
+        &["--json", "backup", src.to_str().unwrap()],
+    ));
+    let files = first["files_new"].as_u64().unwrap();
+    assert!(files > 0, "{first}");
+
+    // The backup kept its tree packs (and only those) in the cache, as they are on the server.
+    let cached: Vec<PathBuf> = fs::read_dir(env.path("cache"))
+        .unwrap()
+        .flatten()
+        .flat_map(|repo| fs::read_dir(repo.path().join("data")).unwrap().flatten())
+        .map(|e| e.path())
+        .collect();
+    assert!(!cached.is_empty(), "no tree pack was cached");
+    let all_packs: usize = fs::read_dir(root.join("repo/data"))
+        .unwrap()
+        .flatten()
+        .map(|d| fs::read_dir(d.path()).unwrap().count())
+        .sum();
+    assert!(
+        cached.len() < all_packs,
+        "data packs were cached too: {} of {all_packs}",
+        cached.len()
+    );
+    let mut remote = Vec::new();
+    for c in &cached {
+        let name = c.file_name().unwrap().to_str().unwrap();
+        let on_server = find_named(&root.join("repo/data"), name);
+        assert_eq!(on_server.len(), 1, "{name} is not on the server");
+        assert_eq!(fs::read(&on_server[0]).unwrap(), fs::read(c).unwrap());
+        remote.push(on_server[0].clone());
+    }
+
+    // The server's copies of the tree packs turn to garbage (same size, still listed): a
+    // no-change backup still finds every file unmodified, so it read the parent's trees from
+    // the cache and not from the server.
+    let originals: Vec<Vec<u8>> = remote.iter().map(|p| fs::read(p).unwrap()).collect();
+    for (p, o) in remote.iter().zip(&originals) {
+        fs::write(p, vec![0x5a; o.len()]).unwrap();
+    }
+    let second = json(&ctl_ok(
+        &env,
+        None,
+        &loc,
+        &["--json", "backup", src.to_str().unwrap()],
+    ));
+    assert_eq!(second["files_unmodified"].as_u64(), Some(files), "{second}");
+    assert_eq!(second["files_new"].as_u64(), Some(0), "{second}");
+
+    // check reads the trees from the server, not from the cache: the damage is found, and the
+    // damaged packs are not cached again.
+    let o = ctl(&env, None, &loc, &["check"]);
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "check missed the damage:\n{}",
+        show(&o)
+    );
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let short = &cached[0].file_name().unwrap().to_str().unwrap()[..8];
+    assert!(
+        out.contains(short),
+        "check does not name pack {short}:\n{out}"
+    );
+    for c in &cached {
+        assert!(!c.exists(), "{} is still cached after check", c.display());
+    }
+
+    // Mended on the server: check is clean and caches the tree packs again.
+    for (p, o) in remote.iter().zip(&originals) {
+        fs::write(p, o).unwrap();
+    }
+    ctl_ok(&env, None, &loc, &["check"]);
+    for c in &cached {
+        assert!(c.exists(), "{} was not cached again by check", c.display());
+    }
+}

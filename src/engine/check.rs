@@ -393,6 +393,41 @@ fn read_pack(repo: &Repository, id: Id, entries: Option<&[PackedBlob]>) -> PackR
 /// Checks the repository. The caller holds a (shared) lock. Problems found are in the report;
 /// an `Err` means the check itself could not run (the repository cannot be listed) or was
 /// interrupted.
+/// How many packs are read at once: two on a local disk, the backend's upload parallelism on
+/// remote storage (where each read waits on the network).
+fn io_threads(repo: &Repository) -> usize {
+    repo.backend().upload_parallelism().max(2)
+}
+
+/// The headers of `packs` (id, size), read `threads` at a time.
+fn read_headers(
+    repo: &Repository,
+    packs: impl Iterator<Item = (Id, u64)>,
+    threads: usize,
+    cancel: &CancelToken,
+) -> Result<HashMap<Id, Result<Vec<PackedBlob>>>> {
+    let packs: Vec<(Id, u64)> = packs.collect();
+    let next = AtomicUsize::new(0);
+    let out: Mutex<HashMap<Id, Result<Vec<PackedBlob>>>> = Mutex::new(HashMap::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(packs.len()) {
+            s.spawn(|| loop {
+                if cancel.is_cancelled() {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(&(pid, size)) = packs.get(i) else {
+                    break;
+                };
+                let h = repo.read_pack_header(&pid, size);
+                out.lock().unwrap().insert(pid, h);
+            });
+        }
+    });
+    cancel.check()?;
+    Ok(out.into_inner().unwrap())
+}
+
 pub fn check(
     repo: &mut Repository,
     opts: &CheckOptions,
@@ -404,6 +439,11 @@ pub fn check(
         ..Default::default()
     };
     let mut iss = Issues::default();
+    // The trees are judged as the remote holds them: cached tree packs are fetched again (and
+    // cached anew) as the tree walk reaches them.
+    if let Some(c) = repo.cache() {
+        c.drop_packs();
+    }
 
     // Packs, with their sizes.
     progress.phase("list packs", None);
@@ -453,6 +493,16 @@ pub fn check(
     // Every indexed pack exists and its header agrees with the index; packs no index names are
     // orphans (their headers tell whether they hold blobs the index lacks).
     progress.phase("check packs", None);
+    let threads = io_threads(repo);
+    let mut headers = read_headers(
+        repo,
+        listed
+            .iter()
+            .filter(|(p, _)| entries_by_pack.contains_key(p))
+            .map(|(p, s)| (*p, *s)),
+        threads,
+        cancel,
+    )?;
     for (pid, entries) in &entries_by_pack {
         cancel.check()?;
         let all_blobs = || entries.iter().map(|b| (b.id, b.tpe)).collect::<Vec<_>>();
@@ -473,7 +523,10 @@ pub fn check(
             iss.link(i, all_blobs());
             continue;
         };
-        let header = match repo.read_pack_header(pid, size) {
+        let header = match headers
+            .remove(pid)
+            .expect("every listed indexed pack's header was read")
+        {
             Ok(h) => h,
             Err(e) => {
                 let i = iss.push(
@@ -579,12 +632,20 @@ pub fn check(
     }
     let mut orphans: Vec<OrphanedPack> = Vec::new();
     let mut orphan_blobs: OrphanBlobs = HashMap::new();
+    let mut orphan_headers = read_headers(
+        repo,
+        listed
+            .iter()
+            .filter(|(p, _)| !entries_by_pack.contains_key(p))
+            .map(|(p, s)| (*p, *s)),
+        threads,
+        cancel,
+    )?;
     for (pid, &size) in &listed {
         if entries_by_pack.contains_key(pid) {
             continue;
         }
-        cancel.check()?;
-        let header = repo.read_pack_header(pid, size).ok();
+        let header = orphan_headers.remove(pid).and_then(|h| h.ok());
         if let Some(h) = &header {
             for b in h {
                 orphan_blobs.entry((b.id, b.tpe)).or_insert((*pid, *b));
@@ -790,7 +851,7 @@ pub fn check(
         iss.link(i, blobs);
     }
 
-    // Read-data: the selected packs whole, two at a time.
+    // Read-data: the selected packs whole, `threads` at a time.
     if opts.read_data != ReadData::No {
         let all: Vec<Id> = listed.keys().copied().collect();
         let selected = opts.read_data.select(&all);
@@ -802,7 +863,7 @@ pub fn check(
             let repo: &Repository = repo;
             let (selected, entries_by_pack) = (&selected, &entries_by_pack);
             std::thread::scope(|s| {
-                for _ in 0..2 {
+                for _ in 0..threads {
                     s.spawn(|| loop {
                         if cancel.is_cancelled() {
                             break;

@@ -42,6 +42,8 @@ const MAX_KEYS_TRIED: usize = 20;
 /// An open repository: its storage, master key and config, and (once loaded) its index.
 pub struct Repository {
     be: Arc<dyn Backend>,
+    /// The local cache in front of a remote backend (`be` is then this cache).
+    cache: Option<Arc<cache::CachedBackend>>,
     key: Key,
     config: RepoConfig,
     index: MasterIndex,
@@ -103,6 +105,7 @@ impl Repository {
         be.save(FileType::Config, "", &sealed)?;
         Ok(Repository {
             be,
+            cache: None,
             key,
             config,
             index: MasterIndex::new(),
@@ -166,15 +169,21 @@ impl Repository {
         } else {
             Compression::Off
         };
-        // Remote storage: index and snapshot files come from a local cache when they can.
-        let be: Arc<dyn Backend> = match (be.local_path(), cache::default_cache_dir()) {
-            (None, Some(dir)) if config.id.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                Arc::new(cache::CachedBackend::new(be, dir.join(&config.id)))
-            }
-            _ => be,
+        // Remote storage: index and snapshot files and tree packs come from a local cache when
+        // they can.
+        let cache = match (be.local_path(), cache::default_cache_dir()) {
+            (None, Some(dir)) if config.id.bytes().all(|b| b.is_ascii_hexdigit()) => Some(
+                Arc::new(cache::CachedBackend::new(be.clone(), dir.join(&config.id))),
+            ),
+            _ => None,
+        };
+        let be: Arc<dyn Backend> = match &cache {
+            Some(c) => c.clone(),
+            None => be,
         };
         Ok(Repository {
             be,
+            cache,
             key,
             config,
             index: MasterIndex::new(),
@@ -184,6 +193,11 @@ impl Repository {
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.be
+    }
+
+    /// The local cache in front of a remote repository, if there is one.
+    pub fn cache(&self) -> Option<&Arc<cache::CachedBackend>> {
+        self.cache.as_ref()
     }
 
     pub fn key(&self) -> &Key {
@@ -283,6 +297,13 @@ impl Repository {
             )
         })?;
         let pack = self.index.pack_id(loc);
+        if tpe == BlobType::Tree {
+            if let Some(c) = &self.cache {
+                if let Some(plain) = self.load_cached_blob(c, &pack, &loc.blob)? {
+                    return Ok(plain);
+                }
+            }
+        }
         let sealed = self.be.load_range(
             FileType::Pack,
             &pack.to_hex(),
@@ -291,6 +312,40 @@ impl Repository {
         )?;
         pack::open_blob(&self.key, &loc.blob, &sealed)
             .map_err(|e| Error::damaged(format!("pack {}", pack.short()), e))
+    }
+
+    /// A tree blob from the cached copy of its pack, fetching the pack whole first if it is
+    /// not cached. `None` (the caller reads the blob from the remote) when the blob does not
+    /// verify; the cached pack is then evicted.
+    fn load_cached_blob(
+        &self,
+        c: &cache::CachedBackend,
+        pack: &Id,
+        blob: &PackedBlob,
+    ) -> Result<Option<Vec<u8>>> {
+        let name = pack.to_hex();
+        let (off, len) = (blob.offset as usize, blob.length as usize);
+        let sealed = match c.pack_range(&name, off as u64, len) {
+            Some(s) => s,
+            None => {
+                let whole = c.fetch_pack(&name)?;
+                match whole.get(off..off + len) {
+                    Some(s) => s.to_vec(),
+                    None => return Ok(None),
+                }
+            }
+        };
+        match pack::open_blob(&self.key, blob, &sealed) {
+            Ok(plain) => Ok(Some(plain)),
+            Err(e) => {
+                tracing::debug!(
+                    "cache: pack {} does not verify ({e}): read from the remote",
+                    pack.short()
+                );
+                c.evict_pack(&name);
+                Ok(None)
+            }
+        }
     }
 
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
@@ -322,9 +377,17 @@ impl Repository {
         }
     }
 
-    /// Stores a finished pack; its blobs become visible only once an index names them.
+    /// Stores a finished pack; its blobs become visible only once an index names them. A pack
+    /// that holds trees is also kept in the local cache of a remote repository.
     pub fn save_pack(&self, id: &Id, bytes: &[u8]) -> Result<()> {
         self.be.save(FileType::Pack, &id.to_hex(), bytes)?;
+        if let Some(c) = &self.cache {
+            if let Ok(Ok(blobs)) = pack::parse_header(&self.key, bytes.len() as u64, bytes) {
+                if blobs.iter().any(|b| b.tpe == BlobType::Tree) {
+                    c.store_pack(&id.to_hex(), bytes);
+                }
+            }
+        }
         Ok(())
     }
 }

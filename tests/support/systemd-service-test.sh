@@ -91,6 +91,8 @@ es=$(inside systemctl show -p ExecStart --value backupd.service)
 echo "$es" | grep -qF "argv[]=/opt/back up/bin/backupd --config /etc/backupd/my config.toml run" || fail "ExecStart as systemd read it: $es"
 inside systemctl is-active -q backupd.service || fail "backupd.service is not active after install"
 [ "$(inside systemctl show -p User --value backupd.service)" = backupd ] || fail "not running as backupd"
+# The remote-repository cache folder exists and belongs to the service's user (CacheDirectory=).
+[ "$(inside stat -c %U:%a /var/cache/backupd)" = backupd:700 ] || fail "/var/cache/backupd: $(inside stat -c %U:%a /var/cache/backupd 2>&1)"
 wait_runs "$STATE" success '^scheduled ' 1 30 "a scheduled run of the system service"
 say "PHASE system service: installed, runs on schedule ok"
 pid1=$(inside systemctl show -p MainPID --value backupd.service)

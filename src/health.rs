@@ -16,6 +16,9 @@
 //! - **check**: the newest repository check failed: an error.
 //! - **size**: the repository is at 90 % of `max_repository_bytes` or more: a warning; at
 //!   100 % or more: an error.
+//! - **room**: the storage that holds the repository (its file system, or a provider's quota,
+//!   where the storage tells) has less than `min_free_space` left: a warning; less than a
+//!   tenth of it: an error. Backups fail when it is full, so this comes first.
 //!
 //! A threshold of 0 switches its rule off.
 
@@ -115,6 +118,62 @@ pub struct HealthConfig {
     /// a string such as `"500G"` (see [`parse_size`]).
     #[serde(deserialize_with = "de_opt_size")]
     pub max_repository_bytes: Option<u64>,
+    /// The room that must stay free on the repository's storage: `"10%"` (the default) of the
+    /// file system or quota, or a size such as `"50G"`; `"0%"` or `0` switches it off. Less is
+    /// a warning, less than a tenth of it an error.
+    #[serde(deserialize_with = "de_min_free")]
+    pub min_free_space: MinFree,
+}
+
+/// How much room must stay free on a repository's storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinFree {
+    /// A share of the storage's size or quota, in percent (0 to 100).
+    Percent(u8),
+    /// A number of bytes.
+    Bytes(u64),
+}
+
+impl MinFree {
+    /// The threshold in bytes for storage of `total` bytes; 0 means the rule is off.
+    pub fn bytes_of(self, total: u64) -> u64 {
+        match self {
+            MinFree::Percent(p) => (u128::from(total) * u128::from(p) / 100) as u64,
+            MinFree::Bytes(b) => b,
+        }
+    }
+}
+
+impl fmt::Display for MinFree {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MinFree::Percent(p) => write!(f, "{p} %"),
+            MinFree::Bytes(b) => write!(f, "{b} bytes"),
+        }
+    }
+}
+
+fn de_min_free<'de, D: Deserializer<'de>>(d: D) -> Result<MinFree, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bytes(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Bytes(n) => Ok(MinFree::Bytes(n)),
+        Raw::Text(t) => match t.trim().strip_suffix('%') {
+            Some(p) => match p.trim().parse::<u8>() {
+                Ok(p) if p <= 100 => Ok(MinFree::Percent(p)),
+                _ => Err(serde::de::Error::custom(format!(
+                    "invalid min_free_space {t:?}: a percentage must be a whole number from 0 to 100, e.g. \"10%\""
+                ))),
+            },
+            None => parse_size(&t)
+                .map(MinFree::Bytes)
+                .map_err(serde::de::Error::custom),
+        },
+    }
 }
 
 impl Default for HealthConfig {
@@ -127,6 +186,7 @@ impl Default for HealthConfig {
             failures_error: 3,
             partial_is_warning: true,
             max_repository_bytes: None,
+            min_free_space: MinFree::Percent(10),
         }
     }
 }
@@ -261,6 +321,8 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
 pub struct RepoFacts<'a> {
     pub last_check_failed: Option<&'a str>,
     pub repository_bytes: Option<u64>,
+    /// The room left on its storage, where the storage tells.
+    pub space: Option<crate::repo::backend::Space>,
 }
 
 /// What the daemon knows about a job, for [`job_health`].
@@ -288,6 +350,8 @@ pub struct JobFacts<'a> {
     pub last_check_failed: Option<&'a str>,
     /// The repository's size, if known.
     pub repository_bytes: Option<u64>,
+    /// The room left on the repository's storage, where the storage tells.
+    pub space: Option<crate::repo::backend::Space>,
 }
 
 /// A job's (or the daemon's) health.
@@ -498,6 +562,31 @@ pub fn job_health(cfg: &HealthConfig, f: &JobFacts, now: DateTime<Utc>) -> JobHe
         }
     }
 
+    if let Some(space) = f.space {
+        let want = cfg.min_free_space.bytes_of(space.total);
+        let level = if want == 0 || space.available >= want {
+            Level::Healthy
+        } else if space.available < want / 10 {
+            Level::Error
+        } else {
+            Level::Warning
+        };
+        if level > Level::Healthy {
+            let percent =
+                (u128::from(space.available) * 100 / u128::from(space.total.max(1))) as u64;
+            reasons.push((
+                level,
+                format!(
+                    "the storage that holds the repository has {} bytes left of {} ({percent} %), \
+                     less than min_free_space ({}): backups fail once it is full; free space \
+                     (`backupctl forget ... --prune`, or other files on that storage), or enlarge \
+                     the storage or its quota",
+                    space.available, space.total, cfg.min_free_space
+                ),
+            ));
+        }
+    }
+
     if cfg.partial_is_warning && f.last_outcome == Some("partial") {
         let detail = match f.last_error {
             Some(e) => format!(": {}", one_line(e)),
@@ -621,6 +710,7 @@ mod tests {
             running_since: None,
             last_check_failed: None,
             repository_bytes: None,
+            space: None,
         }
     }
 
@@ -887,6 +977,68 @@ mod tests {
             &h,
             &["check failed", "pack 1a2b3c is missing", "backupctl check"],
         );
+    }
+
+    #[test]
+    fn room_left_on_the_storage_warns_then_errs() {
+        use crate::repo::backend::Space;
+        let at = |cfg: &HealthConfig, available| {
+            let f = JobFacts {
+                space: Some(Space {
+                    total: 1000,
+                    available,
+                }),
+                ..facts(None)
+            };
+            job_health(cfg, &f, t(2026, 12, 2, 3, 0))
+        };
+        let d = HealthConfig::default();
+        assert_eq!(d.min_free_space, MinFree::Percent(10));
+        assert_eq!(at(&d, 100).level, Level::Healthy);
+        let h = at(&d, 99);
+        assert_eq!(h.level, Level::Warning);
+        has(
+            &h,
+            &[
+                "99 bytes left of 1000",
+                "9 %",
+                "min_free_space (10 %)",
+                "quota",
+            ],
+        );
+        assert_eq!(at(&d, 10).level, Level::Warning);
+        assert_eq!(at(&d, 9).level, Level::Error);
+        assert_eq!(at(&d, 0).level, Level::Error);
+        // In bytes; off; unknown.
+        let b = HealthConfig {
+            min_free_space: MinFree::Bytes(500),
+            ..HealthConfig::default()
+        };
+        assert_eq!(at(&b, 500).level, Level::Healthy);
+        assert_eq!(at(&b, 499).level, Level::Warning);
+        assert_eq!(at(&b, 49).level, Level::Error);
+        let off = HealthConfig {
+            min_free_space: MinFree::Percent(0),
+            ..HealthConfig::default()
+        };
+        assert_eq!(at(&off, 0).level, Level::Healthy);
+        assert_eq!(
+            job_health(&d, &facts(None), t(2026, 12, 2, 3, 0)).level,
+            Level::Healthy
+        );
+        // The config's forms, and its errors.
+        let p = |t: &str| toml::from_str::<HealthConfig>(t).map(|c| c.min_free_space);
+        assert_eq!(p("min_free_space = \"5%\"").unwrap(), MinFree::Percent(5));
+        assert_eq!(
+            p("min_free_space = \"50G\"").unwrap(),
+            MinFree::Bytes(50 << 30)
+        );
+        assert_eq!(p("min_free_space = 0").unwrap(), MinFree::Bytes(0));
+        assert!(p("min_free_space = \"150%\"")
+            .unwrap_err()
+            .to_string()
+            .contains("0 to 100"));
+        assert!(p("min_free_space = \"5 parsecs\"").is_err());
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub struct RepoMetrics {
     pub size_bytes: Option<u64>,
     /// How many snapshots it holds.
     pub snapshots: Option<u64>,
+    /// The room left on its storage, where the storage tells.
+    pub free_bytes: Option<u64>,
+    /// The size (or quota) of its storage, where the storage tells.
+    pub capacity_bytes: Option<u64>,
     /// The share of its packs re-read in the current read-data cycle (with a read-data drill).
     pub coverage: Option<f64>,
     /// Its verification drills' newest results.
@@ -339,6 +343,16 @@ pub fn render(m: &Metrics) -> String {
             "backupd_repository_snapshots",
             "Snapshots in the repository.",
             |r: &RepoMetrics| r.snapshots,
+        ),
+        (
+            "backupd_repository_storage_free_bytes",
+            "Room left on the storage that holds the repository (free space or quota left).",
+            |r: &RepoMetrics| r.free_bytes,
+        ),
+        (
+            "backupd_repository_storage_capacity_bytes",
+            "Size or quota of the storage that holds the repository.",
+            |r: &RepoMetrics| r.capacity_bytes,
         ),
     ] {
         let values: Vec<(&RepoMetrics, u64)> = repos
@@ -879,6 +893,8 @@ backupd_build_info{version="0.1.0"} 1
                 repository: r.to_string(),
                 size_bytes: Some(u64::MAX),
                 snapshots: None,
+                free_bytes: Some(0),
+                capacity_bytes: Some(u64::MAX),
                 coverage: Some(0.0),
                 drills: vec![DrillMetrics {
                     drill: "check".into(),
@@ -891,6 +907,8 @@ backupd_build_info{version="0.1.0"} 1
                 repository: "quote\"d".to_string(),
                 size_bytes: Some(1),
                 snapshots: Some(0),
+                free_bytes: None,
+                capacity_bytes: None,
                 coverage: Some(1.0 / 3.0),
                 drills: vec![
                     DrillMetrics {

@@ -127,6 +127,12 @@ pub struct RepoStatus {
     pub packs: Option<u64>,
     pub snapshots: Option<u64>,
     pub measured: Option<DateTime<Utc>>,
+    /// The room left on its storage (free space, or what is left of a provider's quota) and
+    /// the storage's size or quota, where the storage tells.
+    #[serde(default)]
+    pub free_bytes: Option<u64>,
+    #[serde(default)]
+    pub capacity_bytes: Option<u64>,
     /// The share of its packs re-read whole in the current read-data cycle (0.0 to 1.0).
     pub coverage: Option<f64>,
     pub cycle_start: Option<DateTime<Utc>>,

@@ -106,6 +106,7 @@ impl JobState {
                 running_since,
                 last_check_failed: repo.last_check_failed,
                 repository_bytes: repo.repository_bytes,
+                space: repo.space,
             },
             now,
         )

@@ -192,6 +192,10 @@ pub struct RepoSize {
     pub packs: u64,
     pub snapshots: u64,
     pub measured: Option<DateTime<Utc>>,
+    /// The room left on its storage, where the storage tells (a file system's free space, a
+    /// provider's quota).
+    #[serde(default)]
+    pub space: Option<crate::repo::backend::Space>,
 }
 
 /// Everything the daemon keeps about a repository, in `STATE_DIR/repos/NAME.json`.
@@ -438,6 +442,14 @@ pub fn measure(be: &dyn Backend, now: DateTime<Utc>) -> Result<(RepoSize, Vec<Id
             _ => {}
         }
     }
+    // The room left is a bonus: a storage that cannot tell it now is not a failed measurement.
+    size.space = match be.space() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!("cannot read the free space of {}: {e}", be.location());
+            None
+        }
+    };
     Ok((size, packs))
 }
 

@@ -219,3 +219,24 @@ fn duplicate_names_newest_wins_and_save_cleans_up() {
     be.remove(FileType::Key, &k).unwrap();
     assert!(d.named(&k).is_empty());
 }
+
+#[test]
+fn the_storage_quota_comes_from_about() {
+    let d = FakeDrive::start();
+    let be = backend(&d, "q", fakedrive::REFRESH_TOKEN, 5);
+    be.create().unwrap();
+    // Unlimited storage: no room to tell.
+    assert_eq!(be.space().unwrap(), None);
+    d.state.lock().unwrap().quota = Some(1_000_000);
+    be.save(FileType::Key, &"ab".repeat(32), &[1u8; 300_000])
+        .unwrap();
+    let s = be.space().unwrap().expect("a limit is set");
+    assert_eq!((s.total, s.available), (1_000_000, 700_000));
+    assert!(d
+        .state
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .any(|l| l == "GET /drive/v3/about"));
+}

@@ -655,3 +655,91 @@ fn promtool_check(text: &str) {
         show(&o)
     );
 }
+
+/// The room left on the repository's file system, as `backupctl status --json` tells it.
+fn free_of(s: &Setup) -> Option<u64> {
+    s.ctl_json(&["status"])["repositories"][0]["free_bytes"].as_u64()
+}
+
+#[test]
+fn a_filling_disk_warns_then_errs_before_backups_fail_and_clears_when_freed() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: mounting a tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let s = Setup::new("");
+    let small = Tmpfs::mount(&s.env.path("small"));
+    let repo = s.env.path("small/repo");
+    let o = Command::new(BACKUPCTL)
+        .args(["-q", "-r"])
+        .arg(&repo)
+        .arg("--password-file")
+        .arg(&s.env.pw)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let cfg = s
+        .config_text(&format!(
+            "[repositories.small]\npath = \"{}\"\npassword_file = \"{}\"\n\n[jobs.app]\nrepository = \"small\"\npaths = [\"{{data}}\"]\nhealth = {{ min_free_space = \"50%\" }}\n",
+            repo.display(),
+            s.env.pw.display()
+        ))
+        .replace(
+            &format!(
+                "[repositories.main]\npath = \"{}\"\npassword_file = \"{}\"\n",
+                s.env.repo.display(),
+                s.env.pw.display()
+            ),
+            "",
+        );
+    fs::write(&s.cfg, cfg).unwrap();
+    let _d = s.start(None);
+    assert_eq!(s.ctl(&["run", "app", "--wait"]).status.code(), Some(0));
+    wait_for(
+        Duration::from_secs(30),
+        "the free space to be measured",
+        || free_of(&s).is_some(),
+    );
+    assert_eq!(health_code(&s), Some(0));
+    let st = s.ctl_json(&["status"]);
+    let r = &st["repositories"][0];
+    assert_eq!(r["capacity_bytes"].as_u64(), Some(64 << 20), "{r:#}");
+    let out = String::from_utf8_lossy(&s.ctl(&["status"]).stdout).to_string();
+    assert!(
+        out.contains("storage") && out.contains("free of 64.00 MiB"),
+        "{out}"
+    );
+
+    // Under half free (the configured minimum): a warning that says how much is left and what
+    // to do, while backups still succeed.
+    let filler = s.env.path("small/filler");
+    fs::write(&filler, vec![7u8; 40 << 20]).unwrap();
+    assert_eq!(s.ctl(&["run", "app", "--wait"]).status.code(), Some(0));
+    wait_for(Duration::from_secs(30), "a warning", || {
+        health_code(&s) == Some(1)
+    });
+    let h = String::from_utf8_lossy(&s.ctl(&["health"]).stdout).to_string();
+    assert!(
+        h.contains("app: warning") && h.contains("min_free_space (50 %)") && h.contains("quota"),
+        "{h}"
+    );
+    // Under a tenth of the minimum: an error, still before a backup failed.
+    let filler2 = s.env.path("small/filler2");
+    let left = free_of(&s).unwrap();
+    fs::write(&filler2, vec![7u8; (left - (2 << 20)) as usize]).unwrap();
+    assert_eq!(s.ctl(&["run", "app", "--wait"]).status.code(), Some(0));
+    wait_for(Duration::from_secs(30), "an error", || {
+        health_code(&s) == Some(2)
+    });
+    assert_eq!(s.history("app").len(), 3, "every run succeeded");
+
+    // Room made: the next measurement clears it.
+    fs::remove_file(&filler).unwrap();
+    fs::remove_file(&filler2).unwrap();
+    assert_eq!(s.ctl(&["run", "app", "--wait"]).status.code(), Some(0));
+    wait_for(Duration::from_secs(30), "healthy again", || {
+        health_code(&s) == Some(0)
+    });
+    drop(small);
+}

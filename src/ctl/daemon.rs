@@ -316,6 +316,7 @@ pub fn health(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
                     let facts = crate::health::RepoFacts {
                         last_check_failed: failing.as_deref(),
                         repository_bytes: rs.as_ref().and_then(|r| r.size).map(|s| s.bytes),
+                        space: rs.as_ref().and_then(|r| r.size).and_then(|s| s.space),
                     };
                     jobs.push((
                         name.clone(),
@@ -620,6 +621,14 @@ fn print_repo(r: &crate::protocol::RepoStatus) {
             r.packs.unwrap_or(0),
             r.snapshots.unwrap_or(0),
             r.measured.map(local).unwrap_or_else(|| "-".into())
+        );
+    }
+    if let (Some(free), Some(total)) = (r.free_bytes, r.capacity_bytes) {
+        println!(
+            "  storage       {} free of {} ({} %)",
+            crate::ctl::util::human_bytes(free),
+            crate::ctl::util::human_bytes(total),
+            (u128::from(free) * 100 / u128::from(total.max(1))) as u64
         );
     }
     if let Some(c) = r.coverage {

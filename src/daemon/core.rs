@@ -1059,13 +1059,14 @@ impl Daemon {
         let default = crate::health::HealthConfig::default();
         let cfg = self.config.jobs.get(name).map_or(&default, |j| &j.health);
         let running = e.active.as_ref().map(|a| a.claim.started);
-        let (failing, bytes) = match self.config.jobs.get(name) {
+        let (failing, bytes, space) = match self.config.jobs.get(name) {
             Some(j) => self.drills.facts(j.repository.get_ref()),
-            None => (None, None),
+            None => (None, None, None),
         };
         let repo = crate::health::RepoFacts {
             last_check_failed: failing.as_deref(),
             repository_bytes: bytes,
+            space,
         };
         e.state.health(cfg, e.schedule.as_ref(), running, repo, now)
     }

@@ -348,11 +348,23 @@ impl Drills {
         self.repos.values().any(|e| e.active.is_some())
     }
 
-    /// The newest failed drill of the repository, and its size, for the health of its jobs.
-    pub fn facts(&self, repo: &str) -> (Option<String>, Option<u64>) {
+    /// The newest failed drill of the repository, its size and the room left on its storage,
+    /// for the health of its jobs.
+    pub fn facts(
+        &self,
+        repo: &str,
+    ) -> (
+        Option<String>,
+        Option<u64>,
+        Option<crate::repo::backend::Space>,
+    ) {
         match self.repos.get(repo) {
-            Some(e) => (e.state.failing(), e.state.size.map(|s| s.bytes)),
-            None => (None, None),
+            Some(e) => (
+                e.state.failing(),
+                e.state.size.map(|s| s.bytes),
+                e.state.size.and_then(|s| s.space),
+            ),
+            None => (None, None, None),
         }
     }
 
@@ -371,6 +383,8 @@ impl Drills {
                 packs: e.state.size.map(|s| s.packs),
                 snapshots: e.state.size.map(|s| s.snapshots),
                 measured: e.state.size.and_then(|s| s.measured),
+                free_bytes: e.state.size.and_then(|s| s.space).map(|s| s.available),
+                capacity_bytes: e.state.size.and_then(|s| s.space).map(|s| s.total),
                 coverage: e
                     .schedules
                     .iter()
@@ -412,6 +426,8 @@ impl Drills {
                     repository: rc.path.clone(),
                     size_bytes: e.state.size.map(|s| s.bytes),
                     snapshots: e.state.size.map(|s| s.snapshots),
+                    free_bytes: e.state.size.and_then(|s| s.space).map(|s| s.available),
+                    capacity_bytes: e.state.size.and_then(|s| s.space).map(|s| s.total),
                     coverage: e.coverage.filter(|_| {
                         e.schedules
                             .iter()

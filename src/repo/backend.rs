@@ -61,6 +61,16 @@ impl BackendError {
 
 pub type BResult<T> = Result<T, BackendError>;
 
+/// The room on the storage that holds a repository, where the storage tells it: a file
+/// system's size and free space, or a provider's quota and what is left of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Space {
+    /// The file system's size, or the quota.
+    pub total: u64,
+    /// What may still be written (for a file system: what an unprivileged user may use).
+    pub available: u64,
+}
+
 /// Storage for repository files. Every `save` is atomic and durable when it returns: a reader
 /// sees either no file or the whole file. Names are 64-hex ids (or "config").
 pub trait Backend: Send + Sync {
@@ -94,6 +104,10 @@ pub trait Backend: Send + Sync {
     /// server in append-only mode; `forget` and `prune` ask before they change anything.
     fn check_deletable(&self) -> BResult<()> {
         Ok(())
+    }
+    /// The room left on the storage, if it tells (`None`: it does not, or there is no limit).
+    fn space(&self) -> BResult<Option<Space>> {
+        Ok(None)
     }
 }
 
@@ -275,6 +289,25 @@ impl Backend for LocalBackend {
 
     fn lock_settle_delay(&self) -> std::time::Duration {
         std::time::Duration::ZERO
+    }
+
+    #[cfg(unix)]
+    fn space(&self) -> BResult<Option<Space>> {
+        if !self.root.exists() {
+            return Ok(None);
+        }
+        let v = nix::sys::statvfs::statvfs(&self.root).map_err(|e| {
+            Self::err(
+                "statvfs",
+                &self.root,
+                io::Error::from_raw_os_error(e as i32),
+            )
+        })?;
+        let unit = v.fragment_size() as u64;
+        Ok(Some(Space {
+            total: (v.blocks() as u64).saturating_mul(unit),
+            available: (v.blocks_available() as u64).saturating_mul(unit),
+        }))
     }
 }
 

@@ -231,6 +231,9 @@ impl Backend for CachedBackend {
     fn check_deletable(&self) -> BResult<()> {
         self.inner.check_deletable()
     }
+    fn space(&self) -> BResult<Option<super::backend::Space>> {
+        self.inner.space()
+    }
 }
 
 #[cfg(test)]

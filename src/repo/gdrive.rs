@@ -148,6 +148,43 @@ struct FileList {
     next_page_token: Option<String>,
 }
 
+/// `about.get` with `fields=storageQuota`: Drive's numbers are decimal strings; `limit` is
+/// absent for unlimited storage.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct About {
+    storage_quota: Option<StorageQuota>,
+}
+
+#[derive(Deserialize)]
+struct StorageQuota {
+    limit: Option<String>,
+    usage: Option<String>,
+}
+
+/// The room a Drive `about` answer tells: its quota and what is left of it.
+fn space_of(body: &[u8]) -> Result<Option<super::backend::Space>, String> {
+    let a: About = serde_json::from_slice(body).map_err(|e| format!("not understood: {e}"))?;
+    let Some(q) = a.storage_quota else {
+        return Ok(None);
+    };
+    let num = |v: &Option<String>, what: &str| -> Result<Option<u64>, String> {
+        v.as_deref()
+            .map(|t| {
+                t.parse::<u64>()
+                    .map_err(|_| format!("{what} {t:?} is not a number"))
+            })
+            .transpose()
+    };
+    let (Some(limit), usage) = (num(&q.limit, "limit")?, num(&q.usage, "usage")?) else {
+        return Ok(None);
+    };
+    Ok(Some(super::backend::Space {
+        total: limit,
+        available: limit.saturating_sub(usage.unwrap_or(0)),
+    }))
+}
+
 /// An HTTP answer, read whole.
 struct Answer {
     status: u16,
@@ -938,11 +975,50 @@ impl Backend for GDriveBackend {
         // Drive's listings can lag a moment behind a completed upload.
         Duration::from_secs(2)
     }
+
+    fn space(&self) -> BResult<Option<super::backend::Space>> {
+        let url = format!("{}/about?fields=storageQuota", self.opts.api_base);
+        let a = self
+            .call("about", "GET", &url, &[], None)
+            .map_err(|src| self.err("quota", "about", src))?;
+        space_of(&a.body).map_err(|m| {
+            self.err(
+                "quota",
+                "about",
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("Drive's quota answer is {m}"),
+                ),
+            )
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quota_from_about() {
+        let s = space_of(
+            br#"{"storageQuota":{"limit":"16106127360","usage":"6106127360","usageInDrive":"1"}}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((s.total, s.available), (16106127360, 10000000000));
+        // Unlimited (no limit) and over quota.
+        assert_eq!(
+            space_of(br#"{"storageQuota":{"usage":"5"}}"#).unwrap(),
+            None
+        );
+        let s = space_of(br#"{"storageQuota":{"limit":"10","usage":"12"}}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.available, 0);
+        assert!(space_of(br#"{"storageQuota":{"limit":"ten"}}"#)
+            .unwrap_err()
+            .contains("ten"));
+    }
 
     #[test]
     fn retry_rules() {

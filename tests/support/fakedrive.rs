@@ -1,6 +1,6 @@
 //! A stand-in for Google Drive API v3 on 127.0.0.1 (std TcpListener, one thread per
 //! connection): OAuth token refresh, files.list with q= and paging, folder create, multipart and
-//! resumable uploads, alt=media downloads with Range, delete. Failures can be queued to prove
+//! resumable uploads, alt=media downloads with Range, delete, about (the storage quota). Failures can be queued to prove
 //! the client's retries. It implements only what backupd's Drive backend uses.
 
 use std::collections::{HashMap, VecDeque};
@@ -33,6 +33,8 @@ pub struct State {
     pub log: Vec<String>,
     sessions: HashMap<String, (String, Vec<String>, u64, Vec<u8>)>,
     tokens_issued: u64,
+    /// The account's storage limit for `about` (None: unlimited); usage is what the files hold.
+    pub quota: Option<u64>,
 }
 
 impl State {
@@ -257,6 +259,15 @@ fn handle(req: &Req, st: &Mutex<State>, port: u16) -> Resp {
     }
     let m = req.method.as_str();
     let p = req.path.as_str();
+    if m == "GET" && p == "/drive/v3/about" {
+        let usage: usize = s.files.values().map(|f| f.data.len()).sum();
+        let mut q =
+            serde_json::json!({"usage": usage.to_string(), "usageInDrive": usage.to_string()});
+        if let Some(l) = s.quota {
+            q["limit"] = serde_json::Value::String(l.to_string());
+        }
+        return json(200, serde_json::json!({ "storageQuota": q }));
+    }
     if m == "GET" && p == "/drive/v3/files" {
         let q = req.query.get("q").cloned().unwrap_or_default();
         let mut all: Vec<&File> = s.files.values().filter(|f| matches(f, &q)).collect();

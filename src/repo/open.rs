@@ -1,10 +1,12 @@
 //! Opening the storage of a repository location: one opener for `backupctl` and the daemon's jobs, and the credentials it needs.
 
 use super::backend::{Backend, LocalBackend};
+use super::http::{CaCerts, Http};
 use super::location::Location;
 use super::rest::RestBackend;
-use super::s3::{S3Backend, S3Credentials, Secret};
+use super::s3::{Addressing, S3Backend, S3Credentials, Secret};
 use crate::error::{Error, Result};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The region signed for when neither the environment nor the configuration names one.
@@ -20,6 +22,13 @@ pub struct Credentials {
     /// `BACKUPD_SFTP_COMMAND` or the repository's `sftp_command`; default `ssh [-p PORT]
     /// [-l USER] HOST -s sftp`.
     pub sftp_command: Option<String>,
+    /// A PEM file of extra CA certificates trusted for `s3:https://` and `rest:https://`
+    /// (restic's `--cacert`): `backupctl --cacert`, `BACKUPD_CACERT` or the repository's
+    /// `cacert`. Added to Mozilla's roots, never instead of them.
+    pub cacert: Option<PathBuf>,
+    /// S3 addressing: "auto" (the default), "path" or "virtual"; from `BACKUPD_S3_ADDRESSING`
+    /// or the repository's `s3_addressing`.
+    pub s3_addressing: Option<String>,
 }
 
 impl Credentials {
@@ -31,6 +40,20 @@ impl Credentials {
             s3_secret_access_key: var("AWS_SECRET_ACCESS_KEY").map(Secret),
             s3_region: var("AWS_DEFAULT_REGION").or_else(|| var("AWS_REGION")),
             sftp_command: var("BACKUPD_SFTP_COMMAND"),
+            cacert: var("BACKUPD_CACERT").map(PathBuf::from),
+            s3_addressing: var("BACKUPD_S3_ADDRESSING"),
+        }
+    }
+
+    /// The extra CA certificates, loaded (a bad file is a configuration error naming it).
+    fn ca(&self, loc: &Location) -> Result<Option<CaCerts>> {
+        match &self.cacert {
+            None => Ok(None),
+            Some(f) => CaCerts::from_pem_file(f).map(Some).map_err(|e| {
+                Error::Input(format!(
+                    "{e} (needed for {loc})\n  hint: --cacert, BACKUPD_CACERT and a repository's cacert name a PEM file with the certificate(s) of the CA that signed the server's certificate"
+                ))
+            }),
         }
     }
 
@@ -61,22 +84,28 @@ pub fn open_backend(loc: &Location, creds: &Credentials) -> Result<Arc<dyn Backe
             endpoint,
             bucket,
             prefix,
-        } => Ok(Arc::new(S3Backend::new(
-            endpoint,
-            bucket,
-            prefix,
-            creds.s3(loc)?,
-        ))),
+        } => {
+            let addressing = match &creds.s3_addressing {
+                None => Addressing::Auto,
+                Some(a) => Addressing::parse(a).map_err(|e| {
+                    Error::Input(format!(
+                        "{e} (BACKUPD_S3_ADDRESSING or s3_addressing, for {loc})\n  hint: use auto, path or virtual"
+                    ))
+                })?,
+            };
+            let be = S3Backend::new(endpoint, bucket, prefix, creds.s3(loc)?)
+                .with_addressing(addressing)
+                .map_err(|e| Error::Input(format!("{e} (for {loc})")))?;
+            Ok(Arc::new(be.with_http(Http::with_ca(creds.ca(loc)?))))
+        }
         Location::Rest {
             url,
             user,
             password,
-        } => Ok(Arc::new(RestBackend::new(
-            url,
-            user.as_deref(),
-            password.as_deref(),
-            loc.to_string(),
-        ))),
+        } => Ok(Arc::new(
+            RestBackend::new(url, user.as_deref(), password.as_deref(), loc.to_string())
+                .with_http(Http::with_ca(creds.ca(loc)?)),
+        )),
         Location::Sftp {
             user,
             host,
@@ -123,6 +152,8 @@ mod tests {
             s3_secret_access_key: Some(Secret("verysecret".into())),
             s3_region: None,
             sftp_command: None,
+            cacert: None,
+            s3_addressing: None,
         };
         assert!(!format!("{creds:?}").contains("verysecret"));
         assert_eq!(

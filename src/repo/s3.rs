@@ -1,4 +1,4 @@
-//! The S3 backend: a small path-style S3 client (AWS Signature V4 over `ureq`) storing restic's layout in a bucket.
+//! The S3 backend: a small S3 client (AWS Signature V4 over `ureq`, path-style or virtual-hosted-style) storing restic's layout in a bucket.
 //!
 //! Object names are restic's (`PREFIX/config`, `keys/ID`, `data/XX/ID`, `index/ID`,
 //! `snapshots/ID`, `locks/ID`), so restic opens the same bucket. A PUT is atomic on S3: the
@@ -34,11 +34,63 @@ pub struct S3Credentials {
     pub region: String,
 }
 
+/// How requests name the bucket: in the path (`https://host/bucket/key`) or in the host name
+/// (`https://bucket.host/key`, virtual-hosted style, which AWS prefers and needs wildcard DNS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Addressing {
+    /// Virtual-hosted for `*.amazonaws.com` endpoints (when the bucket name can be a host
+    /// name), path-style for every other endpoint: as restic and minio-go decide.
+    #[default]
+    Auto,
+    Path,
+    Virtual,
+}
+
+impl Addressing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Addressing::Auto => "auto",
+            Addressing::Path => "path",
+            Addressing::Virtual => "virtual",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Addressing, String> {
+        match s {
+            "auto" => Ok(Addressing::Auto),
+            "path" => Ok(Addressing::Path),
+            "virtual" => Ok(Addressing::Virtual),
+            _ => Err(format!(
+                "{s:?} is not an S3 addressing style (auto, path or virtual)"
+            )),
+        }
+    }
+}
+
+/// Whether `bucket` can be the first label of a host name (and of a TLS wildcard name: no dots
+/// over https).
+fn dns_bucket(bucket: &str, https: bool) -> bool {
+    let b = bucket.as_bytes();
+    (3..=63).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && !bucket.contains("..")
+        && !bucket.contains(".-")
+        && !bucket.contains("-.")
+        && bucket.parse::<std::net::Ipv4Addr>().is_err()
+        && !(https && bucket.contains('.'))
+}
+
 /// A bucket (and a prefix in it) holding one repository.
 pub struct S3Backend {
     http: Http,
     endpoint: String,
     host: String,
+    /// Virtual-hosted style: `bucket.host` is the host, the path has no bucket.
+    virtual_host: bool,
     bucket: String,
     prefix: String,
     creds: S3Credentials,
@@ -179,11 +231,55 @@ impl S3Backend {
             http: Http::new(),
             endpoint: endpoint.trim_end_matches('/').to_string(),
             host,
+            virtual_host: false,
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
             creds,
             shown,
         }
+    }
+
+    /// Chooses path-style or virtual-hosted-style requests (see `Addressing`). Fails when
+    /// virtual-hosted style is asked for and the bucket name cannot be a host name.
+    pub fn with_addressing(mut self, a: Addressing) -> Result<S3Backend, String> {
+        let https = self.endpoint.starts_with("https://");
+        let name = self
+            .host
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&self.host);
+        let aws = name.ends_with(".amazonaws.com");
+        self.virtual_host = match a {
+            Addressing::Path => false,
+            Addressing::Auto => aws && dns_bucket(&self.bucket, https),
+            Addressing::Virtual if dns_bucket(&self.bucket, https) => true,
+            Addressing::Virtual => {
+                return Err(format!(
+                    "the bucket name {:?} cannot be a host name, so virtual-hosted addressing cannot reach it (it needs 3-63 lowercase letters, digits and hyphens{}): use s3_addressing = \"path\"",
+                    self.bucket,
+                    if https { ", and no dots over https" } else { ", or dots" }
+                ))
+            }
+        };
+        Ok(self)
+    }
+
+    /// Where a request for the path-style `path` (`/bucket[/key]`) goes: the base URL, the Host
+    /// header, and the canonical path SigV4 signs.
+    fn route(&self, path: &str) -> (String, String, String) {
+        if !self.virtual_host {
+            return (self.endpoint.clone(), self.host.clone(), path.to_string());
+        }
+        let b = format!("/{}", enc(&self.bucket));
+        let rest = path.strip_prefix(&b).unwrap_or(path);
+        let rest = if rest.is_empty() { "/" } else { rest };
+        let host = format!("{}.{}", self.bucket, self.host);
+        let scheme = self
+            .endpoint
+            .split_once("://")
+            .map(|(s, _)| s)
+            .unwrap_or("https");
+        (format!("{scheme}://{host}"), host, rest.to_string())
     }
 
     /// Use another retry policy (tests make it quick).
@@ -226,7 +322,9 @@ impl S3Backend {
         body: Option<&[u8]>,
     ) -> Result<Reply, RemoteError> {
         let payload_hash = hex_sha256(body.unwrap_or(&[]));
-        let mut url = format!("{}{path}", self.endpoint);
+        let (base, host, path) = self.route(path);
+        let path = path.as_str();
+        let mut url = format!("{base}{path}");
         if !query.is_empty() {
             let mut q: Vec<String> = query
                 .iter()
@@ -239,7 +337,7 @@ impl S3Backend {
         self.http.retry(|| {
             let mut headers = sign(
                 &self.creds,
-                &self.host,
+                &host,
                 &Signed {
                     method,
                     path,

@@ -26,6 +26,9 @@ pub struct Credentials {
     /// (restic's `--cacert`): `backupctl --cacert`, `BACKUPD_CACERT` or the repository's
     /// `cacert`. Added to Mozilla's roots, never instead of them.
     pub cacert: Option<PathBuf>,
+    /// For `sftp:`: how long the ssh + SFTP handshake may take, and a session may go without
+    /// answering (e.g. "60s"); from `BACKUPD_SFTP_TIMEOUT` or the repository's `sftp_timeout`.
+    pub sftp_timeout: Option<String>,
     /// S3 addressing: "auto" (the default), "path" or "virtual"; from `BACKUPD_S3_ADDRESSING`
     /// or the repository's `s3_addressing`.
     pub s3_addressing: Option<String>,
@@ -41,6 +44,7 @@ impl Credentials {
             s3_region: var("AWS_DEFAULT_REGION").or_else(|| var("AWS_REGION")),
             sftp_command: var("BACKUPD_SFTP_COMMAND"),
             cacert: var("BACKUPD_CACERT").map(PathBuf::from),
+            sftp_timeout: var("BACKUPD_SFTP_TIMEOUT"),
             s3_addressing: var("BACKUPD_S3_ADDRESSING"),
         }
     }
@@ -111,13 +115,24 @@ pub fn open_backend(loc: &Location, creds: &Credentials) -> Result<Arc<dyn Backe
             host,
             port,
             path,
-        } => Ok(Arc::new(super::sftp::SftpBackend::connect(
-            user.as_deref(),
-            host,
-            *port,
-            path,
-            creds.sftp_command.as_deref(),
-        )?)),
+        } => {
+            let timeout = match &creds.sftp_timeout {
+                None => super::sftp::DEFAULT_TIMEOUT,
+                Some(t) => match crate::duration::parse_duration(t) {
+                    Ok(d) if !d.is_zero() => d,
+                    Ok(_) => return Err(Error::Input(format!("the SFTP timeout {t:?} (BACKUPD_SFTP_TIMEOUT or sftp_timeout, for {loc}) is zero\n  hint: give a duration such as 60s or 5m"))),
+                    Err(e) => return Err(Error::Input(format!("{e} (BACKUPD_SFTP_TIMEOUT or sftp_timeout, for {loc})\n  hint: give a duration such as 60s or 5m"))),
+                },
+            };
+            Ok(Arc::new(super::sftp::SftpBackend::connect_with_timeout(
+                user.as_deref(),
+                host,
+                *port,
+                path,
+                creds.sftp_command.as_deref(),
+                timeout,
+            )?))
+        }
         Location::GDrive { path } => {
             let c = super::gdrive::GDriveCredentials::from_env().map_err(Error::Input)?;
             Ok(Arc::new(super::gdrive::GDriveBackend::new(
@@ -153,6 +168,7 @@ mod tests {
             s3_region: None,
             sftp_command: None,
             cacert: None,
+            sftp_timeout: None,
             s3_addressing: None,
         };
         assert!(!format!("{creds:?}").contains("verysecret"));

@@ -311,8 +311,19 @@ fn clear_errors() {
     // A directory that does not exist: no repository there.
     let be: Arc<dyn Backend> = Arc::new(connect(&s, &s.path("missing/dir")));
     match Repository::open(be.clone(), b"pw") {
-        Err(backupd::Error::NoRepository { location, .. }) => {
-            assert!(location.contains("missing/dir"), "{location}")
+        Err(backupd::Error::NoRepository { location, detail }) => {
+            assert!(location.contains("missing/dir"), "{location}");
+            assert_eq!(detail, "the directory does not exist");
+        }
+        Err(e) => panic!("expected no repository, got {e}"),
+        Ok(_) => panic!("expected no repository"),
+    }
+    // A directory that exists but holds no repository: told apart.
+    fs::create_dir(s.path("not-a-repo")).unwrap();
+    let nr: Arc<dyn Backend> = Arc::new(connect(&s, &s.path("not-a-repo")));
+    match Repository::open(nr, b"pw") {
+        Err(backupd::Error::NoRepository { detail, .. }) => {
+            assert_eq!(detail, "it has no config file")
         }
         Err(e) => panic!("expected no repository, got {e}"),
         Ok(_) => panic!("expected no repository"),

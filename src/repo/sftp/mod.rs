@@ -543,6 +543,16 @@ impl Backend for SftpBackend {
         })
     }
 
+    fn root_exists(&self) -> Option<bool> {
+        let root = self.root.clone();
+        self.with_conn("stat", &root, |c, _| match c.stat(&root) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        })
+        .ok()
+    }
+
     fn lock_settle_delay(&self) -> Duration {
         // One server's file system: a listing shows every completed rename.
         Duration::ZERO

@@ -66,6 +66,16 @@ pub struct RepositoryConfig {
     /// For `sftp:` locations, the command that starts the SFTP session (restic's
     /// `sftp.command`; else `BACKUPD_SFTP_COMMAND`, else `ssh [-p PORT] [-l USER] HOST -s sftp`).
     pub sftp_command: Option<String>,
+    /// For `sftp:` locations: how long the ssh + SFTP handshake may take, and a session may go
+    /// without answering, before it counts as failed (else `BACKUPD_SFTP_TIMEOUT`, else 60s).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub sftp_timeout: Option<Duration>,
+    /// For `s3:https://` and `rest:https://`: a PEM file of CA certificates trusted besides
+    /// Mozilla's roots (a private CA; else `BACKUPD_CACERT`).
+    pub cacert: Option<PathBuf>,
+    /// For `s3:` locations: "auto" (virtual-hosted for *.amazonaws.com, else path-style),
+    /// "path" or "virtual" (else `BACKUPD_S3_ADDRESSING`, else auto).
+    pub s3_addressing: Option<crate::repo::s3::Addressing>,
     /// Read the password from the first line of this file...
     pub password_file: Option<PathBuf>,
     /// ...or from the first line of this shell command's output.
@@ -727,6 +737,15 @@ impl RepositoryConfig {
         }
         if let Some(cmd) = &self.sftp_command {
             c.sftp_command = Some(cmd.clone());
+        }
+        if let Some(t) = self.sftp_timeout {
+            c.sftp_timeout = Some(format!("{}s", t.as_secs()));
+        }
+        if let Some(f) = &self.cacert {
+            c.cacert = Some(f.clone());
+        }
+        if let Some(a) = self.s3_addressing {
+            c.s3_addressing = Some(a.name().to_string());
         }
         Ok(c)
     }

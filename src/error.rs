@@ -30,7 +30,8 @@ pub mod exit {
     /// server in append-only mode refusing a deletion.
     pub const ACCESS_DENIED: i32 = 14;
     /// The repository's storage could not be reached (connection refused, DNS, timeouts), after
-    /// every retry.
+    /// every retry; or not safely: the TLS handshake failed (untrusted or wrong certificate, no
+    /// TLS on that port; not retried).
     pub const UNREACHABLE: i32 = 15;
     /// Interrupted by a signal (SIGINT or SIGTERM).
     pub const INTERRUPTED: i32 = 130;
@@ -106,7 +107,7 @@ impl Error {
             Error::NoDaemon { .. } => exit::NO_DAEMON,
             Error::Backend(e) => match crate::repo::http::remote_class(e) {
                 Some(RemoteClass::Denied) | Some(RemoteClass::AppendOnly) => exit::ACCESS_DENIED,
-                Some(RemoteClass::Unreachable) => exit::UNREACHABLE,
+                Some(RemoteClass::Unreachable) | Some(RemoteClass::Tls) => exit::UNREACHABLE,
                 Some(RemoteClass::NoContainer) => exit::NO_REPOSITORY,
                 _ => exit::FAILURE,
             },

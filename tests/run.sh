@@ -14,6 +14,9 @@ command -v promtool >/dev/null || need+=(prometheus)
 command -v ssh >/dev/null || need+=(openssh-client)
 # tests/remote.rs serves a REST repository with `rclone serve restic`.
 command -v rclone >/dev/null || need+=(rclone)
+# tests/s3_https.rs puts Debian's nginx in front of Garage as the TLS terminator (certs by openssl).
+[ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v openssl >/dev/null || need+=(openssl)
 # tests/service_files.rs: systemd-analyze verify on every generated unit (works without systemd as PID 1).
 command -v systemd-analyze >/dev/null || need+=(systemd)
 # tests/systemd_host.rs: a real systemd in a systemd-nspawn container of a debootstrapped root.

@@ -60,6 +60,26 @@ fn backend_contract_and_reconnect() {
         "the one from the contract run"
     );
 
+    // The server hangs mid-session (the ssh process is stopped): the stall watchdog ends the
+    // session after its timeout and the operation goes on over a new connection.
+    let stalling = SftpBackend::connect_with_timeout(
+        Some(USER),
+        "127.0.0.1",
+        Some(s.port),
+        s.path("a/b/repo").to_str().unwrap(),
+        Some(&s.command()),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let stalling = Arc::new(stalling);
+    let big = vec![7u8; 3_000_000];
+    let m = "cd".repeat(32);
+    stalling.save(FileType::Pack, &m, &big).unwrap();
+    stalling.pause_connection_for_test();
+    let (st, m2) = (stalling.clone(), m.clone());
+    assert!(guarded(move || st.load(FileType::Pack, &m2).unwrap()) == big);
+    stalling.remove(FileType::Pack, &m).unwrap();
+
     // Many threads share the one connection.
     let be = Arc::new(be);
     let hs: Vec<_> = (0..8u8)
@@ -174,6 +194,56 @@ fn repository_round_trip_and_restic_reads_it() {
     assert_eq!(repo.list_snapshots().unwrap().len(), 3);
 }
 
+/// Runs `f` in a thread; fails the test (instead of hanging it) if it has not returned in 2 min.
+fn guarded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("it hung: no timeout ended it within 2 minutes")
+}
+
+/// A server that accepts TCP connections and never says a word, and a "sftp command" that
+/// never answers: each fails after BACKUPD_SFTP_TIMEOUT with exit 15, naming the host. (No
+/// root needed: no sshd.)
+#[test]
+fn silent_server_and_silent_command_time_out() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming() {
+            held.push(c);
+        }
+    });
+    let env = support::Env::new();
+    let loc = format!("sftp://backup@127.0.0.1:{port}//srv/repo");
+    let ssh = format!("ssh -p {port} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR backup@127.0.0.1 -s sftp");
+    for (cmd, timeout, code, wanted) in [
+        (ssh.as_str(), "2s", 15, "did not start within 2s"),
+        ("sleep 600", "1s", 15, "did not start within 1s"),
+        (ssh.as_str(), "soon", 1, "invalid duration"),
+    ] {
+        let mut c = Command::new(support::BACKUPCTL);
+        c.args(["-r", &loc, "--password-file"])
+            .arg(&env.pw)
+            .arg("snapshots")
+            .env_remove("BACKUPD_REPOSITORY")
+            .env("BACKUPD_SFTP_COMMAND", cmd)
+            .env("BACKUPD_SFTP_TIMEOUT", timeout)
+            .env("BACKUPD_CACHE_DIR", env.path("cache"));
+        let o = guarded(move || c.output().unwrap());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{cmd}: {}", support::show(&o));
+        assert!(err.contains(wanted), "{cmd}: {err}");
+        assert!(
+            err.contains(&format!("127.0.0.1:{port}")),
+            "names the host: {err}"
+        );
+    }
+}
+
 fn err_of(r: Result<SftpBackend, backupd::repo::backend::BackendError>) -> String {
     match r {
         Ok(_) => panic!("the connection must fail"),
@@ -241,8 +311,19 @@ fn clear_errors() {
     // A directory that does not exist: no repository there.
     let be: Arc<dyn Backend> = Arc::new(connect(&s, &s.path("missing/dir")));
     match Repository::open(be.clone(), b"pw") {
-        Err(backupd::Error::NoRepository { location, .. }) => {
-            assert!(location.contains("missing/dir"), "{location}")
+        Err(backupd::Error::NoRepository { location, detail }) => {
+            assert!(location.contains("missing/dir"), "{location}");
+            assert_eq!(detail, "the directory does not exist");
+        }
+        Err(e) => panic!("expected no repository, got {e}"),
+        Ok(_) => panic!("expected no repository"),
+    }
+    // A directory that exists but holds no repository: told apart.
+    fs::create_dir(s.path("not-a-repo")).unwrap();
+    let nr: Arc<dyn Backend> = Arc::new(connect(&s, &s.path("not-a-repo")));
+    match Repository::open(nr, b"pw") {
+        Err(backupd::Error::NoRepository { detail, .. }) => {
+            assert_eq!(detail, "it has no config file")
         }
         Err(e) => panic!("expected no repository, got {e}"),
         Ok(_) => panic!("expected no repository"),

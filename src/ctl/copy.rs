@@ -4,7 +4,7 @@ use super::snapshots::FilterArgs;
 use super::Ctx;
 use crate::engine::copy;
 use crate::error::{exit, Error, Result};
-use crate::repo::open::{open_location, Credentials};
+use crate::repo::open::open_location;
 use crate::repo::snapshot::find;
 use crate::repo::Repository;
 use std::path::PathBuf;
@@ -42,7 +42,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         Some(t) => t.clone(),
         None => ctx.location()?,
     };
-    let creds = Credentials::from_env();
+    let creds = ctx.credentials();
     let dst_pw = ctx.password()?;
     let src_pw = if let Some(f) = &a.from_password_file {
         crate::password::from_file(f, " of the source repository", "check --from-password-file")?

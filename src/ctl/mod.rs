@@ -73,6 +73,10 @@ pub struct Global {
     /// Never show progress bars.
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// Also trust the CA certificate(s) in this PEM file for s3:https:// and rest:https://
+    /// storage (a private CA; Mozilla's roots stay trusted). Like restic's --cacert.
+    #[arg(long, value_name = "FILE", env = "BACKUPD_CACERT", global = true)]
+    pub cacert: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -146,7 +150,16 @@ impl Ctx {
 
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {
         let loc = self.location()?;
-        crate::repo::open::open_location(&loc, &crate::repo::open::Credentials::from_env())
+        crate::repo::open::open_location(&loc, &self.credentials())
+    }
+
+    /// Credentials and connection settings for remote storage: the environment's and --cacert.
+    pub fn credentials(&self) -> crate::repo::open::Credentials {
+        let mut c = crate::repo::open::Credentials::from_env();
+        if let Some(f) = &self.global.cacert {
+            c.cacert = Some(f.clone());
+        }
+        c
     }
 
     pub fn password(&self) -> Result<Vec<u8>> {

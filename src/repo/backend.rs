@@ -89,6 +89,12 @@ pub trait Backend: Send + Sync {
     fn local_path(&self) -> Option<&Path> {
         None
     }
+    /// Whether the repository's directory exists, where the storage can tell: `Some(false)`
+    /// means "nothing there" rather than "a directory without a config file". `None` when it
+    /// cannot tell (S3 prefixes are not directories; the REST protocol has no way to ask).
+    fn root_exists(&self) -> Option<bool> {
+        self.local_path().map(|p| p.exists())
+    }
     /// How long a new lock file needs before every other client's listing shows it. Zero for
     /// storage whose listings are consistent with completed writes (a local file system):
     /// then "write our lock, then list" guarantees that of two racing lockers one sees the other.

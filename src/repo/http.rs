@@ -3,6 +3,8 @@
 use super::backend::BackendError;
 use std::fmt;
 use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What kind of remote failure it is (decides exit codes and whether to retry).
@@ -20,6 +22,9 @@ pub enum RemoteClass {
     Quota,
     /// The server refuses deletions (a REST server in append-only mode).
     AppendOnly,
+    /// The TLS handshake failed: an untrusted or wrong certificate, or no TLS on that port.
+    /// Not retried; exit code 15 like `Unreachable` (the storage cannot be reached safely).
+    Tls,
     /// Anything else (a 4xx we do not know, a malformed answer, 5xx after every retry).
     Other,
 }
@@ -91,9 +96,85 @@ pub enum Attempt<T> {
     Fail(RemoteError),
 }
 
+/// Extra trusted roots for HTTPS (a private CA, restic's `--cacert`), added to Mozilla's.
+#[derive(Clone)]
+pub struct CaCerts {
+    /// The file they came from (for messages).
+    pub file: PathBuf,
+    certs: Arc<Vec<ureq::tls::Certificate<'static>>>,
+}
+
+impl fmt::Debug for CaCerts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CaCerts({}, {} certificate(s))",
+            self.file.display(),
+            self.certs.len()
+        )
+    }
+}
+
+impl CaCerts {
+    /// Every certificate of a PEM file; an unreadable file, a file without a certificate or a
+    /// certificate that is not valid DER is an error naming the file.
+    pub fn from_pem_file(file: &Path) -> Result<CaCerts, String> {
+        let what = format!("the CA certificate file {}", file.display());
+        let pem = std::fs::read(file).map_err(|e| format!("cannot read {what}: {e}"))?;
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => {
+                    let der = rustls::pki_types::CertificateDer::from(c.der());
+                    if let Err(e) = webpki_anchor_check(&der) {
+                        return Err(format!(
+                            "{what}: certificate {} is not valid: {e}",
+                            certs.len() + 1
+                        ));
+                    }
+                    certs.push(c)
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("{what} is not valid PEM: {e}")),
+            }
+        }
+        if certs.is_empty() {
+            return Err(format!(
+                "{what} holds no certificate (expected PEM: -----BEGIN CERTIFICATE-----)"
+            ));
+        }
+        Ok(CaCerts {
+            file: file.to_path_buf(),
+            certs: Arc::new(certs),
+        })
+    }
+
+    /// Mozilla's roots and these, as ureq takes them.
+    fn root_certs(&self) -> ureq::tls::RootCerts {
+        let mut all: Vec<ureq::tls::Certificate<'static>> =
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                .iter()
+                .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+                .collect();
+        all.extend(self.certs.iter().cloned());
+        ureq::tls::RootCerts::Specific(Arc::new(all))
+    }
+}
+
+/// Whether rustls would take `der` as a trust anchor (rustls silently skips ones it cannot
+/// parse; we say so instead).
+fn webpki_anchor_check(der: &rustls::pki_types::CertificateDer<'_>) -> Result<(), String> {
+    let mut store = rustls::RootCertStore::empty();
+    store
+        .add(der.clone().into_owned())
+        .map_err(|e| e.to_string())
+}
+
 /// A blocking HTTP client with the timeouts and retry policy of remote backends.
 pub struct Http {
     agent: ureq::Agent,
+    /// The extra roots it trusts, if any (named in TLS failures).
+    ca: Option<CaCerts>,
     /// Retries after the first attempt.
     pub retries: u32,
     /// The first backoff delay; it doubles each retry up to `max_delay`, with ±50 % jitter.
@@ -116,7 +197,17 @@ pub fn plain_agent(timeout: Duration) -> ureq::Agent {
 
 impl Http {
     pub fn new() -> Http {
+        Http::with_ca(None)
+    }
+
+    /// An `Http` that also trusts the roots in `ca` (for `https://` with a private CA).
+    pub fn with_ca(ca: Option<CaCerts>) -> Http {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(ca) = &ca {
+            tls = tls.root_certs(ca.root_certs());
+        }
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls.build())
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
             .timeout_recv_response(Some(Duration::from_secs(120)))
@@ -129,6 +220,7 @@ impl Http {
             .into();
         Http {
             agent,
+            ca,
             retries: 5,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(5),
@@ -164,7 +256,7 @@ impl Http {
         };
         let mut resp = match result {
             Ok(r) => r,
-            Err(e) => return transport_failure(e),
+            Err(e) => return self.transport_failure(e, url),
         };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
@@ -173,7 +265,7 @@ impl Http {
         } else {
             match resp.body_mut().with_config().limit(u64::MAX).read_to_vec() {
                 Ok(b) => b,
-                Err(e) => return transport_failure(e),
+                Err(e) => return self.transport_failure(e, url),
             }
         };
         Attempt::Done(Reply {
@@ -225,21 +317,95 @@ pub fn transient_status(status: u16) -> bool {
     status >= 500 || status == 429 || status == 408
 }
 
-fn transport_failure<T>(e: ureq::Error) -> Attempt<T> {
-    let msg = match &e {
-        ureq::Error::Timeout(t) => format!("timed out ({t:?})"),
-        ureq::Error::HostNotFound => "the host name could not be resolved".into(),
-        ureq::Error::ConnectionFailed => "the connection failed".into(),
-        ureq::Error::Io(io) => format!("network error: {io}"),
-        ureq::Error::BadUri(u) => {
-            return Attempt::Fail(RemoteError::new(
-                RemoteClass::Other,
-                format!("the URL is not valid: {u}"),
-            ))
+impl Http {
+    fn transport_failure<T>(&self, e: ureq::Error, url: &str) -> Attempt<T> {
+        let tls = match &e {
+            ureq::Error::Rustls(r) => Some(r),
+            ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+            _ => None,
+        };
+        if let Some(t) = tls {
+            return Attempt::Fail(tls_failure(t, url, self.ca.as_ref()));
         }
-        other => format!("HTTP error: {other}"),
+        let msg = match &e {
+            ureq::Error::Timeout(t) => format!("timed out ({t:?})"),
+            ureq::Error::HostNotFound => "the host name could not be resolved".into(),
+            ureq::Error::ConnectionFailed => "the connection failed".into(),
+            ureq::Error::Io(io) => format!("network error: {io}"),
+            ureq::Error::BadUri(u) => {
+                return Attempt::Fail(RemoteError::new(
+                    RemoteClass::Other,
+                    format!("the URL is not valid: {u}"),
+                ))
+            }
+            ureq::Error::Tls(t) => {
+                return Attempt::Fail(RemoteError::new(
+                    RemoteClass::Tls,
+                    format!("TLS with {}: {t}", authority(url)),
+                ))
+            }
+            other => format!("HTTP error: {other}"),
+        };
+        Attempt::Retry(RemoteError::new(RemoteClass::Unreachable, msg))
+    }
+}
+
+/// `host:port` of a URL (for messages).
+fn authority(url: &str) -> &str {
+    let after = url.split_once("://").map(|(_, a)| a).unwrap_or(url);
+    after.split(['/', '?']).next().unwrap_or(after)
+}
+
+/// A TLS failure as the user should read it: what was wrong with whose certificate, and what to do.
+fn tls_failure(e: &rustls::Error, url: &str, ca: Option<&CaCerts>) -> RemoteError {
+    use rustls::CertificateError as C;
+    let at = authority(url);
+    let host = at
+        .rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        .map(|(h, _)| h)
+        .unwrap_or(at);
+    let cacert_hint = match ca {
+        None => "if the server's certificate comes from a private CA, pass the CA's certificate (PEM) with --cacert FILE, BACKUPD_CACERT=FILE or cacert = \"FILE\" in the repository's table".to_string(),
+        Some(ca) => format!(
+            "the CA certificate(s) in {} (--cacert / BACKUPD_CACERT / cacert) did not sign it either: pass the CA that issued the server's certificate",
+            ca.file.display()
+        ),
     };
-    Attempt::Retry(RemoteError::new(RemoteClass::Unreachable, msg))
+    let (what, hint) = match e {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => (
+            "its certificate is not signed by a trusted authority".to_string(),
+            cacert_hint,
+        ),
+        rustls::Error::InvalidCertificate(C::NotValidForName)
+        | rustls::Error::InvalidCertificate(C::NotValidForNameContext { .. }) => (
+            format!("its certificate is not valid for the name {host:?}"),
+            format!("connect with a host name the certificate names (its subjectAltName), or issue the server a certificate for {host:?}"),
+        ),
+        rustls::Error::InvalidCertificate(C::Expired)
+        | rustls::Error::InvalidCertificate(C::ExpiredContext { .. })
+        | rustls::Error::InvalidCertificate(C::NotValidYet)
+        | rustls::Error::InvalidCertificate(C::NotValidYetContext { .. }) => (
+            format!("its certificate is outside its validity period ({e})"),
+            "renew the server's certificate, and check this machine's clock".to_string(),
+        ),
+        rustls::Error::InvalidCertificate(c) => (
+            format!("its certificate was refused ({c:?})"),
+            cacert_hint,
+        ),
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } | rustls::Error::InappropriateHandshakeMessage { .. } => (
+            format!("it did not answer in TLS ({e})"),
+            format!("the port may serve plain HTTP: use http:// for it, or the port where {host} serves HTTPS"),
+        ),
+        other => (
+            format!("the TLS handshake failed ({other})"),
+            "check that the server serves HTTPS on that port with a valid certificate".to_string(),
+        ),
+    };
+    RemoteError::new(
+        RemoteClass::Tls,
+        format!("TLS connection to {at} failed: {what}\n  hint: {hint}"),
+    )
 }
 
 #[cfg(test)]
@@ -268,6 +434,31 @@ mod tests {
             }
         });
         assert_eq!(r.unwrap(), 3);
+    }
+
+    #[test]
+    fn ca_files_that_are_not_certificates_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("ca.pem");
+        std::fs::write(
+            &f,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = CaCerts::from_pem_file(&f).unwrap_err();
+        assert!(
+            e.contains("ca.pem") && e.contains("certificate 1 is not valid"),
+            "{e}"
+        );
+        std::fs::write(
+            &f,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let e = CaCerts::from_pem_file(&f).unwrap_err();
+        assert!(e.contains("holds no certificate"), "{e}");
+        assert_eq!(authority("https://h:1/b/k?x=1"), "h:1");
+        assert_eq!(authority("https://h"), "h");
     }
 
     #[test]

@@ -125,7 +125,7 @@ impl Repository {
                 });
             }
             Err(e) if e.is_not_found() => {
-                let detail = if be.local_path().map(|p| p.exists()).unwrap_or(true) {
+                let detail = if be.root_exists().unwrap_or(true) {
                     "it has no config file".to_string()
                 } else {
                     "the directory does not exist".to_string()

@@ -1,10 +1,12 @@
 //! Opening the storage of a repository location: one opener for `backupctl` and the daemon's jobs, and the credentials it needs.
 
 use super::backend::{Backend, LocalBackend};
+use super::http::{CaCerts, Http};
 use super::location::Location;
 use super::rest::RestBackend;
-use super::s3::{S3Backend, S3Credentials, Secret};
+use super::s3::{Addressing, S3Backend, S3Credentials, Secret};
 use crate::error::{Error, Result};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The region signed for when neither the environment nor the configuration names one.
@@ -20,6 +22,16 @@ pub struct Credentials {
     /// `BACKUPD_SFTP_COMMAND` or the repository's `sftp_command`; default `ssh [-p PORT]
     /// [-l USER] HOST -s sftp`.
     pub sftp_command: Option<String>,
+    /// A PEM file of extra CA certificates trusted for `s3:https://` and `rest:https://`
+    /// (restic's `--cacert`): `backupctl --cacert`, `BACKUPD_CACERT` or the repository's
+    /// `cacert`. Added to Mozilla's roots, never instead of them.
+    pub cacert: Option<PathBuf>,
+    /// For `sftp:`: how long the ssh + SFTP handshake may take, and a session may go without
+    /// answering (e.g. "60s"); from `BACKUPD_SFTP_TIMEOUT` or the repository's `sftp_timeout`.
+    pub sftp_timeout: Option<String>,
+    /// S3 addressing: "auto" (the default), "path" or "virtual"; from `BACKUPD_S3_ADDRESSING`
+    /// or the repository's `s3_addressing`.
+    pub s3_addressing: Option<String>,
 }
 
 impl Credentials {
@@ -31,6 +43,21 @@ impl Credentials {
             s3_secret_access_key: var("AWS_SECRET_ACCESS_KEY").map(Secret),
             s3_region: var("AWS_DEFAULT_REGION").or_else(|| var("AWS_REGION")),
             sftp_command: var("BACKUPD_SFTP_COMMAND"),
+            cacert: var("BACKUPD_CACERT").map(PathBuf::from),
+            sftp_timeout: var("BACKUPD_SFTP_TIMEOUT"),
+            s3_addressing: var("BACKUPD_S3_ADDRESSING"),
+        }
+    }
+
+    /// The extra CA certificates, loaded (a bad file is a configuration error naming it).
+    fn ca(&self, loc: &Location) -> Result<Option<CaCerts>> {
+        match &self.cacert {
+            None => Ok(None),
+            Some(f) => CaCerts::from_pem_file(f).map(Some).map_err(|e| {
+                Error::Input(format!(
+                    "{e} (needed for {loc})\n  hint: --cacert, BACKUPD_CACERT and a repository's cacert name a PEM file with the certificate(s) of the CA that signed the server's certificate"
+                ))
+            }),
         }
     }
 
@@ -61,34 +88,51 @@ pub fn open_backend(loc: &Location, creds: &Credentials) -> Result<Arc<dyn Backe
             endpoint,
             bucket,
             prefix,
-        } => Ok(Arc::new(S3Backend::new(
-            endpoint,
-            bucket,
-            prefix,
-            creds.s3(loc)?,
-        ))),
+        } => {
+            let addressing = match &creds.s3_addressing {
+                None => Addressing::Auto,
+                Some(a) => Addressing::parse(a).map_err(|e| {
+                    Error::Input(format!(
+                        "{e} (BACKUPD_S3_ADDRESSING or s3_addressing, for {loc})\n  hint: use auto, path or virtual"
+                    ))
+                })?,
+            };
+            let be = S3Backend::new(endpoint, bucket, prefix, creds.s3(loc)?)
+                .with_addressing(addressing)
+                .map_err(|e| Error::Input(format!("{e} (for {loc})")))?;
+            Ok(Arc::new(be.with_http(Http::with_ca(creds.ca(loc)?))))
+        }
         Location::Rest {
             url,
             user,
             password,
-        } => Ok(Arc::new(RestBackend::new(
-            url,
-            user.as_deref(),
-            password.as_deref(),
-            loc.to_string(),
-        ))),
+        } => Ok(Arc::new(
+            RestBackend::new(url, user.as_deref(), password.as_deref(), loc.to_string())
+                .with_http(Http::with_ca(creds.ca(loc)?)),
+        )),
         Location::Sftp {
             user,
             host,
             port,
             path,
-        } => Ok(Arc::new(super::sftp::SftpBackend::connect(
-            user.as_deref(),
-            host,
-            *port,
-            path,
-            creds.sftp_command.as_deref(),
-        )?)),
+        } => {
+            let timeout = match &creds.sftp_timeout {
+                None => super::sftp::DEFAULT_TIMEOUT,
+                Some(t) => match crate::duration::parse_duration(t) {
+                    Ok(d) if !d.is_zero() => d,
+                    Ok(_) => return Err(Error::Input(format!("the SFTP timeout {t:?} (BACKUPD_SFTP_TIMEOUT or sftp_timeout, for {loc}) is zero\n  hint: give a duration such as 60s or 5m"))),
+                    Err(e) => return Err(Error::Input(format!("{e} (BACKUPD_SFTP_TIMEOUT or sftp_timeout, for {loc})\n  hint: give a duration such as 60s or 5m"))),
+                },
+            };
+            Ok(Arc::new(super::sftp::SftpBackend::connect_with_timeout(
+                user.as_deref(),
+                host,
+                *port,
+                path,
+                creds.sftp_command.as_deref(),
+                timeout,
+            )?))
+        }
         Location::GDrive { path } => {
             let c = super::gdrive::GDriveCredentials::from_env().map_err(Error::Input)?;
             Ok(Arc::new(super::gdrive::GDriveBackend::new(
@@ -123,6 +167,9 @@ mod tests {
             s3_secret_access_key: Some(Secret("verysecret".into())),
             s3_region: None,
             sftp_command: None,
+            cacert: None,
+            sftp_timeout: None,
+            s3_addressing: None,
         };
         assert!(!format!("{creds:?}").contains("verysecret"));
         assert_eq!(

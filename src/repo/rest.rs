@@ -50,6 +50,12 @@ impl RestBackend {
         }
     }
 
+    /// Use another HTTP client (extra CA roots, another retry policy).
+    pub fn with_http(mut self, http: Http) -> RestBackend {
+        self.http = http;
+        self
+    }
+
     fn path_of(t: FileType, name: &str) -> String {
         match t {
             FileType::Config => "config".to_string(),

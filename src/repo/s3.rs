@@ -1,4 +1,4 @@
-//! The S3 backend: a small path-style S3 client (AWS Signature V4 over `ureq`) storing restic's layout in a bucket.
+//! The S3 backend: a small S3 client (AWS Signature V4 over `ureq`, path-style or virtual-hosted-style) storing restic's layout in a bucket.
 //!
 //! Object names are restic's (`PREFIX/config`, `keys/ID`, `data/XX/ID`, `index/ID`,
 //! `snapshots/ID`, `locks/ID`), so restic opens the same bucket. A PUT is atomic on S3: the
@@ -34,11 +34,63 @@ pub struct S3Credentials {
     pub region: String,
 }
 
+/// How requests name the bucket: in the path (`https://host/bucket/key`) or in the host name
+/// (`https://bucket.host/key`, virtual-hosted style, which AWS prefers and needs wildcard DNS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Addressing {
+    /// Virtual-hosted for `*.amazonaws.com` endpoints (when the bucket name can be a host
+    /// name), path-style for every other endpoint: as restic and minio-go decide.
+    #[default]
+    Auto,
+    Path,
+    Virtual,
+}
+
+impl Addressing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Addressing::Auto => "auto",
+            Addressing::Path => "path",
+            Addressing::Virtual => "virtual",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Addressing, String> {
+        match s {
+            "auto" => Ok(Addressing::Auto),
+            "path" => Ok(Addressing::Path),
+            "virtual" => Ok(Addressing::Virtual),
+            _ => Err(format!(
+                "{s:?} is not an S3 addressing style (auto, path or virtual)"
+            )),
+        }
+    }
+}
+
+/// Whether `bucket` can be the first label of a host name (and of a TLS wildcard name: no dots
+/// over https).
+fn dns_bucket(bucket: &str, https: bool) -> bool {
+    let b = bucket.as_bytes();
+    (3..=63).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && !bucket.contains("..")
+        && !bucket.contains(".-")
+        && !bucket.contains("-.")
+        && bucket.parse::<std::net::Ipv4Addr>().is_err()
+        && !(https && bucket.contains('.'))
+}
+
 /// A bucket (and a prefix in it) holding one repository.
 pub struct S3Backend {
     http: Http,
     endpoint: String,
     host: String,
+    /// Virtual-hosted style: `bucket.host` is the host, the path has no bucket.
+    virtual_host: bool,
     bucket: String,
     prefix: String,
     creds: S3Credentials,
@@ -179,11 +231,71 @@ impl S3Backend {
             http: Http::new(),
             endpoint: endpoint.trim_end_matches('/').to_string(),
             host,
+            virtual_host: false,
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
             creds,
             shown,
         }
+    }
+
+    /// Chooses path-style or virtual-hosted-style requests (see `Addressing`). Fails when
+    /// virtual-hosted style is asked for and the bucket name cannot be a host name.
+    pub fn with_addressing(mut self, a: Addressing) -> Result<S3Backend, String> {
+        let https = self.endpoint.starts_with("https://");
+        let name = self
+            .host
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&self.host);
+        let aws = name.ends_with(".amazonaws.com");
+        self.virtual_host = match a {
+            Addressing::Path => false,
+            Addressing::Auto => aws && dns_bucket(&self.bucket, https),
+            Addressing::Virtual if dns_bucket(&self.bucket, https) => true,
+            Addressing::Virtual => {
+                return Err(format!(
+                    "the bucket name {:?} cannot be a host name, so virtual-hosted addressing cannot reach it (it needs 3-63 lowercase letters, digits and hyphens{}): use s3_addressing = \"path\"",
+                    self.bucket,
+                    if https { ", and no dots over https" } else { ", or dots" }
+                ))
+            }
+        };
+        Ok(self)
+    }
+
+    /// Where a request for the path-style `path` (`/bucket[/key]`) goes: the base URL, the Host
+    /// header, and the canonical path SigV4 signs.
+    fn route(&self, path: &str) -> (String, String, String) {
+        if !self.virtual_host {
+            return (self.endpoint.clone(), self.host.clone(), path.to_string());
+        }
+        let b = format!("/{}", enc(&self.bucket));
+        let rest = path.strip_prefix(&b).unwrap_or(path);
+        let rest = if rest.is_empty() { "/" } else { rest };
+        let host = format!("{}.{}", self.bucket, self.host);
+        let scheme = self
+            .endpoint
+            .split_once("://")
+            .map(|(s, _)| s)
+            .unwrap_or("https");
+        (format!("{scheme}://{host}"), host, rest.to_string())
+    }
+
+    /// The URL, Host header and canonical path of a request for the path-style `path`.
+    fn target(&self, path: &str, query: &[(&str, &str)]) -> (String, String, String) {
+        let (base, host, path) = self.route(path);
+        let mut url = format!("{base}{path}");
+        if !query.is_empty() {
+            let mut q: Vec<String> = query
+                .iter()
+                .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+                .collect();
+            q.sort();
+            url.push('?');
+            url.push_str(&q.join("&"));
+        }
+        (url, host, path)
     }
 
     /// Use another retry policy (tests make it quick).
@@ -226,20 +338,12 @@ impl S3Backend {
         body: Option<&[u8]>,
     ) -> Result<Reply, RemoteError> {
         let payload_hash = hex_sha256(body.unwrap_or(&[]));
-        let mut url = format!("{}{path}", self.endpoint);
-        if !query.is_empty() {
-            let mut q: Vec<String> = query
-                .iter()
-                .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-                .collect();
-            q.sort();
-            url.push('?');
-            url.push_str(&q.join("&"));
-        }
+        let (url, host, path) = self.target(path, query);
+        let path = path.as_str();
         self.http.retry(|| {
             let mut headers = sign(
                 &self.creds,
-                &self.host,
+                &host,
                 &Signed {
                     method,
                     path,
@@ -623,6 +727,126 @@ mod tests {
         assert!(auth.starts_with(
             "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20130524/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date"
         ));
+    }
+
+    fn aws_example_creds() -> S3Credentials {
+        S3Credentials {
+            access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+            secret_access_key: Secret("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into()),
+            region: "us-east-1".into(),
+        }
+    }
+
+    #[test]
+    fn virtual_hosted_requests_sign_as_aws_examples() {
+        // AWS's SigV4 examples for S3 ("Authenticating Requests: Using the Authorization
+        // Header"): bucket examplebucket, endpoint s3.amazonaws.com, virtual-hosted style.
+        let b = S3Backend::new(
+            "https://s3.amazonaws.com",
+            "examplebucket",
+            "",
+            aws_example_creds(),
+        )
+        .with_addressing(Addressing::Auto)
+        .unwrap();
+        assert!(b.virtual_host, "auto is virtual-hosted for *.amazonaws.com");
+        let now = chrono::DateTime::parse_from_rfc3339("2013-05-24T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let empty = hex_sha256(b"");
+        let bucket = format!("/{}", enc("examplebucket"));
+        for (query, url, signature) in [
+            (
+                &[("max-keys", "2"), ("prefix", "J")][..],
+                "https://examplebucket.s3.amazonaws.com/?max-keys=2&prefix=J",
+                "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7",
+            ),
+            (
+                &[("lifecycle", "")][..],
+                "https://examplebucket.s3.amazonaws.com/?lifecycle=",
+                "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543",
+            ),
+        ] {
+            let (u, host, path) = b.target(&bucket, query);
+            assert_eq!(u, url);
+            assert_eq!(host, "examplebucket.s3.amazonaws.com");
+            assert_eq!(path, "/");
+            let h = sign(
+                &aws_example_creds(),
+                &host,
+                &Signed {
+                    method: "GET",
+                    path: &path,
+                    query,
+                    payload_hash: &empty,
+                },
+                now,
+            );
+            let auth = &h.iter().find(|(k, _)| k == "Authorization").unwrap().1;
+            assert!(auth.ends_with(&format!("Signature={signature}")), "{auth}");
+            let host_header = &h.iter().find(|(k, _)| k == "Host").unwrap().1;
+            assert_eq!(host_header, "examplebucket.s3.amazonaws.com");
+        }
+        // Objects: the key is the whole path, the bucket is in the host.
+        let id = "ab".to_string() + &"0".repeat(62);
+        let key = b.key_of(FileType::Pack, &id);
+        let (u, host, path) = b.target(&b.object_path(&key), &[]);
+        assert_eq!(path, format!("/data/ab/{id}"));
+        assert_eq!(
+            u,
+            format!("https://examplebucket.s3.amazonaws.com/data/ab/{id}")
+        );
+        assert_eq!(host, "examplebucket.s3.amazonaws.com");
+    }
+
+    #[test]
+    fn addressing_auto_path_and_virtual() {
+        let c = aws_example_creds;
+        // Path-style keeps the bucket in the path and the endpoint's host (with its port).
+        let p = S3Backend::new("http://127.0.0.1:3900", "bkt", "pre", c())
+            .with_addressing(Addressing::Auto)
+            .unwrap();
+        assert!(!p.virtual_host, "auto is path-style off AWS");
+        let (u, host, path) = p.target(&p.object_path("pre/config"), &[]);
+        assert_eq!(u, "http://127.0.0.1:3900/bkt/pre/config");
+        assert_eq!(host, "127.0.0.1:3900");
+        assert_eq!(path, "/bkt/pre/config");
+        // Forced virtual off AWS (MinIO with MINIO_DOMAIN, Garage's root_domain): the port stays.
+        let v = S3Backend::new("http://s3.garage.localhost:3900", "bkt", "", c())
+            .with_addressing(Addressing::Virtual)
+            .unwrap();
+        let (u, host, path) = v.target("/bkt", &[("list-type", "2")]);
+        assert_eq!(u, "http://bkt.s3.garage.localhost:3900/?list-type=2");
+        assert_eq!(host, "bkt.s3.garage.localhost:3900");
+        assert_eq!(path, "/");
+        // Forced path on AWS.
+        let p = S3Backend::new("https://s3.eu-west-1.amazonaws.com", "bkt", "", c())
+            .with_addressing(Addressing::Path)
+            .unwrap();
+        assert!(!p.virtual_host);
+        // Buckets that cannot be host names: auto falls back to path, virtual refuses.
+        for bucket in ["my.bucket", "Upper", "ab", "a_b", "192.168.1.1"] {
+            let a = S3Backend::new("https://s3.amazonaws.com", bucket, "", c())
+                .with_addressing(Addressing::Auto)
+                .unwrap();
+            assert!(!a.virtual_host, "{bucket}");
+            let e = S3Backend::new("https://s3.amazonaws.com", bucket, "", c())
+                .with_addressing(Addressing::Virtual)
+                .err()
+                .unwrap();
+            assert!(e.contains(bucket) && e.contains("s3_addressing"), "{e}");
+        }
+        // Dots are fine in a host name over plain http.
+        assert!(
+            S3Backend::new("http://s3.amazonaws.com", "my.bucket", "", c())
+                .with_addressing(Addressing::Auto)
+                .unwrap()
+                .virtual_host
+        );
+        assert_eq!(Addressing::parse("virtual"), Ok(Addressing::Virtual));
+        assert!(Addressing::parse("dns")
+            .unwrap_err()
+            .contains("auto, path or virtual"));
     }
 
     #[test]

@@ -11,6 +11,11 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long the ssh + SFTP handshake may take, and how long a session may go without an answer
+/// while requests are outstanding (then it counts as lost), unless configured otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 // Packet types (draft-ietf-secsh-filexfer-02).
 const FXP_INIT: u8 = 1;
@@ -331,12 +336,19 @@ struct Table {
     slots: HashMap<u32, SyncSender<Reply>>,
     /// Set once the connection is gone: why.
     dead: Option<String>,
+    /// The last sign of life while requests are outstanding: a reply, or the first request
+    /// after a quiet spell.
+    progress: Instant,
 }
 
 struct Shared {
     table: Mutex<Table>,
     /// What ssh printed on stderr (its last 8 KiB).
     stderr: Mutex<String>,
+    /// The ssh process (killed when the session stalls, so blocked writers and readers wake).
+    child: Mutex<Child>,
+    /// No answer for this long with requests outstanding: the session is lost.
+    timeout: Duration,
 }
 
 impl Shared {
@@ -346,6 +358,13 @@ impl Shared {
             t.dead = Some(why);
         }
         t.slots.clear();
+    }
+
+    /// Ends the ssh process: blocked reads and writes on its pipes fail at once.
+    fn kill_child(&self) {
+        let mut c = self.child.lock().unwrap();
+        let _ = c.kill();
+        let _ = c.wait();
     }
 
     fn lost(&self) -> SftpError {
@@ -376,7 +395,6 @@ pub struct Features {
 
 /// One SFTP session over one ssh process.
 pub struct Conn {
-    child: Mutex<Child>,
     writer: Mutex<BufWriter<ChildStdin>>,
     shared: Arc<Shared>,
     next_id: AtomicU32,
@@ -393,8 +411,11 @@ pub struct ConnectError {
 }
 
 impl Conn {
-    /// Starts `argv` (an ssh command that runs the sftp subsystem) and does the SFTP handshake.
-    pub fn start(argv: &[String], target: &str) -> Result<Conn, ConnectError> {
+    /// Starts `argv` (an ssh command that runs the sftp subsystem) and does the SFTP handshake,
+    /// within `timeout` (a server that accepts the connection and then says nothing fails
+    /// after it); later, a session with requests outstanding and no answer for `timeout` is
+    /// lost (and reconnected by the backend).
+    pub fn start(argv: &[String], target: &str, timeout: Duration) -> Result<Conn, ConnectError> {
         let shown = argv.join(" ");
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
@@ -409,14 +430,19 @@ impl Conn {
                 ),
                 transient: false,
             })?;
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let mut stdin = BufWriter::new(child.stdin.take().expect("stdin is piped"));
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
         let shared = Arc::new(Shared {
             table: Mutex::new(Table {
                 slots: HashMap::new(),
                 dead: None,
+                progress: Instant::now(),
             }),
             stderr: Mutex::new(String::new()),
+            child: Mutex::new(child),
+            timeout,
         });
-        let mut stderr = child.stderr.take().expect("stderr is piped");
         let sh = shared.clone();
         let err_thread = std::thread::Builder::new()
             .name("sftp-ssh-stderr".into())
@@ -436,37 +462,63 @@ impl Conn {
                 }
             })
             .expect("spawn a thread");
-        let mut stdin = BufWriter::new(child.stdin.take().expect("stdin is piped"));
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-
-        let handshake = (|| -> io::Result<Vec<u8>> {
-            let init = Buf::default().u32(3).0;
-            write_packet(&mut stdin, FXP_INIT, &init)?;
-            stdin.flush()?;
-            let (typ, body) = read_packet(&mut stdout)?;
-            if typ != FXP_VERSION {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("the server's first packet is type {typ}, not VERSION (is something printing on login, e.g. in .bashrc?)"),
-                ));
-            }
-            Ok(body)
-        })();
-        let version = match handshake {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = child.kill();
-                let status = child.wait().ok();
+        // The handshake runs in a thread of its own, so that a server that never answers (or
+        // a command whose children keep the pipes open after it is killed) cannot hold us.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("sftp-handshake".into())
+            .spawn(move || {
+                let r = (|| -> io::Result<Vec<u8>> {
+                    let init = Buf::default().u32(3).0;
+                    write_packet(&mut stdin, FXP_INIT, &init)?;
+                    stdin.flush()?;
+                    let (typ, body) = read_packet(&mut stdout)?;
+                    if typ != FXP_VERSION {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("the server's first packet is type {typ}, not VERSION (is something printing on login, e.g. in .bashrc?)"),
+                        ));
+                    }
+                    Ok(body)
+                })();
+                let _ = tx.send((r, stdin, stdout));
+            })
+            .expect("spawn a thread");
+        let (version, stdin, stdout) = match rx.recv_timeout(timeout) {
+            Ok((Ok(v), stdin, stdout)) => (v, stdin, stdout),
+            Ok((Err(e), _, _)) => {
+                let status = {
+                    let mut c = shared.child.lock().unwrap();
+                    let _ = c.kill();
+                    c.wait().ok()
+                };
                 let _ = err_thread.join();
                 let said = shared.stderr.lock().unwrap().trim().to_string();
                 return Err(classify(&shown, target, status, &said, e));
+            }
+            Err(_) => {
+                shared.kill_child();
+                std::thread::sleep(Duration::from_millis(50));
+                let said = shared.stderr.lock().unwrap().trim().to_string();
+                let said = if said.is_empty() {
+                    "it printed nothing".to_string()
+                } else {
+                    format!("ssh said: {said}")
+                };
+                return Err(ConnectError {
+                    kind: io::ErrorKind::TimedOut,
+                    message: format!(
+                        "the SSH/SFTP session did not start within {}s: `{shown}` ({target}) got no SFTP answer and was stopped; {said}\n  hint: check that the host and port are an SSH server that answers (`ssh -v` with the same arguments shows where it stops), and that the sftp subsystem starts; a slow server may need a longer BACKUPD_SFTP_TIMEOUT or sftp_timeout",
+                        timeout.as_secs()
+                    ),
+                    transient: false,
+                });
             }
         };
         let mut r = Rd::new(&version);
         let v = r.u32().unwrap_or(0);
         if v < 3 {
-            let _ = child.kill();
-            let _ = child.wait();
+            shared.kill_child();
             return Err(ConnectError {
                 kind: io::ErrorKind::Unsupported,
                 message: format!(
@@ -496,8 +548,12 @@ impl Conn {
             .name("sftp-reader".into())
             .spawn(move || reader_loop(stdout, sh))
             .expect("spawn a thread");
+        let sh = shared.clone();
+        std::thread::Builder::new()
+            .name("sftp-watchdog".into())
+            .spawn(move || watchdog(sh))
+            .expect("spawn a thread");
         let mut conn = Conn {
-            child: Mutex::new(child),
             writer: Mutex::new(stdin),
             shared,
             next_id: AtomicU32::new(1),
@@ -531,12 +587,19 @@ impl Conn {
         self.shared.table.lock().unwrap().dead.is_some()
     }
 
+    #[cfg(unix)]
+    pub fn pause_for_test(&self) {
+        let pid = self.shared.child.lock().unwrap().id();
+        // SAFETY: kill(2) on our own child, which is not reaped while `shared` holds it.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGSTOP);
+        }
+    }
+
     /// Ends the ssh process (the connection is then dead for every user).
     pub fn kill(&self) {
         self.shared.kill("the connection was closed".into());
-        let mut c = self.child.lock().unwrap();
-        let _ = c.kill();
-        let _ = c.wait();
+        self.shared.kill_child();
     }
 
     /// Sends a request; the reply comes through the returned [`Pending`].
@@ -548,6 +611,9 @@ impl Conn {
             if t.dead.is_some() {
                 drop(t);
                 return Err(self.shared.lost());
+            }
+            if t.slots.is_empty() {
+                t.progress = Instant::now();
             }
             t.slots.insert(id, tx);
         }
@@ -792,7 +858,11 @@ fn reader_loop(mut stdout: BufReader<std::process::ChildStdout>, shared: Arc<Sha
                 }
                 let id = u32::from_be_bytes(body[..4].try_into().unwrap());
                 body.drain(..4);
-                let slot = shared.table.lock().unwrap().slots.remove(&id);
+                let slot = {
+                    let mut t = shared.table.lock().unwrap();
+                    t.progress = Instant::now();
+                    t.slots.remove(&id)
+                };
                 if let Some(tx) = slot {
                     let _ = tx.send(Reply { typ, body });
                 }
@@ -806,6 +876,31 @@ fn reader_loop(mut stdout: BufReader<std::process::ChildStdout>, shared: Arc<Sha
     // Give the stderr reader a moment to collect ssh's last words.
     std::thread::sleep(std::time::Duration::from_millis(50));
     shared.kill(why);
+}
+
+/// Ends a session that has requests outstanding and has not answered for `shared.timeout`
+/// (a stalled server, a network that drops packets without closing): writers blocked on a full
+/// pipe and readers waiting for replies then fail, and the backend reconnects.
+fn watchdog(shared: Arc<Shared>) {
+    let tick = (shared.timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        std::thread::sleep(tick);
+        let stalled = {
+            let t = shared.table.lock().unwrap();
+            if t.dead.is_some() {
+                return;
+            }
+            !t.slots.is_empty() && t.progress.elapsed() > shared.timeout
+        };
+        if stalled {
+            shared.kill(format!(
+                "the server did not answer for {}s (the session stalled; BACKUPD_SFTP_TIMEOUT or sftp_timeout sets how long to wait)",
+                shared.timeout.as_secs()
+            ));
+            shared.kill_child();
+            return;
+        }
+    }
 }
 
 /// Turns a failed handshake into a message that says why: login refused, host unreachable,

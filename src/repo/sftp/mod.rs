@@ -11,6 +11,8 @@
 mod client;
 
 use crate::repo::backend::{BResult, Backend, BackendError, FileType};
+use crate::repo::http::{RemoteClass, RemoteError};
+pub use client::DEFAULT_TIMEOUT;
 use client::{Conn, ConnectError, SftpError, FXF_CREAT, FXF_EXCL, FXF_READ, FXF_TRUNC, FXF_WRITE};
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -31,6 +33,8 @@ pub struct SftpBackend {
     root: String,
     shown: String,
     conn: Mutex<Option<Arc<Conn>>>,
+    /// Bounds the handshake, and how long a session may go without answering.
+    timeout: Duration,
 }
 
 /// The ssh command restic runs by default: `ssh [-p PORT] [-l USER] HOST -s sftp`.
@@ -120,6 +124,19 @@ impl SftpBackend {
         path: &str,
         command: Option<&str>,
     ) -> BResult<SftpBackend> {
+        Self::connect_with_timeout(user, host, port, path, command, client::DEFAULT_TIMEOUT)
+    }
+
+    /// `connect`, with the time the ssh + SFTP handshake may take (and a session may go
+    /// without answering outstanding requests) instead of [`DEFAULT_TIMEOUT`] (60 s).
+    pub fn connect_with_timeout(
+        user: Option<&str>,
+        host: &str,
+        port: Option<u16>,
+        path: &str,
+        command: Option<&str>,
+        timeout: Duration,
+    ) -> BResult<SftpBackend> {
         let shown = match port {
             Some(p) => format!(
                 "sftp://{}{host}:{p}/{path}",
@@ -147,6 +164,7 @@ impl SftpBackend {
             root,
             shown,
             conn: Mutex::new(None),
+            timeout,
         };
         be.with_conn("connect to", &be.shown.clone(), |c, _| {
             // A round trip proves the session works; a missing directory is fine here.
@@ -172,6 +190,16 @@ impl SftpBackend {
         }
     }
 
+    /// Stops the ssh process with SIGSTOP, as a server that hangs mid-session would look (for
+    /// tests of the stall timeout; the watchdog then kills it).
+    #[doc(hidden)]
+    #[cfg(unix)]
+    pub fn pause_connection_for_test(&self) {
+        if let Some(c) = self.conn.lock().unwrap().as_ref() {
+            c.pause_for_test();
+        }
+    }
+
     /// The live connection, or a new one.
     fn get_conn(&self) -> Result<Arc<Conn>, ConnectError> {
         let mut g = self.conn.lock().unwrap();
@@ -181,7 +209,7 @@ impl SftpBackend {
             }
         }
         *g = None;
-        let c = Arc::new(Conn::start(&self.argv, &self.shown)?);
+        let c = Arc::new(Conn::start(&self.argv, &self.shown, self.timeout)?);
         *g = Some(c.clone());
         Ok(c)
     }
@@ -222,6 +250,13 @@ impl SftpBackend {
                     } else {
                         e.message
                     };
+                    // A host that cannot be reached or does not answer: exit code 15.
+                    if e.transient || e.kind == io::ErrorKind::TimedOut {
+                        return Err(err(io::Error::new(
+                            e.kind,
+                            RemoteError::new(RemoteClass::Unreachable, msg),
+                        )));
+                    }
                     return Err(err(io::Error::new(e.kind, msg)));
                 }
             };
@@ -506,6 +541,16 @@ impl Backend for SftpBackend {
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
         })
+    }
+
+    fn root_exists(&self) -> Option<bool> {
+        let root = self.root.clone();
+        self.with_conn("stat", &root, |c, _| match c.stat(&root) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        })
+        .ok()
     }
 
     fn lock_settle_delay(&self) -> Duration {

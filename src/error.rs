@@ -32,6 +32,9 @@ pub mod exit {
     /// The repository's storage could not be reached (connection refused, DNS, timeouts), after
     /// every retry.
     pub const UNREACHABLE: i32 = 15;
+    /// The repository's remote storage is full: an S3 bucket's quota, a REST server's or Google
+    /// Drive's storage limit refused an upload. Nothing of the failed run is visible.
+    pub const STORAGE_FULL: i32 = 16;
     /// Interrupted by a signal (SIGINT or SIGTERM).
     pub const INTERRUPTED: i32 = 130;
 }
@@ -108,6 +111,9 @@ impl Error {
                 Some(RemoteClass::Denied) | Some(RemoteClass::AppendOnly) => exit::ACCESS_DENIED,
                 Some(RemoteClass::Unreachable) => exit::UNREACHABLE,
                 Some(RemoteClass::NoContainer) => exit::NO_REPOSITORY,
+                Some(RemoteClass::Quota) => exit::STORAGE_FULL,
+                // Google Drive's storageQuotaExceeded (a local full disk is Error::DiskFull).
+                None if e.source.kind() == io::ErrorKind::StorageFull => exit::STORAGE_FULL,
                 _ => exit::FAILURE,
             },
             _ => exit::FAILURE,
@@ -136,9 +142,13 @@ impl Error {
     }
 }
 
-/// What to do about a storage failure whose cause is plain from the OS error.
+/// What to do about a storage failure whose cause is plain from the OS error (or the remote
+/// failure's class).
 #[cfg(unix)]
 fn storage_hint(e: &BackendError) -> &'static str {
+    if crate::repo::http::remote_class(e) == Some(RemoteClass::Unreachable) {
+        return UNREACHABLE_HINT;
+    }
     match e.source.raw_os_error() {
         Some(libc::EROFS) => "\n  hint: the repository's file system is mounted read-only: remount it read-write (or point the job at a writable repository)",
         Some(libc::EACCES) | Some(libc::EPERM) => "\n  hint: the user backupd runs as may not write there: fix the owner or mode of the repository's folders",
@@ -148,6 +158,11 @@ fn storage_hint(e: &BackendError) -> &'static str {
 }
 
 #[cfg(not(unix))]
-fn storage_hint(_: &BackendError) -> &'static str {
+fn storage_hint(e: &BackendError) -> &'static str {
+    if crate::repo::http::remote_class(e) == Some(RemoteClass::Unreachable) {
+        return UNREACHABLE_HINT;
+    }
     ""
 }
+
+const UNREACHABLE_HINT: &str = "\n  hint: the storage server could not be reached, or dropped the connection, on every attempt: check that it is running and reachable from here (host, port, network, firewall), or use another endpoint of the same cluster, then run the command again; a backup that failed this way committed no snapshot (the packs it uploaded stay unreferenced until `prune`)";

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use support::daemon::{wait_for, Daemon, Setup, BACKUPD};
 use support::remote::{CutProxy, Garage, GarageCluster};
 use support::{bytes, make_tree, manifest, show, Env, BACKUPCTL};
 
@@ -263,22 +264,72 @@ fn cluster_endpoint_killed_mid_backup_fails_cleanly_and_another_endpoint_carries
     assert!(out.contains("no errors were found"), "{out}");
 }
 
-/// A bucket quota that a backup runs into: exit 16, the object and the quota named with what to
-/// do; nothing half-written is visible; after the quota is raised the same backup commits.
+/// `max_repository_bytes` warns first (a daemon job on the bucket); then a bucket quota that a
+/// backup runs into: exit 16, the object and the quota named with what to do; nothing
+/// half-written is visible; after the quota is raised the same backup commits.
 #[test]
 fn full_bucket_quota_fails_the_backup_clearly_and_leaves_nothing_half_written() {
     let g = Garage::start();
     let cr = Creds::of(&g);
-    let env = Env::new();
+    let s = Setup::new("");
+    let env = &s.env;
     let loc = g.location("quota");
-    ctl_ok(&env, &cr, &loc, &["init"]);
+    ctl_ok(env, &cr, &loc, &["init"]);
     let small = env.path("small");
     make_tree(&small, 4);
-    ctl_ok(&env, &cr, &loc, &["backup", small.to_str().unwrap()]);
+    ctl_ok(env, &cr, &loc, &["backup", small.to_str().unwrap()]);
+
+    // Before the quota bites, the health warns: a daemon job on this bucket with
+    // max_repository_bytes just above the measured size is a warning after its run.
+    let (size, _) = backupd::verify::measure(&g.s3("quota"), chrono::Utc::now()).unwrap();
+    let limit = size.bytes * 100 / 95;
+    fs::write(env.path("s3-secret"), &g.secret).unwrap();
+    let d = env.dir.path();
+    fs::write(
+        &s.cfg,
+        format!(
+            "[daemon]\nstate_dir = \"{d}/state\"\nlog_dir = \"{d}/logs\"\nsocket = \"{d}/backupd.sock\"\n\n\
+             [repositories.main]\npath = \"{loc}\"\npassword_file = \"{pw}\"\ns3_access_key_id = \"{id}\"\n\
+             s3_secret_access_key_file = \"{d}/s3-secret\"\ns3_region = \"garage\"\n\n\
+             [jobs.app]\nrepository = \"main\"\npaths = [\"{small}\"]\nhealth = {{ max_repository_bytes = {limit} }}\n",
+            d = d.display(),
+            pw = env.pw.display(),
+            id = g.key_id,
+            small = small.display(),
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BACKUPD)
+        .arg("--config")
+        .arg(&s.cfg)
+        .env("BACKUPD_CACHE_DIR", env.path("cache"))
+        .env_remove("BACKUPD_CONFIG")
+        .env_remove("BACKUPD_SOCKET")
+        .env_remove("AWS_CA_BUNDLE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(env.path("backupd.stderr")).unwrap())
+        .spawn()
+        .expect("start backupd");
+    let daemon = Daemon {
+        child,
+        socket: s.socket(),
+    };
+    wait_for(Duration::from_secs(30), "the daemon's socket", || {
+        std::os::unix::net::UnixStream::connect(&daemon.socket).is_ok()
+    });
+    let o = s.ctl(&["run", "app", "--wait"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    wait_for(Duration::from_secs(20), "the health warning", || {
+        s.ctl(&["health"]).status.code() == Some(1)
+    });
+    let out = String::from_utf8_lossy(&s.ctl(&["health"]).stdout).into_owned();
+    assert!(out.contains("of max_repository_bytes"), "{out}");
+    daemon.term();
 
     g.set_max_size("12MiB");
     let src = random_files(&env.path("src"), 3, 3, 10);
-    let o = ctl(&env, &cr, &loc, &["backup", src.to_str().unwrap()]);
+    let o = ctl(env, &cr, &loc, &["backup", src.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
     eprintln!("the run into the quota: {err}");
     assert_eq!(o.status.code(), Some(16), "{}", show(&o));
@@ -291,19 +342,19 @@ fn full_bucket_quota_fails_the_backup_clearly_and_leaves_nothing_half_written() 
         "why, and what to do: {err}"
     );
     assert_eq!(
-        snapshot_count(&env, &cr, &loc),
-        1,
+        snapshot_count(env, &cr, &loc),
+        2,
         "no snapshot of the failed run"
     );
-    let out = ctl_ok(&env, &cr, &loc, &["check"]);
+    let out = ctl_ok(env, &cr, &loc, &["check"]);
     assert!(out.contains("no errors"), "{out}");
     assert_eq!(g.s3("quota").list(FileType::Lock).unwrap().len(), 0);
     assert_eq!(g.s3("quota").incomplete_uploads().unwrap().len(), 0);
 
     g.set_max_size("none");
-    ctl_ok(&env, &cr, &loc, &["backup", src.to_str().unwrap()]);
-    assert_eq!(snapshot_count(&env, &cr, &loc), 2);
-    let out = ctl_ok(&env, &cr, &loc, &["check", "--read-data"]);
+    ctl_ok(env, &cr, &loc, &["backup", src.to_str().unwrap()]);
+    assert_eq!(snapshot_count(env, &cr, &loc), 3);
+    let out = ctl_ok(env, &cr, &loc, &["check", "--read-data"]);
     assert!(out.contains("no errors"), "{out}");
 }
 

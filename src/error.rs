@@ -166,3 +166,55 @@ fn storage_hint(e: &BackendError) -> &'static str {
 }
 
 const UNREACHABLE_HINT: &str = "\n  hint: the storage server could not be reached, or dropped the connection, on every attempt: check that it is running and reachable from here (host, port, network, firewall), or use another endpoint of the same cluster, then run the command again; a backup that failed this way committed no snapshot (the packs it uploaded stay unreferenced until `prune`)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::http::RemoteError;
+
+    fn backend(source: io::Error) -> Error {
+        Error::from(BackendError {
+            op: "upload",
+            path: "s3:http://h:1/b (object data/ab/ab12)".into(),
+            source,
+        })
+    }
+
+    #[test]
+    fn full_storage_and_unreachable_storage_have_their_exit_codes_and_hints() {
+        // An S3 bucket quota or a REST server's 413/507 (RemoteClass::Quota): 16.
+        let quota = RemoteError::new(RemoteClass::Quota, "quota is reached")
+            .into_backend("upload", "s3:http://h:1/b (object data/ab/ab12)".into());
+        assert_eq!(Error::from(quota).exit_code(), exit::STORAGE_FULL);
+        // Google Drive's storageQuotaExceeded (an io::Error of kind StorageFull): 16.
+        let drive = backend(io::Error::new(
+            io::ErrorKind::StorageFull,
+            "storageQuotaExceeded",
+        ));
+        assert_eq!(drive.exit_code(), exit::STORAGE_FULL);
+        // A full local disk stays "the disk is full", exit 1.
+        #[cfg(unix)]
+        let disk = backend(io::Error::from_raw_os_error(libc::ENOSPC));
+        #[cfg(unix)]
+        {
+            assert!(matches!(disk, Error::DiskFull { .. }));
+            assert_eq!(disk.exit_code(), exit::FAILURE);
+        }
+        // Unreachable: 15, and the message says what to do.
+        let gone = Error::from(
+            RemoteError::new(
+                RemoteClass::Unreachable,
+                "connection refused (after 6 attempts)",
+            )
+            .into_backend("upload", "s3:http://h:1/b (object data/ab/ab12)".into()),
+        );
+        assert_eq!(gone.exit_code(), exit::UNREACHABLE);
+        let text = gone.to_string();
+        assert!(
+            text.contains("s3:http://h:1/b")
+                && text.contains("hint:")
+                && text.contains("another endpoint"),
+            "{text}"
+        );
+    }
+}

@@ -33,6 +33,9 @@ pub mod exit {
     /// every retry; or not safely: the TLS handshake failed (untrusted or wrong certificate, no
     /// TLS on that port; not retried).
     pub const UNREACHABLE: i32 = 15;
+    /// The repository's remote storage is full: an S3 bucket's quota, a REST server's or Google
+    /// Drive's storage limit refused an upload. Nothing of the failed run is visible.
+    pub const STORAGE_FULL: i32 = 16;
     /// Interrupted by a signal (SIGINT or SIGTERM).
     pub const INTERRUPTED: i32 = 130;
 }
@@ -109,6 +112,9 @@ impl Error {
                 Some(RemoteClass::Denied) | Some(RemoteClass::AppendOnly) => exit::ACCESS_DENIED,
                 Some(RemoteClass::Unreachable) | Some(RemoteClass::Tls) => exit::UNREACHABLE,
                 Some(RemoteClass::NoContainer) => exit::NO_REPOSITORY,
+                Some(RemoteClass::Quota) => exit::STORAGE_FULL,
+                // Google Drive's storageQuotaExceeded (a local full disk is Error::DiskFull).
+                None if e.source.kind() == io::ErrorKind::StorageFull => exit::STORAGE_FULL,
                 _ => exit::FAILURE,
             },
             _ => exit::FAILURE,
@@ -137,9 +143,13 @@ impl Error {
     }
 }
 
-/// What to do about a storage failure whose cause is plain from the OS error.
+/// What to do about a storage failure whose cause is plain from the OS error (or the remote
+/// failure's class).
 #[cfg(unix)]
 fn storage_hint(e: &BackendError) -> &'static str {
+    if crate::repo::http::remote_class(e) == Some(RemoteClass::Unreachable) {
+        return UNREACHABLE_HINT;
+    }
     match e.source.raw_os_error() {
         Some(libc::EROFS) => "\n  hint: the repository's file system is mounted read-only: remount it read-write (or point the job at a writable repository)",
         Some(libc::EACCES) | Some(libc::EPERM) => "\n  hint: the user backupd runs as may not write there: fix the owner or mode of the repository's folders",
@@ -149,6 +159,63 @@ fn storage_hint(e: &BackendError) -> &'static str {
 }
 
 #[cfg(not(unix))]
-fn storage_hint(_: &BackendError) -> &'static str {
+fn storage_hint(e: &BackendError) -> &'static str {
+    if crate::repo::http::remote_class(e) == Some(RemoteClass::Unreachable) {
+        return UNREACHABLE_HINT;
+    }
     ""
+}
+
+const UNREACHABLE_HINT: &str = "\n  hint: the storage server could not be reached, or dropped the connection, on every attempt: check that it is running and reachable from here (host, port, network, firewall), or use another endpoint of the same cluster, then run the command again; a backup that failed this way committed no snapshot (the packs it uploaded stay unreferenced until `prune`)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::http::RemoteError;
+
+    fn backend(source: io::Error) -> Error {
+        Error::from(BackendError {
+            op: "upload",
+            path: "s3:http://h:1/b (object data/ab/ab12)".into(),
+            source,
+        })
+    }
+
+    #[test]
+    fn full_storage_and_unreachable_storage_have_their_exit_codes_and_hints() {
+        // An S3 bucket quota or a REST server's 413/507 (RemoteClass::Quota): 16.
+        let quota = RemoteError::new(RemoteClass::Quota, "quota is reached")
+            .into_backend("upload", "s3:http://h:1/b (object data/ab/ab12)".into());
+        assert_eq!(Error::from(quota).exit_code(), exit::STORAGE_FULL);
+        // Google Drive's storageQuotaExceeded (an io::Error of kind StorageFull): 16.
+        let drive = backend(io::Error::new(
+            io::ErrorKind::StorageFull,
+            "storageQuotaExceeded",
+        ));
+        assert_eq!(drive.exit_code(), exit::STORAGE_FULL);
+        // A full local disk stays "the disk is full", exit 1.
+        #[cfg(unix)]
+        let disk = backend(io::Error::from_raw_os_error(libc::ENOSPC));
+        #[cfg(unix)]
+        {
+            assert!(matches!(disk, Error::DiskFull { .. }));
+            assert_eq!(disk.exit_code(), exit::FAILURE);
+        }
+        // Unreachable: 15, and the message says what to do.
+        let gone = Error::from(
+            RemoteError::new(
+                RemoteClass::Unreachable,
+                "connection refused (after 6 attempts)",
+            )
+            .into_backend("upload", "s3:http://h:1/b (object data/ab/ab12)".into()),
+        );
+        assert_eq!(gone.exit_code(), exit::UNREACHABLE);
+        let text = gone.to_string();
+        assert!(
+            text.contains("s3:http://h:1/b")
+                && text.contains("hint:")
+                && text.contains("another endpoint"),
+            "{text}"
+        );
+    }
 }

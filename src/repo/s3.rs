@@ -377,7 +377,7 @@ impl S3Backend {
         let (class, hint) = if lower.contains("quota") || code == "EntityTooLarge" {
             (
                 RemoteClass::Quota,
-                "the bucket is full or over its quota: free space (forget and prune) or raise the quota",
+                "the bucket is full or over its quota: raise the bucket's quota with your storage provider's tools (Garage: `garage bucket set-quotas`), or free space (`backupctl forget ... --prune`), then run the backup again",
             )
         } else if code == "NoSuchBucket" {
             (
@@ -442,17 +442,23 @@ impl S3Backend {
             })?;
         let result = (|| {
             let mut etags = Vec::new();
+            let parts = data.len().div_ceil(PART_SIZE);
             for (i, part) in data.chunks(PART_SIZE).enumerate() {
                 let n = (i + 1).to_string();
-                let r = self.request(
-                    "PUT",
-                    &path,
-                    &[("partNumber", &n), ("uploadId", &upload_id)],
-                    &[],
-                    Some(part),
-                )?;
+                let r = self
+                    .request(
+                        "PUT",
+                        &path,
+                        &[("partNumber", &n), ("uploadId", &upload_id)],
+                        &[],
+                        Some(part),
+                    )
+                    .map_err(|mut e| {
+                        e.message = format!("upload part {n} of {parts}: {}", e.message);
+                        e
+                    })?;
                 if r.status != 200 {
-                    return Err(self.status_error(&r, &format!("upload part {n}")));
+                    return Err(self.status_error(&r, &format!("upload part {n} of {parts}")));
                 }
                 let etag = r.header("etag").unwrap_or("").to_string();
                 etags.push((n, etag));
@@ -478,10 +484,22 @@ impl S3Backend {
             }
             Ok(())
         })();
-        if result.is_err() {
-            let _ = self.request("DELETE", &path, &[("uploadId", &upload_id)], &[], None);
-        }
-        result
+        // Abort, so that the storage drops the parts; say whether that worked.
+        result.map_err(|mut e| {
+            match self.request("DELETE", &path, &[("uploadId", &upload_id)], &[], None) {
+                Ok(r) if r.status == 204 || r.status == 200 || r.status == 404 => {
+                    e.message.push_str("; the multipart upload was aborted");
+                }
+                Ok(r) => e.message.push_str(&format!(
+                    "; aborting the multipart upload {upload_id} failed too (HTTP {}): it is not visible as an object, but its parts may take space until it is aborted (a lifecycle rule AbortIncompleteMultipartUpload, or Garage's `garage bucket cleanup-incomplete-uploads`)",
+                    r.status
+                )),
+                Err(a) => e.message.push_str(&format!(
+                    "; aborting the multipart upload {upload_id} failed too ({a}): it is not visible as an object, but its parts may take space until it is aborted (a lifecycle rule AbortIncompleteMultipartUpload, or Garage's `garage bucket cleanup-incomplete-uploads`)"
+                )),
+            }
+            e
+        })
     }
 
     fn get(&self, key: &str, range: Option<(u64, usize)>) -> Result<Vec<u8>, RemoteError> {
@@ -537,6 +555,47 @@ impl S3Backend {
             token = xml_one(&text, "NextContinuationToken");
             if !truncated || token.is_none() {
                 break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The multipart uploads under this repository's prefix that were started and neither
+    /// completed nor aborted (ListMultipartUploads): `(object name, upload id)`. They are never
+    /// visible as objects, but the storage may count their parts until they are aborted.
+    pub fn incomplete_uploads(&self) -> Result<Vec<(String, String)>, RemoteError> {
+        let path = format!("/{}", enc(&self.bucket));
+        let prefix = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let mut out = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        loop {
+            let mut q: Vec<(&str, &str)> = vec![("uploads", ""), ("prefix", &prefix)];
+            if let Some((k, u)) = &markers {
+                q.push(("key-marker", k));
+                q.push(("upload-id-marker", u));
+            }
+            let r = self.request("GET", &path, &q, &[], None)?;
+            if r.status != 200 {
+                return Err(self.status_error(&r, "list the multipart uploads"));
+            }
+            let text = String::from_utf8_lossy(&r.body);
+            for u in xml_all(&text, "Upload") {
+                out.push((
+                    xml_one(&u, "Key").unwrap_or_default(),
+                    xml_one(&u, "UploadId").unwrap_or_default(),
+                ));
+            }
+            let truncated = xml_one(&text, "IsTruncated").as_deref() == Some("true");
+            match (
+                xml_one(&text, "NextKeyMarker"),
+                xml_one(&text, "NextUploadIdMarker"),
+            ) {
+                (Some(k), Some(u)) if truncated => markers = Some((k, u)),
+                _ => break,
             }
         }
         Ok(out)

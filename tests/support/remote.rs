@@ -1,10 +1,14 @@
-//! Real remote servers on loopback for tests: a single Garage node (S3) and `rclone serve restic` (REST), each in its own temp dir on free ports, stopped on drop.
+//! Real remote servers on loopback for tests: a single Garage node and a 3-node Garage cluster (S3), `rclone serve restic` (REST), and a TCP proxy that cuts chosen requests; each in its own temp dir on free ports, stopped on drop.
 #![allow(dead_code)]
 
+use backupd::repo::s3::{S3Backend, S3Credentials, Secret};
 use std::fs;
-use std::net::TcpStream;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
@@ -17,8 +21,12 @@ pub fn free_port() -> u16 {
 }
 
 fn wait_port(port: u16, what: &str, child: &mut Child, log: &Path) {
+    wait_port_on("127.0.0.1", port, what, child, log)
+}
+
+fn wait_port_on(ip: &str, port: u16, what: &str, child: &mut Child, log: &Path) {
     let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while TcpStream::connect((ip, port)).is_err() {
         if let Ok(Some(st)) = child.try_wait() {
             panic!(
                 "{what} exited ({st}) during start-up:\n{}",
@@ -201,6 +209,35 @@ admin_token = "{token}"
             .env_remove("AWS_REGION")
             .env_remove("AWS_CA_BUNDLE")
     }
+
+    /// The library's S3 client on this bucket and `prefix` (for the tests' own listings).
+    pub fn s3(&self, prefix: &str) -> S3Backend {
+        s3_client(
+            &self.endpoint(),
+            &self.bucket,
+            prefix,
+            &self.key_id,
+            &self.secret,
+        )
+    }
+
+    /// `garage bucket set-quotas BUCKET --max-size SIZE` (`none` lifts it).
+    pub fn set_max_size(&self, size: &str) {
+        self.cli_ok(&["bucket", "set-quotas", &self.bucket, "--max-size", size]);
+    }
+}
+
+fn s3_client(endpoint: &str, bucket: &str, prefix: &str, key_id: &str, secret: &str) -> S3Backend {
+    S3Backend::new(
+        endpoint,
+        bucket,
+        prefix,
+        S3Credentials {
+            access_key_id: key_id.to_string(),
+            secret_access_key: Secret(secret.to_string()),
+            region: "garage".into(),
+        },
+    )
 }
 
 impl Drop for Garage {
@@ -212,7 +249,6 @@ impl Drop for Garage {
 
 fn rand_bytes(n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];
-    use std::io::Read;
     fs::File::open("/dev/urandom")
         .unwrap()
         .read_exact(&mut v)
@@ -258,5 +294,404 @@ impl Drop for Rclone {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A port free on each of `ips` (bound on all of them, then released).
+fn free_port_on(ips: &[&str]) -> u16 {
+    loop {
+        let p = free_port();
+        if ips.iter().all(|ip| TcpListener::bind((*ip, p)).is_ok()) {
+            return p;
+        }
+    }
+}
+
+/// One node of a `GarageCluster`: its loopback address and its own folder.
+struct Node {
+    ip: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// Three Garage nodes on 127.0.0.1, 127.0.0.2 and 127.0.0.3 (same ports on each address),
+/// `replication_factor = 3` (writes and reads need 2 of 3), one zone, one bucket, one key.
+pub struct GarageCluster {
+    pub dir: tempfile::TempDir,
+    bin: PathBuf,
+    nodes: Vec<Node>,
+    pub s3_port: u16,
+    rpc_port: u16,
+    pub bucket: String,
+    pub key_id: String,
+    pub secret: String,
+}
+
+impl GarageCluster {
+    pub fn start() -> GarageCluster {
+        let bin = garage_bin();
+        let dir = tempfile::tempdir().unwrap();
+        let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+        let (s3, rpc, admin) = (free_port_on(&ips), free_port_on(&ips), free_port_on(&ips));
+        let secret = hex::encode(rand_bytes(32));
+        let token = hex::encode(rand_bytes(24));
+        let mut nodes = Vec::new();
+        for (i, ip) in ips.iter().enumerate() {
+            let d = dir.path().join(format!("node{}", i + 1));
+            fs::create_dir_all(&d).unwrap();
+            let cfg = format!(
+                r#"metadata_dir = "{d}/meta"
+data_dir = "{d}/data"
+db_engine = "sqlite"
+replication_factor = 3
+metadata_fsync = false
+data_fsync = false
+rpc_bind_addr = "{ip}:{rpc}"
+rpc_public_addr = "{ip}:{rpc}"
+rpc_secret = "{secret}"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "{ip}:{s3}"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "{ip}:{admin}"
+admin_token = "{token}"
+"#,
+                d = d.display(),
+            );
+            fs::write(d.join("garage.toml"), cfg).unwrap();
+            nodes.push(Node {
+                ip: ip.to_string(),
+                dir: d,
+                child: None,
+            });
+        }
+        let mut c = GarageCluster {
+            dir,
+            bin,
+            nodes,
+            s3_port: s3,
+            rpc_port: rpc,
+            bucket: "backup-test".into(),
+            key_id: String::new(),
+            secret: String::new(),
+        };
+        for i in 0..3 {
+            c.spawn(i);
+        }
+        let ids: Vec<String> = (0..3)
+            .map(|i| c.cli_ok(i, &["node", "id", "-q"]).trim().to_string())
+            .collect();
+        for id in &ids[1..] {
+            c.cli_ok(0, &["node", "connect", id]);
+        }
+        for id in &ids {
+            let node = id.split('@').next().unwrap();
+            c.cli_ok(0, &["layout", "assign", "-z", "dc1", "-c", "1G", node]);
+        }
+        c.cli_ok(0, &["layout", "apply", "--version", "1"]);
+        c.wait_healthy(3);
+        c.cli_ok(0, &["bucket", "create", "backup-test"]);
+        c.cli_ok(0, &["key", "create", "test-key"]);
+        c.cli_ok(
+            0,
+            &[
+                "bucket",
+                "allow",
+                "--read",
+                "--write",
+                "--owner",
+                "backup-test",
+                "--key",
+                "test-key",
+            ],
+        );
+        let info = c.cli_ok(0, &["key", "info", "test-key", "--show-secret"]);
+        for line in info.lines() {
+            if let Some(v) = line.strip_prefix("Key ID:") {
+                c.key_id = v.trim().to_string();
+            }
+            if let Some(v) = line.strip_prefix("Secret key:") {
+                c.secret = v.trim().to_string();
+            }
+        }
+        assert!(
+            !c.key_id.is_empty() && !c.secret.is_empty(),
+            "could not read the key from:\n{info}"
+        );
+        c
+    }
+
+    /// Starts node `i` (0-based) over its folder and waits until it answers `status` and S3.
+    fn spawn(&mut self, i: usize) {
+        let n = &self.nodes[i];
+        let err = n.dir.join("garage.err");
+        let mut child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(n.dir.join("garage.toml"))
+            .arg("server")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&err)
+                    .unwrap(),
+            )
+            .spawn()
+            .expect("start garage");
+        let t = Instant::now();
+        while !self.cli(i, &["status"]).status.success() {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!(
+                    "garage node {} exited ({st}) during start-up:\n{}",
+                    i + 1,
+                    fs::read_to_string(&err).unwrap_or_default()
+                );
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "garage node {} did not answer `status` in 30 s",
+                i + 1
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        wait_port_on(&n.ip, self.s3_port, "garage", &mut child, &err);
+        self.nodes[i].child = Some(child);
+    }
+
+    /// kill -9 node `i` (and reap it).
+    pub fn kill(&mut self, i: usize) {
+        let mut c = self.nodes[i].child.take().expect("node is running");
+        c.kill().unwrap(); // SIGKILL
+        c.wait().unwrap();
+    }
+
+    /// Starts node `i` again over the same folder and waits until all 3 nodes see each other.
+    pub fn restart(&mut self, i: usize) {
+        self.spawn(i);
+        self.wait_healthy(3);
+    }
+
+    /// Waits until node 1 (or another running node) lists `n` healthy nodes.
+    pub fn wait_healthy(&self, n: usize) {
+        let running = (0..3).find(|&i| self.nodes[i].child.is_some()).unwrap();
+        let t = Instant::now();
+        loop {
+            let out = self.cli(running, &["status"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let healthy = text
+                .split("==== FAILED NODES ====")
+                .next()
+                .unwrap_or("")
+                .lines()
+                .filter(|l| l.contains(&format!(":{}", self.rpc_port)))
+                .count();
+            if out.status.success() && healthy >= n && !text.contains("FAILED NODES") {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the cluster did not become healthy with {n} nodes in 60 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn cli(&self, i: usize, args: &[&str]) -> std::process::Output {
+        Command::new(&self.bin)
+            .arg("-c")
+            .arg(self.nodes[i].dir.join("garage.toml"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn cli_ok(&self, i: usize, args: &[&str]) -> String {
+        let o = self.cli(i, args);
+        assert!(
+            o.status.success(),
+            "garage (node {}) {args:?} failed:\n{}",
+            i + 1,
+            super::show(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The S3 endpoint of node `i`: `http://127.0.0.{i+1}:PORT`.
+    pub fn endpoint(&self, i: usize) -> String {
+        format!("http://{}:{}", self.nodes[i].ip, self.s3_port)
+    }
+
+    /// `s3:http://127.0.0.{i+1}:PORT/BUCKET/PREFIX`
+    pub fn location(&self, i: usize, prefix: &str) -> String {
+        format!("s3:{}/{}/{prefix}", self.endpoint(i), self.bucket)
+    }
+
+    /// The library's S3 client through node `i`.
+    pub fn s3(&self, i: usize, prefix: &str) -> S3Backend {
+        s3_client(
+            &self.endpoint(i),
+            &self.bucket,
+            prefix,
+            &self.key_id,
+            &self.secret,
+        )
+    }
+
+    /// Sets the S3 credentials (AWS_*) on a command; removes AWS_CA_BUNDLE.
+    pub fn creds<'a>(&self, c: &'a mut Command) -> &'a mut Command {
+        c.env("AWS_ACCESS_KEY_ID", &self.key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
+            .env("AWS_DEFAULT_REGION", "garage")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_CA_BUNDLE")
+    }
+}
+
+impl Drop for GarageCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 in front of an HTTP/1.1 server. It forwards requests whole, except
+/// those whose request line contains `pattern`: while `cuts` is above 0, such a request is
+/// forwarded with its headers and half its body, then both connections are cut (and `cuts`
+/// goes down by one). `cut_lines` records the request lines it cut.
+pub struct CutProxy {
+    pub port: u16,
+    pub cuts: Arc<AtomicUsize>,
+    pub cut_lines: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl CutProxy {
+    pub fn start(upstream_port: u16, pattern: &str) -> CutProxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let cut_lines = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c2, l2, s2, pat) = (
+            cuts.clone(),
+            cut_lines.clone(),
+            stop.clone(),
+            pattern.to_string(),
+        );
+        std::thread::spawn(move || {
+            for client in l.incoming() {
+                if s2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(up) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
+                    continue;
+                };
+                let (c3, l3, pat) = (c2.clone(), l2.clone(), pat.clone());
+                std::thread::spawn(move || proxy_conn(client, up, &pat, &c3, &l3));
+            }
+        });
+        CutProxy {
+            port,
+            cuts,
+            cut_lines,
+            stop,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn proxy_conn(
+    mut c: TcpStream,
+    mut u: TcpStream,
+    pattern: &str,
+    cuts: &AtomicUsize,
+    cut_lines: &Mutex<Vec<String>>,
+) {
+    // Answers flow back untouched.
+    let (mut u2, mut c2) = (u.try_clone().unwrap(), c.try_clone().unwrap());
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut u2, &mut c2);
+        let _ = c2.shutdown(Shutdown::Write);
+    });
+    let mut buf: Vec<u8> = Vec::new();
+    let mut tmp = vec![0u8; 64 * 1024];
+    loop {
+        // The request head.
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match c.read(&mut tmp) {
+                Ok(0) | Err(_) => {
+                    let _ = u.shutdown(Shutdown::Write);
+                    return;
+                }
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let line = head.lines().next().unwrap_or("").to_string();
+        let len: usize = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(
+            !head
+                .to_ascii_lowercase()
+                .contains("transfer-encoding: chunked"),
+            "CutProxy handles Content-Length bodies only: {head}"
+        );
+        let cut = line.contains(pattern)
+            && cuts
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        let send = if cut { len / 2 } else { len };
+        if u.write_all(&buf[..end]).is_err() {
+            return;
+        }
+        buf.drain(..end);
+        let mut left = send;
+        while left > 0 {
+            if buf.is_empty() {
+                match c.read(&mut tmp) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                }
+            }
+            let k = left.min(buf.len());
+            if u.write_all(&buf[..k]).is_err() {
+                return;
+            }
+            buf.drain(..k);
+            left -= k;
+        }
+        if cut {
+            cut_lines.lock().unwrap().push(line);
+            let _ = u.shutdown(Shutdown::Both);
+            let _ = c.shutdown(Shutdown::Both);
+            return;
+        }
     }
 }

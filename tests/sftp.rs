@@ -44,6 +44,19 @@ fn backend_contract_and_reconnect() {
         .collect();
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 
+    // The server's file system tells its size and free space (statvfs@openssh.com): the same
+    // file system as the local view of that folder.
+    let sp = be
+        .space()
+        .unwrap()
+        .expect("OpenSSH offers statvfs@openssh.com");
+    let local = backupd::repo::backend::LocalBackend::new(s.path("a/b/repo"))
+        .space()
+        .unwrap()
+        .unwrap();
+    assert_eq!(sp.total, local.total);
+    assert!(sp.available <= sp.total && sp.available > 0, "{sp:?}");
+
     // The connection drops (the ssh process dies): the next operations reconnect.
     let n = "ab".repeat(32);
     be.save(FileType::Snapshot, &n, b"before").unwrap();

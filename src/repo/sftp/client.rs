@@ -389,6 +389,8 @@ impl Shared {
 pub struct Features {
     pub posix_rename: bool,
     pub fsync: bool,
+    /// statvfs@openssh.com: the size and free space of the server's file system.
+    pub statvfs: bool,
     pub read_chunk: u32,
     pub write_chunk: u32,
 }
@@ -538,6 +540,7 @@ impl Conn {
         let features = Features {
             posix_rename: has("posix-rename@openssh.com", "1"),
             fsync: has("fsync@openssh.com", "1"),
+            statvfs: has("statvfs@openssh.com", "2"),
             read_chunk: DEFAULT_CHUNK,
             write_chunk: DEFAULT_CHUNK,
         };
@@ -688,6 +691,30 @@ impl Conn {
             Buf::default().str("fsync@openssh.com").bytes(handle),
         )?
         .ok()
+    }
+
+    /// The size and the space available to the user of the file system that holds `path`
+    /// (statvfs@openssh.com), in bytes; `None` when the server does not offer it.
+    pub fn statvfs(&self, path: &str) -> SResult<Option<(u64, u64)>> {
+        if !self.features.statvfs {
+            return Ok(None);
+        }
+        let body = self
+            .call(
+                FXP_EXTENDED,
+                Buf::default().str("statvfs@openssh.com").str(path),
+            )?
+            .extended()?;
+        let mut r = Rd::new(&body);
+        let _bsize = r.u64()?;
+        let frsize = r.u64()?;
+        let blocks = r.u64()?;
+        let _bfree = r.u64()?;
+        let bavail = r.u64()?;
+        Ok(Some((
+            blocks.saturating_mul(frsize),
+            bavail.saturating_mul(frsize),
+        )))
     }
 
     /// Writes `data` at offset 0 of an open file, keeping up to [`WINDOW`] writes in flight.

@@ -557,6 +557,12 @@ impl Backend for SftpBackend {
         // One server's file system: a listing shows every completed rename.
         Duration::ZERO
     }
+
+    fn space(&self) -> BResult<Option<crate::repo::backend::Space>> {
+        let root = self.root.clone();
+        let s = self.with_conn("statvfs", &root, |c, _| c.statvfs(&root))?;
+        Ok(s.map(|(total, available)| crate::repo::backend::Space { total, available }))
+    }
 }
 
 #[cfg(test)]

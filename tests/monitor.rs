@@ -23,6 +23,21 @@ impl Tmpfs {
         assert!(o.status.success(), "mount: {}", show(&o));
         Tmpfs(dir.to_path_buf())
     }
+    /// A tmpfs at `s.env.path(name)` with a new repository in it (`name/repo`).
+    fn with_repository(s: &Setup, name: &str) -> (Tmpfs, std::path::PathBuf) {
+        let t = Tmpfs::mount(&s.env.path(name));
+        let repo = s.env.path(&format!("{name}/repo"));
+        let o = Command::new(BACKUPCTL)
+            .args(["-q", "-r"])
+            .arg(&repo)
+            .arg("--password-file")
+            .arg(&s.env.pw)
+            .arg("init")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        (t, repo)
+    }
     fn remount(&self, mode: &str) {
         let o = Command::new("mount")
             .args(["-o", &format!("remount,{mode}")])
@@ -55,17 +70,7 @@ fn an_unwritable_repository_turns_the_job_to_error_and_the_fix_back_to_healthy()
         return;
     }
     let s = Setup::new("");
-    let ro = Tmpfs::mount(&s.env.path("ro"));
-    let repo = s.env.path("ro/repo");
-    let o = Command::new(BACKUPCTL)
-        .args(["-q", "-r"])
-        .arg(&repo)
-        .arg("--password-file")
-        .arg(&s.env.pw)
-        .arg("init")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", show(&o));
+    let (ro, repo) = Tmpfs::with_repository(&s, "ro");
     ro.remount("ro");
     let metrics = s.env.path("metrics/backupd.prom");
     fs::create_dir_all(metrics.parent().unwrap()).unwrap();
@@ -668,17 +673,7 @@ fn a_filling_disk_warns_then_errs_before_backups_fail_and_clears_when_freed() {
         return;
     }
     let s = Setup::new("");
-    let small = Tmpfs::mount(&s.env.path("small"));
-    let repo = s.env.path("small/repo");
-    let o = Command::new(BACKUPCTL)
-        .args(["-q", "-r"])
-        .arg(&repo)
-        .arg("--password-file")
-        .arg(&s.env.pw)
-        .arg("init")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", show(&o));
+    let (small, repo) = Tmpfs::with_repository(&s, "small");
     let cfg = s
         .config_text(&format!(
             "[repositories.small]\npath = \"{}\"\npassword_file = \"{}\"\n\n[jobs.app]\nrepository = \"small\"\npaths = [\"{{data}}\"]\nhealth = {{ min_free_space = \"50%\" }}\n",

@@ -269,7 +269,8 @@ impl SftpBackend {
                     attempt += 1;
                 }
                 Err(e) => {
-                    if matches!(e, SftpError::Lost(_)) {
+                    let lost = matches!(e, SftpError::Lost(_));
+                    if lost {
                         self.forget_conn(&conn);
                     }
                     let mut io = e.to_io();
@@ -283,6 +284,16 @@ impl SftpBackend {
                         io = io::Error::new(
                             io.kind(),
                             format!("{io}\n  hint: the login user needs read and write access to {} on the server", self.root),
+                        );
+                    }
+                    // The session kept dying: the server is as good as unreachable (exit 15).
+                    if lost {
+                        io = io::Error::new(
+                            io.kind(),
+                            RemoteError::new(
+                                RemoteClass::Unreachable,
+                                format!("{io}; check that the SSH server is up and the network to it holds"),
+                            ),
                         );
                     }
                     return Err(err(io));

@@ -211,9 +211,13 @@ fn cluster_endpoint_killed_mid_backup_fails_cleanly_and_another_endpoint_carries
     wait_for_packs(&s3_other, &mut child, before + 2);
     assert!(child.try_wait().unwrap().is_none(), "still running");
     c.kill(0); // 127.0.0.1: the endpoint
+    let killed = Instant::now();
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    eprintln!("the run through the killed endpoint: {err}");
+    eprintln!(
+        "the run through the killed endpoint ended {:.1} s after the kill: {err}",
+        killed.elapsed().as_secs_f64()
+    );
     assert_eq!(o.status.code(), Some(15), "{}", show(&o));
     assert!(
         err.contains(&format!("127.0.0.1:{}", c.s3_port)) && err.contains("attempts"),
@@ -262,6 +266,48 @@ fn cluster_endpoint_killed_mid_backup_fails_cleanly_and_another_endpoint_carries
     assert_eq!(s3_other.list(FileType::Lock).unwrap().len(), 0);
     let out = restic_ok(&env, &cr, &loc2, &["check"]);
     assert!(out.contains("no errors were found"), "{out}");
+
+    // prune aborts this repository's unfinished multipart uploads older than an hour, never
+    // another prefix's. One more under each prefix, so that there surely is one.
+    let name = format!("ab{}", "0".repeat(62));
+    s3_other.start_upload(FileType::Pack, &name).unwrap();
+    let s3_foreign = c.s3(1, "other");
+    let foreign = s3_foreign.start_upload(FileType::Pack, &name).unwrap();
+    let ours = s3_other.incomplete_uploads().unwrap().len();
+    assert!(ours >= 1);
+    // All are young: the default age (an hour) keeps them.
+    let out = ctl_ok(&env, &cr, &loc2, &["prune"]);
+    assert!(!out.contains("multipart"), "{out}");
+    assert_eq!(s3_other.incomplete_uploads().unwrap().len(), ours);
+    // A dry run only counts them.
+    let out = ctl_ok(
+        &env,
+        &cr,
+        &loc2,
+        &["prune", "--dry-run", "--stale-upload-secs", "0"],
+    );
+    assert!(
+        out.contains(&format!(
+            "would abort {ours} stale unfinished multipart upload(s)"
+        )),
+        "{out}"
+    );
+    assert_eq!(s3_other.incomplete_uploads().unwrap().len(), ours);
+    let out = ctl_ok(&env, &cr, &loc2, &["prune", "--stale-upload-secs", "0"]);
+    assert!(
+        out.contains(&format!(
+            "aborted {ours} stale unfinished multipart upload(s)"
+        )),
+        "{out}"
+    );
+    assert_eq!(s3_other.incomplete_uploads().unwrap(), vec![]);
+    assert_eq!(
+        s3_foreign.incomplete_uploads().unwrap(),
+        vec![(format!("other/data/ab/{name}"), foreign)],
+        "another prefix's upload is untouched"
+    );
+    let out = ctl_ok(&env, &cr, &loc2, &["check", "--read-data"]);
+    assert!(out.contains("no errors"), "{out}");
 }
 
 /// `max_repository_bytes` warns first (a daemon job on the bucket); then a bucket quota that a

@@ -13,6 +13,10 @@ pub struct Args {
     /// Tolerate this share of unused data in packs before repacking them (percent).
     #[arg(long, default_value = "5")]
     pub max_unused: f64,
+    /// Abort unfinished multipart uploads older than this many seconds (default an hour).
+    /// Hidden: for tests, which cannot wait an hour.
+    #[arg(long, hide = true, default_value_t = prune::STALE_UPLOAD_AGE.as_secs())]
+    pub stale_upload_secs: u64,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -25,6 +29,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let opts = PruneOptions {
         max_unused: a.max_unused,
         dry_run: a.dry_run,
+        stale_upload_age: std::time::Duration::from_secs(a.stale_upload_secs),
         ..Default::default()
     };
     let progress = ctx.progress();
@@ -119,6 +124,13 @@ pub fn print_report(ctx: &Ctx, r: &PruneReport) {
         ctx.say(format!(
             "{}remove {} stale temp file(s)",
             would, r.temp_files_removed
+        ));
+    }
+    if r.uploads_aborted > 0 {
+        ctx.say(format!(
+            "{} {} stale unfinished multipart upload(s)",
+            if r.dry_run { "would abort" } else { "aborted" },
+            r.uploads_aborted
         ));
     }
     if r.dry_run {

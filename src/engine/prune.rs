@@ -20,7 +20,9 @@
 //!    and the new index files exist they describe the same packs identically, and every pack
 //!    they name still exists;
 //!    c. only when all new index files are durable, delete the old index files;
-//!    d. only then delete the packs no index names any more (unused, repacked, orphaned).
+//!    d. only then delete the packs no index names any more (unused, repacked, orphaned);
+//!    e. abort the repository's unfinished multipart uploads older than `STALE_UPLOAD_AGE`
+//!    (S3: left by a run whose endpoint died, so that its own abort failed too).
 //!
 //! The caller holds the exclusive repository lock for the whole run.
 
@@ -45,6 +47,10 @@ pub const INDEX_MAX_BLOBS: usize = 50_000;
 /// Our temp files older than this are leftovers of a crash and are removed.
 pub const TEMP_MAX_AGE: Duration = Duration::from_secs(3600);
 
+/// Unfinished multipart uploads of the repository's files older than this are aborted by
+/// prune (a backup uploads a pack in seconds to minutes; prune holds the exclusive lock).
+pub const STALE_UPLOAD_AGE: Duration = Duration::from_secs(3600);
+
 /// How many names an error or a report lists before it says "and N more".
 const LIST_MAX: usize = 10;
 
@@ -60,6 +66,9 @@ pub struct PruneOptions {
     /// For a dry run only: plan as if these snapshots were already gone (`forget --dry-run
     /// --prune`). Ignored unless `dry_run` is set.
     pub assume_removed: Vec<Id>,
+    /// Abort the repository's unfinished multipart uploads started longer ago than this
+    /// (`STALE_UPLOAD_AGE`; tests pass zero).
+    pub stale_upload_age: Duration,
 }
 
 impl Default for PruneOptions {
@@ -69,6 +78,7 @@ impl Default for PruneOptions {
             dry_run: false,
             pack_size: DEFAULT_PACK_SIZE,
             assume_removed: Vec::new(),
+            stale_upload_age: STALE_UPLOAD_AGE,
         }
     }
 }
@@ -112,6 +122,9 @@ pub struct PruneReport {
     pub index_files_removed: usize,
     /// Our stale temp files (older than an hour) removed from the repository directories.
     pub temp_files_removed: usize,
+    /// Unfinished multipart uploads of the repository's files (left by a run whose endpoint
+    /// died, so that its abort failed too) older than `stale_upload_age`, aborted.
+    pub uploads_aborted: usize,
     pub deleted: Vec<Id>,
     pub repacked: Vec<Id>,
     pub orphaned: Vec<Id>,
@@ -946,8 +959,32 @@ pub fn execute(
         }
     }
 
+    report.uploads_aborted = stale_uploads(repo, opts, progress, false);
+
     repo.load_index()?;
     Ok(report)
+}
+
+/// Aborts (or with `dry_run` counts) the repository's stale unfinished multipart uploads. A
+/// failure is a warning: they take space but harm nothing, and the next prune tries again.
+fn stale_uploads(
+    repo: &Repository,
+    opts: &PruneOptions,
+    progress: &dyn Progress,
+    dry_run: bool,
+) -> usize {
+    match repo
+        .backend()
+        .abort_stale_uploads(opts.stale_upload_age, dry_run)
+    {
+        Ok(n) => n,
+        Err(e) => {
+            progress.note(&format!(
+                "warning: could not abort the unfinished multipart uploads: {e}\n  hint: they are invisible and harmless but may take space; the next prune tries again, or abort them with your storage provider's tools (Garage: `garage bucket cleanup-incomplete-uploads`)"
+            ));
+            0
+        }
+    }
 }
 
 /// Plans and (unless `opts.dry_run`) executes a prune. The caller holds the exclusive lock.
@@ -957,8 +994,9 @@ pub fn prune(
     progress: &dyn Progress,
     cancel: &CancelToken,
 ) -> Result<PruneReport> {
-    let p = plan(repo, opts, progress, cancel)?;
+    let mut p = plan(repo, opts, progress, cancel)?;
     if opts.dry_run {
+        p.report.uploads_aborted = stale_uploads(repo, opts, progress, true);
         return Ok(p.report);
     }
     execute(repo, p, opts, progress, cancel)

@@ -115,6 +115,18 @@ pub trait Backend: Send + Sync {
     fn space(&self) -> BResult<Option<Space>> {
         Ok(None)
     }
+    /// Aborts the unfinished multipart uploads of this repository's files started more than
+    /// `older_than` ago (storage that has them: S3), so that their parts stop taking space;
+    /// with `dry_run` only counts them. Returns how many. The caller holds the exclusive lock,
+    /// so no backup of this repository is uploading.
+    fn abort_stale_uploads(
+        &self,
+        older_than: std::time::Duration,
+        dry_run: bool,
+    ) -> BResult<usize> {
+        let _ = (older_than, dry_run);
+        Ok(0)
+    }
 }
 
 /// A repository in a local directory, laid out as restic's `local` backend does.

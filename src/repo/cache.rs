@@ -234,6 +234,13 @@ impl Backend for CachedBackend {
     fn space(&self) -> BResult<Option<super::backend::Space>> {
         self.inner.space()
     }
+    fn abort_stale_uploads(
+        &self,
+        older_than: std::time::Duration,
+        dry_run: bool,
+    ) -> BResult<usize> {
+        self.inner.abort_stale_uploads(older_than, dry_run)
+    }
 }
 
 #[cfg(test)]

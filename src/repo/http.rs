@@ -4,6 +4,7 @@ use super::backend::BackendError;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -180,6 +181,9 @@ pub struct Http {
     /// The first backoff delay; it doubles each retry up to `max_delay`, with ±50 % jitter.
     pub base_delay: Duration,
     pub max_delay: Duration,
+    /// Set when a request gave up as unreachable after all its retries; cleared when a request
+    /// gets an answer. While set, cleanup requests (`retry_cleanup`) try once.
+    gave_up: AtomicBool,
 }
 
 /// A plain agent for one-shot requests (webhooks, Google Drive): status codes come back as
@@ -224,6 +228,7 @@ impl Http {
             retries: 5,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(5),
+            gave_up: AtomicBool::new(false),
         }
     }
 
@@ -277,17 +282,51 @@ impl Http {
 
     /// Runs `f` until it is done, fails for good, or the retries are used up (then the last
     /// transient failure is returned, class `Unreachable` for transport errors).
-    pub fn retry<T>(&self, mut f: impl FnMut() -> Attempt<T>) -> Result<T, RemoteError> {
+    pub fn retry<T>(&self, f: impl FnMut() -> Attempt<T>) -> Result<T, RemoteError> {
+        self.retry_up_to(self.retries, true, f)
+    }
+
+    /// For cleanup after a failure (aborting a multipart upload, deleting our lock): like
+    /// `retry`, but when a request of this client already gave up as unreachable (and none got
+    /// an answer since), one attempt without backoff: the endpoint is most likely down, and
+    /// what cannot be cleaned up now is handled later (stale locks, `prune` aborting old
+    /// multipart uploads).
+    pub fn retry_cleanup<T>(&self, f: impl FnMut() -> Attempt<T>) -> Result<T, RemoteError> {
+        if self.gave_up.load(Ordering::Relaxed) {
+            self.retry_up_to(0, false, f).map_err(|mut e| {
+                e.message
+                    .push_str(" (tried once: the endpoint was already unreachable)");
+                e
+            })
+        } else {
+            self.retry(f)
+        }
+    }
+
+    fn retry_up_to<T>(
+        &self,
+        retries: u32,
+        say_attempts: bool,
+        mut f: impl FnMut() -> Attempt<T>,
+    ) -> Result<T, RemoteError> {
         let mut delay = self.base_delay;
         let mut attempt = 0;
         loop {
             match f() {
-                Attempt::Done(t) => return Ok(t),
+                Attempt::Done(t) => {
+                    self.gave_up.store(false, Ordering::Relaxed);
+                    return Ok(t);
+                }
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Retry(e) => {
-                    if attempt >= self.retries {
+                    if attempt >= retries {
                         let mut e = e;
-                        e.message = format!("{} (after {} attempts)", e.message, attempt + 1);
+                        if e.class == RemoteClass::Unreachable {
+                            self.gave_up.store(true, Ordering::Relaxed);
+                        }
+                        if say_attempts {
+                            e.message = format!("{} (after {} attempts)", e.message, attempt + 1);
+                        }
                         return Err(e);
                     }
                     attempt += 1;
@@ -434,6 +473,53 @@ mod tests {
             }
         });
         assert_eq!(r.unwrap(), 3);
+    }
+
+    #[test]
+    fn cleanup_tries_once_after_giving_up_as_unreachable() {
+        let mut h = Http::new();
+        h.base_delay = Duration::from_millis(1);
+        h.retries = 2;
+        let down = || Attempt::<()>::Retry(RemoteError::new(RemoteClass::Unreachable, "refused"));
+        // Before any give-up, cleanup retries in full.
+        let mut n = 0;
+        let _ = h.retry_cleanup(|| {
+            n += 1;
+            Attempt::<()>::Retry(RemoteError::new(RemoteClass::Other, "503"))
+        });
+        assert_eq!(n, 3, "a 5xx is no give-up as unreachable");
+        let mut n = 0;
+        let _ = h.retry_cleanup(|| {
+            n += 1;
+            down()
+        });
+        assert_eq!(n, 3);
+        // Now the endpoint is known down: one attempt, and it says so.
+        let mut n = 0;
+        let e = h
+            .retry_cleanup(|| {
+                n += 1;
+                down()
+            })
+            .unwrap_err();
+        assert_eq!(n, 1);
+        assert!(e.message.contains("tried once"), "{e}");
+        // Ordinary requests still retry in full; an answer clears the state.
+        let mut n = 0;
+        let _ = h.retry(|| {
+            n += 1;
+            if n < 3 {
+                down()
+            } else {
+                Attempt::Done(())
+            }
+        });
+        let mut n = 0;
+        let _ = h.retry_cleanup(|| {
+            n += 1;
+            down()
+        });
+        assert_eq!(n, 3, "after an answer, cleanup retries in full again");
     }
 
     #[test]

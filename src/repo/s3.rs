@@ -10,6 +10,7 @@ use super::http::{transient_status, Attempt, Http, RemoteClass, RemoteError, Rep
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::time::Duration;
 
 /// Objects larger than this are uploaded in parts of `PART_SIZE` (S3's minimum part is 5 MiB).
 pub const MULTIPART_THRESHOLD: usize = 8 * 1024 * 1024;
@@ -82,6 +83,14 @@ fn dns_bucket(bucket: &str, https: bool) -> bool {
         && !bucket.contains("-.")
         && bucket.parse::<std::net::Ipv4Addr>().is_err()
         && !(https && bucket.contains('.'))
+}
+
+/// An unfinished multipart upload (ListMultipartUploads).
+struct Upload {
+    key: String,
+    upload_id: String,
+    /// When it was started; `None` when the server did not say (then it is never aborted).
+    initiated: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A bucket (and a prefix in it) holding one repository.
@@ -337,10 +346,24 @@ impl S3Backend {
         extra: &[(String, String)],
         body: Option<&[u8]>,
     ) -> Result<Reply, RemoteError> {
+        self.request_with(false, method, path, query, extra, body)
+    }
+
+    /// `request`, or with `cleanup` under `Http::retry_cleanup`'s policy (one attempt once the
+    /// endpoint was found unreachable).
+    fn request_with(
+        &self,
+        cleanup: bool,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        extra: &[(String, String)],
+        body: Option<&[u8]>,
+    ) -> Result<Reply, RemoteError> {
         let payload_hash = hex_sha256(body.unwrap_or(&[]));
         let (url, host, path) = self.target(path, query);
         let path = path.as_str();
-        self.http.retry(|| {
+        let once = || {
             let mut headers = sign(
                 &self.creds,
                 &host,
@@ -359,7 +382,12 @@ impl S3Backend {
                 }
                 other => other,
             }
-        })
+        };
+        if cleanup {
+            self.http.retry_cleanup(once)
+        } else {
+            self.http.retry(once)
+        }
     }
 
     /// Describes a non-success reply: the status, S3's error code and message, and a hint.
@@ -427,19 +455,49 @@ impl S3Backend {
         }
     }
 
-    fn put_multipart(&self, key: &str, data: &[u8]) -> Result<(), RemoteError> {
+    /// Starts a multipart upload of object `key` (CreateMultipartUpload); returns its upload id.
+    fn create_upload(&self, key: &str) -> Result<String, RemoteError> {
         let path = self.object_path(key);
         let r = self.request("POST", &path, &[("uploads", "")], &[], Some(&[]))?;
         if r.status != 200 {
             return Err(self.status_error(&r, "start a multipart upload"));
         }
-        let upload_id =
-            xml_one(&String::from_utf8_lossy(&r.body), "UploadId").ok_or_else(|| {
-                RemoteError::new(
-                    RemoteClass::Other,
-                    "the answer to CreateMultipartUpload has no UploadId",
-                )
-            })?;
+        xml_one(&String::from_utf8_lossy(&r.body), "UploadId").ok_or_else(|| {
+            RemoteError::new(
+                RemoteClass::Other,
+                "the answer to CreateMultipartUpload has no UploadId",
+            )
+        })
+    }
+
+    /// Starts a multipart upload of a repository file and leaves it unfinished; returns its
+    /// upload id. For tests of the cleanup of unfinished uploads (`abort_stale_uploads`).
+    pub fn start_upload(&self, t: FileType, name: &str) -> Result<String, RemoteError> {
+        self.create_upload(&self.key_of(t, name))
+    }
+
+    /// Aborts the multipart upload `upload_id` of object `key` (an upload that is gone already
+    /// counts as aborted). `cleanup`: right after a failure (see `Http::retry_cleanup`).
+    fn abort_upload(&self, key: &str, upload_id: &str, cleanup: bool) -> Result<(), RemoteError> {
+        let path = self.object_path(key);
+        let r = self.request_with(
+            cleanup,
+            "DELETE",
+            &path,
+            &[("uploadId", upload_id)],
+            &[],
+            None,
+        )?;
+        if matches!(r.status, 200 | 204 | 404) {
+            Ok(())
+        } else {
+            Err(self.status_error(&r, "abort the multipart upload"))
+        }
+    }
+
+    fn put_multipart(&self, key: &str, data: &[u8]) -> Result<(), RemoteError> {
+        let path = self.object_path(key);
+        let upload_id = self.create_upload(key)?;
         let result = (|| {
             let mut etags = Vec::new();
             let parts = data.len().div_ceil(PART_SIZE);
@@ -486,16 +544,10 @@ impl S3Backend {
         })();
         // Abort, so that the storage drops the parts; say whether that worked.
         result.map_err(|mut e| {
-            match self.request("DELETE", &path, &[("uploadId", &upload_id)], &[], None) {
-                Ok(r) if r.status == 204 || r.status == 200 || r.status == 404 => {
-                    e.message.push_str("; the multipart upload was aborted");
-                }
-                Ok(r) => e.message.push_str(&format!(
-                    "; aborting the multipart upload {upload_id} failed too (HTTP {}): it is not visible as an object, but its parts may take space until it is aborted (a lifecycle rule AbortIncompleteMultipartUpload, or Garage's `garage bucket cleanup-incomplete-uploads`)",
-                    r.status
-                )),
+            match self.abort_upload(key, &upload_id, true) {
+                Ok(()) => e.message.push_str("; the multipart upload was aborted"),
                 Err(a) => e.message.push_str(&format!(
-                    "; aborting the multipart upload {upload_id} failed too ({a}): it is not visible as an object, but its parts may take space until it is aborted (a lifecycle rule AbortIncompleteMultipartUpload, or Garage's `garage bucket cleanup-incomplete-uploads`)"
+                    "; aborting the multipart upload {upload_id} failed too ({a}): it is not visible as an object, but its parts may take space until it is aborted (`backupctl prune` aborts this repository's unfinished uploads older than an hour; or a lifecycle rule AbortIncompleteMultipartUpload, or Garage's `garage bucket cleanup-incomplete-uploads`)"
                 )),
             }
             e
@@ -564,6 +616,38 @@ impl S3Backend {
     /// completed nor aborted (ListMultipartUploads): `(object name, upload id)`. They are never
     /// visible as objects, but the storage may count their parts until they are aborted.
     pub fn incomplete_uploads(&self) -> Result<Vec<(String, String)>, RemoteError> {
+        Ok(self
+            .list_uploads()?
+            .into_iter()
+            .map(|u| (u.key, u.upload_id))
+            .collect())
+    }
+
+    /// Whether object `key` belongs to this repository's layout (`PREFIX/config`,
+    /// `PREFIX/data/XX/ID`, `PREFIX/keys/ID`, ...): never a key of another prefix in the bucket.
+    fn in_layout(&self, key: &str) -> bool {
+        let rel = if self.prefix.is_empty() {
+            key
+        } else {
+            match key
+                .strip_prefix(self.prefix.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+            {
+                Some(r) => r,
+                None => return false,
+            }
+        };
+        let parts: Vec<&str> = rel.split('/').collect();
+        match parts.as_slice() {
+            ["config"] => true,
+            ["data", xx, id] => valid_name(id) && id.get(..2) == Some(*xx),
+            [dir, id] => ["keys", "snapshots", "index", "locks"].contains(dir) && valid_name(id),
+            _ => false,
+        }
+    }
+
+    /// ListMultipartUploads under this repository's prefix, with when each was started.
+    fn list_uploads(&self) -> Result<Vec<Upload>, RemoteError> {
         let path = format!("/{}", enc(&self.bucket));
         let prefix = if self.prefix.is_empty() {
             String::new()
@@ -584,10 +668,15 @@ impl S3Backend {
             }
             let text = String::from_utf8_lossy(&r.body);
             for u in xml_all(&text, "Upload") {
-                out.push((
-                    xml_one(&u, "Key").unwrap_or_default(),
-                    xml_one(&u, "UploadId").unwrap_or_default(),
-                ));
+                out.push(Upload {
+                    key: xml_one(&u, "Key").unwrap_or_default(),
+                    upload_id: xml_one(&u, "UploadId").unwrap_or_default(),
+                    initiated: xml_one(&u, "Initiated").and_then(|t| {
+                        chrono::DateTime::parse_from_rfc3339(&t)
+                            .ok()
+                            .map(|t| t.with_timezone(&chrono::Utc))
+                    }),
+                });
             }
             let truncated = xml_one(&text, "IsTruncated").as_deref() == Some("true");
             match (
@@ -698,8 +787,10 @@ impl Backend for S3Backend {
     fn remove(&self, t: FileType, name: &str) -> BResult<()> {
         let key = self.key_of(t, name);
         let path = self.object_path(&key);
+        // Deleting our lock is cleanup: once the endpoint was found unreachable, one attempt
+        // (a lock left behind is stale once its process is gone, and refreshed by nobody).
         let r = self
-            .request("DELETE", &path, &[], &[], None)
+            .request_with(t == FileType::Lock, "DELETE", &path, &[], &[], None)
             .map_err(|e| self.err("delete", &key, e))?;
         if r.status == 204 || r.status == 200 {
             Ok(())
@@ -730,6 +821,38 @@ impl Backend for S3Backend {
 
     fn upload_parallelism(&self) -> usize {
         4
+    }
+
+    fn abort_stale_uploads(&self, older_than: Duration, dry_run: bool) -> BResult<usize> {
+        let base = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let uploads = self
+            .list_uploads()
+            .map_err(|e| self.err("list the multipart uploads of", &base, e))?;
+        let older_than = chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+        let now = chrono::Utc::now();
+        let mut n = 0;
+        for u in uploads {
+            let stale = u.initiated.is_some_and(|t| now - t >= older_than);
+            if !stale || !self.in_layout(&u.key) {
+                continue;
+            }
+            if !dry_run {
+                self.abort_upload(&u.key, &u.upload_id, false)
+                    .map_err(|e| {
+                        self.err(
+                            "abort the unfinished multipart upload",
+                            &format!("{} (upload {})", u.key, u.upload_id),
+                            e,
+                        )
+                    })?;
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 }
 
@@ -920,6 +1043,24 @@ mod tests {
         assert_eq!(b.key_of(FileType::Pack, &id), format!("a/b/data/ab/{id}"));
         assert_eq!(b.key_of(FileType::Config, ""), "a/b/config");
         assert_eq!(b.key_of(FileType::Key, &id), format!("a/b/keys/{id}"));
+        // Only this repository's layout under its own prefix.
+        assert!(b.in_layout(&format!("a/b/data/ab/{id}")));
+        assert!(b.in_layout(&format!("a/b/locks/{id}")));
+        assert!(b.in_layout("a/b/config"));
+        for other in [
+            format!("a/data/ab/{id}"),
+            format!("a/bc/data/ab/{id}"),
+            format!("a/b/c/data/ab/{id}"),
+            format!("a/b/data/cd/{id}"),
+            format!("a/b/data/ab/{id}x"),
+            format!("a/b/other/{id}"),
+            format!("x/a/b/data/ab/{id}"),
+        ] {
+            assert!(!b.in_layout(&other), "{other}");
+        }
+        let root = S3Backend::new("http://h:1", "bkt", "", b.creds.clone());
+        assert!(root.in_layout(&format!("data/ab/{id}")));
+        assert!(!root.in_layout(&format!("a/b/data/ab/{id}")));
         let xml = "<L><Contents><Key>a&amp;b</Key><Size>3</Size></Contents><Contents><Key>c</Key></Contents></L>";
         let c = xml_all(xml, "Contents");
         assert_eq!(c.len(), 2);

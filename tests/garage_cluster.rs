@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use support::daemon::{wait_for, Daemon, Setup, BACKUPD};
 use support::remote::{CutProxy, Garage, GarageCluster};
-use support::{bytes, make_tree, manifest, show, Env, BACKUPCTL};
+use support::{bytes, make_tree, manifest, show, Env};
 
 mod support;
 
@@ -45,15 +45,8 @@ impl Creds {
 
 /// `backupctl -r LOC --password-file PW ARGS` with the credentials and a private cache.
 fn ctl_cmd(env: &Env, cr: &Creds, loc: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(BACKUPCTL);
-    c.arg("-r")
-        .arg(loc)
-        .arg("--password-file")
-        .arg(&env.pw)
-        .args(args)
-        .env_remove("BACKUPD_REPOSITORY")
-        .env_remove("BACKUPD_PASSWORD_FILE")
-        .env("BACKUPD_CACHE_DIR", env.path("cache"));
+    let mut c = support::remote::backupctl(env);
+    c.arg("-r").arg(loc).args(args);
     cr.apply(&mut c);
     c
 }

@@ -10,17 +10,8 @@ mod support;
 
 /// backupctl against `loc`, with the S3 credentials of `g` (if any) and a private cache.
 fn ctl(env: &Env, g: Option<&Garage>, loc: &str, args: &[&str]) -> Output {
-    let mut c = Command::new(BACKUPCTL);
-    c.arg("-r")
-        .arg(loc)
-        .arg("--password-file")
-        .arg(&env.pw)
-        .args(args)
-        .env_remove("BACKUPD_REPOSITORY")
-        .env_remove("BACKUPD_PASSWORD_FILE")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env("BACKUPD_CACHE_DIR", env.path("cache"));
+    let mut c = support::remote::backupctl(env);
+    c.arg("-r").arg(loc).args(args);
     if let Some(g) = g {
         g.creds(&mut c);
     }

@@ -157,16 +157,8 @@ fn nginx(dir: &Path, certs: &Certs, good: u16, wrong: u16, upstream: u16) -> Ser
 
 /// backupctl with S3 credentials (if `g`), a private cache, and no CA from the environment.
 fn ctl(env: &Env, g: Option<&Garage>, args: &[&str]) -> Output {
-    let mut c = Command::new(BACKUPCTL);
-    c.arg("--password-file")
-        .arg(&env.pw)
-        .args(args)
-        .env_remove("BACKUPD_REPOSITORY")
-        .env_remove("BACKUPD_PASSWORD_FILE")
-        .env_remove("BACKUPD_CACERT")
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env("BACKUPD_CACHE_DIR", env.path("cache"));
+    let mut c = support::remote::backupctl(env);
+    c.args(args);
     if let Some(g) = g {
         g.creds(&mut c);
     }

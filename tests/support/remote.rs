@@ -11,6 +11,39 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// `backupctl --password-file PW` with a private cache and no repository, password or S3
+/// credentials from the environment: the remote tests add `-r LOC`, their credentials and args.
+pub fn backupctl(env: &super::Env) -> Command {
+    let mut c = Command::new(super::BACKUPCTL);
+    c.arg("--password-file")
+        .arg(&env.pw)
+        .env_remove("BACKUPD_REPOSITORY")
+        .env_remove("BACKUPD_PASSWORD_FILE")
+        .env_remove("BACKUPD_CACERT")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("BACKUPD_CACHE_DIR", env.path("cache"));
+    c
+}
+
+/// The key id and secret in the output of `garage key info --show-secret`.
+fn key_of(info: &str) -> (String, String) {
+    let (mut id, mut secret) = (String::new(), String::new());
+    for line in info.lines() {
+        if let Some(v) = line.strip_prefix("Key ID:") {
+            id = v.trim().to_string();
+        }
+        if let Some(v) = line.strip_prefix("Secret key:") {
+            secret = v.trim().to_string();
+        }
+    }
+    assert!(
+        !id.is_empty() && !secret.is_empty(),
+        "could not read the key from:\n{info}"
+    );
+    (id, secret)
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -156,18 +189,7 @@ admin_token = "{token}"
             "test-key",
         ]);
         let info = g.cli_ok(&["key", "info", "test-key", "--show-secret"]);
-        for line in info.lines() {
-            if let Some(v) = line.strip_prefix("Key ID:") {
-                g.key_id = v.trim().to_string();
-            }
-            if let Some(v) = line.strip_prefix("Secret key:") {
-                g.secret = v.trim().to_string();
-            }
-        }
-        assert!(
-            !g.key_id.is_empty() && !g.secret.is_empty(),
-            "could not read the key from:\n{info}"
-        );
+        (g.key_id, g.secret) = key_of(&info);
         let err = g.dir.path().join("garage.err");
         wait_port(s3, "garage", &mut g.child, &err);
         g
@@ -409,18 +431,7 @@ admin_token = "{token}"
             ],
         );
         let info = c.cli_ok(0, &["key", "info", "test-key", "--show-secret"]);
-        for line in info.lines() {
-            if let Some(v) = line.strip_prefix("Key ID:") {
-                c.key_id = v.trim().to_string();
-            }
-            if let Some(v) = line.strip_prefix("Secret key:") {
-                c.secret = v.trim().to_string();
-            }
-        }
-        assert!(
-            !c.key_id.is_empty() && !c.secret.is_empty(),
-            "could not read the key from:\n{info}"
-        );
+        (c.key_id, c.secret) = key_of(&info);
         c
     }
 

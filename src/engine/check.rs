@@ -390,13 +390,39 @@ fn read_pack(repo: &Repository, id: Id, entries: Option<&[PackedBlob]>) -> PackR
     r
 }
 
-/// Checks the repository. The caller holds a (shared) lock. Problems found are in the report;
-/// an `Err` means the check itself could not run (the repository cannot be listed) or was
-/// interrupted.
 /// How many packs are read at once: two on a local disk, the backend's upload parallelism on
 /// remote storage (where each read waits on the network).
 fn io_threads(repo: &Repository) -> usize {
     repo.backend().upload_parallelism().max(2)
+}
+
+/// `f` of every item, `threads` at a time (no more threads than items), in no particular order;
+/// `Err` when `cancel` fired (the items not yet started are then left out).
+fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    cancel: &CancelToken,
+    f: impl Fn(&T) -> R + Sync,
+) -> Result<Vec<R>> {
+    let next = AtomicUsize::new(0);
+    let out: Mutex<Vec<R>> = Mutex::new(Vec::with_capacity(items.len()));
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(items.len()) {
+            s.spawn(|| loop {
+                if cancel.is_cancelled() {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(item) = items.get(i) else {
+                    break;
+                };
+                let r = f(item);
+                out.lock().unwrap().push(r);
+            });
+        }
+    });
+    cancel.check()?;
+    Ok(out.into_inner().unwrap())
 }
 
 /// The headers of `packs` (id, size), read `threads` at a time.
@@ -407,27 +433,15 @@ fn read_headers(
     cancel: &CancelToken,
 ) -> Result<HashMap<Id, Result<Vec<PackedBlob>>>> {
     let packs: Vec<(Id, u64)> = packs.collect();
-    let next = AtomicUsize::new(0);
-    let out: Mutex<HashMap<Id, Result<Vec<PackedBlob>>>> = Mutex::new(HashMap::new());
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(packs.len()) {
-            s.spawn(|| loop {
-                if cancel.is_cancelled() {
-                    break;
-                }
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(&(pid, size)) = packs.get(i) else {
-                    break;
-                };
-                let h = repo.read_pack_header(&pid, size);
-                out.lock().unwrap().insert(pid, h);
-            });
-        }
-    });
-    cancel.check()?;
-    Ok(out.into_inner().unwrap())
+    let headers = parallel_map(&packs, threads, cancel, |&(pid, size)| {
+        (pid, repo.read_pack_header(&pid, size))
+    })?;
+    Ok(headers.into_iter().collect())
 }
 
+/// Checks the repository. The caller holds a (shared) lock. Problems found are in the report;
+/// an `Err` means the check itself could not run (the repository cannot be listed) or was
+/// interrupted.
 pub fn check(
     repo: &mut Repository,
     opts: &CheckOptions,
@@ -857,29 +871,15 @@ pub fn check(
         let selected = opts.read_data.select(&all);
         let total: u64 = selected.iter().map(|p| listed[p]).sum();
         progress.phase("read data", Some(total));
-        let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<PackRead>> = Mutex::new(Vec::new());
-        {
+        let mut results = {
             let repo: &Repository = repo;
-            let (selected, entries_by_pack) = (&selected, &entries_by_pack);
-            std::thread::scope(|s| {
-                for _ in 0..threads {
-                    s.spawn(|| loop {
-                        if cancel.is_cancelled() {
-                            break;
-                        }
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(pid) = selected.get(i) else { break };
-                        let entries = entries_by_pack.get(pid).map(|v| v.as_slice());
-                        let r = read_pack(repo, *pid, entries);
-                        progress.inc(listed[pid]);
-                        results.lock().unwrap().push(r);
-                    });
-                }
-            });
-        }
-        cancel.check()?;
-        let mut results = results.into_inner().unwrap();
+            parallel_map(&selected, threads, cancel, |pid| {
+                let entries = entries_by_pack.get(pid).map(|v| v.as_slice());
+                let r = read_pack(repo, *pid, entries);
+                progress.inc(listed[pid]);
+                r
+            })?
+        };
         results.sort_by_key(|r| r.id);
         for r in results {
             rep.packs_read += 1;

@@ -222,6 +222,9 @@ impl Backend for CachedBackend {
     fn local_path(&self) -> Option<&Path> {
         self.inner.local_path()
     }
+    fn root_exists(&self) -> Option<bool> {
+        self.inner.root_exists()
+    }
     fn lock_settle_delay(&self) -> std::time::Duration {
         self.inner.lock_settle_delay()
     }

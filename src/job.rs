@@ -17,18 +17,19 @@
 //!
 //! Always-hooks run at the end of every run, whatever happened. Nothing here knows the CLI.
 
+use crate::cancel::{CancelToken, Progress};
 use crate::config::{Config, JobConfig, RepositoryConfig, RetentionConfig};
-use crate::engine::backup::{absolute, backup_with, BackupOptions, BackupResult, LockedFiles};
+use crate::engine::backup::{absolute, backup_with, BackupOptions, BackupResult};
 use crate::engine::exclude::ExcludeOptions;
 use crate::engine::forget::{self, GroupBy};
 use crate::engine::prune::{self, PruneOptions};
-use crate::engine::{CancelToken, Progress};
 use crate::error::{exit, Error, Result};
 use crate::repo::backend::FileType;
 use crate::repo::snapshot::SnapshotSummary;
 use crate::repo::Repository;
 use crate::sources::command::{self, CommandSource};
 use crate::sources::hooks::{run_hooks, HookEnv, HookKind};
+use crate::sources::locked::LockedFiles;
 use crate::sources::sqlite::{self, SqliteOptions};
 use chrono::{DateTime, Local};
 use serde::Serialize;

@@ -1,5 +1,6 @@
 //! backupd: repository format, backup engine, scheduler, daemon and control tool, shared by `backupd` and `backupctl`.
 
+pub mod cancel;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
@@ -7,17 +8,17 @@ pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod fsutil;
-pub mod health;
 pub mod job;
 pub mod logfiles;
-pub mod metrics;
-pub mod notifications;
-pub mod password;
+pub mod monitor;
 pub mod paths;
+pub mod process;
 pub mod protocol;
+pub mod record;
 pub mod repo;
 pub mod schedule;
 pub mod service;
+pub mod size;
 pub mod sources;
 pub mod state;
 pub mod sysinfo;

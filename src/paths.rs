@@ -8,7 +8,6 @@
 //! `--config` names another configuration file. `BACKUPD_LAYOUT=system` (set by the system
 //! units, whose daemon runs as the `backupd` account) picks the root layout without root.
 
-use crate::config::Config;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -107,24 +106,25 @@ pub struct DaemonPaths {
 }
 
 impl DaemonPaths {
-    pub fn of(cfg: &Config) -> DaemonPaths {
-        let d = &cfg.daemon;
-        let state_dir = d.state_dir.clone().unwrap_or_else(default_state_dir);
+    /// The paths of a daemon whose configuration sets these (each `None` takes its default; a
+    /// set `state_dir` also holds the logs and the socket unless those are set too).
+    pub fn resolve(
+        state_dir: Option<&Path>,
+        log_dir: Option<&Path>,
+        socket: Option<&Path>,
+    ) -> DaemonPaths {
+        let chosen = state_dir.is_some();
+        let state_dir = state_dir.map_or_else(default_state_dir, Path::to_path_buf);
+        let near = |name: &str, default: fn() -> PathBuf| {
+            if chosen {
+                state_dir.join(name)
+            } else {
+                default()
+            }
+        };
         DaemonPaths {
-            log_dir: d.log_dir.clone().unwrap_or_else(|| {
-                if d.state_dir.is_some() {
-                    state_dir.join("logs")
-                } else {
-                    default_log_dir()
-                }
-            }),
-            socket: d.socket.clone().unwrap_or_else(|| {
-                if d.state_dir.is_some() {
-                    state_dir.join("backupd.sock")
-                } else {
-                    default_socket()
-                }
-            }),
+            log_dir: log_dir.map_or_else(|| near("logs", default_log_dir), Path::to_path_buf),
+            socket: socket.map_or_else(|| near("backupd.sock", default_socket), Path::to_path_buf),
             state_dir,
         }
     }

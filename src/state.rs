@@ -8,7 +8,7 @@
 //! claimed: a `kill -9` after that never runs the slot twice) and after it ends.
 
 use crate::error::{Error, Result};
-use crate::protocol::RunRecord;
+use crate::record::RunRecord;
 use crate::schedule::{PendingRetry, RunReason, Slot};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -68,48 +68,6 @@ impl JobState {
             history: Vec::new(),
             overdue_notified: None,
         }
-    }
-
-    /// The job's health now, from this state (`running_since`: the run in progress, if any).
-    pub fn health(
-        &self,
-        cfg: &crate::health::HealthConfig,
-        schedule: Option<&crate::schedule::Schedule>,
-        running_since: Option<DateTime<Utc>>,
-        repo: crate::health::RepoFacts,
-        now: DateTime<Utc>,
-    ) -> crate::health::JobHealth {
-        let runs: Vec<&RunRecord> = self
-            .history
-            .iter()
-            .filter(|r| r.outcome != "skipped")
-            .collect();
-        let last = runs.last();
-        let last_error = runs
-            .iter()
-            .rev()
-            .find(|r| r.outcome != "success")
-            .filter(|_| {
-                self.consecutive_failures > 0 || last.is_some_and(|l| l.outcome == "partial")
-            })
-            .and_then(|r| r.error.as_deref());
-        crate::health::job_health(
-            cfg,
-            &crate::health::JobFacts {
-                job: &self.job,
-                schedule,
-                baseline: self.baseline,
-                last_success: self.last_success,
-                consecutive_failures: self.consecutive_failures,
-                last_outcome: last.map(|r| r.outcome.as_str()),
-                last_error,
-                running_since,
-                last_check_failed: repo.last_check_failed,
-                repository_bytes: repo.repository_bytes,
-                space: repo.space,
-            },
-            now,
-        )
     }
 
     /// Appends a run to the history, keeping at most `keep` runs.

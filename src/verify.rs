@@ -1,4 +1,4 @@
-//! Verification drills of a repository: their configuration and persisted state, the pure planning of read-data coverage, and the blocking runs (check, read-data share, restore drill, size).
+//! Verification drills of a repository: their persisted state, the pure planning of read-data coverage, and the blocking runs (check, read-data share, restore drill, size).
 //!
 //! A repository may carry a `[repositories.NAME.verify]` table:
 //!
@@ -25,18 +25,19 @@
 //! the snapshot's size and modification time, it is compared too. The scratch folder is removed
 //! afterwards.
 
+use crate::cancel::{CancelToken, Progress};
+use crate::config::verify::DrillKind;
 use crate::config::RepositoryConfig;
 use crate::engine::check::{self, CheckOptions, ReadData};
 use crate::engine::restore::{self, Overwrite, RestoreOptions};
-use crate::engine::{CancelToken, Progress};
 use crate::error::{Error, Result};
 use crate::repo::backend::{Backend, FileType};
 use crate::repo::id::Id;
 use crate::repo::pack::BlobType;
 use crate::repo::Repository;
-use crate::schedule::{Schedule, Slot};
+use crate::schedule::Slot;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -45,105 +46,6 @@ use std::time::Duration;
 
 /// The format version of a repository state file.
 pub const REPO_STATE_VERSION: u32 = 1;
-
-/// The default read-data cycle: every pack re-read at least once a month.
-pub const DEFAULT_CYCLE: Duration = Duration::from_secs(30 * 86_400);
-
-/// `[repositories.NAME.verify]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VerifyConfig {
-    /// Cron schedule of the structure check.
-    pub check: Option<toml::Spanned<String>>,
-    /// Cron schedule of the read-data runs, each reading its share of the cycle.
-    pub read_data: Option<toml::Spanned<String>>,
-    /// Every pack is re-read at least once per this period (default 30 days).
-    #[serde(deserialize_with = "de_duration")]
-    pub read_data_cycle: Duration,
-    /// Cron schedule of the restore drill.
-    pub restore_drill: Option<toml::Spanned<String>>,
-    /// How many files a restore drill restores (default 10).
-    pub restore_drill_files: usize,
-    /// The IANA zone the schedules are read in (default: the local zone).
-    pub timezone: Option<toml::Spanned<String>>,
-}
-
-impl Default for VerifyConfig {
-    fn default() -> Self {
-        VerifyConfig {
-            check: None,
-            read_data: None,
-            read_data_cycle: DEFAULT_CYCLE,
-            restore_drill: None,
-            restore_drill_files: 10,
-            timezone: None,
-        }
-    }
-}
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    crate::duration::parse_duration(&s).map_err(serde::de::Error::custom)
-}
-
-/// The three drills.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DrillKind {
-    Check,
-    ReadData,
-    RestoreDrill,
-}
-
-impl DrillKind {
-    pub const ALL: [DrillKind; 3] = [
-        DrillKind::Check,
-        DrillKind::ReadData,
-        DrillKind::RestoreDrill,
-    ];
-
-    /// The name in messages, state and metrics: "check", "read-data", "restore-drill".
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DrillKind::Check => "check",
-            DrillKind::ReadData => "read-data",
-            DrillKind::RestoreDrill => "restore-drill",
-        }
-    }
-
-    /// The configuration key of its schedule.
-    pub fn key(self) -> &'static str {
-        match self {
-            DrillKind::Check => "check",
-            DrillKind::ReadData => "read_data",
-            DrillKind::RestoreDrill => "restore_drill",
-        }
-    }
-}
-
-impl VerifyConfig {
-    /// The schedule expression of a drill, if configured.
-    pub fn expr(&self, kind: DrillKind) -> Option<&toml::Spanned<String>> {
-        match kind {
-            DrillKind::Check => self.check.as_ref(),
-            DrillKind::ReadData => self.read_data.as_ref(),
-            DrillKind::RestoreDrill => self.restore_drill.as_ref(),
-        }
-    }
-
-    /// The parsed schedules of the configured drills (validated at load, so errors are rare).
-    pub fn schedules(&self) -> std::result::Result<Vec<(DrillKind, Schedule)>, String> {
-        let tz = self.timezone.as_ref().map(|t| t.get_ref().as_str());
-        let mut out = Vec::new();
-        for kind in DrillKind::ALL {
-            if let Some(e) = self.expr(kind) {
-                let s = Schedule::parse(e.get_ref(), tz).map_err(|e| e.to_string())?;
-                out.push((kind, s));
-            }
-        }
-        Ok(out)
-    }
-}
 
 /// The outcome of one drill.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -809,6 +711,7 @@ fn unchanged_source(path: &str, node: &crate::repo::tree::Node) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::verify::{VerifyConfig, DEFAULT_CYCLE};
 
     fn id(i: u8) -> Id {
         let mut b = [0u8; 32];

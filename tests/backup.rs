@@ -526,7 +526,7 @@ fn hold_lock(kind: &str, file: &Path, secs: u32) -> std::process::Child {
     // Wait until the lock is really held.
     let held = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
-        backupd::engine::backup::lock_holder(file).is_some()
+        backupd::sources::locked::lock_holder(file).is_some()
     });
     if held {
         return child;

@@ -3,10 +3,10 @@
 //! round trip, retries on rate-limit 403 / 429 / 503 and no retry on a plain 403, token
 //! refresh, and duplicate names. Real Google is not reachable from here (README).
 
+use backupd::cancel::{CancelToken, NoProgress};
 use backupd::engine::backup::{backup, BackupOptions};
 use backupd::engine::check::{check, CheckOptions, ReadData};
 use backupd::engine::restore::{restore, RestoreOptions};
-use backupd::engine::{CancelToken, NoProgress};
 use backupd::repo::backend::{Backend, FileType};
 use backupd::repo::gdrive::{GDriveBackend, GDriveCredentials, GDriveOptions};
 use backupd::repo::Repository;

@@ -2,10 +2,10 @@
 
 mod support;
 
-use backupd::notifications::{
-    bounded_tail, redacted_url, send, webhook_body, EmailConfig, Event, Notification, NotifyConfig,
-    SmtpSecurity, WebhookConfig, WebhookMode,
+use backupd::config::notify::{
+    redacted_url, EmailConfig, Event, NotifyConfig, SmtpSecurity, WebhookConfig, WebhookMode,
 };
+use backupd::monitor::notifications::{bounded_tail, send, webhook_body, Notification};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

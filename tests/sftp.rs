@@ -2,10 +2,10 @@
 //! reconnect after the connection drops, a whole repository (init, backup, restore,
 //! check --read-data) that restic 0.14 then reads over SFTP too, and the errors a user meets.
 
+use backupd::cancel::{CancelToken, NoProgress};
 use backupd::engine::backup::{backup, BackupOptions};
 use backupd::engine::check::{check, CheckOptions, ReadData};
 use backupd::engine::restore::{restore, RestoreOptions};
-use backupd::engine::{CancelToken, NoProgress};
 use backupd::repo::backend::{Backend, FileType};
 use backupd::repo::sftp::SftpBackend;
 use backupd::repo::Repository;

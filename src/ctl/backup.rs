@@ -2,11 +2,12 @@
 
 use super::util::human_bytes;
 use super::Ctx;
-use crate::engine::backup::{backup_with, BackupOptions, LockedAction, LockedFiles};
+use crate::engine::backup::{backup_with, BackupOptions};
 use crate::engine::exclude::ExcludeOptions;
 use crate::error::{exit, Error, Result};
 use crate::repo::snapshot;
 use crate::sources::command::CommandSource;
+use crate::sources::locked::{LockedAction, LockedFiles};
 use crate::sources::retry::RetryPolicy;
 use crate::sources::sqlite::{self, IntegrityCheck, SqliteOptions};
 use std::path::PathBuf;

@@ -45,9 +45,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let creds = ctx.credentials();
     let dst_pw = ctx.password()?;
     let src_pw = if let Some(f) = &a.from_password_file {
-        crate::password::from_file(f, " of the source repository", "check --from-password-file")?
+        crate::config::secrets::from_file(
+            f,
+            " of the source repository",
+            "check --from-password-file",
+        )?
     } else if let Some(c) = &a.from_password_command {
-        crate::password::from_command(
+        crate::config::secrets::from_command(
             c,
             " of the source repository",
             "check --from-password-command",

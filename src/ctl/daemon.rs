@@ -37,7 +37,7 @@ impl Where {
             return s.clone();
         }
         match self.config() {
-            Ok(c) => DaemonPaths::of(&c).socket,
+            Ok(c) => c.paths().socket,
             // A configuration the daemon would reject (being edited, say) still names its
             // socket: read just the [daemon] table, so `status` can show the daemon's view.
             Err(_) => self
@@ -62,7 +62,7 @@ impl Where {
 
     /// Paths from the configuration (for working without the daemon).
     fn paths(&self) -> Result<DaemonPaths> {
-        Ok(DaemonPaths::of(&self.config()?))
+        Ok(self.config()?.paths())
     }
 }
 
@@ -276,7 +276,7 @@ pub fn status(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
 /// `backupctl health`: one line per job, exit 0 healthy, 1 warning, 2 error (Nagios-style).
 /// Without a daemon the state files are judged, and "backupd is not running" is an error.
 pub fn health(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
-    use crate::health::{JobHealth, Level};
+    use crate::monitor::health::{JobHealth, Level};
     let (jobs, overall): (Vec<(String, JobHealth)>, JobHealth) =
         match connect(&a.at, Request::Status) {
             Ok(c) => match c.one()? {
@@ -294,14 +294,14 @@ pub fn health(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
                     let overall = s
                         .health
                         .clone()
-                        .unwrap_or_else(|| crate::health::overall(&jobs));
+                        .unwrap_or_else(|| crate::monitor::health::overall(&jobs));
                     (jobs, overall)
                 }
                 other => return Err(daemon_error(other)),
             },
             Err(e @ Error::NoDaemon { .. }) => {
                 let cfg = a.at.config()?;
-                let paths = DaemonPaths::of(&cfg);
+                let paths = cfg.paths();
                 let store = StateStore::at(&paths.state_dir);
                 let repos = crate::verify::RepoStateStore::at(&paths.state_dir);
                 let now = Utc::now();
@@ -313,17 +313,24 @@ pub fn health(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
                         .unwrap_or_else(|| crate::state::JobState::new(name, now));
                     let rs = repos.peek(job.repository.get_ref());
                     let failing = rs.as_ref().and_then(|r| r.failing());
-                    let facts = crate::health::RepoFacts {
+                    let facts = crate::monitor::health::RepoFacts {
                         last_check_failed: failing.as_deref(),
                         repository_bytes: rs.as_ref().and_then(|r| r.size).map(|s| s.bytes),
                         space: rs.as_ref().and_then(|r| r.size).and_then(|s| s.space),
                     };
                     jobs.push((
                         name.clone(),
-                        st.health(&job.health, sched.as_ref(), None, facts, now),
+                        crate::monitor::health::of_state(
+                            &st,
+                            &job.health,
+                            sched.as_ref(),
+                            None,
+                            facts,
+                            now,
+                        ),
                     ));
                 }
-                let mut overall = crate::health::overall(&jobs);
+                let mut overall = crate::monitor::health::overall(&jobs);
                 overall.level = Level::Error;
                 let down = e.to_string();
                 overall.reasons.insert(

@@ -19,7 +19,7 @@ pub mod stats;
 pub mod unlock;
 pub mod util;
 
-use crate::engine::{CancelToken, Progress};
+use crate::cancel::{CancelToken, Progress};
 use crate::error::{exit, Error, Result};
 use crate::repo::backend::Backend;
 use crate::repo::lock::RepoLock;

@@ -1,6 +1,6 @@
 //! Progress bars on a terminal (indicatif), silence otherwise.
 
-use crate::engine::{NoProgress, Progress};
+use crate::cancel::{NoProgress, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
 use is_terminal::IsTerminal;
 use std::sync::Mutex;

@@ -24,10 +24,14 @@ pub fn parse_compression(s: &str) -> std::result::Result<Compression, String> {
 /// The password from --password-file, --password-command or BACKUPD_PASSWORD (never an argument).
 pub fn read_password(g: &Global) -> Result<Vec<u8>> {
     if let Some(f) = &g.password_file {
-        return crate::password::from_file(f, "", "check --password-file or BACKUPD_PASSWORD_FILE");
+        return crate::config::secrets::from_file(
+            f,
+            "",
+            "check --password-file or BACKUPD_PASSWORD_FILE",
+        );
     }
     if let Some(cmd) = &g.password_command {
-        return crate::password::from_command(
+        return crate::config::secrets::from_command(
             cmd,
             "",
             "check --password-command or BACKUPD_PASSWORD_COMMAND",

@@ -7,11 +7,12 @@
 
 use super::clock::{WakeCause, WallSleeper};
 use super::runner::{self, Limits, RunDone, RunProgress, RunSpec};
+use crate::cancel::CancelToken;
+use crate::config::notify::Event;
 use crate::config::Config;
-use crate::engine::CancelToken;
 use crate::error::exit;
 use crate::job::Outcome;
-use crate::notifications::{Event, Notification};
+use crate::monitor::notifications::Notification;
 use crate::paths::DaemonPaths;
 use crate::protocol::{
     DaemonInfo, DeliveryInfo, ErrorKind, JobStatus, NextRun, Response, RunRecord, RunningInfo,
@@ -80,7 +81,7 @@ struct Entry {
 pub struct Delivered {
     job: String,
     event: Event,
-    deliveries: Vec<crate::notifications::Delivery>,
+    deliveries: Vec<crate::monitor::notifications::Delivery>,
 }
 
 /// How many deliveries `status` shows per job.
@@ -917,11 +918,14 @@ impl Daemon {
                         ),
                         health: Some(self.health_of(name, e, now)),
                         notifications: e.deliveries.clone(),
-                        stats: Some(crate::health::run_stats(&e.state.history, STATS_RUNS)),
+                        stats: Some(crate::monitor::health::run_stats(
+                            &e.state.history,
+                            STATS_RUNS,
+                        )),
                     }
                 })
                 .collect::<Vec<JobStatus>>();
-        let all: Vec<(String, crate::health::JobHealth)> = jobs
+        let all: Vec<(String, crate::monitor::health::JobHealth)> = jobs
             .iter()
             .filter_map(|j| j.health.clone().map(|h| (j.name.clone(), h)))
             .collect();
@@ -938,7 +942,7 @@ impl Daemon {
                 socket: self.paths.socket.clone(),
             },
             jobs,
-            health: Some(crate::health::overall(&all)),
+            health: Some(crate::monitor::health::overall(&all)),
             repositories: self.drills.status(&self.config),
         }
     }
@@ -1018,11 +1022,14 @@ impl Daemon {
                     job: None,
                     run_id: Some(run_id),
                 };
-                n.log_tail =
-                    crate::logfiles::tail(&log_dir, crate::notifications::LOG_TAIL_LINES, &filter)
-                        .unwrap_or_default();
+                n.log_tail = crate::logfiles::tail(
+                    &log_dir,
+                    crate::monitor::notifications::LOG_TAIL_LINES,
+                    &filter,
+                )
+                .unwrap_or_default();
             }
-            let deliveries = crate::notifications::send(&cfg, &n);
+            let deliveries = crate::monitor::notifications::send(&cfg, &n);
             let _ = tx.send(Delivered {
                 job: n.job.clone(),
                 event: n.event,
@@ -1055,20 +1062,25 @@ impl Daemon {
     }
 
     /// A job's health now.
-    fn health_of(&self, name: &str, e: &Entry, now: DateTime<Utc>) -> crate::health::JobHealth {
-        let default = crate::health::HealthConfig::default();
+    fn health_of(
+        &self,
+        name: &str,
+        e: &Entry,
+        now: DateTime<Utc>,
+    ) -> crate::monitor::health::JobHealth {
+        let default = crate::config::health::HealthConfig::default();
         let cfg = self.config.jobs.get(name).map_or(&default, |j| &j.health);
         let running = e.active.as_ref().map(|a| a.claim.started);
         let (failing, bytes, space) = match self.config.jobs.get(name) {
             Some(j) => self.drills.facts(j.repository.get_ref()),
             None => (None, None, None),
         };
-        let repo = crate::health::RepoFacts {
+        let repo = crate::monitor::health::RepoFacts {
             last_check_failed: failing.as_deref(),
             repository_bytes: bytes,
             space,
         };
-        e.state.health(cfg, e.schedule.as_ref(), running, repo, now)
+        crate::monitor::health::of_state(&e.state, cfg, e.schedule.as_ref(), running, repo, now)
     }
 
     /// A drill or a measurement ended: a failed drill (or the first pass after one) is
@@ -1118,7 +1130,7 @@ impl Daemon {
                     .rev()
                     .find(|r| r.outcome != "skipped");
                 let health = self.health_of(name, e, now);
-                crate::metrics::JobMetrics {
+                crate::monitor::metrics::JobMetrics {
                     job: name.clone(),
                     repository: self
                         .config
@@ -1140,17 +1152,17 @@ impl Daemon {
                 }
             })
             .collect();
-        let m = crate::metrics::Metrics {
+        let m = crate::monitor::metrics::Metrics {
             jobs,
             repositories: self.drills.metrics(&self.config),
             daemon_start: self.started,
             generated: now,
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
-        *self.metrics_text.lock().expect("metrics text") = crate::metrics::render(&m);
+        *self.metrics_text.lock().expect("metrics text") = crate::monitor::metrics::render(&m);
         let Some(path) = path else { return };
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = crate::metrics::write_textfile(&path, &m) {
+            if let Err(e) = crate::monitor::metrics::write_textfile(&path, &m) {
                 tracing::error!("{e}");
             }
         });

@@ -1,13 +1,12 @@
 //! The daemon's side of verification drills and repository measurements: when each repository's drills are due, running them off the event loop within the run limits, and keeping their results on disk.
 
 use super::runner::Limits;
+use crate::cancel::{CancelToken, NoProgress};
+use crate::config::verify::{DrillKind, VerifyConfig};
 use crate::config::Config;
-use crate::engine::{CancelToken, NoProgress};
 use crate::protocol::{DrillStatus, RepoStatus};
 use crate::schedule::{self, CatchUp, Decision, JobTiming, Schedule, ScheduleState, Wake};
-use crate::verify::{
-    self, DrillKind, DrillOutcome, DrillState, RepoSize, RepoState, RepoStateStore,
-};
+use crate::verify::{self, DrillOutcome, DrillState, RepoSize, RepoState, RepoStateStore};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -417,12 +416,12 @@ impl Drills {
     }
 
     /// Every repository's figures, for the metrics.
-    pub fn metrics(&self, config: &Config) -> Vec<crate::metrics::RepoMetrics> {
+    pub fn metrics(&self, config: &Config) -> Vec<crate::monitor::metrics::RepoMetrics> {
         self.repos
             .iter()
             .filter_map(|(name, e)| {
                 let rc = config.repositories.get(name)?;
-                Some(crate::metrics::RepoMetrics {
+                Some(crate::monitor::metrics::RepoMetrics {
                     repository: rc.path.clone(),
                     size_bytes: e.state.size.map(|s| s.bytes),
                     snapshots: e.state.size.map(|s| s.snapshots),
@@ -439,12 +438,14 @@ impl Drills {
                         .iter()
                         .filter(|(k, _)| e.schedules.iter().any(|(s, _, _)| s == *k))
                         .filter_map(|(k, s)| {
-                            s.last.as_ref().map(|r| crate::metrics::DrillMetrics {
-                                drill: k.as_str().to_string(),
-                                ok: r.ok,
-                                last_end: r.ended,
-                                last_success: s.last_ok,
-                            })
+                            s.last
+                                .as_ref()
+                                .map(|r| crate::monitor::metrics::DrillMetrics {
+                                    drill: k.as_str().to_string(),
+                                    ok: r.ok,
+                                    last_end: r.ended,
+                                    last_success: s.last_ok,
+                                })
                         })
                         .collect(),
                 })
@@ -458,7 +459,7 @@ struct DrillJob {
     repo: String,
     kind: DrillKind,
     rc: crate::config::RepositoryConfig,
-    verify: verify::VerifyConfig,
+    verify: VerifyConfig,
     coverage: verify::Coverage,
     read_schedule: Option<Schedule>,
     scratch: PathBuf,

@@ -91,7 +91,7 @@ pub fn main() -> i32 {
     };
     match cli.command {
         Some(DaemonCommand::CheckConfig) => {
-            let paths = DaemonPaths::of(&cfg);
+            let paths = cfg.paths();
             println!(
                 "{}: valid; {} job(s): {}; state {}, logs {}, socket {}",
                 config_path.display(),
@@ -177,7 +177,7 @@ fn start_up(
 /// `backupd run-due`: holds the instance lock (a resident daemon holding it makes it refuse),
 /// runs what is due through the event loop's own planning (`core::Daemon::run_due`), exits.
 fn run_due(config_path: PathBuf, cfg: Config) -> i32 {
-    let paths = DaemonPaths::of(&cfg);
+    let paths = cfg.paths();
     let _held = match start_up(&cfg, &paths, ROLE_RUN_DUE, "run-due: ", "\n  run-due is for the OS-timer mode (`backupctl schedule install`); with a resident daemon, its own scheduler runs the jobs: uninstall one of the two (`backupctl service uninstall` or `backupctl schedule uninstall`)") {
         Ok(h) => h,
         Err(code) => return code,
@@ -223,7 +223,7 @@ fn run_due(config_path: PathBuf, cfg: Config) -> i32 {
 /// Runs the daemon in the foreground until a signal or `stop` asks it to stop; returns the
 /// exit code.
 pub fn run_daemon(config_path: PathBuf, cfg: Config, stop: Option<StopTrigger>) -> i32 {
-    let paths = DaemonPaths::of(&cfg);
+    let paths = cfg.paths();
     let _held = match start_up(&cfg, &paths, ROLE_DAEMON, "", "") {
         Ok(h) => h,
         Err(code) => return code,

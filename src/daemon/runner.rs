@@ -1,7 +1,7 @@
 //! Executing one run off the event loop: a free slot among `max_parallel`, the job's repository to itself, then `job::run_job` on a blocking thread inside a `run` span.
 
+use crate::cancel::{CancelToken, Progress};
 use crate::config::Config;
-use crate::engine::{CancelToken, Progress};
 use crate::job::{run_job, JobReport};
 use crate::protocol::{Response, RunningInfo};
 use chrono::Utc;

@@ -8,7 +8,7 @@
 //! any instant leaves at most unreferenced packs behind.
 
 use super::exclude::{ExcludeOptions, Excluder};
-use super::{CancelToken, Progress};
+use crate::cancel::{CancelToken, Progress};
 use crate::error::{Error, Result};
 use crate::repo::backend::FileType;
 use crate::repo::crypto::Key;
@@ -18,6 +18,8 @@ use crate::repo::pack::{BlobType, Compression, PackWriter};
 use crate::repo::snapshot::{Snapshot, SnapshotSummary, JOB_TAG_PREFIX, PARTIAL_TAG};
 use crate::repo::tree::{gomode, kind, Node, Tree};
 use crate::repo::Repository;
+use crate::sources::extra::{ExtraContent, ExtraFile};
+use crate::sources::locked::{lock_holder, LockedAction, LockedFiles};
 use crate::sources::retry::{retry, Attempt, RetryError, RetryPolicy};
 use chrono::{DateTime, FixedOffset, Local};
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -38,87 +40,6 @@ pub const PACK_TARGET: usize = 16 * 1024 * 1024;
 const READ_WHOLE_MAX: u64 = 1024 * 1024;
 /// Index files hold at most this many blobs (restic keeps them below 8 MiB).
 const INDEX_MAX_BLOBS: usize = 40_000;
-
-/// What to do with a regular file that another process holds a write lock on (flock or fcntl)
-/// once the source's wait deadline has passed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LockedAction {
-    /// Fail the backup, naming the file and the lock holder.
-    Fail,
-    /// Leave the file out (a warning; the snapshot is partial).
-    Skip,
-    /// Read it anyway (a warning; the snapshot is partial: the copy may be inconsistent).
-    ReadAnyway,
-}
-
-impl std::str::FromStr for LockedAction {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "fail" => Ok(LockedAction::Fail),
-            "skip" => Ok(LockedAction::Skip),
-            "read-anyway" => Ok(LockedAction::ReadAnyway),
-            _ => Err(format!(
-                "invalid locked-file policy {s:?}: use fail, skip or read-anyway"
-            )),
-        }
-    }
-}
-
-/// The policy for locked regular files: wait (with backoff, within `retry.deadline` for the
-/// whole backup), then `action`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LockedFiles {
-    pub action: LockedAction,
-    pub retry: RetryPolicy,
-}
-
-impl Default for LockedFiles {
-    /// Read locked files at once, with a warning (as restic reads them, but never silently).
-    fn default() -> Self {
-        LockedFiles {
-            action: LockedAction::ReadAnyway,
-            retry: RetryPolicy {
-                deadline: std::time::Duration::ZERO,
-                ..RetryPolicy::default()
-            },
-        }
-    }
-}
-
-/// A stream stored as a file (a command's standard output, say).
-pub trait StreamSource: Send {
-    fn reader(&mut self) -> &mut dyn Read;
-    /// Called after the end of the stream; an error fails the source (e.g. the command's exit
-    /// status and the tail of its standard error).
-    fn finish(&mut self) -> std::result::Result<(), String>;
-}
-
-/// Where the content of an extra file comes from.
-pub enum ExtraContent {
-    /// A local file's content (e.g. a consistent copy of a database in a staging folder); the
-    /// node gets the metadata of `meta_from` (the original file) when given.
-    File {
-        path: PathBuf,
-        meta_from: Option<PathBuf>,
-    },
-    /// A stream read to its end, stored with mode 0600 and the time of the backup.
-    Stream(Box<dyn StreamSource>),
-}
-
-/// Content stored in the snapshot at `snapshot_path` that does not come from walking a path.
-/// When the path also exists on disk inside a backed-up folder, the extra replaces it.
-pub struct ExtraFile {
-    /// Absolute path in the snapshot.
-    pub snapshot_path: PathBuf,
-    pub content: ExtraContent,
-    /// What to call it in messages ("SQLite database /srv/app.db").
-    pub describe: String,
-    /// If it cannot be read: true fails the backup (no snapshot), false makes the snapshot
-    /// partial.
-    pub required: bool,
-}
 
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -637,71 +558,6 @@ fn read_file(
             }
         }
     }
-}
-
-/// Who holds a write lock on a regular file, if anyone: an flock(2) exclusive lock, or a POSIX
-/// or open-file-description write lock (fcntl) on any range of it. The probe takes no lock
-/// that it keeps.
-#[cfg(unix)]
-pub fn lock_holder(path: &Path) -> Option<String> {
-    use std::os::unix::io::AsRawFd;
-    let f = File::open(path).ok()?;
-    let flocked = match f.try_lock_shared() {
-        Ok(()) => {
-            let _ = f.unlock();
-            false
-        }
-        Err(std::fs::TryLockError::WouldBlock) => true,
-        Err(_) => false,
-    };
-    // SAFETY: `fl` is a plain C struct, zeroed then filled in; F_GETLK only writes into it.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_RDLCK as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    let posix = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) } == 0
-        && fl.l_type != libc::F_UNLCK as libc::c_short;
-    if !flocked && !posix {
-        return None;
-    }
-    let comm = |pid: i64| {
-        fs::read_to_string(format!("/proc/{pid}/comm"))
-            .map(|c| format!(" ({})", c.trim()))
-            .unwrap_or_default()
-    };
-    if posix {
-        let pid = fl.l_pid as i64;
-        return Some(if pid > 0 {
-            format!("a POSIX write lock held by PID {pid}{}", comm(pid))
-        } else {
-            "an open-file-description write lock".to_string()
-        });
-    }
-    // flock(2) locks do not say who holds them; /proc/locks does, by inode.
-    let ino = std::os::unix::fs::MetadataExt::ino(&f.metadata().ok()?);
-    let holder = fs::read_to_string("/proc/locks").ok().and_then(|locks| {
-        locks.lines().find_map(|l| {
-            let parts: Vec<&str> = l.split_whitespace().collect();
-            let flock = parts.get(1) == Some(&"FLOCK");
-            let inode = parts
-                .get(5)
-                .and_then(|d| d.rsplit(':').next())
-                .and_then(|i| i.parse::<u64>().ok());
-            if flock && inode == Some(ino) && parts.get(3) == Some(&"WRITE") {
-                parts.get(4).and_then(|p| p.parse::<i64>().ok())
-            } else {
-                None
-            }
-        })
-    });
-    Some(match holder {
-        Some(pid) => format!("an flock write lock held by PID {pid}{}", comm(pid)),
-        None => "an flock write lock".to_string(),
-    })
-}
-
-#[cfg(not(unix))]
-pub fn lock_holder(_path: &Path) -> Option<String> {
-    None
 }
 
 /// Opens a file for reading without updating its access time (as restic does), so that backing

@@ -10,7 +10,7 @@
 //! damaged or missing, the trees of all snapshots are walked once more to name the snapshots and
 //! file paths affected.
 
-use crate::engine::{CancelToken, Progress};
+use crate::cancel::{CancelToken, Progress};
 use crate::error::{Error, Result};
 use crate::repo::backend::FileType;
 use crate::repo::crypto::OVERHEAD;
@@ -1158,7 +1158,7 @@ mod tests {
     /// A repository written through the library, with malformed nodes and a blob in no index.
     #[test]
     fn node_problems_are_reported_with_their_paths() {
-        use crate::engine::NoProgress;
+        use crate::cancel::NoProgress;
         use crate::repo::backend::{Backend, LocalBackend};
         use crate::repo::index::IndexPack;
         use crate::repo::pack::{seal_blob, Compression, PackWriter};
@@ -1276,7 +1276,7 @@ mod tests {
     /// An index entry at the wrong offset and a header blob the index lacks are both named.
     #[test]
     fn index_and_header_disagreement_is_reported() {
-        use crate::engine::NoProgress;
+        use crate::cancel::NoProgress;
         use crate::repo::backend::{Backend, LocalBackend};
         use crate::repo::index::IndexPack;
         use crate::repo::pack::{seal_blob, Compression, PackWriter};

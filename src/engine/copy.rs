@@ -7,7 +7,7 @@
 //! their ids. For each snapshot the packs are written first, then the index that names them,
 //! then the snapshot: a crash leaves at most unreferenced packs in the target.
 
-use super::{CancelToken, Progress};
+use crate::cancel::{CancelToken, Progress};
 use crate::error::Result;
 use crate::repo::backend::FileType;
 use crate::repo::id::Id;

@@ -7,7 +7,7 @@
 //! skipped (common) subtrees are read too, each once, until every candidate is settled.
 
 use super::walk::join;
-use super::CancelToken;
+use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
 use crate::repo::id::Id;
 use crate::repo::pack::BlobType;

@@ -1,7 +1,7 @@
 //! Operations on a repository: backup, restore, check, forget, prune, diff, stats.
 //!
-//! The engine knows nothing of the command line, IPC or signals: callers pass a [`Progress`]
-//! sink and a [`CancelToken`], and hold the repository lock the operation needs (shared for
+//! The engine knows nothing of the command line, IPC or signals: callers pass a [`Progress`](crate::cancel::Progress)
+//! sink and a [`CancelToken`](crate::cancel::CancelToken), and hold the repository lock the operation needs (shared for
 //! backup, restore, check; exclusive for forget and prune).
 
 pub mod backup;
@@ -14,48 +14,3 @@ pub mod prune;
 pub mod restore;
 pub mod stats;
 pub mod walk;
-
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-/// Receives progress of long operations. All methods have empty defaults.
-pub trait Progress: Send + Sync {
-    /// A new phase begins; `total` in the phase's unit (bytes or items) when known.
-    fn phase(&self, _name: &str, _total: Option<u64>) {}
-    /// `n` more units of the current phase are done.
-    fn inc(&self, _n: u64) {}
-    /// A line worth showing (what is being worked on, a warning).
-    fn note(&self, _msg: &str) {}
-}
-
-/// Progress that goes nowhere.
-pub struct NoProgress;
-impl Progress for NoProgress {}
-
-/// Asks a running operation to stop at its next safe point.
-#[derive(Clone, Default, Debug)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    pub fn new() -> CancelToken {
-        CancelToken::default()
-    }
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst)
-    }
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-    /// The flag itself, for signal handlers to set.
-    pub fn flag(&self) -> Arc<AtomicBool> {
-        self.0.clone()
-    }
-    /// `Err(Interrupted)` once cancelled.
-    pub fn check(&self) -> crate::Result<()> {
-        if self.is_cancelled() {
-            Err(crate::Error::Interrupted)
-        } else {
-            Ok(())
-        }
-    }
-}

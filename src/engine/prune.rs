@@ -26,7 +26,8 @@
 //!
 //! The caller holds the exclusive repository lock for the whole run.
 
-use crate::engine::{walk, CancelToken, Progress};
+use crate::cancel::{CancelToken, Progress};
+use crate::engine::walk;
 use crate::error::{Error, Result};
 use crate::repo::backend::FileType;
 use crate::repo::crypto::OVERHEAD;
@@ -1005,7 +1006,7 @@ pub fn prune(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::NoProgress;
+    use crate::cancel::NoProgress;
     use crate::repo::backend::{Backend, LocalBackend};
     use crate::repo::pack::{seal_blob, Compression};
     use crate::repo::tree::{kind, Node, Tree};

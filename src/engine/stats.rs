@@ -11,7 +11,7 @@
 //!   compression ratio and the space saving.
 
 use super::walk::referenced_blobs;
-use super::{CancelToken, Progress};
+use crate::cancel::{CancelToken, Progress};
 use crate::error::{Error, Result};
 use crate::repo::backend::FileType;
 use crate::repo::id::Id;

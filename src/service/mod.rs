@@ -11,7 +11,6 @@ pub mod systemd;
 pub mod windows;
 
 use crate::config::Config;
-use crate::paths::DaemonPaths;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -160,7 +159,7 @@ pub const SYSTEM_RUNTIME_DIR: &str = "/run/backupd";
 impl Inputs {
     /// The inputs for `cfg` (read from `config`), the daemon's paths as `cfg` resolves them.
     pub fn new(cfg: &Config, config: &Path, backupd: &Path, scope: Scope) -> Inputs {
-        let paths = DaemonPaths::of(cfg);
+        let paths = cfg.paths();
         let mut writable = vec![paths.state_dir.clone(), paths.log_dir.clone()];
         if let Some(dir) = paths.socket.parent() {
             if !(scope == Scope::System && dir == Path::new(SYSTEM_RUNTIME_DIR)) {

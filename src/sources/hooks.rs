@@ -9,9 +9,9 @@
 //! always), `BACKUPD_REPOSITORY`, and when known `BACKUPD_SNAPSHOT_ID`, `BACKUPD_ERROR` (the
 //! run's error) and `BACKUPD_OUTCOME` (success, partial, failed; after-hooks only).
 
-use super::command::{describe_status, read_lines, shell_command, Tail, Watchdog};
-use crate::engine::Progress;
+use crate::cancel::Progress;
 use crate::error::{Error, Result};
+use crate::process::{describe_status, read_lines, shell_command, Tail, Watchdog};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -210,7 +210,7 @@ pub fn run_hook(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::NoProgress;
+    use crate::cancel::NoProgress;
 
     fn env() -> HookEnv {
         HookEnv {

@@ -1,6 +1,6 @@
 //! Retrying a busy source: exponential backoff with jitter until a deadline, saying what it waits for.
 
-use crate::engine::CancelToken;
+use crate::cancel::CancelToken;
 use chrono::{DateTime, Local};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};

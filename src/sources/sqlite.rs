@@ -1,9 +1,9 @@
 //! SQLite sources: a consistent copy through SQLite's online backup API, checked, retried while busy.
 
 use super::retry::{retry, Attempt, RetryError, RetryPolicy, Waiting};
-use crate::engine::backup::{ExtraContent, ExtraFile};
-use crate::engine::CancelToken;
+use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
+use crate::sources::extra::{ExtraContent, ExtraFile};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use serde::{Deserialize, Serialize};
@@ -330,11 +330,11 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 
 /// Who holds a busy database, as far as the lock table tells.
 fn holder(db: &Path, e: &rusqlite::Error) -> String {
-    let found = crate::engine::backup::lock_holder(db).or_else(|| {
+    let found = crate::sources::locked::lock_holder(db).or_else(|| {
         // In WAL mode the readers' and writers' locks live in the -shm file.
         let mut shm = db.as_os_str().to_owned();
         shm.push("-shm");
-        crate::engine::backup::lock_holder(Path::new(&shm))
+        crate::sources::locked::lock_holder(Path::new(&shm))
     });
     match found {
         Some(h) => format!("locked by another process: {h} (SQLite: {e})"),

@@ -21,7 +21,7 @@
 //! compared with the blob id (mtime alone is never trusted). Its owner, mode and times are then
 //! set to the snapshot's without rewriting the content.
 
-use super::{CancelToken, Progress};
+use crate::cancel::{CancelToken, Progress};
 use crate::error::{exit, Error, Result};
 use crate::fsutil;
 use crate::repo::backend::FileType;
@@ -211,7 +211,7 @@ pub fn in_place_impact(
         dry_run: true,
         ..opts.clone()
     };
-    let run = run(repo, snapshot, &dry, &super::NoProgress, cancel)?;
+    let run = run(repo, snapshot, &dry, &crate::cancel::NoProgress, cancel)?;
     let mut undo_root = opts.target.clone();
     for c in run.touched.unwrap_or_default() {
         undo_root.push(c);
@@ -858,7 +858,7 @@ mod tests {
             &repo,
             &snap,
             &RestoreOptions::new(&target),
-            &super::super::NoProgress,
+            &crate::cancel::NoProgress,
             &CancelToken::new(),
         )
         .unwrap();
@@ -911,7 +911,7 @@ mod tests {
                 sub_path: Some("/sub/..".into()),
                 ..RestoreOptions::new(&t2)
             },
-            &super::super::NoProgress,
+            &crate::cancel::NoProgress,
             &CancelToken::new(),
         );
         // find_node resolves "/sub/.." to the node named ".." in /sub; it must not be written.

@@ -1,4 +1,4 @@
-//! The health model of issue #6 ("know it is working"): per-job thresholds, the pure rules that turn a job's facts into healthy / warning / error with reasons, and run statistics. No I/O, no clock reads.
+//! The health model ("know it is working"): the pure rules that turn a job's facts into healthy / warning / error with reasons, and run statistics. No I/O, no clock reads.
 //!
 //! # The rules
 //!
@@ -23,12 +23,12 @@
 //! A threshold of 0 switches its rule off.
 
 use std::fmt;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
-use crate::protocol::RunRecord;
+use crate::config::health::HealthConfig;
+use crate::record::RunRecord;
 use crate::schedule::Schedule;
 
 /// How a job (or the whole daemon) is doing. Ordered: `Healthy < Warning < Error`.
@@ -67,252 +67,6 @@ impl fmt::Display for Level {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Default grace, as a share of the schedule's interval.
-const GRACE_SHARE: f64 = 0.10;
-/// Default grace, at least.
-const GRACE_MIN: Duration = Duration::from_secs(60);
-/// Default grace, at most.
-const GRACE_MAX: Duration = Duration::from_secs(3600);
-
-/// Per-job thresholds: the job's `[jobs.NAME.health]` table. Every key is optional.
-///
-/// ```toml
-/// [jobs.app.health]
-/// overdue_warning_slots = 1
-/// overdue_error_slots = 2
-/// grace = "30m"
-/// failures_warning = 1
-/// failures_error = 3
-/// partial_is_warning = true
-/// max_repository_bytes = "500G"
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HealthConfig {
-    /// Missed slots for a warning (default 1: one slot passed without a success); 0: never.
-    pub overdue_warning_slots: u32,
-    /// Missed slots for an error (default 2); 0: never.
-    pub overdue_error_slots: u32,
-    /// How long after a slot a success may still come before the slot counts as missed.
-    ///
-    /// Default ([`HealthConfig::grace_for`]): 10 % of the schedule's interval, at least 1
-    /// minute, at most 1 hour. A run does not succeed *at* its slot: `jitter` and
-    /// `startup_delay` delay its start, a busy repository or `max_parallel` queues it, a
-    /// repository lock makes it wait (`lock_wait`), and then it takes as long as it takes, and
-    /// a success is recorded when it ends. Proportional, so an every-minute job is not
-    /// given an hour (it would hide a dead job for 60 slots), floored at 1 minute so timer
-    /// and jitter noise never flaps, and capped at 1 hour so a daily job is reported late
-    /// the same morning, not the next day. A run in progress protects its slot however long
-    /// it takes; set `grace` explicitly for jobs that wait long for their turn.
-    #[serde(deserialize_with = "de_opt_duration")]
-    pub grace: Option<Duration>,
-    /// Consecutive failures for a warning (default 1); 0: never.
-    pub failures_warning: u32,
-    /// Consecutive failures for an error (default 3); 0: never.
-    pub failures_error: u32,
-    /// A last run that was `partial` (some sources unreadable) is a warning (default true).
-    pub partial_is_warning: bool,
-    /// The repository size limit: a warning at 90 %, an error at 100 %. A number of bytes or
-    /// a string such as `"500G"` (see [`parse_size`]).
-    #[serde(deserialize_with = "de_opt_size")]
-    pub max_repository_bytes: Option<u64>,
-    /// The room that must stay free on the repository's storage: `"10%"` (the default) of the
-    /// file system or quota, or a size such as `"50G"`; `"0%"` or `0` switches it off. Less is
-    /// a warning, less than a tenth of it an error.
-    #[serde(deserialize_with = "de_min_free")]
-    pub min_free_space: MinFree,
-}
-
-/// How much room must stay free on a repository's storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MinFree {
-    /// A share of the storage's size or quota, in percent (0 to 100).
-    Percent(u8),
-    /// A number of bytes.
-    Bytes(u64),
-}
-
-impl MinFree {
-    /// The threshold in bytes for storage of `total` bytes; 0 means the rule is off.
-    pub fn bytes_of(self, total: u64) -> u64 {
-        match self {
-            MinFree::Percent(p) => (u128::from(total) * u128::from(p) / 100) as u64,
-            MinFree::Bytes(b) => b,
-        }
-    }
-}
-
-impl fmt::Display for MinFree {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MinFree::Percent(p) => write!(f, "{p} %"),
-            MinFree::Bytes(b) => write!(f, "{b} bytes"),
-        }
-    }
-}
-
-fn de_min_free<'de, D: Deserializer<'de>>(d: D) -> Result<MinFree, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Bytes(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Bytes(n) => Ok(MinFree::Bytes(n)),
-        Raw::Text(t) => match t.trim().strip_suffix('%') {
-            Some(p) => match p.trim().parse::<u8>() {
-                Ok(p) if p <= 100 => Ok(MinFree::Percent(p)),
-                _ => Err(serde::de::Error::custom(format!(
-                    "invalid min_free_space {t:?}: a percentage must be a whole number from 0 to 100, e.g. \"10%\""
-                ))),
-            },
-            None => parse_size(&t)
-                .map(MinFree::Bytes)
-                .map_err(serde::de::Error::custom),
-        },
-    }
-}
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        HealthConfig {
-            overdue_warning_slots: 1,
-            overdue_error_slots: 2,
-            grace: None,
-            failures_warning: 1,
-            failures_error: 3,
-            partial_is_warning: true,
-            max_repository_bytes: None,
-            min_free_space: MinFree::Percent(10),
-        }
-    }
-}
-
-impl HealthConfig {
-    /// The grace in effect for `schedule` around `now`: the configured one, or 10 % of the
-    /// schedule's interval (`Schedule::interval_hint(now)`) clamped to 1 minute ..= 1 hour.
-    pub fn grace_for(&self, schedule: &Schedule, now: DateTime<Utc>) -> Duration {
-        if let Some(g) = self.grace {
-            return g;
-        }
-        match schedule.interval_hint(now).and_then(|i| i.to_std().ok()) {
-            Some(interval) => interval.mul_f64(GRACE_SHARE).clamp(GRACE_MIN, GRACE_MAX),
-            None => GRACE_MAX,
-        }
-    }
-}
-
-fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Secs(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Secs(n) => Ok(Some(Duration::from_secs(n))),
-        Raw::Text(t) => crate::duration::parse_duration(&t)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
-    }
-}
-
-fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Bytes(u64),
-        Text(String),
-    }
-    let bytes = match Raw::deserialize(d)? {
-        Raw::Bytes(n) => n,
-        Raw::Text(t) => parse_size(&t).map_err(serde::de::Error::custom)?,
-    };
-    if bytes == 0 {
-        return Err(serde::de::Error::custom(
-            "max_repository_bytes must be more than 0, e.g. \"500G\" (leave it out for no limit)",
-        ));
-    }
-    Ok(Some(bytes))
-}
-
-/// Why a size such as `"500G"` was rejected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SizeError {
-    /// No number.
-    #[error("invalid size {text:?}: expected a number of bytes with an optional unit, e.g. \"500G\", \"1.5TiB\" or \"1048576\"")]
-    Malformed {
-        /// The text as written.
-        text: String,
-    },
-    /// A unit that is not one of ours.
-    #[error("invalid size {text:?}: unknown unit {unit:?}; use B, K/KiB, M/MiB, G/GiB or T/TiB (powers of 1024), e.g. \"500G\"")]
-    UnknownUnit {
-        /// The text as written.
-        text: String,
-        /// The unit as written.
-        unit: String,
-    },
-    /// More than `u64::MAX` bytes.
-    #[error("invalid size {text:?}: too large (at most 16 EiB)")]
-    TooLarge {
-        /// The text as written.
-        text: String,
-    },
-}
-
-/// Parses a size: a number (decimals allowed: `"1.5G"`) with an optional unit, `B`, `K`/`KiB`,
-/// `M`/`MiB`, `G`/`GiB`, `T`/`TiB`, all powers of 1024, case-insensitive, a space allowed
-/// between; a plain number is bytes. `KB`, `GB` and the like are refused rather than guessed
-/// (1000 or 1024?). Fractions of a byte are dropped.
-pub fn parse_size(text: &str) -> Result<u64, SizeError> {
-    let s = text.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = (&s[..split], s[split..].trim_start());
-    let malformed = || SizeError::Malformed {
-        text: text.to_string(),
-    };
-    let too_large = || SizeError::TooLarge {
-        text: text.to_string(),
-    };
-    let (whole, frac) = match number.split_once('.') {
-        Some((w, f)) => (w, f),
-        None => (number, ""),
-    };
-    if whole.is_empty() && frac.is_empty() || frac.contains('.') {
-        return Err(malformed());
-    }
-    let multiplier: u128 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "t" | "tib" => 1 << 40,
-        _ => {
-            return Err(SizeError::UnknownUnit {
-                text: text.to_string(),
-                unit: unit.to_string(),
-            })
-        }
-    };
-    let whole: u128 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().map_err(|_| too_large())?
-    };
-    let mut total = whole.checked_mul(multiplier).ok_or_else(too_large)?;
-    if !frac.is_empty() {
-        // At most 18 digits matter for a 2^40 multiplier and u128 arithmetic.
-        let digits = &frac[..frac.len().min(18)];
-        let f: u128 = digits.parse().map_err(|_| malformed())?;
-        total += f * multiplier / 10u128.pow(digits.len() as u32);
-    }
-    u64::try_from(total).map_err(|_| too_large())
 }
 
 /// What the daemon knows about a job's repository: its newest failed verification drill and
@@ -685,10 +439,52 @@ pub fn run_stats(history: &[RunRecord], n: usize) -> RunStats {
     }
 }
 
+/// A job's health now, from its state (`running_since`: the run in progress, if any).
+pub fn of_state(
+    state: &crate::state::JobState,
+    cfg: &HealthConfig,
+    schedule: Option<&crate::schedule::Schedule>,
+    running_since: Option<DateTime<Utc>>,
+    repo: RepoFacts,
+    now: DateTime<Utc>,
+) -> JobHealth {
+    let runs: Vec<&RunRecord> = state
+        .history
+        .iter()
+        .filter(|r| r.outcome != "skipped")
+        .collect();
+    let last = runs.last();
+    let last_error = runs
+        .iter()
+        .rev()
+        .find(|r| r.outcome != "success")
+        .filter(|_| state.consecutive_failures > 0 || last.is_some_and(|l| l.outcome == "partial"))
+        .and_then(|r| r.error.as_deref());
+    job_health(
+        cfg,
+        &JobFacts {
+            job: &state.job,
+            schedule,
+            baseline: state.baseline,
+            last_success: state.last_success,
+            consecutive_failures: state.consecutive_failures,
+            last_outcome: last.map(|r| r.outcome.as_str()),
+            last_error,
+            running_since,
+            last_check_failed: repo.last_check_failed,
+            repository_bytes: repo.repository_bytes,
+            space: repo.space,
+        },
+        now,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::health::MinFree;
     use chrono::TimeZone;
+    use std::time::Duration;
 
     fn t(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
@@ -1248,44 +1044,6 @@ mod tests {
             }
         );
         assert_eq!(run_stats(&history, 0).runs, 0);
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("0"), Ok(0));
-        assert_eq!(parse_size("1048576"), Ok(1 << 20));
-        assert_eq!(parse_size("12B"), Ok(12));
-        assert_eq!(parse_size("1K"), Ok(1024));
-        assert_eq!(parse_size("1KiB"), Ok(1024));
-        assert_eq!(parse_size("2M"), Ok(2 << 20));
-        assert_eq!(parse_size("2 MiB"), Ok(2 << 20));
-        assert_eq!(parse_size("500G"), Ok(500 << 30));
-        assert_eq!(parse_size("500g"), Ok(500 << 30));
-        assert_eq!(parse_size(" 3gib "), Ok(3 << 30));
-        assert_eq!(parse_size("1.5T"), Ok(3 << 39));
-        assert_eq!(parse_size("1.5TiB"), Ok(3 << 39));
-        assert_eq!(parse_size(".5K"), Ok(512));
-        assert_eq!(parse_size("1.0001B"), Ok(1));
-        assert_eq!(parse_size("16777215T"), Ok(16_777_215 << 40));
-        assert!(matches!(
-            parse_size("16777216T"),
-            Err(SizeError::TooLarge { .. })
-        ));
-        assert!(matches!(
-            parse_size("99999999999999999999999999999999999999999"),
-            Err(SizeError::TooLarge { .. })
-        ));
-        for bad in ["", "G", ".", "1..2G", "-1", "1.2.3"] {
-            assert!(parse_size(bad).is_err(), "{bad:?}");
-        }
-        for unit in ["1GB", "1KB", "1P", "1 bytes", "1G B"] {
-            let e = parse_size(unit).unwrap_err();
-            assert!(
-                matches!(e, SizeError::UnknownUnit { .. }),
-                "{unit:?}: {e:?}"
-            );
-            assert!(e.to_string().contains("powers of 1024"));
-        }
     }
 
     #[test]

@@ -24,10 +24,15 @@
 //! Every table rejects unknown keys. New tables (the daemon's `[daemon]`, schedules) are added
 //! as new optional fields of these structs.
 
-use crate::engine::backup::LockedAction;
+pub mod health;
+pub mod notify;
+pub mod secrets;
+pub mod verify;
+
 use crate::error::{Error, Result};
 use crate::schedule::{CatchUp, Schedule};
 use crate::sources::hooks::{Hooks, DEFAULT_HOOK_TIMEOUT};
+use crate::sources::locked::LockedAction;
 use crate::sources::sqlite::IntegrityCheck;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -85,7 +90,7 @@ pub struct RepositoryConfig {
     pub lock_wait: Duration,
     /// Verification drills the daemon runs on this repository (src/verify.rs).
     #[serde(default)]
-    pub verify: Option<crate::verify::VerifyConfig>,
+    pub verify: Option<verify::VerifyConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -147,9 +152,9 @@ pub struct JobConfig {
     pub retention: Option<RetentionConfig>,
     /// When the job counts as warning or error (overdue slots, failures, partial snapshots).
     #[serde(default)]
-    pub health: crate::health::HealthConfig,
+    pub health: health::HealthConfig,
     /// Where its events go (webhooks, email, a command); default: the `[daemon.notify]` table.
-    pub notify: Option<crate::notifications::NotifyConfig>,
+    pub notify: Option<notify::NotifyConfig>,
 }
 
 /// Retention applied after each successful run to the job's own snapshots (tag `job:NAME`),
@@ -269,7 +274,7 @@ pub struct DaemonConfig {
     /// (e.g. "127.0.0.1:9909"). Read at start-up.
     pub metrics_listen: Option<toml::Spanned<String>>,
     /// Notifications for every job without a `notify` table of its own.
-    pub notify: Option<crate::notifications::NotifyConfig>,
+    pub notify: Option<notify::NotifyConfig>,
     /// On SIGTERM, how long running jobs get to stop at a safe point before the daemon exits.
     #[serde(default = "thirty_seconds", deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
@@ -490,6 +495,16 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 impl Config {
+    /// The state folder, log folder and control socket this configuration resolves to.
+    pub fn paths(&self) -> crate::paths::DaemonPaths {
+        let d = &self.daemon;
+        crate::paths::DaemonPaths::resolve(
+            d.state_dir.as_deref(),
+            d.log_dir.as_deref(),
+            d.socket.as_deref(),
+        )
+    }
+
     /// Reads and checks a configuration file.
     pub fn load(file: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(file).map_err(|e| {
@@ -579,7 +594,7 @@ impl Config {
         for (name, r) in &cfg.repositories {
             let Some(v) = &r.verify else { continue };
             let tz = v.timezone.as_ref().map(|t| t.get_ref().as_str());
-            for kind in crate::verify::DrillKind::ALL {
+            for kind in verify::DrillKind::ALL {
                 let Some(expr) = v.expr(kind) else { continue };
                 if let Err(e) = Schedule::parse(expr.get_ref(), tz) {
                     let span = match (&v.timezone, e.is_timezone()) {
@@ -699,10 +714,7 @@ impl Config {
     }
 
     /// Where a job's notifications go: its own table, else the daemon's.
-    pub fn notify_of<'a>(
-        &'a self,
-        job: &'a JobConfig,
-    ) -> Option<&'a crate::notifications::NotifyConfig> {
+    pub fn notify_of<'a>(&'a self, job: &'a JobConfig) -> Option<&'a notify::NotifyConfig> {
         job.notify.as_ref().or(self.daemon.notify.as_ref())
     }
 
@@ -721,13 +733,17 @@ impl RepositoryConfig {
             c.s3_access_key_id = Some(id.clone());
         }
         if let Some(f) = &self.s3_secret_access_key_file {
-            let s = crate::password::from_file(f, &of, "check s3_secret_access_key_file")?;
+            let s = crate::config::secrets::from_file(f, &of, "check s3_secret_access_key_file")?;
             c.s3_secret_access_key = Some(crate::repo::s3::Secret(
                 String::from_utf8_lossy(&s).into_owned(),
             ));
         }
         if let Some(cmd) = &self.s3_secret_access_key_command {
-            let s = crate::password::from_command(cmd, &of, "check s3_secret_access_key_command")?;
+            let s = crate::config::secrets::from_command(
+                cmd,
+                &of,
+                "check s3_secret_access_key_command",
+            )?;
             c.s3_secret_access_key = Some(crate::repo::s3::Secret(
                 String::from_utf8_lossy(&s).into_owned(),
             ));
@@ -759,10 +775,12 @@ impl RepositoryConfig {
     pub fn password(&self) -> Result<Vec<u8>> {
         let of = format!(" of the repository {}", self.path);
         match (&self.password_file, &self.password_command) {
-            (Some(f), _) => {
-                crate::password::from_file(f, &of, "check password_file in the configuration")
-            }
-            (None, cmd) => crate::password::from_command(
+            (Some(f), _) => crate::config::secrets::from_file(
+                f,
+                &of,
+                "check password_file in the configuration",
+            ),
+            (None, cmd) => crate::config::secrets::from_command(
                 cmd.as_deref().unwrap_or(""),
                 &of,
                 "check password_command in the configuration",

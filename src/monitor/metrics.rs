@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use crate::health::Level;
+use crate::monitor::health::Level;
 
 /// The outcomes `backupd_job_last_run_outcome` always has a series for (state-set style).
 pub const OUTCOMES: [&str; 6] = [
@@ -46,11 +46,11 @@ pub struct JobMetrics {
     pub last_files_new: Option<u64>,
     /// Failed runs since the last success.
     pub consecutive_failures: u32,
-    /// [`crate::health::job_health`]'s level.
+    /// [`crate::monitor::health::job_health`]'s level.
     pub health: Level,
     /// A run is in progress.
     pub running: bool,
-    /// [`crate::health::JobHealth::missed_slots`].
+    /// [`crate::monitor::health::JobHealth::missed_slots`].
     pub missed_slots: u32,
 }
 

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 /// Where the daemon is: its configuration file, or its socket directly.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Where {
-    /// The daemon's configuration file (its [daemon] table names the socket, state and logs).
+    /// The daemon's configuration file (its `[daemon]` table names the socket, state and logs).
     #[arg(long, short = 'c', env = "BACKUPD_CONFIG")]
     pub config: Option<PathBuf>,
     /// The daemon's control socket (overrides the configuration's).

@@ -71,16 +71,30 @@ pub const EXIT_RUN_FAILED: i32 = 3;
 /// Exit code when another daemon holds the state folder.
 pub const EXIT_ALREADY_RUNNING: i32 = 75;
 
-/// Runs `backupd` with the process's arguments; returns the exit code.
-pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return code;
-        }
-    };
+/// A signal the binary caught. Only `bin/backupd.rs` installs signal handlers; it forwards
+/// what it catches here, and the daemon treats it as it treats its other triggers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM: stop gracefully.
+    Terminate,
+    /// SIGINT (Ctrl-C): stop gracefully.
+    Interrupt,
+    /// SIGHUP: reload the configuration.
+    Hangup,
+}
+
+/// The signals the binary forwards to the daemon. A channel whose sender is gone (the Windows
+/// service, tests) simply delivers none.
+pub type Signals = mpsc::UnboundedReceiver<Signal>;
+
+/// A channel for [`Signals`]: the binary keeps the sender.
+pub fn signal_channel() -> (mpsc::UnboundedSender<Signal>, Signals) {
+    mpsc::unbounded_channel()
+}
+
+/// Runs `backupd` as its command line `cli` says, with the binary's `signals`; returns the exit
+/// code.
+pub fn main(cli: Cli, signals: Signals) -> i32 {
     let config_path = cli.config.unwrap_or_else(crate::paths::default_config);
     let cfg = match Config::load(&config_path) {
         Ok(c) => c,
@@ -110,8 +124,8 @@ pub fn main() -> i32 {
             );
             0
         }
-        Some(DaemonCommand::RunDue) => run_due(config_path, cfg),
-        None | Some(DaemonCommand::Run) => run_daemon(config_path, cfg, None),
+        Some(DaemonCommand::RunDue) => run_due(config_path, cfg, signals),
+        None | Some(DaemonCommand::Run) => run_daemon(config_path, cfg, signals, None),
         Some(DaemonCommand::ServiceMain) => service_main(config_path, cfg),
     }
 }
@@ -176,7 +190,7 @@ fn start_up(
 
 /// `backupd run-due`: holds the instance lock (a resident daemon holding it makes it refuse),
 /// runs what is due through the event loop's own planning (`core::Daemon::run_due`), exits.
-fn run_due(config_path: PathBuf, cfg: Config) -> i32 {
+fn run_due(config_path: PathBuf, cfg: Config, signals: Signals) -> i32 {
     let paths = cfg.paths();
     let _held = match start_up(&cfg, &paths, ROLE_RUN_DUE, "run-due: ", "\n  run-due is for the OS-timer mode (`backupctl schedule install`); with a resident daemon, its own scheduler runs the jobs: uninstall one of the two (`backupctl service uninstall` or `backupctl schedule uninstall`)") {
         Ok(h) => h,
@@ -189,7 +203,7 @@ fn run_due(config_path: PathBuf, cfg: Config) -> i32 {
         let (shutdown_tx, _) = broadcast::channel::<()>(4);
         let (cmd_tx, _cmd_rx) = mpsc::channel(1);
         let daemon = core::Daemon::new(config_path, cfg, paths).map_err(|e| e.to_string())?;
-        spawn_signals(shutdown_tx.clone(), cmd_tx);
+        forward_signals(signals, shutdown_tx.clone(), cmd_tx);
         Ok::<_, String>(daemon.run_due(shutdown_tx.subscribe()).await)
     });
     match out {
@@ -220,9 +234,14 @@ fn run_due(config_path: PathBuf, cfg: Config) -> i32 {
     }
 }
 
-/// Runs the daemon in the foreground until a signal or `stop` asks it to stop; returns the
-/// exit code.
-pub fn run_daemon(config_path: PathBuf, cfg: Config, stop: Option<StopTrigger>) -> i32 {
+/// Runs the daemon in the foreground until one of `signals` or `stop` asks it to stop; returns
+/// the exit code.
+pub fn run_daemon(
+    config_path: PathBuf,
+    cfg: Config,
+    signals: Signals,
+    stop: Option<StopTrigger>,
+) -> i32 {
     let paths = cfg.paths();
     let _held = match start_up(&cfg, &paths, ROLE_DAEMON, "", "") {
         Ok(h) => h,
@@ -231,7 +250,7 @@ pub fn run_daemon(config_path: PathBuf, cfg: Config, stop: Option<StopTrigger>) 
     let Some(rt) = runtime() else {
         return 1;
     };
-    match rt.block_on(serve(config_path, cfg, paths, stop)) {
+    match rt.block_on(serve(config_path, cfg, paths, signals, stop)) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e}");
@@ -246,6 +265,7 @@ async fn serve(
     config_path: PathBuf,
     cfg: Config,
     paths: DaemonPaths,
+    signals: Signals,
     stop: Option<StopTrigger>,
 ) -> Result<(), String> {
     let (shutdown_tx, _) = broadcast::channel::<()>(4);
@@ -273,7 +293,7 @@ async fn serve(
         cmd_tx.clone(),
         shutdown_tx.subscribe(),
     ));
-    spawn_signals(shutdown_tx.clone(), cmd_tx.clone());
+    forward_signals(signals, shutdown_tx.clone(), cmd_tx.clone());
     let _watcher = watch_config(&config_path, cmd_tx.clone());
     let core_task = tokio::spawn(daemon.run(cmd_rx, shutdown_tx.subscribe()));
     // After every listener subscribed, so that an early stop is not lost.
@@ -296,35 +316,30 @@ async fn serve(
 }
 
 /// SIGTERM and SIGINT stop the daemon; SIGHUP reloads the configuration.
-fn spawn_signals(shutdown: broadcast::Sender<()>, commands: mpsc::Sender<core::Command>) {
-    #[cfg(unix)]
+fn forward_signals(
+    mut signals: Signals,
+    shutdown: broadcast::Sender<()>,
+    commands: mpsc::Sender<core::Command>,
+) {
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::hangup()),
-        ) else {
-            tracing::error!("cannot install the signal handlers");
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
-                _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
-                _ = hup.recv() => {
+        while let Some(sig) = signals.recv().await {
+            match sig {
+                Signal::Terminate | Signal::Interrupt => {
+                    let name = if sig == Signal::Terminate {
+                        "SIGTERM"
+                    } else {
+                        "SIGINT"
+                    };
+                    tracing::info!("{name}: stopping");
+                    let _ = shutdown.send(());
+                    break;
+                }
+                Signal::Hangup => {
                     tracing::info!("SIGHUP: reloading the configuration");
                     let _ = commands.send(core::Command::Reload(None)).await;
                 }
             }
         }
-        let _ = shutdown.send(());
-    });
-    #[cfg(not(unix))]
-    tokio::spawn(async move {
-        let _ = commands;
-        let _ = tokio::signal::ctrl_c().await;
-        let _ = shutdown.send(());
     });
 }
 

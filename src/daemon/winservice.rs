@@ -113,7 +113,7 @@ fn service_main(_args: Vec<OsString>) {
             hint,
         ));
     });
-    let code = super::run_daemon(config_path, cfg, Some(stop));
+    let code = super::run_daemon(config_path, cfg, super::signal_channel().1, Some(stop));
     *EXIT.lock().unwrap_or_else(|e| e.into_inner()) = code;
     let _ = handle.set_service_status(status(
         ServiceState::Stopped,

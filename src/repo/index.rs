@@ -61,7 +61,7 @@ impl IndexPack {
 /// Where one blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobLocation {
-    /// Position of the pack id in [`MasterIndex::packs`].
+    /// Position of the pack id in `MasterIndex::packs`.
     pub pack: u32,
     pub blob: PackedBlob,
 }

@@ -4,7 +4,7 @@ use crate::repo::backend::BackendError;
 use crate::repo::http::RemoteClass;
 use std::io;
 
-/// Exit codes of `backupctl` (documented in the README; stable).
+/// Exit codes of `backupctl` (documented in docs/exit-codes.md; stable).
 pub mod exit {
     pub const OK: i32 = 0;
     /// The command failed; the message says what, where, why and what to do.

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The source repository (a directory, s3:…, rest:…).
+    /// The source repository (a directory, s3:…, rest:…, sftp:…, gdrive:…).
     #[arg(long)]
     pub from: String,
     /// The target repository (default: -r/--repo).

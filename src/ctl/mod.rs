@@ -49,7 +49,8 @@ pub struct Cli {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Global {
-    /// Repository location: a directory, s3:https://host/bucket[/prefix], rest:http://host:port/.
+    /// Repository location: a directory, s3:https://host/bucket[/prefix], rest:http://host:port/,
+    /// sftp:user@host:/path, gdrive:PATH.
     #[arg(short = 'r', long = "repo", env = "BACKUPD_REPOSITORY", global = true)]
     pub repo: Option<String>,
     /// Read the repository password from the first line of this file.

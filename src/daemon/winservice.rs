@@ -5,8 +5,8 @@
 //! its own: it registers the control handler, reports Running, and runs the same daemon as
 //! `backupd run` (`super::run_daemon`). Stop and Shutdown trigger the daemon's normal graceful
 //! shutdown (the path SIGTERM takes on Unix): StopPending is reported with the configured
-//! `shutdown_timeout` as the wait hint, then Stopped with the daemon's exit code (0, or a
-//! service-specific code: backupd's own exit codes, see README).
+//! `shutdown_timeout` + 10 s as the wait hint, then Stopped with the daemon's exit code (0, or a
+//! service-specific code: backupd's own exit codes, see docs/exit-codes.md).
 //!
 //! The service's name is the one it was installed under: for an own-process service the SCM
 //! does not check the name given here.

@@ -3,7 +3,7 @@
 //! Layout: the repository folder holds the file `config` and the folders `keys`, `snapshots`,
 //! `index`, `locks` and `data`; `data` holds `00` … `ff` (made when first needed), as restic
 //! lays out a repository. Authentication is OAuth2 with a refresh token, a client id and a
-//! client secret (an "installed application" grant; see the README for getting them).
+//! client secret (an "installed application" grant; docs/remote-storage.md says how to get them).
 //!
 //! Drive allows several files of one name in one folder, so "save" means: upload the new file
 //! (Drive makes it visible only when the upload is complete), then delete every older file of
@@ -68,7 +68,7 @@ impl GDriveCredentials {
             (a, b, c) => {
                 let missing: Vec<String> = [a, b, c].into_iter().filter_map(|r| r.err()).collect();
                 Err(format!(
-                    "Google Drive credentials are missing: set {} (see the README, \"Google Drive\")",
+                    "Google Drive credentials are missing: set {} (see docs/remote-storage.md, \"Google Drive\")",
                     missing.join(", ")
                 ))
             }
@@ -265,7 +265,7 @@ fn status_error(what: &str, a: &Answer) -> io::Error {
             "\n  hint: the Drive account's storage is full; free space or buy more, then run again"
         }
         (403, _) => "\n  hint: the Google account needs write access to the repository folder",
-        (401, _) => "\n  hint: the credentials were refused; authorize backupd again (README, \"Google Drive\")",
+        (401, _) => "\n  hint: the credentials were refused; authorize backupd again (docs/remote-storage.md, \"Google Drive\")",
         _ => "",
     };
     let reason = if reason.is_empty() {
@@ -438,7 +438,7 @@ impl GDriveBackend {
                 Err(Failure::Reauth(m)) => {
                     return Err(io::Error::new(
                         io::ErrorKind::PermissionDenied,
-                        format!("{what} {url}: Google Drive refused a fresh access token ({m})\n  hint: authorize backupd again (README, \"Google Drive\")"),
+                        format!("{what} {url}: Google Drive refused a fresh access token ({m})\n  hint: authorize backupd again (docs/remote-storage.md, \"Google Drive\")"),
                     ))
                 }
                 Err(Failure::Retry(m)) => {

@@ -14,7 +14,7 @@ use crate::config::Config;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Exit codes of `backupctl service` and `backupctl schedule` (besides 0, 1 and 2; README).
+/// Exit codes of `backupctl service` and `backupctl schedule` (besides 0, 1 and 2; docs/exit-codes.md).
 pub mod exit {
     /// The service manager refused for lack of rights: run as root or use `--user`.
     pub const NEEDS_ROOT: i32 = 20;

@@ -1,6 +1,6 @@
 //! Restore's execution without directory descriptors (Windows): regular files and directories through paths, each file written to a temp name, verified, flushed and renamed; other entry types, owners and modes are refused per entry with a clear message.
 //!
-//! Differences from Unix (README "Platforms"): symbolic links, FIFOs and device nodes are
+//! Differences from Unix (docs/platforms.md): symbolic links, FIFOs and device nodes are
 //! errors naming the entry; a hard link is restored as a separate copy (with a warning);
 //! owners and permission bits are not set; `--delete` is refused; an existing entry of another
 //! type in the way (a directory where the snapshot has a file, or a file where it has a

@@ -9,232 +9,39 @@
 //! failure to list the repository (or an interruption) ends the check early. When anything is
 //! damaged or missing, the trees of all snapshots are walked once more to name the snapshots and
 //! file paths affected.
+//!
+//! A `Checker` runs these phases in turn, one method each, collecting what they find; what is
+//! damage, and how it reads, is decided by pure functions: `packs` (the index and the packs),
+//! `trees` (snapshots, trees and nodes), `read` (reading packs whole), `damage` (who uses what
+//! is damaged).
 
 use crate::cancel::{CancelToken, Progress};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::repo::backend::FileType;
-use crate::repo::crypto::OVERHEAD;
 use crate::repo::id::Id;
 use crate::repo::index::{IndexFile, MasterIndex};
-use crate::repo::pack::{self, BlobType, PackedBlob};
+use crate::repo::pack::BlobType;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::Tree;
+use crate::repo::tree::{Node, Tree};
 use crate::repo::Repository;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+mod damage;
+mod issues;
+mod packs;
+mod read;
 mod report;
 mod subset;
+mod trees;
 
+use damage::{Damage, DamageWalk};
+use issues::{reason, Issues};
+use packs::{EntriesByPack, Listed, Listing, OrphanBlobs};
+use read::{load_orphan_tree, parallel_map, read_headers, read_pack, PackRead};
 pub use report::{
     AffectedSnapshot, BlobRef, CheckIssue, CheckOptions, CheckReport, IssueKind, OrphanedPack,
 };
 pub use subset::ReadData;
-
-const HINT_LOST: &str = "the damaged data cannot be recovered from this repository: forget the \
-     affected snapshots and run `backupctl prune` (it drops the damaged blobs), then back up the \
-     affected files again (before that prune a new backup would reuse the damaged blobs)";
-const HINT_REBUILD_INDEX: &str = "the index does not describe the packs correctly: `restic -r \
-     REPO rebuild-index` writes a new index from the pack headers; run `backupctl check` again \
-     afterwards";
-
-/// The reason inside an error, without the "run check" hint of `Error::Damaged`.
-fn reason(e: &Error) -> String {
-    match e {
-        Error::Damaged { detail, .. } => detail.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// "is" or "are", agreeing with `n`.
-fn is_are(n: usize) -> &'static str {
-    if n == 1 {
-        "is"
-    } else {
-        "are"
-    }
-}
-
-fn plural(n: usize, one: &str, many: &str) -> String {
-    if n == 1 {
-        format!("1 {one}")
-    } else {
-        format!("{n} {many}")
-    }
-}
-
-/// The pack's size as its header implies: blobs, sealed header, length field.
-fn size_from_header(blobs: &[PackedBlob]) -> u64 {
-    let mut n = (OVERHEAD + 4) as u64;
-    for b in blobs {
-        n += b.length as u64;
-        n += if b.uncompressed_length.is_some() {
-            41
-        } else {
-            37
-        };
-    }
-    n
-}
-
-/// The issues found so far and what each damaged blob or node is linked to.
-#[derive(Default)]
-struct Issues {
-    list: Vec<CheckIssue>,
-    /// Damaged or missing blobs, with the issues that explain them.
-    bad_blobs: HashMap<(Id, BlobType), Vec<usize>>,
-    /// Malformed nodes, by the tree that holds them and their name.
-    bad_nodes: HashMap<(Id, String), Vec<usize>>,
-}
-
-impl Issues {
-    fn push(&mut self, kind: IssueKind, message: String, hint: &str) -> usize {
-        self.list.push(CheckIssue {
-            kind,
-            message,
-            pack: None,
-            index_file: None,
-            blobs: Vec::new(),
-            snapshots: Vec::new(),
-            paths: Vec::new(),
-            hint: hint.to_string(),
-        });
-        self.list.len() - 1
-    }
-
-    /// Records `blobs` as damaged because of issue `i`.
-    fn link(&mut self, i: usize, blobs: impl IntoIterator<Item = (Id, BlobType)>) {
-        for (id, tpe) in blobs {
-            let v = self.bad_blobs.entry((id, tpe)).or_default();
-            if !v.contains(&i) {
-                v.push(i);
-                self.list[i].blobs.push(BlobRef { id, tpe });
-            }
-        }
-    }
-}
-
-/// What reading one pack whole found.
-struct PackRead {
-    id: Id,
-    bytes: u64,
-    /// The pack could not be read at all.
-    read_error: Option<String>,
-    hash_ok: bool,
-    header_error: Option<String>,
-    /// Blobs checked, and those that failed (with why).
-    checked: usize,
-    damaged: Vec<(PackedBlob, String)>,
-}
-
-/// Reads a pack whole and verifies it: its hash, its header, and every blob in `entries` (or, for
-/// packs no index names, in its header).
-fn read_pack(repo: &Repository, id: Id, entries: Option<&[PackedBlob]>) -> PackRead {
-    let mut r = PackRead {
-        id,
-        bytes: 0,
-        read_error: None,
-        hash_ok: false,
-        header_error: None,
-        checked: 0,
-        damaged: Vec::new(),
-    };
-    let bytes = match repo.backend().load(FileType::Pack, &id.to_hex()) {
-        Ok(b) => b,
-        Err(e) => {
-            r.read_error = Some(e.to_string());
-            return r;
-        }
-    };
-    r.bytes = bytes.len() as u64;
-    r.hash_ok = Id::hash(&bytes) == id;
-    let header = match pack::parse_header(repo.key(), bytes.len() as u64, &bytes) {
-        Ok(Ok(h)) => Some(h),
-        Ok(Err(_)) => {
-            r.header_error = Some("its header length is inconsistent".into());
-            None
-        }
-        Err(e) => {
-            r.header_error = Some(e.to_string());
-            None
-        }
-    };
-    let entries: &[PackedBlob] = match (entries, &header) {
-        (Some(e), _) => e,
-        (None, Some(h)) => h,
-        (None, None) => &[],
-    };
-    for b in entries {
-        r.checked += 1;
-        let start = b.offset as usize;
-        let end = start + b.length as usize;
-        if end > bytes.len() {
-            r.damaged.push((
-                *b,
-                format!(
-                    "it would end at byte {end}, beyond the end of the pack ({} bytes)",
-                    bytes.len()
-                ),
-            ));
-            continue;
-        }
-        if let Err(e) = pack::open_blob(repo.key(), b, &bytes[start..end]) {
-            r.damaged.push((*b, e.to_string()));
-        }
-    }
-    r
-}
-
-/// How many packs are read at once: two on a local disk, the backend's upload parallelism on
-/// remote storage (where each read waits on the network).
-fn io_threads(repo: &Repository) -> usize {
-    repo.backend().upload_parallelism().max(2)
-}
-
-/// `f` of every item, `threads` at a time (no more threads than items), in no particular order;
-/// `Err` when `cancel` fired (the items not yet started are then left out).
-fn parallel_map<T: Sync, R: Send>(
-    items: &[T],
-    threads: usize,
-    cancel: &CancelToken,
-    f: impl Fn(&T) -> R + Sync,
-) -> Result<Vec<R>> {
-    let next = AtomicUsize::new(0);
-    let out: Mutex<Vec<R>> = Mutex::new(Vec::with_capacity(items.len()));
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(items.len()) {
-            s.spawn(|| loop {
-                if cancel.is_cancelled() {
-                    break;
-                }
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(item) = items.get(i) else {
-                    break;
-                };
-                let r = f(item);
-                out.lock().unwrap().push(r);
-            });
-        }
-    });
-    cancel.check()?;
-    Ok(out.into_inner().unwrap())
-}
-
-/// The headers of `packs` (id, size), read `threads` at a time.
-fn read_headers(
-    repo: &Repository,
-    packs: impl Iterator<Item = (Id, u64)>,
-    threads: usize,
-    cancel: &CancelToken,
-) -> Result<HashMap<Id, Result<Vec<PackedBlob>>>> {
-    let packs: Vec<(Id, u64)> = packs.collect();
-    let headers = parallel_map(&packs, threads, cancel, |&(pid, size)| {
-        (pid, repo.read_pack_header(&pid, size))
-    })?;
-    Ok(headers.into_iter().collect())
-}
 
 /// Checks the repository. The caller holds a (shared) lock. Problems found are in the report;
 /// an `Err` means the check itself could not run (the repository cannot be listed) or was
@@ -245,669 +52,331 @@ pub fn check(
     progress: &dyn Progress,
     cancel: &CancelToken,
 ) -> Result<CheckReport> {
-    let mut rep = CheckReport {
-        read_data: opts.read_data.describe(),
-        ..Default::default()
-    };
-    let mut iss = Issues::default();
     // The trees are judged as the remote holds them: cached tree packs are fetched again (and
     // cached anew) as the tree walk reaches them.
     if let Some(c) = repo.cache() {
         c.drop_packs();
     }
+    let mut c = Checker::new(repo, opts, progress, cancel);
+    c.list_packs()?;
+    c.load_index()?;
+    c.check_packs()?;
+    c.load_snapshots()?;
+    c.walk_trees()?;
+    c.report_not_indexed();
+    c.read_data(&opts.read_data)?;
+    c.find_damaged_files()?;
+    Ok(c.into_report())
+}
 
-    // Packs, with their sizes.
-    progress.phase("list packs", None);
-    let listed: BTreeMap<Id, u64> = repo
-        .backend()
-        .list(FileType::Pack)?
-        .into_iter()
-        .filter_map(|(n, s)| Id::parse(&n).map(|i| (i, s)))
-        .collect();
-    rep.packs_listed = listed.len() as u64;
+/// One check under way: the phases are its methods, run in the order [`check`] calls them; each
+/// leaves what the later ones need.
+struct Checker<'a> {
+    repo: &'a mut Repository,
+    progress: &'a dyn Progress,
+    cancel: &'a CancelToken,
+    /// Packs read at once.
+    threads: usize,
+    /// The counters (the lists are filled at the end).
+    rep: CheckReport,
+    iss: Issues,
+    /// The packs listed, with their sizes.
+    listed: BTreeMap<Id, u64>,
+    /// Every index entry per pack, for the comparison with the pack headers.
+    entries_by_pack: EntriesByPack,
+    orphans: Vec<OrphanedPack>,
+    orphan_blobs: OrphanBlobs,
+    /// The snapshots that can be read, oldest first.
+    snaps: Vec<(Id, Snapshot)>,
+    /// Blobs the trees use that no index names.
+    not_indexed: BTreeSet<(Id, BlobType)>,
+}
 
-    // Index files: merged into the repository's index, and kept per pack (every entry, also of
-    // blobs stored twice) for the comparison with the pack headers.
-    progress.phase("load index", None);
-    let mut mi = MasterIndex::new();
-    let mut entries_by_pack: BTreeMap<Id, Vec<PackedBlob>> = BTreeMap::new();
-    let mut index_ids = repo.list_ids(FileType::Index)?;
-    index_ids.sort();
-    for id in index_ids {
-        cancel.check()?;
-        rep.index_files += 1;
-        match repo.load_unpacked::<IndexFile>(FileType::Index, &id) {
-            Ok(f) => {
-                mi.merge_file(id, &f);
-                for p in &f.packs {
-                    entries_by_pack.entry(p.id).or_default().extend(p.packed());
-                }
-            }
-            Err(e) => {
-                let i = iss.push(
-                    IssueKind::IndexDamaged,
-                    format!("index file {} cannot be read: {}", id.short(), reason(&e)),
-                    "the blobs it listed are reported as not indexed below; `restic -r REPO \
-                     rebuild-index` writes a new index from the packs (do not prune before)",
-                );
-                iss.list[i].index_file = Some(id);
-            }
-        }
-    }
-    for v in entries_by_pack.values_mut() {
-        v.sort_by_key(|b| (b.offset, b.id));
-        v.dedup();
-    }
-    rep.indexed_blobs = mi.blob_count() as u64;
-    *repo.index_mut() = mi;
-
-    // Every indexed pack exists and its header agrees with the index; packs no index names are
-    // orphans (their headers tell whether they hold blobs the index lacks).
-    progress.phase("check packs", None);
-    let threads = io_threads(repo);
-    let mut headers = read_headers(
-        repo,
-        listed
-            .iter()
-            .filter(|(p, _)| entries_by_pack.contains_key(p))
-            .map(|(p, s)| (*p, *s)),
-        threads,
-        cancel,
-    )?;
-    for (pid, entries) in &entries_by_pack {
-        cancel.check()?;
-        let all_blobs = || entries.iter().map(|b| (b.id, b.tpe)).collect::<Vec<_>>();
-        let Some(&size) = listed.get(pid) else {
-            let i = iss.push(
-                IssueKind::PackMissing,
-                format!(
-                    "pack {} is named by the index but does not exist: the {} in it {} lost",
-                    pid.short(),
-                    plural(entries.len(), "blob", "blobs"),
-                    is_are(entries.len())
-                ),
-                "the pack file is gone: forget the affected snapshots and run `backupctl prune`; \
-                 to back up the affected files again first run `restic -r REPO rebuild-index` \
-                 (until the index stops naming the pack, a new backup would reuse the lost blobs)",
-            );
-            iss.list[i].pack = Some(*pid);
-            iss.link(i, all_blobs());
-            continue;
-        };
-        let header = match headers
-            .remove(pid)
-            .expect("every listed indexed pack's header was read")
-        {
-            Ok(h) => h,
-            Err(e) => {
-                let i = iss.push(
-                    IssueKind::PackHeaderDamaged,
-                    format!(
-                        "pack {} ({size} bytes): its header cannot be read: {}; the {} in it may be lost",
-                        pid.short(),
-                        reason(&e),
-                        plural(entries.len(), "blob", "blobs")
-                    ),
-                    &format!(
-                        "run `backupctl check --read-data` to see which blobs are intact; {HINT_LOST}"
-                    ),
-                );
-                iss.list[i].pack = Some(*pid);
-                iss.link(i, all_blobs());
-                continue;
-            }
-        };
-        let in_header: HashMap<(Id, BlobType), &PackedBlob> =
-            header.iter().map(|b| ((b.id, b.tpe), b)).collect();
-        let in_index: HashSet<(Id, BlobType)> = entries.iter().map(|b| (b.id, b.tpe)).collect();
-        let mut absent = Vec::new();
-        let mut differ = Vec::new();
-        for e in entries {
-            match in_header.get(&(e.id, e.tpe)) {
-                None => absent.push(*e),
-                Some(h) if **h != *e => differ.push((*e, **h)),
-                Some(_) => {}
-            }
-        }
-        let extra: Vec<&PackedBlob> = header
-            .iter()
-            .filter(|b| !in_index.contains(&(b.id, b.tpe)))
-            .collect();
-        if !absent.is_empty() || !differ.is_empty() || !extra.is_empty() {
-            let mut parts = Vec::new();
-            if let Some(a) = absent.first() {
-                parts.push(format!(
-                    "{} the index places in it {} not in its header (e.g. {} blob {})",
-                    plural(absent.len(), "blob", "blobs"),
-                    is_are(absent.len()),
-                    a.tpe.as_str(),
-                    a.id.short()
-                ));
-            }
-            if let Some((e, h)) = differ.first() {
-                parts.push(format!(
-                    "{} at other offsets or lengths than the index says (e.g. {} blob {}: \
-                     index offset {} length {}, header offset {} length {})",
-                    plural(differ.len(), "blob is", "blobs are"),
-                    e.tpe.as_str(),
-                    e.id.short(),
-                    e.offset,
-                    e.length,
-                    h.offset,
-                    h.length
-                ));
-            }
-            if let Some(x) = extra.first() {
-                parts.push(format!(
-                    "{} in its header {} not in the index (e.g. {} blob {})",
-                    plural(extra.len(), "blob", "blobs"),
-                    is_are(extra.len()),
-                    x.tpe.as_str(),
-                    x.id.short()
-                ));
-            }
-            let i = iss.push(
-                IssueKind::PackIndexMismatch,
-                format!(
-                    "pack {}: header and index disagree: {}",
-                    pid.short(),
-                    parts.join("; ")
-                ),
-                HINT_REBUILD_INDEX,
-            );
-            iss.list[i].pack = Some(*pid);
-            let bad: Vec<_> = absent
-                .iter()
-                .map(|b| (b.id, b.tpe))
-                .chain(differ.iter().map(|(b, _)| (b.id, b.tpe)))
-                .collect();
-            iss.link(i, bad);
-        }
-        let want = size_from_header(&header);
-        if want != size {
-            let i = iss.push(
-                IssueKind::PackSizeMismatch,
-                format!(
-                    "pack {} has {size} bytes, but its header implies {want}: the file was \
-                     truncated or extended, and the {} in it may be damaged",
-                    pid.short(),
-                    plural(entries.len(), "blob", "blobs")
-                ),
-                &format!(
-                    "run `backupctl check --read-data` to see which blobs are damaged; {HINT_LOST}"
-                ),
-            );
-            iss.list[i].pack = Some(*pid);
-            iss.link(i, all_blobs());
-        }
-    }
-    let mut orphans: Vec<OrphanedPack> = Vec::new();
-    let mut orphan_blobs: OrphanBlobs = HashMap::new();
-    let mut orphan_headers = read_headers(
-        repo,
-        listed
-            .iter()
-            .filter(|(p, _)| !entries_by_pack.contains_key(p))
-            .map(|(p, s)| (*p, *s)),
-        threads,
-        cancel,
-    )?;
-    for (pid, &size) in &listed {
-        if entries_by_pack.contains_key(pid) {
-            continue;
-        }
-        let header = orphan_headers.remove(pid).and_then(|h| h.ok());
-        if let Some(h) = &header {
-            for b in h {
-                orphan_blobs.entry((b.id, b.tpe)).or_insert((*pid, *b));
-            }
-        }
-        orphans.push(OrphanedPack {
-            id: *pid,
-            size,
-            blobs: header.as_ref().map(|h| h.len()),
-            needed_blobs: 0,
-            damaged: None,
-        });
-    }
-
-    // Snapshots.
-    progress.phase("load snapshots", None);
-    let mut snaps: Vec<(Id, Snapshot)> = Vec::new();
-    for id in repo.list_ids(FileType::Snapshot)? {
-        cancel.check()?;
-        match repo.load_unpacked::<Snapshot>(FileType::Snapshot, &id) {
-            Ok(s) => snaps.push((id, s)),
-            Err(e) => {
-                let i = iss.push(
-                    IssueKind::SnapshotDamaged,
-                    format!("snapshot {} cannot be read: {}", id.short(), reason(&e)),
-                    "the snapshot is lost (its data stays until a prune): delete the file \
-                     snapshots/<id> from the repository so other commands can list snapshots",
-                );
-                iss.list[i].snapshots.push(id);
-            }
-        }
-    }
-    snaps.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-    rep.snapshots = snaps.len() as u64;
-
-    // Every tree reachable from a snapshot, each once.
-    progress.phase("check trees", None);
-    let mut seen_trees: HashSet<Id> = HashSet::new();
-    let mut seen_data: HashSet<Id> = HashSet::new();
-    let mut not_indexed: BTreeSet<(Id, BlobType)> = BTreeSet::new();
-    let mut stack: Vec<Id> = Vec::new();
-    for (_, s) in &snaps {
-        if seen_trees.insert(s.tree) {
-            stack.push(s.tree);
-        }
-    }
-    while let Some(tid) = stack.pop() {
-        cancel.check()?;
-        if iss.bad_blobs.contains_key(&(tid, BlobType::Tree)) {
-            continue;
-        }
-        let tree = match repo.index().get(&tid, BlobType::Tree).copied() {
-            // Not indexed: reported below. If an orphaned pack holds it, go on below it, to find
-            // what else snapshots need from orphaned packs (and what is really lost).
-            None => {
-                not_indexed.insert((tid, BlobType::Tree));
-                match load_orphan_tree(repo, &orphan_blobs, &tid) {
-                    Some(t) => t,
-                    None => continue,
-                }
-            }
-            Some(loc) => match repo.load_tree(&tid) {
-                Ok(t) => t,
-                Err(e) => {
-                    let pid = repo.index().pack_id(&loc);
-                    let i = iss.push(
-                        IssueKind::TreeDamaged,
-                        format!(
-                            "tree {} (in pack {}) cannot be loaded: {}",
-                            tid.short(),
-                            pid.short(),
-                            reason(&e)
-                        ),
-                        &format!("everything below the affected directories is lost; {HINT_LOST}"),
-                    );
-                    iss.list[i].pack = Some(pid);
-                    iss.link(i, [(tid, BlobType::Tree)]);
-                    continue;
-                }
+impl<'a> Checker<'a> {
+    fn new(
+        repo: &'a mut Repository,
+        opts: &CheckOptions,
+        progress: &'a dyn Progress,
+        cancel: &'a CancelToken,
+    ) -> Checker<'a> {
+        let threads = read::io_threads(repo);
+        Checker {
+            repo,
+            progress,
+            cancel,
+            threads,
+            rep: CheckReport {
+                read_data: opts.read_data.describe(),
+                ..Default::default()
             },
-        };
-        rep.trees += 1;
-        for node in &tree.nodes {
-            let node_issue = |iss: &mut Issues, kind: IssueKind, msg: String, hint: &str| {
-                let i = iss.push(kind, msg, hint);
-                iss.bad_nodes
-                    .entry((tid, node.name.clone()))
-                    .or_default()
-                    .push(i);
-            };
-            if node.is_dir() {
-                match node.subtree {
-                    Some(s) => {
-                        if seen_trees.insert(s) {
-                            stack.push(s);
-                        }
-                    }
-                    None => node_issue(
-                        &mut iss,
-                        IssueKind::NodeInvalid,
-                        format!(
-                            "directory {:?} in tree {} has no subtree",
-                            node.name,
-                            tid.short()
-                        ),
-                        "the snapshot was written by a faulty program; its content below that \
-                         directory is unknown: back up the directory again",
-                    ),
+            iss: Issues::default(),
+            listed: BTreeMap::new(),
+            entries_by_pack: EntriesByPack::new(),
+            orphans: Vec::new(),
+            orphan_blobs: OrphanBlobs::new(),
+            snaps: Vec::new(),
+            not_indexed: BTreeSet::new(),
+        }
+    }
+
+    /// The packs, with their sizes.
+    fn list_packs(&mut self) -> Result<()> {
+        self.progress.phase("list packs", None);
+        self.listed = self
+            .repo
+            .backend()
+            .list(FileType::Pack)?
+            .into_iter()
+            .filter_map(|(n, s)| Id::parse(&n).map(|i| (i, s)))
+            .collect();
+        self.rep.packs_listed = self.listed.len() as u64;
+        Ok(())
+    }
+
+    /// Index files: merged into the repository's index, and kept per pack (every entry, also of
+    /// blobs stored twice) for the comparison with the pack headers.
+    fn load_index(&mut self) -> Result<()> {
+        self.progress.phase("load index", None);
+        let mut mi = MasterIndex::new();
+        let mut index_ids = self.repo.list_ids(FileType::Index)?;
+        index_ids.sort();
+        for id in index_ids {
+            self.cancel.check()?;
+            self.rep.index_files += 1;
+            match self.repo.load_unpacked::<IndexFile>(FileType::Index, &id) {
+                Ok(f) => {
+                    mi.merge_file(id, &f);
+                    packs::add_entries(&mut self.entries_by_pack, &f);
                 }
-            } else if node.is_file() {
-                let Some(content) = &node.content else {
-                    node_issue(
-                        &mut iss,
-                        IssueKind::NodeInvalid,
-                        format!(
-                            "file {:?} in tree {} has no content list (null; an empty file has [])",
-                            node.name,
-                            tid.short()
-                        ),
-                        "the snapshot was written by a faulty program: back up the file again",
-                    );
-                    continue;
-                };
-                let mut sum: u64 = 0;
-                let mut complete = true;
-                for b in content {
-                    seen_data.insert(*b);
-                    match repo.index().get(b, BlobType::Data) {
-                        Some(l) => sum += l.blob.data_length() as u64,
-                        None => {
-                            not_indexed.insert((*b, BlobType::Data));
-                            match orphan_blobs.get(&(*b, BlobType::Data)) {
-                                Some((_, pb)) => sum += pb.data_length() as u64,
-                                None => complete = false,
-                            }
-                        }
-                    }
-                }
-                if complete && sum != node.size {
-                    node_issue(
-                        &mut iss,
-                        IssueKind::FileSizeMismatch,
-                        format!(
-                            "file {:?} in tree {}: the snapshot records {} bytes, but its {} \
-                             hold {sum}",
-                            node.name,
-                            tid.short(),
-                            node.size,
-                            plural(content.len(), "blob", "blobs")
-                        ),
-                        "a restore writes the blobs' content; back up the file again to get a \
-                         consistent snapshot",
-                    );
+                Err(e) => {
+                    let i = self.iss.add(packs::index_damaged(id, &reason(&e)));
+                    self.iss.list[i].index_file = Some(id);
                 }
             }
         }
+        packs::sort_entries(&mut self.entries_by_pack);
+        self.rep.indexed_blobs = mi.blob_count() as u64;
+        *self.repo.index_mut() = mi;
+        Ok(())
     }
-    rep.data_blobs = seen_data.len() as u64;
 
-    // Blobs the trees use that no index names: grouped by the orphaned pack that holds them, or
-    // lost.
-    let mut by_orphan: BTreeMap<Option<Id>, Vec<(Id, BlobType)>> = BTreeMap::new();
-    for b in &not_indexed {
-        by_orphan
-            .entry(orphan_blobs.get(b).map(|(p, _)| *p))
-            .or_default()
-            .push(*b);
+    /// Every indexed pack exists and its header agrees with the index; packs no index names are
+    /// orphans (their headers tell whether they hold blobs the index lacks).
+    fn check_packs(&mut self) -> Result<()> {
+        self.progress.phase("check packs", None);
+        let listing = Listing::new(&self.listed, &self.entries_by_pack);
+        self.check_indexed_packs(&listing.indexed)?;
+        self.collect_orphans(&listing.orphaned)
     }
-    for (orphan, blobs) in by_orphan {
-        let i = match orphan {
-            Some(pid) => {
-                if let Some(o) = orphans.iter_mut().find(|o| o.id == pid) {
-                    o.needed_blobs = blobs.len();
-                }
-                let i = iss.push(
-                    IssueKind::BlobsNotIndexed,
-                    format!(
-                        "{} that snapshots use {} in no index, but pack {} holds {} (no index \
-                         names that pack: an index file is missing or damaged)",
-                        plural(blobs.len(), "blob", "blobs"),
-                        is_are(blobs.len()),
-                        pid.short(),
-                        if blobs.len() == 1 { "it" } else { "them" }
-                    ),
-                    "the data is still in the repository, only the index lacks it: run `restic \
-                     -r REPO rebuild-index`; do NOT run `backupctl prune` before that (it deletes \
-                     packs that no index names)",
-                );
-                iss.list[i].pack = Some(pid);
-                i
+
+    /// Judges every pack the index names; `present`: those of them the listing has.
+    fn check_indexed_packs(&mut self, present: &[(Id, u64)]) -> Result<()> {
+        let mut headers = read_headers(self.repo, present, self.threads, self.cancel)?;
+        for (pid, entries) in &self.entries_by_pack {
+            self.cancel.check()?;
+            let listed = match self.listed.get(pid) {
+                None => Listed::Missing,
+                Some(&size) => Listed::Present {
+                    size,
+                    header: headers
+                        .remove(pid)
+                        // `present` is every listed pack the index names, and read_headers
+                        // answers for each of them (or fails as a whole).
+                        .expect("every listed indexed pack's header was read")
+                        .map_err(|e| reason(&e)),
+                },
+            };
+            for f in packs::judge_indexed_pack(*pid, entries, listed) {
+                self.iss.add(f);
             }
-            None => iss.push(
-                IssueKind::BlobsNotIndexed,
-                format!(
-                    "{} that snapshots use {} in no index and no pack: the data is lost",
-                    plural(blobs.len(), "blob", "blobs"),
-                    is_are(blobs.len())
-                ),
-                "back up the affected files again (a new backup stores blobs the index lacks), \
-                 then forget the affected snapshots and run `backupctl prune`",
-            ),
-        };
-        iss.link(i, blobs);
+        }
+        Ok(())
     }
 
-    // Read-data: the selected packs whole, `threads` at a time.
-    if opts.read_data != ReadData::No {
-        let all: Vec<Id> = listed.keys().copied().collect();
-        let selected = opts.read_data.select(&all);
-        let total: u64 = selected.iter().map(|p| listed[p]).sum();
-        progress.phase("read data", Some(total));
-        let mut results = {
-            let repo: &Repository = repo;
-            parallel_map(&selected, threads, cancel, |pid| {
-                let entries = entries_by_pack.get(pid).map(|v| v.as_slice());
-                let r = read_pack(repo, *pid, entries);
-                progress.inc(listed[pid]);
-                r
-            })?
+    /// Reads the headers of the packs no index names (`orphaned`, listed with their sizes).
+    fn collect_orphans(&mut self, orphaned: &[(Id, u64)]) -> Result<()> {
+        let mut headers = read_headers(self.repo, orphaned, self.threads, self.cancel)?;
+        let packs = orphaned
+            .iter()
+            .map(|&(pid, size)| (pid, size, headers.remove(&pid).and_then(|h| h.ok())))
+            .collect();
+        (self.orphans, self.orphan_blobs) = packs::orphaned_packs(packs);
+        Ok(())
+    }
+
+    /// Snapshots: those that can be read, oldest first; the others are issues.
+    fn load_snapshots(&mut self) -> Result<()> {
+        self.progress.phase("load snapshots", None);
+        for id in self.repo.list_ids(FileType::Snapshot)? {
+            self.cancel.check()?;
+            match self.repo.load_unpacked::<Snapshot>(FileType::Snapshot, &id) {
+                Ok(s) => self.snaps.push((id, s)),
+                Err(e) => {
+                    let i = self.iss.add(trees::snapshot_damaged(id, &reason(&e)));
+                    self.iss.list[i].snapshots.push(id);
+                }
+            }
+        }
+        trees::sort_snapshots(&mut self.snaps);
+        self.rep.snapshots = self.snaps.len() as u64;
+        Ok(())
+    }
+
+    /// Every tree reachable from a snapshot, each once, and every node in them.
+    fn walk_trees(&mut self) -> Result<()> {
+        self.progress.phase("check trees", None);
+        let mut seen_trees: HashSet<Id> = HashSet::new();
+        let mut seen_data: HashSet<Id> = HashSet::new();
+        let mut stack: Vec<Id> = Vec::new();
+        for (_, s) in &self.snaps {
+            if seen_trees.insert(s.tree) {
+                stack.push(s.tree);
+            }
+        }
+        while let Some(tid) = stack.pop() {
+            self.cancel.check()?;
+            let Some(tree) = self.load_walked_tree(tid) else {
+                continue;
+            };
+            self.rep.trees += 1;
+            for node in &tree.nodes {
+                if let Some(s) = node.subtree.filter(|_| node.is_dir()) {
+                    if seen_trees.insert(s) {
+                        stack.push(s);
+                    }
+                }
+                let content_len = self.content_length(node, &mut seen_data);
+                if let Some(f) = trees::node_problem(tid, node, content_len) {
+                    self.iss.add_node(tid, &node.name, f);
+                }
+            }
+        }
+        self.rep.data_blobs = seen_data.len() as u64;
+        Ok(())
+    }
+
+    /// Tree `tid` for the walk: `None` when it is damaged (an issue) or found nowhere. A tree no
+    /// index names (reported later) is read from the orphaned pack that holds it, if any, to find
+    /// what else snapshots need from orphaned packs (and what is really lost).
+    fn load_walked_tree(&mut self, tid: Id) -> Option<Tree> {
+        if self.iss.bad_blobs.contains_key(&(tid, BlobType::Tree)) {
+            return None;
+        }
+        let Some(loc) = self.repo.index().get(&tid, BlobType::Tree).copied() else {
+            self.not_indexed.insert((tid, BlobType::Tree));
+            return load_orphan_tree(self.repo, &self.orphan_blobs, &tid);
         };
+        match self.repo.load_tree(&tid) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let pid = self.repo.index().pack_id(&loc);
+                self.iss.add(trees::tree_damaged(tid, pid, &reason(&e)));
+                None
+            }
+        }
+    }
+
+    /// The length of a file's content, when every blob of it is found (its blobs are counted in
+    /// `seen`, and those no index names noted).
+    fn content_length(&mut self, node: &Node, seen: &mut HashSet<Id>) -> Option<u64> {
+        let content = node.content.as_ref().filter(|_| node.is_file())?;
+        let lens: Vec<Option<u64>> = content
+            .iter()
+            .map(|b| self.data_blob_length(b, seen))
+            .collect();
+        trees::content_length(&lens)
+    }
+
+    /// The length of data blob `b` (counted in `seen`), from the index or else from the orphaned
+    /// pack that holds it; `None` when it is found nowhere.
+    fn data_blob_length(&mut self, b: &Id, seen: &mut HashSet<Id>) -> Option<u64> {
+        seen.insert(*b);
+        if let Some(l) = self.repo.index().get(b, BlobType::Data) {
+            return Some(l.blob.data_length() as u64);
+        }
+        self.not_indexed.insert((*b, BlobType::Data));
+        self.orphan_blobs
+            .get(&(*b, BlobType::Data))
+            .map(|(_, pb)| pb.data_length() as u64)
+    }
+
+    /// Blobs the trees use that no index names: grouped by the orphaned pack that holds them
+    /// (which snapshots then need), or lost.
+    fn report_not_indexed(&mut self) {
+        for (orphan, blobs) in trees::group_not_indexed(&self.not_indexed, &self.orphan_blobs) {
+            if let Some(o) = self.orphans.iter_mut().find(|o| Some(o.id) == orphan) {
+                o.needed_blobs = blobs.len();
+            }
+            self.iss.add(trees::not_indexed_finding(orphan, blobs));
+        }
+    }
+
+    /// Read-data: the packs `which` selects, read whole `threads` at a time.
+    fn read_data(&mut self, which: &ReadData) -> Result<()> {
+        if *which == ReadData::No {
+            return Ok(());
+        }
+        let all: Vec<Id> = self.listed.keys().copied().collect();
+        let selected = which.select(&all);
+        let total: u64 = selected.iter().map(|p| self.listed[p]).sum();
+        self.progress.phase("read data", Some(total));
+        let mut results = self.read_packs(&selected)?;
         results.sort_by_key(|r| r.id);
         for r in results {
-            rep.packs_read += 1;
-            rep.packs_read_ids.push(r.id);
-            rep.bytes_read += r.bytes;
-            let indexed = entries_by_pack.contains_key(&r.id);
-            let mut problems = Vec::new();
-            if let Some(e) = &r.read_error {
-                problems.push(format!("it cannot be read: {e}"));
-            } else if !r.hash_ok {
-                problems.push("its content does not match its name (SHA-256)".to_string());
+            self.rep.packs_read += 1;
+            self.rep.packs_read_ids.push(r.id);
+            self.rep.bytes_read += r.bytes;
+            let entries = self.entries_by_pack.get(&r.id).map(|v| v.as_slice());
+            let orphan = self.orphans.iter_mut().find(|o| o.id == r.id);
+            if let Some(f) = r.judge(entries, orphan) {
+                self.iss.add(f);
             }
-            if let Some(h) = &r.header_error {
-                problems.push(format!("its header is damaged: {h}"));
-            }
-            if let Some((b, why)) = r.damaged.first() {
-                problems.push(format!(
-                    "{} of its {} cannot be read (e.g. {} blob {}: {why})",
-                    r.damaged.len(),
-                    plural(r.checked, "blob", "blobs"),
-                    b.tpe.as_str(),
-                    b.id.short()
-                ));
-            } else if r.read_error.is_none() && r.checked > 0 {
-                problems.push(if indexed {
-                    format!(
-                        "all {} the index names in it read correctly",
-                        plural(r.checked, "blob", "blobs")
-                    )
-                } else {
-                    format!(
-                        "all {} its header lists read correctly",
-                        plural(r.checked, "blob", "blobs")
-                    )
-                });
-            }
-            let damaged = r.read_error.is_some()
-                || !r.hash_ok
-                || r.header_error.is_some()
-                || !r.damaged.is_empty();
-            if !damaged {
-                continue;
-            }
-            let msg = format!("pack {} is damaged: {}", r.id.short(), problems.join("; "));
-            if let Some(o) = orphans.iter_mut().find(|o| o.id == r.id) {
-                o.damaged = Some(msg.clone());
-                if o.needed_blobs == 0 {
-                    // Nothing uses it: prune removes it; not an error.
-                    continue;
-                }
-            }
-            let i = iss.push(IssueKind::PackDamaged, msg, HINT_LOST);
-            iss.list[i].pack = Some(r.id);
-            let mut bad: Vec<(Id, BlobType)> =
-                r.damaged.iter().map(|(b, _)| (b.id, b.tpe)).collect();
-            if r.read_error.is_some() {
-                if let Some(e) = entries_by_pack.get(&r.id) {
-                    bad.extend(e.iter().map(|b| (b.id, b.tpe)));
-                }
-            }
-            iss.link(i, bad);
         }
+        Ok(())
     }
 
-    // Damage report: which snapshots and paths use what is damaged or missing.
-    if !iss.bad_blobs.is_empty() || !iss.bad_nodes.is_empty() {
-        progress.phase("find damaged files", None);
-        let mut w = DamageWalk {
-            repo,
-            iss: &iss,
-            orphans: &orphan_blobs,
-            memo: HashMap::new(),
-        };
-        let mut per_issue: Vec<(BTreeSet<Id>, BTreeSet<String>)> =
-            vec![Default::default(); iss.list.len()];
-        let mut affected = Vec::new();
-        for (sid, s) in &snaps {
-            cancel.check()?;
-            let found = w.tree(s.tree, cancel)?;
-            if found.is_empty() {
-                continue;
-            }
-            let mut paths = BTreeSet::new();
-            for (rel, i) in found.iter() {
-                let p = format!("/{rel}");
-                per_issue[*i].0.insert(*sid);
-                per_issue[*i].1.insert(p.clone());
-                paths.insert(p);
-            }
-            affected.push(AffectedSnapshot {
-                id: *sid,
-                time: s.time,
-                hostname: s.hostname.clone(),
-                paths: s.paths.clone(),
-                damaged_paths: paths.into_iter().collect(),
-            });
-        }
-        drop(w);
-        for (issue, (sn, paths)) in iss.list.iter_mut().zip(per_issue) {
-            for s in sn {
-                if !issue.snapshots.contains(&s) {
-                    issue.snapshots.push(s);
-                }
-            }
-            issue.paths = paths.into_iter().collect();
-        }
-        rep.affected_snapshots = affected;
+    /// Reads the packs `selected` (all listed) whole, `threads` at a time, in no particular order.
+    fn read_packs(&self, selected: &[Id]) -> Result<Vec<PackRead>> {
+        let repo: &Repository = self.repo;
+        parallel_map(selected, self.threads, self.cancel, |pid| {
+            let entries = self.entries_by_pack.get(pid).map(|v| v.as_slice());
+            let r = read_pack(repo, *pid, entries);
+            self.progress.inc(self.listed[pid]);
+            r
+        })
     }
-    for issue in &mut iss.list {
-        issue.blobs.sort();
+
+    /// Damage report: which snapshots and paths use what is damaged or missing.
+    fn find_damaged_files(&mut self) -> Result<()> {
+        if !self.iss.any_damage() {
+            return Ok(());
+        }
+        self.progress.phase("find damaged files", None);
+        let mut damage = Damage::new(self.iss.list.len());
+        let mut walk = DamageWalk::new(self.repo, &self.iss, &self.orphan_blobs);
+        for (sid, s) in &self.snaps {
+            self.cancel.check()?;
+            let found = walk.tree(s.tree, self.cancel)?;
+            damage.add(*sid, s, &found);
+        }
+        self.rep.affected_snapshots = damage.apply(&mut self.iss.list);
+        Ok(())
     }
-    rep.errors = iss.list;
-    rep.orphaned_packs = orphans;
-    Ok(rep)
-}
 
-/// Blobs in packs that no index names, with where they are.
-type OrphanBlobs = HashMap<(Id, BlobType), (Id, PackedBlob)>;
-
-/// Reads a tree that no index names from the orphaned pack that holds it.
-fn load_orphan_tree(repo: &Repository, orphans: &OrphanBlobs, id: &Id) -> Option<Tree> {
-    let (pack, b) = orphans.get(&(*id, BlobType::Tree))?;
-    let sealed = repo
-        .backend()
-        .load_range(
-            FileType::Pack,
-            &pack.to_hex(),
-            b.offset as u64,
-            b.length as usize,
-        )
-        .ok()?;
-    let plain = pack::open_blob(repo.key(), b, &sealed).ok()?;
-    Tree::parse(&plain).ok()
-}
-
-/// Walks trees once each (memoized), collecting for every tree the relative paths below it that
-/// use damaged blobs or are malformed, with the issues concerned.
-struct DamageWalk<'a> {
-    repo: &'a Repository,
-    iss: &'a Issues,
-    orphans: &'a OrphanBlobs,
-    memo: HashMap<Id, Rc<Vec<(String, usize)>>>,
-}
-
-impl DamageWalk<'_> {
-    fn tree(&mut self, tid: Id, cancel: &CancelToken) -> Result<Rc<Vec<(String, usize)>>> {
-        if let Some(m) = self.memo.get(&tid) {
-            return Ok(m.clone());
+    /// The report: the counters, the issues (their blobs sorted) and the orphaned packs.
+    fn into_report(mut self) -> CheckReport {
+        for issue in &mut self.iss.list {
+            issue.blobs.sort();
         }
-        cancel.check()?;
-        let mut out: Vec<(String, usize)> = Vec::new();
-        // A damaged tree is reported as its directory; one that is only missing from the index is
-        // read from the orphaned pack that holds it, to name the files below too.
-        let tree = match self.iss.bad_blobs.get(&(tid, BlobType::Tree)) {
-            Some(is) => {
-                out.extend(is.iter().map(|i| (String::new(), *i)));
-                if self.repo.index().has(&tid, BlobType::Tree) {
-                    None
-                } else {
-                    load_orphan_tree(self.repo, self.orphans, &tid)
-                }
-            }
-            None => self.repo.load_tree(&tid).ok(),
-        };
-        if let Some(tree) = tree {
-            for node in &tree.nodes {
-                let mut hit: BTreeSet<usize> = BTreeSet::new();
-                if let Some(c) = &node.content {
-                    for b in c {
-                        if let Some(is) = self.iss.bad_blobs.get(&(*b, BlobType::Data)) {
-                            hit.extend(is);
-                        }
-                    }
-                }
-                if !self.iss.bad_nodes.is_empty() {
-                    if let Some(is) = self.iss.bad_nodes.get(&(tid, node.name.clone())) {
-                        hit.extend(is);
-                    }
-                }
-                out.extend(hit.into_iter().map(|i| (node.name.clone(), i)));
-                if node.is_dir() {
-                    if let Some(s) = node.subtree {
-                        let sub = self.tree(s, cancel)?;
-                        for (rel, i) in sub.iter() {
-                            let p = if rel.is_empty() {
-                                node.name.clone()
-                            } else {
-                                format!("{}/{rel}", node.name)
-                            };
-                            out.push((p, *i));
-                        }
-                    }
-                }
-            }
-        }
-        let out = Rc::new(out);
-        self.memo.insert(tid, out.clone());
-        Ok(out)
+        self.rep.errors = self.iss.list;
+        self.rep.orphaned_packs = self.orphans;
+        self.rep
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn header_size_matches_written_packs() {
-        use crate::repo::crypto::Key;
-        use crate::repo::pack::{seal_blob, Compression, PackWriter};
-        let key = Key::generate();
-        let mut w = PackWriter::new();
-        let a = vec![7u8; 5000];
-        let b: Vec<u8> = (0..999u32).map(|i| (i * 7919 % 251) as u8).collect();
-        w.add(&seal_blob(
-            &key,
-            BlobType::Data,
-            Id::hash(&a),
-            &a,
-            Compression::default(),
-        ));
-        w.add(&seal_blob(
-            &key,
-            BlobType::Tree,
-            Id::hash(&b),
-            &b,
-            Compression::Off,
-        ));
-        let (bytes, _, blobs) = w.finish(&key);
-        assert!(blobs[0].uncompressed_length.is_some() && blobs[1].uncompressed_length.is_none());
-        assert_eq!(size_from_header(&blobs), bytes.len() as u64);
-    }
 
     /// A repository written through the library, with malformed nodes and a blob in no index.
     #[test]

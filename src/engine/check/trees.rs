@@ -1,0 +1,253 @@
+//! The snapshot and tree checks' pure judgements: damaged snapshots and trees, what is wrong with
+//! a node, how long a file's content is, and the blobs snapshots use that no index names.
+
+use super::issues::{is_are, plural, Finding, HINT_LOST};
+use super::packs::OrphanBlobs;
+use super::IssueKind;
+use crate::repo::id::Id;
+use crate::repo::pack::BlobType;
+use crate::repo::snapshot::Snapshot;
+use crate::repo::tree::Node;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A snapshot file that cannot be read.
+pub(super) fn snapshot_damaged(id: Id, why: &str) -> Finding {
+    Finding::new(
+        IssueKind::SnapshotDamaged,
+        format!("snapshot {} cannot be read: {why}", id.short()),
+        "the snapshot is lost (its data stays until a prune): delete the file \
+         snapshots/<id> from the repository so other commands can list snapshots",
+    )
+}
+
+/// The snapshots in the order the checks visit them: oldest first, then by id.
+pub(super) fn sort_snapshots(snaps: &mut [(Id, Snapshot)]) {
+    snaps.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+}
+
+/// An indexed tree (in pack `pack`) that cannot be loaded.
+pub(super) fn tree_damaged(tree: Id, pack: Id, why: &str) -> Finding {
+    Finding::new(
+        IssueKind::TreeDamaged,
+        format!(
+            "tree {} (in pack {}) cannot be loaded: {}",
+            tree.short(),
+            pack.short(),
+            why
+        ),
+        format!("everything below the affected directories is lost; {HINT_LOST}"),
+    )
+    .in_pack(pack)
+    .losing([(tree, BlobType::Tree)])
+}
+
+/// The length of a file's content from the lengths of its blobs (`None` for a blob found
+/// nowhere, and then for the whole content).
+pub(super) fn content_length(blobs: &[Option<u64>]) -> Option<u64> {
+    blobs.iter().try_fold(0u64, |sum, b| b.map(|n| sum + n))
+}
+
+/// What is wrong with `node` of tree `tree`, if anything; `content_len` is the length of a
+/// file's content when every blob of it is found.
+pub(super) fn node_problem(tree: Id, node: &Node, content_len: Option<u64>) -> Option<Finding> {
+    if node.is_dir() {
+        if node.subtree.is_some() {
+            return None;
+        }
+        return Some(Finding::new(
+            IssueKind::NodeInvalid,
+            format!(
+                "directory {:?} in tree {} has no subtree",
+                node.name,
+                tree.short()
+            ),
+            "the snapshot was written by a faulty program; its content below that \
+             directory is unknown: back up the directory again",
+        ));
+    }
+    if !node.is_file() {
+        return None;
+    }
+    let Some(content) = &node.content else {
+        return Some(Finding::new(
+            IssueKind::NodeInvalid,
+            format!(
+                "file {:?} in tree {} has no content list (null; an empty file has [])",
+                node.name,
+                tree.short()
+            ),
+            "the snapshot was written by a faulty program: back up the file again",
+        ));
+    };
+    let sum = content_len.filter(|&sum| sum != node.size)?;
+    Some(Finding::new(
+        IssueKind::FileSizeMismatch,
+        format!(
+            "file {:?} in tree {}: the snapshot records {} bytes, but its {} \
+             hold {sum}",
+            node.name,
+            tree.short(),
+            node.size,
+            plural(content.len(), "blob", "blobs")
+        ),
+        "a restore writes the blobs' content; back up the file again to get a \
+         consistent snapshot",
+    ))
+}
+
+/// The blobs the trees use that no index names, by the orphaned pack that holds them (`None`:
+/// lost), each group in blob order.
+pub(super) fn group_not_indexed(
+    not_indexed: &BTreeSet<(Id, BlobType)>,
+    orphans: &OrphanBlobs,
+) -> BTreeMap<Option<Id>, Vec<(Id, BlobType)>> {
+    let mut by_orphan: BTreeMap<Option<Id>, Vec<(Id, BlobType)>> = BTreeMap::new();
+    for b in not_indexed {
+        by_orphan
+            .entry(orphans.get(b).map(|(p, _)| *p))
+            .or_default()
+            .push(*b);
+    }
+    by_orphan
+}
+
+/// Blobs snapshots use that no index names, held by the orphaned pack `orphan` or lost.
+pub(super) fn not_indexed_finding(orphan: Option<Id>, blobs: Vec<(Id, BlobType)>) -> Finding {
+    let n = blobs.len();
+    let f = match orphan {
+        Some(pid) => Finding::new(
+            IssueKind::BlobsNotIndexed,
+            format!(
+                "{} that snapshots use {} in no index, but pack {} holds {} (no index \
+                 names that pack: an index file is missing or damaged)",
+                plural(n, "blob", "blobs"),
+                is_are(n),
+                pid.short(),
+                if n == 1 { "it" } else { "them" }
+            ),
+            "the data is still in the repository, only the index lacks it: run `restic \
+             -r REPO rebuild-index`; do NOT run `backupctl prune` before that (it deletes \
+             packs that no index names)",
+        )
+        .in_pack(pid),
+        None => Finding::new(
+            IssueKind::BlobsNotIndexed,
+            format!(
+                "{} that snapshots use {} in no index and no pack: the data is lost",
+                plural(n, "blob", "blobs"),
+                is_are(n)
+            ),
+            "back up the affected files again (a new backup stores blobs the index lacks), \
+             then forget the affected snapshots and run `backupctl prune`",
+        ),
+    };
+    f.losing(blobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::pack::PackedBlob;
+    use crate::repo::tree::kind;
+
+    fn file(size: u64, content: Option<Vec<Id>>) -> Node {
+        let mut n = Node::new("f", kind::FILE);
+        n.size = size;
+        n.content = content;
+        n
+    }
+
+    #[test]
+    fn a_directory_needs_a_subtree() {
+        let t = Id::hash(b"tree");
+        let mut d = Node::new("d", kind::DIR);
+        let f = node_problem(t, &d, None).unwrap();
+        assert_eq!(f.kind, IssueKind::NodeInvalid);
+        assert_eq!(
+            f.message,
+            format!("directory \"d\" in tree {} has no subtree", t.short())
+        );
+        d.subtree = Some(Id::hash(b"sub"));
+        assert_eq!(node_problem(t, &d, None), None);
+        assert_eq!(
+            node_problem(t, &Node::new("l", kind::SYMLINK), None),
+            None,
+            "nothing to check in a symlink"
+        );
+    }
+
+    #[test]
+    fn a_file_needs_a_content_list_of_its_size() {
+        let t = Id::hash(b"tree");
+        let f = node_problem(t, &file(0, None), None).unwrap();
+        assert_eq!(f.kind, IssueKind::NodeInvalid);
+        assert!(f.message.contains("has no content list"), "{}", f.message);
+        let blobs = Some(vec![Id::hash(b"a"), Id::hash(b"b")]);
+        assert_eq!(node_problem(t, &file(0, Some(vec![])), Some(0)), None);
+        assert_eq!(node_problem(t, &file(10, blobs.clone()), Some(10)), None);
+        assert_eq!(
+            node_problem(t, &file(10, blobs.clone()), None),
+            None,
+            "a blob found nowhere is reported as not indexed, not as a size mismatch"
+        );
+        let f = node_problem(t, &file(10, blobs), Some(11)).unwrap();
+        assert_eq!(f.kind, IssueKind::FileSizeMismatch);
+        assert!(
+            f.message
+                .ends_with("records 10 bytes, but its 2 blobs hold 11"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn content_length_is_unknown_when_a_blob_is_found_nowhere() {
+        assert_eq!(content_length(&[]), Some(0));
+        assert_eq!(content_length(&[Some(3), Some(4)]), Some(7));
+        assert_eq!(content_length(&[Some(3), None, Some(4)]), None);
+    }
+
+    #[test]
+    fn unindexed_blobs_are_grouped_by_the_orphaned_pack_holding_them() {
+        let (a, b, c) = (
+            (Id::hash(b"a"), BlobType::Data),
+            (Id::hash(b"b"), BlobType::Tree),
+            (Id::hash(b"c"), BlobType::Data),
+        );
+        let pid = Id::hash(b"orphan");
+        let pb = PackedBlob {
+            id: b.0,
+            tpe: b.1,
+            offset: 0,
+            length: 40,
+            uncompressed_length: None,
+        };
+        let orphans: OrphanBlobs = [(b, (pid, pb))].into_iter().collect();
+        let g = group_not_indexed(&[a, b, c].into_iter().collect(), &orphans);
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[&Some(pid)], vec![b]);
+        let mut lost = vec![a, c];
+        lost.sort();
+        assert_eq!(g[&None], lost);
+
+        let held = not_indexed_finding(Some(pid), vec![b]);
+        assert_eq!(
+            (held.kind, held.pack),
+            (IssueKind::BlobsNotIndexed, Some(pid))
+        );
+        assert!(
+            held.message.contains("holds it (no index"),
+            "{}",
+            held.message
+        );
+        assert!(held.hint.contains("rebuild-index"));
+        let gone = not_indexed_finding(None, lost.clone());
+        assert_eq!((gone.pack, gone.blobs), (None, lost));
+        assert!(
+            gone.message
+                .starts_with("2 blobs that snapshots use are in no index and no pack"),
+            "{}",
+            gone.message
+        );
+    }
+}

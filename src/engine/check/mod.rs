@@ -3,7 +3,7 @@
 //!
 //! The structure check lists the packs, loads every index file, compares every pack's header with
 //! the index, loads every snapshot and every tree they reach, and checks each node against the
-//! index. With read-data, the selected packs are read whole (two threads, one pack each in
+//! index. With read-data, the selected packs are read whole (the backend's upload parallelism, at least two threads, one pack each in
 //! memory), their SHA-256 compared with their names and every blob decrypted, decompressed and
 //! re-hashed. Problems are collected as [`CheckIssue`]s rather than returned as errors; only a
 //! failure to list the repository (or an interruption) ends the check early. When anything is

@@ -206,3 +206,158 @@ impl Inventory {
         }
     }
 }
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::repo::index::IndexPack;
+    use crate::repo::pack::BlobType;
+
+    /// The id of test blob or pack `n`.
+    pub(in crate::engine::prune) fn id(n: u8) -> Id {
+        Id::hash(&[n])
+    }
+
+    /// Index entries for `blobs` (blob number, type, length), one after the other.
+    pub(in crate::engine::prune) fn entries(blobs: &[(u8, BlobType, u32)]) -> Vec<IndexBlob> {
+        let mut offset = 0;
+        blobs
+            .iter()
+            .map(|&(n, tpe, length)| {
+                let b = IndexBlob {
+                    id: id(n),
+                    tpe,
+                    offset,
+                    length,
+                    uncompressed_length: None,
+                };
+                offset += length;
+                b
+            })
+            .collect()
+    }
+
+    /// An inventory of packs that all exist with the size their entries need.
+    pub(in crate::engine::prune) fn inventory(packs: &[(u8, Vec<IndexBlob>)]) -> Inventory {
+        let mut inv = Inventory::default();
+        for (n, blobs) in packs {
+            inv.listed.insert(id(*n), expected_pack_size(blobs));
+            inv.indexed.insert(id(*n), blobs.clone());
+        }
+        inv
+    }
+
+    pub(in crate::engine::prune) fn data(ns: &[u8]) -> HashSet<BlobKey> {
+        ns.iter().map(|n| (id(*n), BlobType::Data)).collect()
+    }
+
+    const D: BlobType = BlobType::Data;
+
+    #[test]
+    fn every_used_blob_with_a_readable_copy_passes() {
+        let inv = inventory(&[
+            (100, entries(&[(1, D, 10), (2, D, 10)])),
+            (101, entries(&[(2, D, 10), (3, D, 10)])),
+        ]);
+        let c = inv.check_existing_packs(&data(&[1, 2])).unwrap();
+        let all: Vec<_> = c.iter().collect();
+        assert_eq!(all.len(), 2, "only the used blobs: {all:?}");
+        assert_eq!(all[0].1.len() + all[1].1.len(), 3, "blob 2 has two copies");
+        assert!(c.is_used(&(id(2), D)) && !c.is_used(&(id(3), D)));
+    }
+
+    #[test]
+    fn a_used_blob_in_a_missing_pack_is_damage() {
+        let mut inv = inventory(&[(100, entries(&[(1, D, 10)]))]);
+        inv.listed.clear();
+        let d = inv.check_existing_packs(&data(&[1])).unwrap_err();
+        assert_eq!(d.problems.len(), 1);
+        assert!(d.problems[0].contains(&id(1).to_hex()), "{:?}", d.problems);
+        assert!(d.problems[0].contains(&format!("pack {} is missing", id(100).short())));
+        assert_eq!(d.missing_blobs, data(&[1]));
+        // Unused, it is no damage: the pack is merely dropped from the index.
+        assert!(inv.check_existing_packs(&HashSet::new()).is_ok());
+        assert_eq!(inv.missing_packs().collect::<Vec<_>>(), vec![&id(100)]);
+    }
+
+    #[test]
+    fn a_used_blob_in_no_index_is_damage() {
+        let inv = inventory(&[(100, entries(&[(1, D, 10)]))]);
+        let d = inv.check_existing_packs(&data(&[1, 9])).unwrap_err();
+        assert_eq!(
+            d.problems,
+            vec![format!("data blob {} is in no index", id(9))]
+        );
+        assert_eq!(d.missing_blobs, data(&[9]));
+    }
+
+    #[test]
+    fn a_pack_of_the_wrong_size_holding_used_blobs_is_damage() {
+        let mut inv = inventory(&[
+            (100, entries(&[(1, D, 10)])),
+            (101, entries(&[(1, D, 10), (2, D, 10)])),
+        ]);
+        *inv.listed.get_mut(&id(101)).unwrap() += 4;
+        // Blob 1 has a good copy in pack 100, but pack 101 also holds blob 2, its only copy.
+        let d = inv.check_existing_packs(&data(&[1, 2])).unwrap_err();
+        assert_eq!(d.problems.len(), 2, "{:?}", d.problems);
+        assert!(d.problems[0].contains("bytes but its index entries need"));
+        assert!(d.problems[1].ends_with("and it holds blobs in use"));
+        assert_eq!(d.missing_blobs, data(&[2]));
+        // Even when every used blob it holds has a good copy elsewhere, prune refuses.
+        let d = inv.check_existing_packs(&data(&[1])).unwrap_err();
+        assert_eq!(d.problems.len(), 1, "{:?}", d.problems);
+        assert!(d.missing_blobs.is_empty());
+        // Holding nothing in use, it is no damage (it will be deleted as unused).
+        let c = inv.check_existing_packs(&HashSet::new()).unwrap();
+        assert_eq!(c.iter().count(), 0);
+    }
+
+    #[test]
+    fn the_damage_error_lists_ten_problems_and_refuses() {
+        let d = Damage {
+            problems: (0..12).map(|i| format!("problem {i}")).collect(),
+            missing_blobs: HashSet::new(),
+        };
+        let e = d.into_error("/r", "");
+        let msg = e.to_string();
+        assert!(matches!(e, Error::Damaged { .. }));
+        assert!(
+            msg.contains("12 problem(s)") && msg.contains("problem 9"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("problem 10") && msg.contains("and 2 more"),
+            "{msg}"
+        );
+        assert!(msg.contains("deleted nothing"), "{msg}");
+    }
+
+    #[test]
+    fn a_pack_listed_twice_must_be_listed_identically() {
+        let file = |blobs: Vec<IndexBlob>| IndexFile {
+            supersedes: None,
+            packs: vec![IndexPack { id: id(100), blobs }],
+        };
+        let mut inv = Inventory::default();
+        let mut reversed = entries(&[(1, D, 10), (2, D, 10)]);
+        inv.add_index_file(&id(50), file(reversed.clone())).unwrap();
+        reversed.reverse();
+        inv.add_index_file(&id(51), file(reversed)).unwrap();
+        assert_eq!(inv.indexed[&id(100)], entries(&[(1, D, 10), (2, D, 10)]));
+        let e = inv
+            .add_index_file(&id(52), file(entries(&[(1, D, 10)])))
+            .unwrap_err();
+        assert!(e.to_string().contains("lists other blobs"), "{e}");
+    }
+
+    #[test]
+    fn only_our_pack_names_are_listed() {
+        let mut inv = Inventory::default();
+        let hex = id(1).to_hex();
+        inv.add_pack_file(&hex, 7);
+        inv.add_pack_file(&hex.to_uppercase(), 8);
+        inv.add_pack_file("README", 9);
+        assert_eq!(inv.listed, HashMap::from([(id(1), 7)]));
+    }
+}

@@ -424,3 +424,241 @@ impl PackTable {
         Ok(NewIndex { packs, names })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::check::tests::{data, entries, id, inventory};
+    use super::*;
+
+    const D: BlobType = BlobType::Data;
+    const T: BlobType = BlobType::Tree;
+
+    /// The settled table of `inv` when the blobs numbered `used` are used.
+    fn decide(inv: &Inventory, used: &HashSet<BlobKey>, max_unused: f64) -> PackTable {
+        let copies = inv.check_existing_packs(used).unwrap();
+        let mut t = PackTable::decide_packs(inv, &copies);
+        t.decide_repack(max_unused);
+        t
+    }
+
+    fn action(t: &PackTable, pack: u8) -> Action {
+        t.packs[&id(pack)].action
+    }
+
+    #[test]
+    fn a_fully_used_pack_is_kept() {
+        let inv = inventory(&[(100, entries(&[(1, D, 10), (2, D, 10)]))]);
+        let t = decide(&inv, &data(&[1, 2]), 0.0);
+        assert_eq!(action(&t, 100), Action::Keep);
+        assert_eq!(t.packs[&id(100)].used_blobs, 2);
+    }
+
+    #[test]
+    fn a_fully_unused_pack_is_deleted() {
+        let inv = inventory(&[
+            (100, entries(&[(1, D, 10)])),
+            (101, entries(&[(2, D, 10), (3, D, 10)])),
+        ]);
+        let t = decide(&inv, &data(&[1]), 100.0);
+        assert_eq!(action(&t, 101), Action::Delete);
+        assert_eq!(t.packs_to_delete(&HashSet::new()).count(), 1);
+    }
+
+    #[test]
+    fn a_partly_used_pack_over_the_unused_limit_is_repacked() {
+        // 10 bytes used, 10 unused: 50% unused.
+        let inv = inventory(&[(100, entries(&[(1, D, 10), (2, D, 10)]))]);
+        assert_eq!(action(&decide(&inv, &data(&[1]), 0.0), 100), Action::Repack);
+        assert_eq!(
+            action(&decide(&inv, &data(&[1]), 49.0), 100),
+            Action::Repack
+        );
+        // Exactly at the limit (50% allows 10 unused bytes) it is still repacked.
+        assert_eq!(
+            action(&decide(&inv, &data(&[1]), 50.0), 100),
+            Action::Repack
+        );
+        // Within the limit it is kept.
+        assert_eq!(action(&decide(&inv, &data(&[1]), 60.0), 100), Action::Keep);
+        assert_eq!(action(&decide(&inv, &data(&[1]), 100.0), 100), Action::Keep);
+    }
+
+    #[test]
+    fn repacking_stops_once_the_unused_bytes_are_within_the_limit() {
+        let inv = inventory(&[
+            // 100 used, 900 unused: the most wasteful, considered first.
+            (100, entries(&[(1, D, 100), (2, D, 900)])),
+            // 100 used, 100 unused.
+            (101, entries(&[(3, D, 100), (4, D, 100)])),
+            (102, entries(&[(5, D, 10_000)])),
+        ]);
+        // 10,200 bytes used: 5% allows 536 unused bytes. 1,000 are; repacking pack 100 leaves
+        // 100, so pack 101 is kept.
+        let t = decide(&inv, &data(&[1, 3, 5]), 5.0);
+        assert_eq!(unused_limit(5.0, 10_200), 536);
+        assert_eq!(action(&t, 100), Action::Repack);
+        assert_eq!(action(&t, 101), Action::Keep);
+        assert_eq!(action(&t, 102), Action::Keep);
+        // With no tolerance both go.
+        let t = decide(&inv, &data(&[1, 3, 5]), 0.0);
+        assert_eq!(action(&t, 101), Action::Repack);
+    }
+
+    #[test]
+    fn the_unused_limit() {
+        assert_eq!(unused_limit(0.0, 1000), 0);
+        assert_eq!(unused_limit(50.0, 1000), 1000);
+        assert_eq!(unused_limit(20.0, 1000), 250);
+        assert_eq!(unused_limit(100.0, 0), u64::MAX);
+    }
+
+    #[test]
+    fn tree_packs_and_mixed_packs_are_repacked_whatever_the_limit() {
+        let inv = inventory(&[
+            (100, entries(&[(1, T, 10), (2, T, 10)])),
+            (101, entries(&[(3, D, 10), (4, D, 10)])),
+            // Fully used, but mixed.
+            (102, entries(&[(5, D, 10), (6, T, 10)])),
+        ]);
+        let mut used = data(&[3, 5]);
+        used.insert((id(1), T));
+        used.insert((id(6), T));
+        let t = decide(&inv, &used, 100.0);
+        assert_eq!(action(&t, 100), Action::Repack, "a partly used tree pack");
+        assert_eq!(action(&t, 101), Action::Keep, "a partly used data pack");
+        assert_eq!(action(&t, 102), Action::Repack, "a mixed pack");
+    }
+
+    #[test]
+    fn one_copy_of_each_used_blob_stays() {
+        let inv = inventory(&[
+            // Both hold a used blob found nowhere else (2, 3): they are kept anyway.
+            (100, entries(&[(1, D, 10), (2, D, 10)])),
+            (101, entries(&[(3, D, 10), (1, D, 10), (4, D, 10)])),
+            // Another copy of 1 next to an unused blob.
+            (102, entries(&[(1, D, 10), (5, D, 10)])),
+        ]);
+        let t = decide(&inv, &data(&[1, 2, 3]), 100.0);
+        // Of the two pinned packs, 100 has the larger used share.
+        assert_eq!(t.home[&(id(1), D)], (id(100), 0));
+        assert_eq!(action(&t, 100), Action::Keep);
+        // Pack 101 holds an extra copy of 1: repacked whatever the limit.
+        assert!(t.packs[&id(101)].duplicates);
+        assert_eq!(action(&t, 101), Action::Repack);
+        // Pack 102 holds only a duplicate and an unused blob: deleted.
+        assert_eq!(action(&t, 102), Action::Delete);
+        let mut r = PruneReport::default();
+        t.tally(1 << 20, &mut r);
+        assert_eq!(r.blobs_duplicate, 2);
+        assert_eq!(r.blobs_used, 3);
+    }
+
+    #[test]
+    fn the_copy_in_the_pack_with_the_largest_used_share_stays() {
+        let inv = inventory(&[
+            (100, entries(&[(1, D, 10), (7, D, 10), (8, D, 10)])),
+            (101, entries(&[(1, D, 10), (9, D, 10)])),
+        ]);
+        let t = decide(&inv, &data(&[1]), 0.0);
+        assert_eq!(t.home[&(id(1), D)], (id(101), 0));
+        assert_eq!(action(&t, 100), Action::Delete);
+        assert_eq!(action(&t, 101), Action::Repack);
+    }
+
+    #[test]
+    fn a_blob_twice_in_one_pack_keeps_the_first_copy() {
+        let inv = inventory(&[(100, entries(&[(1, D, 10), (1, D, 10)]))]);
+        let t = decide(&inv, &data(&[1]), 100.0);
+        assert_eq!(t.home[&(id(1), D)], (id(100), 0));
+        assert!(t.packs[&id(100)].duplicates);
+        assert_eq!(action(&t, 100), Action::Repack);
+    }
+
+    #[test]
+    fn missing_and_orphaned_packs() {
+        let mut inv = inventory(&[(100, entries(&[(1, D, 10)])), (101, entries(&[(2, D, 10)]))]);
+        inv.listed.remove(&id(101));
+        inv.listed.insert(id(102), 500);
+        let t = decide(&inv, &data(&[1]), 0.0);
+        assert_eq!(action(&t, 101), Action::Missing);
+        assert_eq!(action(&t, 102), Action::Orphan);
+        let mut r = PruneReport::default();
+        t.tally(1 << 20, &mut r);
+        assert_eq!(
+            (r.missing.clone(), r.orphaned.clone()),
+            (vec![id(101)], vec![id(102)])
+        );
+        // The missing pack's blobs are not counted; the orphan's file is freed.
+        assert_eq!((r.blobs_used, r.blobs_unused), (1, 0));
+        assert_eq!(r.bytes_freed, 500);
+        let none = HashSet::new();
+        let deleted: Vec<&Id> = t.packs_to_delete(&none).map(|(p, _)| p).collect();
+        assert_eq!(deleted, vec![&id(102)]);
+    }
+
+    #[test]
+    fn the_totals_follow_the_actions() {
+        let inv = inventory(&[
+            (100, entries(&[(1, D, 100), (2, D, 900)])),
+            (101, entries(&[(3, D, 100), (4, D, 100)])),
+            (102, entries(&[(5, D, 10_000)])),
+            (103, entries(&[(6, D, 50)])),
+        ]);
+        let t = decide(&inv, &data(&[1, 3, 5]), 5.0);
+        let mut r = PruneReport::default();
+        t.tally(1 << 20, &mut r);
+        assert_eq!((r.packs_kept, r.packs_repacked, r.packs_deleted), (2, 1, 1));
+        assert_eq!((r.blobs_used, r.bytes_used), (3, 10_200));
+        assert_eq!((r.blobs_unused, r.bytes_unused), (3, 1_050));
+        assert_eq!(
+            r.blobs_removed, 2,
+            "blob 2 (repacked away) and blob 6 (deleted)"
+        );
+        assert_eq!(r.bytes_repacked, 100);
+        assert_eq!(r.bytes_unused_after, 100);
+        assert_eq!(r.packs_written, 1);
+        // Freed: the files of packs 100 and 103, less the new pack holding blob 1.
+        let size = |n| expected_pack_size(&inv.indexed[&id(n)]);
+        let new_pack = expected_pack_size(&entries(&[(1, D, 100)]));
+        assert_eq!(r.bytes_freed, size(100) + size(103) - new_pack);
+    }
+
+    #[test]
+    fn new_packs_are_estimated_per_blob_type_and_pack_size() {
+        let inv = inventory(&[
+            (100, entries(&[(1, D, 600), (2, D, 600), (3, D, 10)])),
+            (101, entries(&[(4, T, 10), (5, T, 10)])),
+        ]);
+        let mut used = data(&[1, 2]);
+        used.insert((id(4), T));
+        let t = decide(&inv, &used, 0.0);
+        let mut r = PruneReport::default();
+        t.tally(1000, &mut r);
+        assert_eq!(
+            r.packs_written, 3,
+            "two data packs of 1,200 bytes, one tree pack"
+        );
+    }
+
+    #[test]
+    fn the_new_index_names_kept_and_new_packs_and_covers_every_used_blob() {
+        let inv = inventory(&[
+            (100, entries(&[(1, D, 10)])),
+            (101, entries(&[(2, D, 10), (3, D, 10)])),
+        ]);
+        let t = decide(&inv, &data(&[1, 2]), 0.0);
+        assert_eq!(action(&t, 101), Action::Repack);
+        // Without the new pack holding blob 2, the new index would leave it out: refused.
+        let e = t.new_index(Vec::new()).err().expect("refused");
+        assert!(e.to_string().contains("would not contain"), "{e}");
+        let new = IndexPack {
+            id: id(200),
+            blobs: entries(&[(2, D, 10)]),
+        };
+        let n = t.new_index(vec![new]).unwrap();
+        assert_eq!(n.names, HashSet::from([id(100), id(200)]));
+        assert_eq!(n.packs.len(), 2);
+        let deleted: Vec<&Id> = t.packs_to_delete(&n.names).map(|(p, _)| p).collect();
+        assert_eq!(deleted, vec![&id(101)]);
+    }
+}

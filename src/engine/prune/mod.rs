@@ -523,6 +523,86 @@ mod tests {
         assert_eq!(files(&b.t), before);
     }
 
+    /// The report without what only the changing half does (writing and removing index
+    /// files) and without the dry-run flag.
+    fn comparable(r: &PruneReport) -> serde_json::Value {
+        let mut v = serde_json::to_value(r).unwrap();
+        let o = v.as_object_mut().unwrap();
+        for k in ["dry_run", "index_files_written", "index_files_removed"] {
+            o.remove(k);
+        }
+        v
+    }
+
+    #[test]
+    fn a_dry_run_reports_what_prune_then_does() {
+        let mut b = base();
+        b.t.repo
+            .backend()
+            .remove(FileType::Snapshot, &b.s2.to_hex())
+            .unwrap();
+        write_pack(&b.t, &[(BlobType::Data, &bytes(9, 3000))], false);
+        // Pack (a b) is repacked, the t2 pack deleted, the orphan deleted.
+        let dry = run(&mut b.t, &opts(0.0, true)).unwrap();
+        assert_eq!(dry.packs_repacked, 1, "{dry:?}");
+        assert_eq!(dry.packs_deleted, 1, "{dry:?}");
+        assert_eq!(dry.packs_orphaned, 1, "{dry:?}");
+        let r = run(&mut b.t, &opts(0.0, false)).unwrap();
+        assert_eq!(comparable(&dry), comparable(&r));
+        assert!(r.bytes_freed > 0);
+        assert_complete(&mut b.t);
+    }
+
+    #[test]
+    fn a_damaged_blob_stops_repacking_before_anything_is_deleted() {
+        let mut b = base();
+        b.t.repo
+            .backend()
+            .remove(FileType::Snapshot, &b.s2.to_hex())
+            .unwrap();
+        // Blob a, which s1 needs, is damaged in pack (a b), which is to be repacked. Its size
+        // still agrees with the index: only reading the blob shows the damage.
+        let a = Id::hash(&b.blobs[0]);
+        let offset =
+            b.t.repo
+                .list_ids(FileType::Index)
+                .unwrap()
+                .iter()
+                .flat_map(|i| {
+                    let f: IndexFile = b.t.repo.load_unpacked(FileType::Index, i).unwrap();
+                    f.packs
+                })
+                .flat_map(|p| p.blobs)
+                .find(|x| x.id == a)
+                .unwrap()
+                .offset as usize;
+        let hex = b.p_ab.to_hex();
+        let be = b.t.repo.backend().clone();
+        let p = be
+            .local_path()
+            .unwrap()
+            .join("data")
+            .join(&hex[..2])
+            .join(&hex);
+        let mut perm = std::fs::metadata(&p).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perm.set_readonly(false);
+        std::fs::set_permissions(&p, perm).unwrap();
+        let mut data = std::fs::read(&p).unwrap();
+        data[offset + 20] ^= 0xff;
+        std::fs::write(&p, &data).unwrap();
+        let before = files(&b.t);
+        let e = run(&mut b.t, &opts(0.0, false)).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, Error::Damaged { .. }), "{msg}");
+        assert!(msg.contains(&b.p_ab.short()), "{msg}");
+        assert!(
+            msg.contains("prune stopped before deleting anything"),
+            "{msg}"
+        );
+        assert_eq!(files(&b.t), before);
+    }
+
     #[test]
     fn orphans_deleted_and_missing_packs_dropped_from_the_index() {
         let mut b = base();

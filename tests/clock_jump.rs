@@ -1,5 +1,6 @@
 //! A real wall-clock jump (root only; the clock is set back before the test ends): the running daemon notices it at once, catches up the slots it skipped, and runs no slot twice when the clock goes back.
 
+#[path = "it/support/mod.rs"]
 mod support;
 
 use serde_json::Value;

@@ -15,7 +15,7 @@ fn service_and_os_timer_on_a_real_systemd() {
     let out = Command::new("bash")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/support/systemd-service-test.sh"
+            "/tests/it/support/systemd-service-test.sh"
         ))
         .arg(env!("CARGO_BIN_EXE_backupd"))
         .arg(env!("CARGO_BIN_EXE_backupctl"))

@@ -1,4 +1,4 @@
-//! The Google Drive backend against a local stand-in for Drive API v3 (tests/support/
+//! The Google Drive backend against a local stand-in for Drive API v3 (tests/it/support/
 //! fakedrive.rs): the backend contract (with multipart and resumable uploads), a repository
 //! round trip, retries on rate-limit 403 / 429 / 503 and no retry on a plain 403, token
 //! refresh, and duplicate names. Real Google is not reachable from here (README).

@@ -121,7 +121,7 @@ fn nginx(dir: &Path, certs: &Certs, good: u16, wrong: u16, upstream: u16) -> Ser
     let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
         .find(|p| Path::new(p).exists())
-        .expect("nginx is needed by tests/s3_https.rs (apt-get install nginx); tests/run.sh installs it");
+        .expect("nginx is needed by tests/it/s3_https.rs (apt-get install nginx); tests/run.sh installs it");
     fs::create_dir_all(dir.join("tmp")).unwrap();
     let d = dir.display();
     let server = |port: u16, cert: &Path, key: &Path| {

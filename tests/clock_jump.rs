@@ -1,15 +1,67 @@
 //! A real wall-clock jump (root only; the clock is set back before the test ends): the running daemon notices it at once, catches up the slots it skipped, and runs no slot twice when the clock goes back.
 
-mod support;
-
 use serde_json::Value;
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::*;
 
 const BACKUPD: &str = env!("CARGO_BIN_EXE_backupd");
+const BACKUPCTL: &str = env!("CARGO_BIN_EXE_backupctl");
+
+// This binary is apart from tests/it so that nothing runs beside the clock change (Cargo.toml);
+// it has its own copy of the few helpers of tests/it/support it needs rather than compiling
+// all of support a second time.
+
+/// A scratch directory with a password file and a repository path in it.
+struct Env {
+    dir: tempfile::TempDir,
+    repo: PathBuf,
+    pw: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        let pw = dir.path().join("pw");
+        fs::write(&pw, "correct horse battery staple\n").unwrap();
+        Env { dir, repo, pw }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Runs `backupctl -r REPO --password-file PW ARGS...` and asserts the exit code.
+    fn ctl_ok(&self, args: &[&str]) {
+        let o = Command::new(BACKUPCTL)
+            .arg("-r")
+            .arg(&self.repo)
+            .arg("--password-file")
+            .arg(&self.pw)
+            .args(args)
+            .env_remove("BACKUPD_REPOSITORY")
+            .env_remove("BACKUPD_PASSWORD_FILE")
+            .output()
+            .expect("run backupctl");
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "backupctl {args:?} failed:\n{}",
+            show(&o)
+        );
+    }
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
 
 /// Moves the system clock by `by` seconds; dropping it moves it back by the same amount (so
 /// the time that passed meanwhile is kept).

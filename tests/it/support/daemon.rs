@@ -1,5 +1,4 @@
 //! The daemon harness of the integration tests: a scratch repository, data and configuration, `backupd` processes (optionally under libfaketime), and `backupctl` pointed at them.
-#![allow(dead_code)]
 
 use super::*;
 use serde_json::Value;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/support/systemd-host.sh - backupd's throwaway "real systemd" test host for service-registration tests,
+# tests/it/support/systemd-host.sh - backupd's throwaway "real systemd" test host for service-registration tests,
 # usable on machines whose PID 1 is NOT systemd (e.g. Firecracker VMs with a custom init),
 # as well as on ordinary systemd hosts. Needs root.
 #

@@ -1,5 +1,4 @@
 //! Shared helpers of the integration tests: a scratch repository, running the real binaries, data sets and manifests.
-#![allow(dead_code)]
 
 pub mod conformance;
 pub mod daemon;

@@ -4,14 +4,12 @@
 //! The big test's database size comes from SQLITE_TEST_MB (default 300), its writer's pace from
 //! SQLITE_TEST_TPS (default 2000 transactions a second).
 
-mod support;
-
+use crate::support::*;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::*;
 
 /// Builds a database of `mb` MiB (1 MiB blobs in one transaction) with an empty counter table
 /// `w`, in journal mode `mode` ("delete" or "wal").

@@ -1,9 +1,7 @@
 //! `backupd run-due`, the OS-timer mode: the daemon's scheduler, state and history in one pass (on time, catch-up, nothing due, a failed run), and its refusal while a resident daemon holds the state folder.
 
-mod support;
-
+use crate::support::daemon::*;
 use std::process::{Command, Output, Stdio};
-use support::daemon::*;
 
 /// `backupd --config CFG run-due`, with the clock `offset` seconds ahead (libfaketime).
 fn run_due(s: &Setup, offset: i64) -> Output {

@@ -1,16 +1,14 @@
 //! Remote repositories against real servers on loopback: Garage (S3) and `rclone serve restic` (REST, also append-only), restic 0.14 reading what backupctl wrote, `copy`, and the failures a user meets first (wrong credentials, missing bucket, unreachable host).
 
+use crate::support::remote::{Garage, Rclone};
+use crate::support::{make_tree, manifest, show, Env, BACKUPCTL};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use support::remote::{Garage, Rclone};
-use support::{make_tree, manifest, show, Env, BACKUPCTL};
-
-mod support;
 
 /// backupctl against `loc`, with the S3 credentials of `g` (if any) and a private cache.
 fn ctl(env: &Env, g: Option<&Garage>, loc: &str, args: &[&str]) -> Output {
-    let mut c = support::remote::backupctl(env);
+    let mut c = crate::support::remote::backupctl(env);
     c.arg("-r").arg(loc).args(args);
     if let Some(g) = g {
         g.creds(&mut c);
@@ -59,7 +57,7 @@ fn restic_ok(env: &Env, g: Option<&Garage>, loc: &str, args: &[&str]) -> String 
 fn source(env: &Env) -> PathBuf {
     let src = env.path("src");
     make_tree(&src, 7);
-    fs::write(src.join("large.bin"), support::bytes(99, 20 << 20)).unwrap();
+    fs::write(src.join("large.bin"), crate::support::bytes(99, 20 << 20)).unwrap();
     src
 }
 
@@ -183,7 +181,7 @@ fn s3_wrong_credentials_missing_bucket_and_unreachable_host_fail_clearly() {
     );
 
     // Nothing listens: exit 15 after the retries, naming the host.
-    let port = support::remote::free_port();
+    let port = crate::support::remote::free_port();
     let un = format!("s3:http://127.0.0.1:{port}/backup-test/r");
     let o = ctl(&env, Some(&g), &un, &["snapshots"]);
     let err = String::from_utf8_lossy(&o.stderr);

@@ -1,7 +1,6 @@
 //! Notifications against real servers on loopback: a scripted HTTP server, aiosmtpd for email, and shell commands.
 
-mod support;
-
+use crate::support::smtpd::{free_port, Smtpd};
 use backupd::config::notify::{
     redacted_url, EmailConfig, Event, NotifyConfig, SmtpSecurity, WebhookConfig, WebhookMode,
 };
@@ -11,7 +10,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::smtpd::{free_port, Smtpd};
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]

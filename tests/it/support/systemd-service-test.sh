@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# tests/support/systemd-service-test.sh BACKUPD BACKUPCTL - backupctl service/schedule on a real
-# systemd: one systemd-nspawn container (tests/support/systemd-host.sh), several phases.
+# tests/it/support/systemd-service-test.sh BACKUPD BACKUPCTL - backupctl service/schedule on a real
+# systemd: one systemd-nspawn container (tests/it/support/systemd-host.sh), several phases.
 #   1. system service: install (binaries and config in folders with spaces), a job runs on
 #      schedule, install again is harmless, reboot -> back and the missed slot caught up,
 #      kill -9 -> systemd restarts it, uninstall -> stopped and gone, state kept;

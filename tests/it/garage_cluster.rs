@@ -1,5 +1,8 @@
 //! S3 storage failing under a backup, on real Garage: a 3-node cluster (replication 3) losing a storage node or the endpoint node mid-backup, a full bucket quota, and a multipart upload whose part uploads are cut mid-way.
 
+use crate::support::daemon::{wait_for, Daemon, Setup, BACKUPD};
+use crate::support::remote::{CutProxy, Garage, GarageCluster};
+use crate::support::{bytes, make_tree, manifest, show, Env};
 use backupd::repo::backend::{Backend, FileType};
 use backupd::repo::s3::S3Backend;
 use std::fs;
@@ -7,11 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use support::daemon::{wait_for, Daemon, Setup, BACKUPD};
-use support::remote::{CutProxy, Garage, GarageCluster};
-use support::{bytes, make_tree, manifest, show, Env};
-
-mod support;
 
 /// S3 credentials for backupctl and restic.
 struct Creds {
@@ -45,7 +43,7 @@ impl Creds {
 
 /// `backupctl -r LOC --password-file PW ARGS` with the credentials and a private cache.
 fn ctl_cmd(env: &Env, cr: &Creds, loc: &str, args: &[&str]) -> Command {
-    let mut c = support::remote::backupctl(env);
+    let mut c = crate::support::remote::backupctl(env);
     c.arg("-r").arg(loc).args(args);
     cr.apply(&mut c);
     c

@@ -2,6 +2,7 @@
 //! reconnect after the connection drops, a whole repository (init, backup, restore,
 //! check --read-data) that restic 0.14 then reads over SFTP too, and the errors a user meets.
 
+use crate::support::sshd::{Sshd, USER};
 use backupd::cancel::{CancelToken, NoProgress};
 use backupd::engine::backup::{backup, BackupOptions};
 use backupd::engine::check::{check, CheckOptions, ReadData};
@@ -13,9 +14,6 @@ use std::fs;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-use support::sshd::{Sshd, USER};
-
-mod support;
 
 fn connect(s: &Sshd, path: &std::path::Path) -> SftpBackend {
     SftpBackend::connect(
@@ -33,7 +31,7 @@ fn backend_contract_and_reconnect() {
     let Some(s) = Sshd::start() else { return };
     // A nested path: create makes the parents.
     let be = connect(&s, &s.path("a/b/repo"));
-    support::conformance::run(&be, 3_000_000);
+    crate::support::conformance::run(&be, 3_000_000);
     assert!(s.path("a/b/repo/data/ff").is_dir());
     assert!(s.path("a/b/repo/config").is_file());
     // Nothing temporary is left behind.
@@ -117,9 +115,9 @@ fn backend_contract_and_reconnect() {
 #[test]
 fn repository_round_trip_and_restic_reads_it() {
     let Some(s) = Sshd::start() else { return };
-    let env = support::Env::new();
+    let env = crate::support::Env::new();
     let src = env.path("src");
-    support::make_tree(&src, 7);
+    crate::support::make_tree(&src, 7);
     let repo_dir = s.path("repo");
     let be: Arc<dyn Backend> = Arc::new(connect(&s, &repo_dir));
     let pw = fs::read_to_string(&env.pw).unwrap();
@@ -157,7 +155,10 @@ fn repository_round_trip_and_restic_reads_it() {
     .unwrap();
     assert_eq!(rep.exit_code(), 0);
     let restored = target.join(src.strip_prefix("/").unwrap());
-    assert_eq!(support::manifest(&src), support::manifest(&restored));
+    assert_eq!(
+        crate::support::manifest(&src),
+        crate::support::manifest(&restored)
+    );
     let rep = check(
         &mut repo,
         &CheckOptions {
@@ -185,7 +186,11 @@ fn repository_round_trip_and_restic_reads_it() {
             .env_remove("RESTIC_REPOSITORY")
             .output()
             .expect("run restic");
-        assert!(o.status.success(), "restic {args:?}: {}", support::show(&o));
+        assert!(
+            o.status.success(),
+            "restic {args:?}: {}",
+            crate::support::show(&o)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     restic(&["check", "--read-data"]);
@@ -198,8 +203,8 @@ fn repository_round_trip_and_restic_reads_it() {
     ]);
     let rrestored = rtarget.join(src.strip_prefix("/").unwrap());
     assert_eq!(
-        support::manifest(&src).get("docs/deep/er/big.bin"),
-        support::manifest(&rrestored).get("docs/deep/er/big.bin")
+        crate::support::manifest(&src).get("docs/deep/er/big.bin"),
+        crate::support::manifest(&rrestored).get("docs/deep/er/big.bin")
     );
     // And restic's own backup into it is read back by backupd.
     restic(&["backup", env.path("src/docs").to_str().unwrap()]);
@@ -230,7 +235,7 @@ fn silent_server_and_silent_command_time_out() {
             held.push(c);
         }
     });
-    let env = support::Env::new();
+    let env = crate::support::Env::new();
     let loc = format!("sftp://backup@127.0.0.1:{port}//srv/repo");
     let ssh = format!("ssh -p {port} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR backup@127.0.0.1 -s sftp");
     for (cmd, timeout, code, wanted) in [
@@ -238,7 +243,7 @@ fn silent_server_and_silent_command_time_out() {
         ("sleep 600", "1s", 15, "did not start within 1s"),
         (ssh.as_str(), "soon", 1, "invalid duration"),
     ] {
-        let mut c = Command::new(support::BACKUPCTL);
+        let mut c = Command::new(crate::support::BACKUPCTL);
         c.args(["-r", &loc, "--password-file"])
             .arg(&env.pw)
             .arg("snapshots")
@@ -248,7 +253,12 @@ fn silent_server_and_silent_command_time_out() {
             .env("BACKUPD_CACHE_DIR", env.path("cache"));
         let o = guarded(move || c.output().unwrap());
         let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(code), "{cmd}: {}", support::show(&o));
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{cmd}: {}",
+            crate::support::show(&o)
+        );
         assert!(err.contains(wanted), "{cmd}: {err}");
         assert!(
             err.contains(&format!("127.0.0.1:{port}")),
@@ -293,7 +303,7 @@ fn clear_errors() {
     );
 
     // Nothing listens on the port: unreachable, after the bounded retries.
-    let dead = support::smtpd::free_port();
+    let dead = crate::support::smtpd::free_port();
     let cmd = s.command_with(&s.key, dead);
     let e = err_of(SftpBackend::connect(
         Some(USER),

@@ -1,12 +1,10 @@
 //! Integration tests of `backupctl backup` with the real binary, checked by restic 0.14.
 
-mod support;
-
+use crate::support::*;
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::*;
 
 fn init(env: &Env) {
     env.ctl_ok(&["init"]);
@@ -467,7 +465,7 @@ fn kill_9_during_backup_never_breaks_the_repository() {
             full = t.elapsed();
             continue;
         }
-        let frac = support::bytes(i as u64, 1)[0] as f64 / 255.0 * 1.2;
+        let frac = crate::support::bytes(i as u64, 1)[0] as f64 / 255.0 * 1.2;
         std::thread::sleep(full.mul_f64(frac));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL

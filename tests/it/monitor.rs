@@ -1,13 +1,11 @@
 //! Integration tests of monitoring with a real daemon: health (`backupctl health` exit codes), the Prometheus metrics file, and notifications.
 
-mod support;
-
+use crate::support::daemon::*;
+use crate::support::*;
 use serde_json::Value;
 use std::fs;
 use std::process::Command;
 use std::time::Duration;
-use support::daemon::*;
-use support::*;
 
 /// A tmpfs mounted at `dir` (root only), unmounted on drop.
 struct Tmpfs(std::path::PathBuf);
@@ -312,7 +310,7 @@ fn failures_reach_a_webhook_and_a_real_smtp_server_with_the_log_tail_and_a_dead_
     let silent_port = silent.local_addr().unwrap().port();
     let s = Setup::new("");
     let maildir = s.env.path("mail");
-    let smtpd = support::smtpd::Smtpd::start(&maildir);
+    let smtpd = crate::support::smtpd::Smtpd::start(&maildir);
     let smtp_port = smtpd.port;
     let jobs = format!(
         "[jobs.app]\nrepository = \"main\"\npaths = [\"{{data}}\"]\nretries = {{ attempts = 0 }}\n[jobs.app.hooks]\nbefore = [\"test -e {flag} || {{ echo 'the app database is gone' >&2; exit 4; }}\"]\n[jobs.app.notify]\nevents = [\"failure\", \"recovered\"]\nwebhook = [{{ url = \"http://127.0.0.1:{port}/hook\" }}, {{ url = \"http://127.0.0.1:{silent_port}/never\", timeout = \"3s\", retries = 1 }}]\nemail = {{ server = \"127.0.0.1\", port = {smtp_port}, security = \"none\", from = \"backupd@example.com\", to = [\"ops@example.com\"] }}\n",
@@ -631,7 +629,7 @@ fn verification_drills_cover_every_pack_catch_damage_notify_and_recover() {
 }
 
 fn smtpd_free_port() -> u16 {
-    support::smtpd::free_port()
+    crate::support::smtpd::free_port()
 }
 
 /// `promtool check metrics` (Prometheus's own linter and parser; tests/run.sh installs Debian's

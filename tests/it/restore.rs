@@ -2,8 +2,7 @@
 //! sub-paths, include/exclude, overwrite modes, --delete, --dry-run, symlink refusal, damaged
 //! packs, and the pre-restore safety snapshot with its undo command.
 
-mod support;
-
+use crate::support::{bytes, file_list, make_tree, manifest, restic_at, show, text, BACKUPCTL};
 use backupd::repo::backend::LocalBackend;
 use backupd::repo::pack::BlobType;
 use backupd::repo::Repository;
@@ -15,7 +14,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
-use support::{bytes, file_list, make_tree, manifest, restic_at, show, text, BACKUPCTL};
 
 /// A source tree and a restic repository with one snapshot of it, shared by the tests (which
 /// never write to it; tests that change a repository work on a copy).

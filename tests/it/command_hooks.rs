@@ -1,11 +1,9 @@
 //! Integration tests of command sources, hooks, job configuration files and `backupctl run-job`, with real processes and restic.
 
-mod support;
-
+use crate::support::*;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use support::*;
 
 /// The repository's files (without locks), to prove a failed run changed nothing.
 fn repo_files(repo: &Path) -> Vec<String> {

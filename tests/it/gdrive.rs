@@ -1,8 +1,9 @@
-//! The Google Drive backend against a local stand-in for Drive API v3 (tests/support/
+//! The Google Drive backend against a local stand-in for Drive API v3 (tests/it/support/
 //! fakedrive.rs): the backend contract (with multipart and resumable uploads), a repository
 //! round trip, retries on rate-limit 403 / 429 / 503 and no retry on a plain 403, token
 //! refresh, and duplicate names. Real Google is not reachable from here (README).
 
+use crate::support::fakedrive::{self, FakeDrive};
 use backupd::cancel::{CancelToken, NoProgress};
 use backupd::engine::backup::{backup, BackupOptions};
 use backupd::engine::check::{check, CheckOptions, ReadData};
@@ -12,9 +13,6 @@ use backupd::repo::gdrive::{GDriveBackend, GDriveCredentials, GDriveOptions};
 use backupd::repo::Repository;
 use std::sync::Arc;
 use std::time::Duration;
-use support::fakedrive::{self, FakeDrive};
-
-mod support;
 
 fn backend(d: &FakeDrive, path: &str, refresh: &str, attempts: u32) -> GDriveBackend {
     let opts = GDriveOptions {
@@ -41,7 +39,7 @@ fn backend_contract() {
     let d = FakeDrive::start();
     let be = backend(&d, "backups/host1", fakedrive::REFRESH_TOKEN, 5);
     // 3 MB: above multipart_max, so it goes up in 12 resumable parts.
-    support::conformance::run(&be, 3_000_000);
+    crate::support::conformance::run(&be, 3_000_000);
     let log = d.state.lock().unwrap().log.clone();
     assert!(
         log.iter().any(|l| l.starts_with("PUT /upload/session/")),
@@ -57,11 +55,11 @@ fn backend_contract() {
 fn repository_round_trip() {
     let d = FakeDrive::start();
     let be: Arc<dyn Backend> = Arc::new(backend(&d, "repo", fakedrive::REFRESH_TOKEN, 5));
-    let env = support::Env::new();
+    let env = crate::support::Env::new();
     let src = env.path("src");
     std::fs::create_dir_all(src.join("d")).unwrap();
-    std::fs::write(src.join("a.txt"), support::text(1, 50_000)).unwrap();
-    std::fs::write(src.join("d/b.bin"), support::bytes(2, 3_000_000)).unwrap();
+    std::fs::write(src.join("a.txt"), crate::support::text(1, 50_000)).unwrap();
+    std::fs::write(src.join("d/b.bin"), crate::support::bytes(2, 3_000_000)).unwrap();
     let cancel = CancelToken::new();
     let mut repo = Repository::init_with_kdf(be.clone(), b"pw", 1024, 8, 1).unwrap();
     let r = {
@@ -85,8 +83,8 @@ fn repository_round_trip() {
     .unwrap();
     assert_eq!(rep.exit_code(), 0);
     assert_eq!(
-        support::manifest(&src),
-        support::manifest(&target.join(src.strip_prefix("/").unwrap()))
+        crate::support::manifest(&src),
+        crate::support::manifest(&target.join(src.strip_prefix("/").unwrap()))
     );
     let rep = check(
         &mut repo,

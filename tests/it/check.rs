@@ -1,6 +1,7 @@
 //! Integration tests of `backupctl check` on repositories written by restic 0.14: clean, with a
 //! flipped byte, a deleted pack, a deleted or damaged index file, an orphaned pack, and subsets.
 
+use crate::support::{bytes, show};
 use backupd::repo::backend::{Backend, FileType, LocalBackend};
 use backupd::repo::id::Id;
 use backupd::repo::pack::PackWriter;
@@ -11,9 +12,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
-use support::{bytes, show};
-
-mod support;
 
 const PASSWORD: &str = "check-test-password";
 
@@ -32,7 +30,7 @@ struct Template {
 }
 
 fn restic(repo: &Path, pwfile: &Path, args: &[&str]) -> Output {
-    support::restic_at(repo, pwfile, args)
+    crate::support::restic_at(repo, pwfile, args)
 }
 
 fn restic_ok(repo: &Path, pwfile: &Path, args: &[&str]) -> Output {

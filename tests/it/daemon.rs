@@ -1,14 +1,12 @@
 //! Integration tests of `backupd` with real daemon processes: schedules, catch-up after kill -9, policies, SIGTERM mid-backup, reloads, the control socket, and a month of faked time across DST.
 
-mod support;
-
+use crate::support::daemon::*;
+use crate::support::*;
 use serde_json::Value;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::process::Command;
 use std::time::Duration;
-use support::daemon::*;
-use support::*;
 
 #[test]
 fn a_job_runs_on_its_schedule_and_a_killed_daemon_catches_up_once() {

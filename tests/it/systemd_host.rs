@@ -1,4 +1,4 @@
-//! backupctl service and schedule on a real systemd: `tests/support/systemd-service-test.sh` boots a Debian 12 container with systemd-nspawn (its root built once by debootstrap and cached under /var/tmp) and drives the phases (install, runs on schedule, reboot and catch-up, kill -9 and restart, uninstall; the OS-timer mode; a user service with linger). Needs root; CI is root.
+//! backupctl service and schedule on a real systemd: `tests/it/support/systemd-service-test.sh` boots a Debian 12 container with systemd-nspawn (its root built once by debootstrap and cached under /var/tmp) and drives the phases (install, runs on schedule, reboot and catch-up, kill -9 and restart, uninstall; the OS-timer mode; a user service with linger). Needs root; CI is root.
 
 use std::process::Command;
 use std::time::Instant;
@@ -7,7 +7,7 @@ use std::time::Instant;
 fn service_and_os_timer_on_a_real_systemd() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!(
-            "\n\n!!! SKIPPED tests/systemd_host.rs: systemd-nspawn needs root (CI runs as root) !!!\n\n"
+            "\n\n!!! SKIPPED tests/it/systemd_host.rs: systemd-nspawn needs root (CI runs as root) !!!\n\n"
         );
         return;
     }
@@ -15,7 +15,7 @@ fn service_and_os_timer_on_a_real_systemd() {
     let out = Command::new("bash")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/support/systemd-service-test.sh"
+            "/tests/it/support/systemd-service-test.sh"
         ))
         .arg(env!("CARGO_BIN_EXE_backupd"))
         .arg(env!("CARGO_BIN_EXE_backupctl"))

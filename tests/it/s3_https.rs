@@ -1,14 +1,12 @@
 //! HTTPS with a private CA: Garage behind Debian's nginx as TLS terminator (S3) and `rclone serve restic --cert` (REST), certificates made by openssl; `--cacert`, `BACKUPD_CACERT` and a repository's `cacert`, the TLS failures a user meets (untrusted CA, wrong host name, https spoken to a plain-HTTP port, a bad PEM file), and restic 0.14 with `--cacert` reading the same repositories.
 
+use crate::support::remote::{free_port, Garage};
+use crate::support::{make_tree, manifest, show, Env, BACKUPCTL};
 use std::fs;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::remote::{free_port, Garage};
-use support::{make_tree, manifest, show, Env, BACKUPCTL};
-
-mod support;
 
 fn run_ok(c: &mut Command) -> Output {
     let o = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
@@ -123,7 +121,7 @@ fn nginx(dir: &Path, certs: &Certs, good: u16, wrong: u16, upstream: u16) -> Ser
     let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
         .find(|p| Path::new(p).exists())
-        .expect("nginx is needed by tests/s3_https.rs (apt-get install nginx); tests/run.sh installs it");
+        .expect("nginx is needed by tests/it/s3_https.rs (apt-get install nginx); tests/run.sh installs it");
     fs::create_dir_all(dir.join("tmp")).unwrap();
     let d = dir.display();
     let server = |port: u16, cert: &Path, key: &Path| {
@@ -157,7 +155,7 @@ fn nginx(dir: &Path, certs: &Certs, good: u16, wrong: u16, upstream: u16) -> Ser
 
 /// backupctl with S3 credentials (if `g`), a private cache, and no CA from the environment.
 fn ctl(env: &Env, g: Option<&Garage>, args: &[&str]) -> Output {
-    let mut c = support::remote::backupctl(env);
+    let mut c = crate::support::remote::backupctl(env);
     c.args(args);
     if let Some(g) = g {
         g.creds(&mut c);

@@ -1,5 +1,4 @@
 //! Real remote servers on loopback for tests: a single Garage node and a 3-node Garage cluster (S3), `rclone serve restic` (REST), and a TCP proxy that cuts chosen requests; each in its own temp dir on free ports, stopped on drop.
-#![allow(dead_code)]
 
 use backupd::repo::s3::{S3Backend, S3Credentials, Secret};
 use std::fs;
@@ -95,7 +94,7 @@ pub fn garage_bin() -> PathBuf {
     let p = home.join("bin/garage");
     assert!(
         p.exists(),
-        "garage is needed by the S3 tests and was not found on PATH or in {}\n  hint: `.ci/run` builds it (cargo install garage --version =2.5.0), or run `bash /work/shared/tools/garage-local.sh start` once",
+        "garage is needed by the S3 tests and was not found on PATH or in {}\n  hint: `bash tests/run.sh` builds it once (cargo install garage --version =2.5.0 --locked, about 6 minutes), then runs the tests",
         p.display()
     );
     p
@@ -339,7 +338,8 @@ struct Node {
 /// Three Garage nodes on 127.0.0.1, 127.0.0.2 and 127.0.0.3 (same ports on each address),
 /// `replication_factor = 3` (writes and reads need 2 of 3), one zone, one bucket, one key.
 pub struct GarageCluster {
-    pub dir: tempfile::TempDir,
+    /// The nodes' folders are in it; held so that it lives (and goes) with the cluster.
+    _dir: tempfile::TempDir,
     bin: PathBuf,
     nodes: Vec<Node>,
     pub s3_port: u16,
@@ -391,7 +391,7 @@ admin_token = "{token}"
             });
         }
         let mut c = GarageCluster {
-            dir,
+            _dir: dir,
             bin,
             nodes,
             s3_port: s3,
@@ -481,12 +481,6 @@ admin_token = "{token}"
         c.wait().unwrap();
     }
 
-    /// Starts node `i` again over the same folder and waits until all 3 nodes see each other.
-    pub fn restart(&mut self, i: usize) {
-        self.spawn(i);
-        self.wait_healthy(3);
-    }
-
     /// Waits until node 1 (or another running node) lists `n` healthy nodes.
     pub fn wait_healthy(&self, n: usize) {
         let running = (0..3).find(|&i| self.nodes[i].child.is_some()).unwrap();
@@ -551,15 +545,6 @@ admin_token = "{token}"
             &self.key_id,
             &self.secret,
         )
-    }
-
-    /// Sets the S3 credentials (AWS_*) on a command; removes AWS_CA_BUNDLE.
-    pub fn creds<'a>(&self, c: &'a mut Command) -> &'a mut Command {
-        c.env("AWS_ACCESS_KEY_ID", &self.key_id)
-            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
-            .env("AWS_DEFAULT_REGION", "garage")
-            .env_remove("AWS_REGION")
-            .env_remove("AWS_CA_BUNDLE")
     }
 }
 

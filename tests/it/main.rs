@@ -1,0 +1,24 @@
+//! The integration tests, one test binary (`cargo test --test it`): one module per area, run with the real `backupctl` and `backupd` binaries, sharing the helpers in `support`.
+
+mod support;
+
+mod backup;
+mod check;
+mod command_hooks;
+mod daemon;
+mod diff_stats;
+mod example_config;
+mod forget_prune;
+mod garage_cluster;
+mod gdrive;
+mod layers;
+mod monitor;
+mod notifications;
+mod remote;
+mod restore;
+mod run_due;
+mod s3_https;
+mod service_files;
+mod sftp;
+mod sqlite;
+mod systemd_host;

@@ -1,4 +1,4 @@
-//! The daemon's event loop: owns every job's state, asks `schedule::decide` what is due, starts runs, records their ends, and answers the control socket's requests.
+//! The daemon's event loop: owns every job's state, asks `schedule::decide` what is due, starts runs, records their ends (as `outcome` decides them), and answers the control socket's requests.
 //!
 //! One task owns all mutable state, so there are no locks around it: requests arrive as
 //! [`Command`]s on a channel, run ends as [`RunDone`]s, and the loop sleeps on the wall clock
@@ -6,6 +6,7 @@
 //! state is written to disk before anything acts on it.
 
 use super::clock::{WakeCause, WallSleeper};
+use super::outcome::{self, Verdict};
 use super::runner::{self, Limits, RunDone, RunProgress, RunSpec};
 use crate::cancel::CancelToken;
 use crate::config::notify::Event;
@@ -190,8 +191,12 @@ impl Daemon {
                 state.timezone = tz;
                 state.baseline = now;
             }
-            if let Some(claim) = state.running.take() {
-                self.record_lost_run(job.retries.policy().attempts, &mut state, claim, now);
+            if let Some(claim) = state.running.clone() {
+                // A run that was in progress when the daemon stopped (killed, crashed, power loss).
+                let settled = outcome::settle_lost(&state, &claim, &self.policy_of(name), now);
+                let error = settled.record.error.as_deref().unwrap_or_default();
+                tracing::warn!(job = %state.job, run_id = %claim.run_id, "{error}; it runs again now");
+                state = settled.state;
             }
             self.jobs.insert(
                 name.clone(),
@@ -222,42 +227,6 @@ impl Daemon {
                 self.jobs.remove(&name);
             }
         }
-    }
-
-    /// A run that was in progress when the daemon stopped (killed, crashed, power loss).
-    fn record_lost_run(
-        &self,
-        attempts: u32,
-        state: &mut JobState,
-        claim: RunClaim,
-        now: DateTime<Utc>,
-    ) {
-        let error = format!(
-            "backupd stopped during this run (started {}; it was killed, crashed or the machine went down); nothing half-written is visible in the repository",
-            claim.started.format("%Y-%m-%d %H:%M:%S UTC")
-        );
-        tracing::warn!(job = %state.job, run_id = %claim.run_id, "{error}; it runs again now");
-        state.push_history(
-            RunRecord {
-                slot: claim.slot.map(|s| s.label()),
-                missed: missed_of(&claim.reason).0,
-                first_missed: missed_of(&claim.reason).1,
-                end: now,
-                duration_seconds: (now - claim.started).num_milliseconds() as f64 / 1000.0,
-                error: Some(error.clone()),
-                ..RunRecord::new(
-                    &claim.run_id,
-                    &state.job,
-                    claim.reason.describe(),
-                    claim.started,
-                    "interrupted",
-                    exit::INTERRUPTED,
-                )
-            },
-            self.config.daemon.history_keep,
-        );
-        state.consecutive_failures += 1;
-        state.retry = Some(resume_retry(attempts, &claim, error, now));
     }
 
     fn save(&self, name: &str) {
@@ -567,16 +536,11 @@ impl Daemon {
         ))
     }
 
-    /// Records a run's end: history, success or failure counters, the retry it earns.
+    /// Records a run's end: [`outcome::settle`] decides the new state, the history record and
+    /// the notifications; this only acts on them (log, state file, notifications, metrics).
     fn finish(&mut self, done: RunDone) {
         let now = Utc::now();
-        let keep = self.config.daemon.history_keep;
-        let attempts = self
-            .config
-            .jobs
-            .get(&done.job)
-            .map(|j| j.retries.policy())
-            .unwrap_or_default();
+        let policy = self.policy_of(&done.job);
         let Some(e) = self.jobs.get_mut(&done.job) else {
             return;
         };
@@ -586,149 +550,22 @@ impl Daemon {
         if active.run_id != done.run_id {
             tracing::error!(job = %done.job, "a run ended that is not the job's current run ({} vs {})", done.run_id, active.run_id);
         }
-        let rep = &done.report;
-        let interrupted = rep.exit_code == exit::INTERRUPTED;
-        let outcome = if interrupted && active.cancelled_by_user {
-            "cancelled"
-        } else if interrupted {
-            "interrupted"
-        } else {
-            rep.outcome.as_str()
+        let run = outcome::FinishedRun {
+            job: &done.job,
+            run_id: &done.run_id,
+            claim: &active.claim,
+            report: &done.report,
+            stopped: outcome::Stopped::of(active.cancelled_by_user, active.stopping),
         };
-        let sum = rep.summary.as_ref();
-        let rec = RunRecord {
-            run_id: done.run_id.clone(),
-            job: done.job.clone(),
-            reason: active.claim.reason.describe(),
-            slot: active.claim.slot.map(|s| s.label()),
-            missed: missed_of(&active.claim.reason).0,
-            first_missed: missed_of(&active.claim.reason).1,
-            // When the run itself began (after waiting for a run slot or the repository).
-            start: rep.start.with_timezone(&Utc),
-            end: now,
-            duration_seconds: rep.duration_seconds,
-            outcome: outcome.to_string(),
-            exit_code: rep.exit_code,
-            snapshot_id: rep.snapshot_id.clone(),
-            error: rep.error.clone(),
-            files_new: sum.map(|s| s.files_new),
-            files_changed: sum.map(|s| s.files_changed),
-            data_added: sum.map(|s| s.data_added),
-            bytes_processed: sum.map(|s| s.total_bytes_processed),
-            warnings: rep.warnings.len(),
-        };
-        let ok = rep.outcome != Outcome::Failed && rep.error.is_none();
-        let prior_failures = e.state.consecutive_failures;
-        e.state.running = None;
-        if rep.snapshot_id.is_some() {
-            e.state.last_snapshot = rep.snapshot_id.clone();
-        }
-        if ok {
-            e.state.consecutive_failures = 0;
-            e.state.last_success = Some(now);
-            e.state.retry = None;
-            tracing::info!(job = %done.job, run_id = %done.run_id, "run {}: {} in {:.1} s{}", outcome, rec.reason, rec.duration_seconds, rec.snapshot_id.as_deref().map(|s| format!(", snapshot {}", &s[..8.min(s.len())])).unwrap_or_default());
-        } else {
-            e.state.consecutive_failures += 1;
-            let err = rep.error.clone().unwrap_or_else(|| "failed".into());
-            if active.cancelled_by_user {
-                tracing::warn!(job = %done.job, run_id = %done.run_id, "run cancelled by backupctl cancel; no retry");
-            } else if active.stopping {
-                e.state.retry = Some(resume_retry(
-                    attempts.attempts,
-                    &active.claim,
-                    err.clone(),
-                    now,
-                ));
-                tracing::warn!(job = %done.job, run_id = %done.run_id, "run interrupted because backupd is stopping; it runs again at the next start");
-            } else {
-                let previous = match &active.claim.reason {
-                    RunReason::Retry {
-                        number,
-                        of,
-                        slot,
-                        last_error,
-                    } => Some(PendingRetry {
-                        number: *number,
-                        of: *of,
-                        due: now,
-                        slot: *slot,
-                        last_error: last_error.clone(),
-                    }),
-                    _ => None,
-                };
-                match attempts.after_failure(
-                    active.claim.slot,
-                    previous.as_ref(),
-                    now,
-                    &first_line(&err),
-                ) {
-                    Some(r) => {
-                        tracing::error!(job = %done.job, run_id = %done.run_id, "job {}: run failed ({}): {err}\n  retry {} of {} at {}", done.job, rec.reason, r.number, r.of, r.due.format("%Y-%m-%d %H:%M:%S UTC"));
-                        e.state.retry = Some(r);
-                    }
-                    None => {
-                        tracing::error!(job = %done.job, run_id = %done.run_id, "job {}: run failed ({}): {err}\n  no retries left ({} configured); the next regular slot runs as scheduled", done.job, rec.reason, attempts.attempts);
-                        e.state.retry = None;
-                    }
-                }
-            }
-        }
-        let was_bad = prior_failures > 0 || e.state.overdue_notified.is_some();
-        if ok {
-            e.state.overdue_notified = None;
-        }
-        e.state.push_history(rec.clone(), keep);
+        let settled = outcome::settle(&e.state, &run, &policy, now);
+        e.state = settled.state;
+        log_end(&done, &settled.record, &settled.verdict, &policy);
+        let rec = settled.record;
         let _ = active
             .events
             .send(Response::Finished(Box::new(rec.clone())));
-        let retry_note = e.state.retry.as_ref().map(|r| {
-            format!(
-                "; retry {} of {} at {}",
-                r.number,
-                r.of,
-                r.due.format("%Y-%m-%d %H:%M:%S UTC")
-            )
-        });
-        let events: Vec<(Event, String)> = if active.cancelled_by_user || (active.stopping && !ok) {
-            Vec::new()
-        } else if ok {
-            let mut v = Vec::new();
-            if rep.outcome == Outcome::Partial {
-                v.push((Event::Warning, format!("backup job {} made a partial snapshot ({}): {} file(s) could not be read consistently", done.job, rec.reason, rec.warnings)));
-            } else {
-                v.push((
-                    Event::Success,
-                    format!(
-                        "backup job {} succeeded ({}) in {:.1} s",
-                        done.job, rec.reason, rec.duration_seconds
-                    ),
-                ));
-            }
-            if was_bad {
-                v.push((
-                    Event::Recovered,
-                    format!(
-                        "backup job {} recovered: it succeeded again after {} failed run(s)",
-                        done.job, prior_failures
-                    ),
-                ));
-            }
-            v
-        } else {
-            vec![(
-                Event::Failure,
-                format!(
-                    "backup job {} failed ({}): {}{}",
-                    done.job,
-                    rec.reason,
-                    first_line(rec.error.as_deref().unwrap_or("failed")),
-                    retry_note.unwrap_or_else(|| "; no retries left".into())
-                ),
-            )]
-        };
-        for (ev, msg) in events {
-            let mut n = Notification::new(ev, &done.job, msg);
+        for notice in settled.notices {
+            let mut n = Notification::new(notice.event, &done.job, notice.message);
             n.run_id = Some(rec.run_id.clone());
             n.reason = Some(rec.reason.clone());
             n.outcome = Some(rec.outcome.clone());
@@ -750,6 +587,20 @@ impl Daemon {
         self.write_metrics();
         if removed {
             self.jobs.remove(&done.job);
+        }
+    }
+
+    /// The job's retry policy and the history's length (the defaults for a job that left the
+    /// configuration).
+    fn policy_of(&self, job: &str) -> outcome::Policy {
+        outcome::Policy {
+            retries: self
+                .config
+                .jobs
+                .get(job)
+                .map(|j| j.retries.policy())
+                .unwrap_or_default(),
+            history_keep: self.config.daemon.history_keep,
         }
     }
 
@@ -1224,24 +1075,31 @@ impl Daemon {
     }
 }
 
-/// The retry that resumes a run the daemon's stop (or crash) interrupted: due at once, and
-/// always at least one, whatever the job's retry settings.
-fn resume_retry(
-    attempts: u32,
-    claim: &RunClaim,
-    error: String,
-    now: DateTime<Utc>,
-) -> PendingRetry {
-    let number = match &claim.reason {
-        RunReason::Retry { number, .. } => *number,
-        _ => 1,
-    };
-    PendingRetry {
-        number,
-        of: attempts.max(number),
-        due: now,
-        slot: claim.slot,
-        last_error: first_line(&error),
+/// Logs a run's end the way its verdict went.
+fn log_end(done: &RunDone, rec: &RunRecord, verdict: &Verdict, policy: &outcome::Policy) {
+    let (job, run_id) = (&done.job, &done.run_id);
+    let err = rec.error.as_deref().unwrap_or("failed");
+    match verdict {
+        Verdict::Succeeded => {
+            let snapshot = rec
+                .snapshot_id
+                .as_deref()
+                .map(|s| format!(", snapshot {}", &s[..8.min(s.len())]))
+                .unwrap_or_default();
+            tracing::info!(job = %job, run_id = %run_id, "run {}: {} in {:.1} s{snapshot}", rec.outcome, rec.reason, rec.duration_seconds);
+        }
+        Verdict::CancelledByUser => {
+            tracing::warn!(job = %job, run_id = %run_id, "run cancelled by backupctl cancel; no retry");
+        }
+        Verdict::Resumes => {
+            tracing::warn!(job = %job, run_id = %run_id, "run interrupted because backupd is stopping; it runs again at the next start");
+        }
+        Verdict::Retry(r) => {
+            tracing::error!(job = %job, run_id = %run_id, "job {job}: run failed ({}): {err}\n  retry {} of {} at {}", rec.reason, r.number, r.of, r.due.format("%Y-%m-%d %H:%M:%S UTC"));
+        }
+        Verdict::GaveUp => {
+            tracing::error!(job = %job, run_id = %run_id, "job {job}: run failed ({}): {err}\n  no retries left ({} configured); the next regular slot runs as scheduled", rec.reason, policy.retries.attempts);
+        }
     }
 }
 
@@ -1251,22 +1109,6 @@ fn retry_reason(r: &PendingRetry) -> RunReason {
         of: r.of,
         slot: r.slot,
         last_error: r.last_error.clone(),
-    }
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").to_string()
-}
-
-/// How many slots a run stands for (a catch-up: all it coalesced) and the oldest of them.
-fn missed_of(r: &RunReason) -> (usize, Option<String>) {
-    match r {
-        RunReason::CatchUp {
-            missed,
-            first_missed,
-            ..
-        } => (*missed, Some(first_missed.label())),
-        _ => (0, None),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The daemon's event loop: owns every job's state, asks `schedule::decide` what is due, starts runs, records their ends, and answers the control socket's requests.
+//! The daemon's event loop: owns every job's state, asks `schedule::decide` what is due, starts runs, records their ends (as `outcome` decides them), and answers the control socket's requests.
 //!
 //! One task owns all mutable state, so there are no locks around it: requests arrive as
 //! [`Command`]s on a channel, run ends as [`RunDone`]s, and the loop sleeps on the wall clock
@@ -6,6 +6,7 @@
 //! state is written to disk before anything acts on it.
 
 use super::clock::{WakeCause, WallSleeper};
+use super::outcome::{self, Verdict};
 use super::runner::{self, Limits, RunDone, RunProgress, RunSpec};
 use crate::cancel::CancelToken;
 use crate::config::notify::Event;
@@ -61,6 +62,29 @@ struct Active {
     cancelled_by_user: bool,
     info: Arc<Mutex<RunningInfo>>,
     events: broadcast::Sender<Response>,
+}
+
+impl Active {
+    /// The run of `claim`, starting now: not cancelled, with an empty progress record and its
+    /// event stream (the receiver goes to a `run --wait` client).
+    fn new(claim: RunClaim) -> (Active, broadcast::Receiver<Response>) {
+        let (events, rx) = broadcast::channel(256);
+        let info = Arc::new(Mutex::new(RunningInfo {
+            run_id: claim.run_id.clone(),
+            reason: claim.reason.describe(),
+            ..Default::default()
+        }));
+        let active = Active {
+            run_id: claim.run_id.clone(),
+            claim,
+            cancel: CancelToken::new(),
+            stopping: false,
+            cancelled_by_user: false,
+            info,
+            events,
+        };
+        (active, rx)
+    }
 }
 
 struct Entry {
@@ -158,54 +182,21 @@ impl Daemon {
                     None
                 }
             };
-            let expr = sched.as_ref().map(|s| s.expr().to_string());
-            let tz = sched.as_ref().map(|s| s.tz_name().to_string());
-            if let Some(e) = self.jobs.get_mut(name) {
-                e.removed = false;
-                if e.state.schedule != expr || e.state.timezone != tz {
-                    tracing::info!(job = %name, "the schedule changed from {:?} ({:?}) to {:?} ({:?}): slots are counted from now on", e.state.schedule, e.state.timezone, expr, tz);
-                    e.state.schedule = expr;
-                    e.state.timezone = tz;
-                    e.state.baseline = now;
-                    self.save(name);
+            match self.jobs.get_mut(name) {
+                Some(e) => {
+                    e.removed = false;
+                    let (expr, tz) = schedule_key(sched.as_ref());
+                    if e.state.schedule != expr || e.state.timezone != tz {
+                        tracing::info!(job = %name, "the schedule changed from {:?} ({:?}) to {:?} ({:?}): slots are counted from now on", e.state.schedule, e.state.timezone, expr, tz);
+                        rebase(&mut e.state, expr, tz, now);
+                        self.save(name);
+                    }
+                    if let Some(e) = self.jobs.get_mut(name) {
+                        e.schedule = sched;
+                    }
                 }
-                if let Some(e) = self.jobs.get_mut(name) {
-                    e.schedule = sched;
-                }
-                continue;
+                None => self.add_job(name, sched, wake, now),
             }
-            let mut state = match self.store.load(name) {
-                Ok(Some(s)) => s,
-                Ok(None) => JobState::new(name, now),
-                Err(e) => {
-                    tracing::error!(job = %name, "{e}");
-                    JobState::new(name, now)
-                }
-            };
-            if state.schedule != expr || state.timezone != tz {
-                if state.schedule.is_some() {
-                    tracing::info!(job = %name, "the schedule changed from {:?} ({:?}) to {:?} ({:?}) while backupd was stopped: slots are counted from now on", state.schedule, state.timezone, expr, tz);
-                }
-                state.schedule = expr;
-                state.timezone = tz;
-                state.baseline = now;
-            }
-            if let Some(claim) = state.running.take() {
-                self.record_lost_run(job.retries.policy().attempts, &mut state, claim, now);
-            }
-            self.jobs.insert(
-                name.clone(),
-                Entry {
-                    state,
-                    schedule: sched,
-                    wake,
-                    active: None,
-                    next: None,
-                    removed: false,
-                    deliveries: Vec::new(),
-                },
-            );
-            self.save(name);
         }
         let gone: Vec<String> = self
             .jobs
@@ -224,40 +215,44 @@ impl Daemon {
         }
     }
 
-    /// A run that was in progress when the daemon stopped (killed, crashed, power loss).
-    fn record_lost_run(
-        &self,
-        attempts: u32,
-        state: &mut JobState,
-        claim: RunClaim,
-        now: DateTime<Utc>,
-    ) {
-        let error = format!(
-            "backupd stopped during this run (started {}; it was killed, crashed or the machine went down); nothing half-written is visible in the repository",
-            claim.started.format("%Y-%m-%d %H:%M:%S UTC")
-        );
-        tracing::warn!(job = %state.job, run_id = %claim.run_id, "{error}; it runs again now");
-        state.push_history(
-            RunRecord {
-                slot: claim.slot.map(|s| s.label()),
-                missed: missed_of(&claim.reason).0,
-                first_missed: missed_of(&claim.reason).1,
-                end: now,
-                duration_seconds: (now - claim.started).num_milliseconds() as f64 / 1000.0,
-                error: Some(error.clone()),
-                ..RunRecord::new(
-                    &claim.run_id,
-                    &state.job,
-                    claim.reason.describe(),
-                    claim.started,
-                    "interrupted",
-                    exit::INTERRUPTED,
-                )
+    /// A job the loop does not know yet: its state from disk (or fresh), rebased when its
+    /// schedule changed while backupd was stopped, its lost run (if any) settled.
+    fn add_job(&mut self, name: &str, sched: Option<Schedule>, wake: Wake, now: DateTime<Utc>) {
+        let mut state = match self.store.load(name) {
+            Ok(Some(s)) => s,
+            Ok(None) => JobState::new(name, now),
+            Err(e) => {
+                tracing::error!(job = %name, "{e}");
+                JobState::new(name, now)
+            }
+        };
+        let (expr, tz) = schedule_key(sched.as_ref());
+        if state.schedule != expr || state.timezone != tz {
+            if state.schedule.is_some() {
+                tracing::info!(job = %name, "the schedule changed from {:?} ({:?}) to {:?} ({:?}) while backupd was stopped: slots are counted from now on", state.schedule, state.timezone, expr, tz);
+            }
+            rebase(&mut state, expr, tz, now);
+        }
+        if let Some(claim) = state.running.clone() {
+            // A run that was in progress when the daemon stopped (killed, crashed, power loss).
+            let settled = outcome::settle_lost(&state, &claim, &self.policy_of(name), now);
+            let error = settled.record.error.as_deref().unwrap_or_default();
+            tracing::warn!(job = %state.job, run_id = %claim.run_id, "{error}; it runs again now");
+            state = settled.state;
+        }
+        self.jobs.insert(
+            name.to_string(),
+            Entry {
+                state,
+                schedule: sched,
+                wake,
+                active: None,
+                next: None,
+                removed: false,
+                deliveries: Vec::new(),
             },
-            self.config.daemon.history_keep,
         );
-        state.consecutive_failures += 1;
-        state.retry = Some(resume_retry(attempts, &claim, error, now));
+        self.save(name);
     }
 
     fn save(&self, name: &str) {
@@ -391,69 +386,27 @@ impl Daemon {
             .unwrap_or(now + chrono::Duration::days(366))
     }
 
+    /// Acts on the job's decisions until one is not a skip: a sleep (the next wake-up), a run
+    /// started, or a catch-up held back until the start-up delay has passed.
     fn plan_job(&mut self, name: &str, now: DateTime<Utc>) {
-        let Some(job) = self.config.jobs.get(name).cloned() else {
+        let cfg = self.config.clone();
+        let Some(job) = cfg.jobs.get(name) else {
             return;
         };
-        let startup_until = match self.once {
-            true => self.started,
-            false => {
-                self.started
-                    + chrono::Duration::from_std(job.startup_delay)
-                        .unwrap_or(chrono::Duration::zero())
-            }
-        };
+        let startup_until = startup_until(self.started, job.startup_delay, self.once);
         // Skips consume slots one decision at a time; a bounded loop guards against a bug.
         for _ in 0..1000 {
             let e = self.jobs.get_mut(name).expect("planned job exists");
             if e.active.is_some() || e.removed {
                 return;
             }
-            let decision = match &e.schedule {
-                Some(sched) => {
-                    let timing = JobTiming {
-                        schedule: sched,
-                        catch_up: &job.catch_up,
-                        jitter: job.jitter,
-                        job: name,
-                    };
-                    let st = schedule::ScheduleState {
-                        last_slot: e.state.last_slot,
-                        baseline: e.state.baseline,
-                        retry: e.state.retry.clone(),
-                    };
-                    schedule::decide(&timing, &st, now, &e.wake)
-                }
-                None => match &e.state.retry {
-                    Some(r) if r.due <= now => Decision::Run {
-                        slot: None,
-                        reason: RunReason::Retry {
-                            number: r.number,
-                            of: r.of,
-                            slot: r.slot,
-                            last_error: r.last_error.clone(),
-                        },
-                    },
-                    Some(r) => Decision::Sleep {
-                        at: r.due,
-                        slot: None,
-                    },
-                    None => {
-                        e.next = None;
-                        return;
-                    }
-                },
+            let Some(decision) = decision_of(e, job, name, now) else {
+                e.next = None;
+                return;
             };
             match decision {
                 Decision::Sleep { at, slot } => {
-                    let what = match (&e.state.retry, slot) {
-                        (Some(r), _) if slot.is_none_or(|s| r.due <= s.at) => {
-                            retry_reason(r).describe()
-                        }
-                        (_, Some(s)) => RunReason::Scheduled { slot: s }.describe(),
-                        _ => "scheduled".to_string(),
-                    };
-                    e.next = Some((at, what));
+                    e.next = Some((at, sleep_reason(e.state.retry.as_ref(), slot)));
                     // Nothing was missed: the next wake-up is the timer's.
                     e.wake = Wake::Timer;
                     return;
@@ -507,48 +460,27 @@ impl Daemon {
             slot,
             started: Utc::now(),
         };
-        if slot.is_some() {
-            e.state.last_slot = slot;
-        }
-        if !matches!(reason, RunReason::Manual) {
-            // A regular slot supersedes a pending retry; a retry consumes it.
-            e.state.retry = None;
-        }
-        e.state.running = Some(claim.clone());
+        claim_run(&mut e.state, &claim);
         e.wake = Wake::Timer;
         e.next = None;
-        let (events, rx) = broadcast::channel(256);
-        let info = Arc::new(Mutex::new(RunningInfo {
-            run_id: run_id.clone(),
-            reason: reason.describe(),
-            ..Default::default()
-        }));
-        let cancel = CancelToken::new();
-        e.active = Some(Active {
-            run_id: run_id.clone(),
-            claim,
-            cancel: cancel.clone(),
-            stopping: false,
-            cancelled_by_user: false,
-            info: info.clone(),
-            events: events.clone(),
-        });
-        self.save(name);
-        tracing::info!(job = %name, run_id = %run_id, "starting run: {}", reason.describe());
+        let (active, rx) = Active::new(claim);
         let spec = RunSpec {
             config: cfg.clone(),
             job: name.to_string(),
             run_id: run_id.clone(),
             reason: reason.describe(),
             repo_key: cfg.repository_of(job).path.clone(),
-            cancel,
+            cancel: active.cancel.clone(),
             progress: Arc::new(RunProgress {
                 job: name.to_string(),
                 run_id: run_id.clone(),
-                info,
-                events,
+                info: active.info.clone(),
+                events: active.events.clone(),
             }),
         };
+        e.active = Some(active);
+        self.save(name);
+        tracing::info!(job = %name, run_id = %run_id, "starting run: {}", reason.describe());
         runner::spawn(spec, self.limits.clone(), self.done_tx.clone());
         let mut n = Notification::new(
             Event::Start,
@@ -567,16 +499,11 @@ impl Daemon {
         ))
     }
 
-    /// Records a run's end: history, success or failure counters, the retry it earns.
+    /// Records a run's end: [`outcome::settle`] decides the new state, the history record and
+    /// the notifications; this only acts on them (log, state file, notifications, metrics).
     fn finish(&mut self, done: RunDone) {
         let now = Utc::now();
-        let keep = self.config.daemon.history_keep;
-        let attempts = self
-            .config
-            .jobs
-            .get(&done.job)
-            .map(|j| j.retries.policy())
-            .unwrap_or_default();
+        let policy = self.policy_of(&done.job);
         let Some(e) = self.jobs.get_mut(&done.job) else {
             return;
         };
@@ -586,149 +513,22 @@ impl Daemon {
         if active.run_id != done.run_id {
             tracing::error!(job = %done.job, "a run ended that is not the job's current run ({} vs {})", done.run_id, active.run_id);
         }
-        let rep = &done.report;
-        let interrupted = rep.exit_code == exit::INTERRUPTED;
-        let outcome = if interrupted && active.cancelled_by_user {
-            "cancelled"
-        } else if interrupted {
-            "interrupted"
-        } else {
-            rep.outcome.as_str()
+        let run = outcome::FinishedRun {
+            job: &done.job,
+            run_id: &done.run_id,
+            claim: &active.claim,
+            report: &done.report,
+            stopped: outcome::Stopped::of(active.cancelled_by_user, active.stopping),
         };
-        let sum = rep.summary.as_ref();
-        let rec = RunRecord {
-            run_id: done.run_id.clone(),
-            job: done.job.clone(),
-            reason: active.claim.reason.describe(),
-            slot: active.claim.slot.map(|s| s.label()),
-            missed: missed_of(&active.claim.reason).0,
-            first_missed: missed_of(&active.claim.reason).1,
-            // When the run itself began (after waiting for a run slot or the repository).
-            start: rep.start.with_timezone(&Utc),
-            end: now,
-            duration_seconds: rep.duration_seconds,
-            outcome: outcome.to_string(),
-            exit_code: rep.exit_code,
-            snapshot_id: rep.snapshot_id.clone(),
-            error: rep.error.clone(),
-            files_new: sum.map(|s| s.files_new),
-            files_changed: sum.map(|s| s.files_changed),
-            data_added: sum.map(|s| s.data_added),
-            bytes_processed: sum.map(|s| s.total_bytes_processed),
-            warnings: rep.warnings.len(),
-        };
-        let ok = rep.outcome != Outcome::Failed && rep.error.is_none();
-        let prior_failures = e.state.consecutive_failures;
-        e.state.running = None;
-        if rep.snapshot_id.is_some() {
-            e.state.last_snapshot = rep.snapshot_id.clone();
-        }
-        if ok {
-            e.state.consecutive_failures = 0;
-            e.state.last_success = Some(now);
-            e.state.retry = None;
-            tracing::info!(job = %done.job, run_id = %done.run_id, "run {}: {} in {:.1} s{}", outcome, rec.reason, rec.duration_seconds, rec.snapshot_id.as_deref().map(|s| format!(", snapshot {}", &s[..8.min(s.len())])).unwrap_or_default());
-        } else {
-            e.state.consecutive_failures += 1;
-            let err = rep.error.clone().unwrap_or_else(|| "failed".into());
-            if active.cancelled_by_user {
-                tracing::warn!(job = %done.job, run_id = %done.run_id, "run cancelled by backupctl cancel; no retry");
-            } else if active.stopping {
-                e.state.retry = Some(resume_retry(
-                    attempts.attempts,
-                    &active.claim,
-                    err.clone(),
-                    now,
-                ));
-                tracing::warn!(job = %done.job, run_id = %done.run_id, "run interrupted because backupd is stopping; it runs again at the next start");
-            } else {
-                let previous = match &active.claim.reason {
-                    RunReason::Retry {
-                        number,
-                        of,
-                        slot,
-                        last_error,
-                    } => Some(PendingRetry {
-                        number: *number,
-                        of: *of,
-                        due: now,
-                        slot: *slot,
-                        last_error: last_error.clone(),
-                    }),
-                    _ => None,
-                };
-                match attempts.after_failure(
-                    active.claim.slot,
-                    previous.as_ref(),
-                    now,
-                    &first_line(&err),
-                ) {
-                    Some(r) => {
-                        tracing::error!(job = %done.job, run_id = %done.run_id, "job {}: run failed ({}): {err}\n  retry {} of {} at {}", done.job, rec.reason, r.number, r.of, r.due.format("%Y-%m-%d %H:%M:%S UTC"));
-                        e.state.retry = Some(r);
-                    }
-                    None => {
-                        tracing::error!(job = %done.job, run_id = %done.run_id, "job {}: run failed ({}): {err}\n  no retries left ({} configured); the next regular slot runs as scheduled", done.job, rec.reason, attempts.attempts);
-                        e.state.retry = None;
-                    }
-                }
-            }
-        }
-        let was_bad = prior_failures > 0 || e.state.overdue_notified.is_some();
-        if ok {
-            e.state.overdue_notified = None;
-        }
-        e.state.push_history(rec.clone(), keep);
+        let settled = outcome::settle(&e.state, &run, &policy, now);
+        e.state = settled.state;
+        log_end(&done, &settled.record, &settled.verdict, &policy);
+        let rec = settled.record;
         let _ = active
             .events
             .send(Response::Finished(Box::new(rec.clone())));
-        let retry_note = e.state.retry.as_ref().map(|r| {
-            format!(
-                "; retry {} of {} at {}",
-                r.number,
-                r.of,
-                r.due.format("%Y-%m-%d %H:%M:%S UTC")
-            )
-        });
-        let events: Vec<(Event, String)> = if active.cancelled_by_user || (active.stopping && !ok) {
-            Vec::new()
-        } else if ok {
-            let mut v = Vec::new();
-            if rep.outcome == Outcome::Partial {
-                v.push((Event::Warning, format!("backup job {} made a partial snapshot ({}): {} file(s) could not be read consistently", done.job, rec.reason, rec.warnings)));
-            } else {
-                v.push((
-                    Event::Success,
-                    format!(
-                        "backup job {} succeeded ({}) in {:.1} s",
-                        done.job, rec.reason, rec.duration_seconds
-                    ),
-                ));
-            }
-            if was_bad {
-                v.push((
-                    Event::Recovered,
-                    format!(
-                        "backup job {} recovered: it succeeded again after {} failed run(s)",
-                        done.job, prior_failures
-                    ),
-                ));
-            }
-            v
-        } else {
-            vec![(
-                Event::Failure,
-                format!(
-                    "backup job {} failed ({}): {}{}",
-                    done.job,
-                    rec.reason,
-                    first_line(rec.error.as_deref().unwrap_or("failed")),
-                    retry_note.unwrap_or_else(|| "; no retries left".into())
-                ),
-            )]
-        };
-        for (ev, msg) in events {
-            let mut n = Notification::new(ev, &done.job, msg);
+        for notice in settled.notices {
+            let mut n = Notification::new(notice.event, &done.job, notice.message);
             n.run_id = Some(rec.run_id.clone());
             n.reason = Some(rec.reason.clone());
             n.outcome = Some(rec.outcome.clone());
@@ -753,51 +553,30 @@ impl Daemon {
         }
     }
 
+    /// The job's retry policy and the history's length (the defaults for a job that left the
+    /// configuration).
+    fn policy_of(&self, job: &str) -> outcome::Policy {
+        outcome::Policy {
+            retries: self
+                .config
+                .jobs
+                .get(job)
+                .map(|j| j.retries.policy())
+                .unwrap_or_default(),
+            history_keep: self.config.daemon.history_keep,
+        }
+    }
+
     fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
             Command::Run { job, reply } => {
-                let r = match self.jobs.get(&job) {
-                    None => Err(self.no_such_job(&job)),
-                    Some(e) if e.removed => Err(self.no_such_job(&job)),
-                    Some(e) if e.active.is_some() => {
-                        let a = e.active.as_ref().expect("active");
-                        Err(Response::Error {
-                            kind: ErrorKind::Busy,
-                            message: format!(
-                                "job {job:?} is already running (run {}, {})\n  hint: wait for it with `backupctl status`, or stop it with `backupctl cancel {job}`",
-                                a.run_id,
-                                a.claim.reason.describe()
-                            ),
-                        })
-                    }
-                    Some(_) => self
-                        .start(&job, None, RunReason::Manual)
-                        .ok_or_else(|| self.no_such_job(&job)),
-                };
-                let _ = reply.send(r);
+                let _ = reply.send(self.run_now(&job));
             }
             Command::Cancel { job, reply } => {
-                let known = self.jobs.contains_key(&job);
-                let r = match self.jobs.get_mut(&job).and_then(|e| e.active.as_mut()) {
-                    Some(a) => {
-                        a.cancelled_by_user = true;
-                        a.cancel.cancel();
-                        tracing::warn!(job = %job, run_id = %a.run_id, "cancel requested: the run stops at its next safe point");
-                        Response::Cancelled {
-                            job: job.clone(),
-                            run_id: a.run_id.clone(),
-                        }
-                    }
-                    None if known => Response::Error {
-                        kind: ErrorKind::NotRunning,
-                        message: format!("job {job:?} is not running; nothing to cancel"),
-                    },
-                    None => self.no_such_job(&job),
-                };
-                let _ = reply.send(r);
+                let _ = reply.send(self.cancel(&job));
             }
             Command::Reload(reply) => {
                 let r = self.reload();
@@ -806,19 +585,68 @@ impl Daemon {
                 }
             }
             Command::History { job, limit, reply } => {
-                let r = match self.jobs.get(&job) {
-                    Some(e) => {
-                        let h = &e.state.history;
-                        let skip = h.len().saturating_sub(limit);
-                        Response::History {
-                            job: job.clone(),
-                            runs: h.iter().skip(skip).cloned().collect(),
-                        }
-                    }
-                    None => self.no_such_job(&job),
-                };
-                let _ = reply.send(r);
+                let _ = reply.send(self.history(&job, limit));
             }
+        }
+    }
+
+    /// `backupctl run`: starts a manual run unless the job is unknown or already running.
+    fn run_now(
+        &mut self,
+        job: &str,
+    ) -> Result<(Response, broadcast::Receiver<Response>), Response> {
+        match self.jobs.get(job) {
+            None => Err(self.no_such_job(job)),
+            Some(e) if e.removed => Err(self.no_such_job(job)),
+            Some(Entry {
+                active: Some(a), ..
+            }) => Err(Response::Error {
+                kind: ErrorKind::Busy,
+                message: format!(
+                    "job {job:?} is already running (run {}, {})\n  hint: wait for it with `backupctl status`, or stop it with `backupctl cancel {job}`",
+                    a.run_id,
+                    a.claim.reason.describe()
+                ),
+            }),
+            Some(_) => self
+                .start(job, None, RunReason::Manual)
+                .ok_or_else(|| self.no_such_job(job)),
+        }
+    }
+
+    /// `backupctl cancel`: the run stops at its next safe point.
+    fn cancel(&mut self, job: &str) -> Response {
+        let known = self.jobs.contains_key(job);
+        match self.jobs.get_mut(job).and_then(|e| e.active.as_mut()) {
+            Some(a) => {
+                a.cancelled_by_user = true;
+                a.cancel.cancel();
+                tracing::warn!(job = %job, run_id = %a.run_id, "cancel requested: the run stops at its next safe point");
+                Response::Cancelled {
+                    job: job.to_string(),
+                    run_id: a.run_id.clone(),
+                }
+            }
+            None if known => Response::Error {
+                kind: ErrorKind::NotRunning,
+                message: format!("job {job:?} is not running; nothing to cancel"),
+            },
+            None => self.no_such_job(job),
+        }
+    }
+
+    /// `backupctl history`: the newest `limit` runs, oldest first.
+    fn history(&self, job: &str, limit: usize) -> Response {
+        match self.jobs.get(job) {
+            Some(e) => {
+                let h = &e.state.history;
+                let skip = h.len().saturating_sub(limit);
+                Response::History {
+                    job: job.to_string(),
+                    runs: h.iter().skip(skip).cloned().collect(),
+                }
+            }
+            None => self.no_such_job(job),
         }
     }
 
@@ -878,53 +706,14 @@ impl Daemon {
         }
     }
 
+    /// The answer to `backupctl status`: the daemon, every job, overall health, repositories.
     fn status(&self) -> StatusReport {
         let now = Utc::now();
-        let jobs =
-            self.jobs
-                .iter()
-                .map(|(name, e)| {
-                    let job = self.config.jobs.get(name);
-                    let running = e
-                        .active
-                        .as_ref()
-                        .map(|a| a.info.lock().expect("run info").clone());
-                    let state = match (&e.active, &e.state.retry) {
-                        (Some(_), _) if running.as_ref().is_some_and(|r| r.queued.is_some()) => {
-                            "queued"
-                        }
-                        (Some(_), _) => "running",
-                        (None, Some(_)) => "retry-pending",
-                        (None, None) => "idle",
-                    };
-                    JobStatus {
-                        name: name.clone(),
-                        repository: job
-                            .map(|j| self.config.repository_of(j).path.clone())
-                            .unwrap_or_default(),
-                        schedule: e.schedule.as_ref().map(|s| s.expr().to_string()),
-                        timezone: e.schedule.as_ref().map(|s| s.tz_name().to_string()),
-                        state: state.to_string(),
-                        running,
-                        last_run: e.state.history.last().cloned(),
-                        last_success: e.state.last_success,
-                        last_snapshot: e.state.last_snapshot.clone(),
-                        consecutive_failures: e.state.consecutive_failures,
-                        next_run: e.next.as_ref().filter(|_| e.active.is_none()).map(
-                            |(at, reason)| NextRun {
-                                at: *at,
-                                reason: reason.clone(),
-                            },
-                        ),
-                        health: Some(self.health_of(name, e, now)),
-                        notifications: e.deliveries.clone(),
-                        stats: Some(crate::monitor::health::run_stats(
-                            &e.state.history,
-                            STATS_RUNS,
-                        )),
-                    }
-                })
-                .collect::<Vec<JobStatus>>();
+        let jobs: Vec<JobStatus> = self
+            .jobs
+            .iter()
+            .map(|(name, e)| self.job_status(name, e, now))
+            .collect();
         let all: Vec<(String, crate::monitor::health::JobHealth)> = jobs
             .iter()
             .filter_map(|j| j.health.clone().map(|h| (j.name.clone(), h)))
@@ -944,6 +733,46 @@ impl Daemon {
             jobs,
             health: Some(crate::monitor::health::overall(&all)),
             repositories: self.drills.status(&self.config),
+        }
+    }
+
+    /// One job's part of `status`.
+    fn job_status(&self, name: &str, e: &Entry, now: DateTime<Utc>) -> JobStatus {
+        let running = e
+            .active
+            .as_ref()
+            .map(|a| a.info.lock().expect("run info").clone());
+        let (schedule, timezone) = schedule_key(e.schedule.as_ref());
+        JobStatus {
+            name: name.to_string(),
+            repository: self
+                .config
+                .jobs
+                .get(name)
+                .map(|j| self.config.repository_of(j).path.clone())
+                .unwrap_or_default(),
+            schedule,
+            timezone,
+            state: run_state(running.as_ref(), e.state.retry.is_some()).to_string(),
+            running,
+            last_run: e.state.history.last().cloned(),
+            last_success: e.state.last_success,
+            last_snapshot: e.state.last_snapshot.clone(),
+            consecutive_failures: e.state.consecutive_failures,
+            next_run: e
+                .next
+                .as_ref()
+                .filter(|_| e.active.is_none())
+                .map(|(at, reason)| NextRun {
+                    at: *at,
+                    reason: reason.clone(),
+                }),
+            health: Some(self.health_of(name, e, now)),
+            notifications: e.deliveries.clone(),
+            stats: Some(crate::monitor::health::run_stats(
+                &e.state.history,
+                STATS_RUNS,
+            )),
         }
     }
 
@@ -1122,35 +951,7 @@ impl Daemon {
         let jobs = self
             .jobs
             .iter()
-            .map(|(name, e)| {
-                let last = e
-                    .state
-                    .history
-                    .iter()
-                    .rev()
-                    .find(|r| r.outcome != "skipped");
-                let health = self.health_of(name, e, now);
-                crate::monitor::metrics::JobMetrics {
-                    job: name.clone(),
-                    repository: self
-                        .config
-                        .jobs
-                        .get(name)
-                        .map(|j| self.config.repository_of(j).path.clone())
-                        .unwrap_or_default(),
-                    last_success: e.state.last_success,
-                    last_run_end: last.map(|r| r.end),
-                    last_duration_seconds: last.map(|r| r.duration_seconds),
-                    last_outcome: last.map(|r| r.outcome.clone()),
-                    last_data_added: last.and_then(|r| r.data_added),
-                    last_bytes_processed: last.and_then(|r| r.bytes_processed),
-                    last_files_new: last.and_then(|r| r.files_new),
-                    consecutive_failures: e.state.consecutive_failures,
-                    health: health.level,
-                    running: e.active.is_some(),
-                    missed_slots: health.missed_slots,
-                }
-            })
+            .map(|(name, e)| self.job_metrics(name, e, now))
             .collect();
         let m = crate::monitor::metrics::Metrics {
             jobs,
@@ -1166,6 +967,42 @@ impl Daemon {
                 tracing::error!("{e}");
             }
         });
+    }
+
+    /// One job's part of the metrics.
+    fn job_metrics(
+        &self,
+        name: &str,
+        e: &Entry,
+        now: DateTime<Utc>,
+    ) -> crate::monitor::metrics::JobMetrics {
+        let last = e
+            .state
+            .history
+            .iter()
+            .rev()
+            .find(|r| r.outcome != "skipped");
+        let health = self.health_of(name, e, now);
+        crate::monitor::metrics::JobMetrics {
+            job: name.to_string(),
+            repository: self
+                .config
+                .jobs
+                .get(name)
+                .map(|j| self.config.repository_of(j).path.clone())
+                .unwrap_or_default(),
+            last_success: e.state.last_success,
+            last_run_end: last.map(|r| r.end),
+            last_duration_seconds: last.map(|r| r.duration_seconds),
+            last_outcome: last.map(|r| r.outcome.clone()),
+            last_data_added: last.and_then(|r| r.data_added),
+            last_bytes_processed: last.and_then(|r| r.bytes_processed),
+            last_files_new: last.and_then(|r| r.files_new),
+            consecutive_failures: e.state.consecutive_failures,
+            health: health.level,
+            running: e.active.is_some(),
+            missed_slots: health.missed_slots,
+        }
     }
 
     /// Cancels every run at its next safe point and waits for them (at most the shutdown
@@ -1224,24 +1061,125 @@ impl Daemon {
     }
 }
 
-/// The retry that resumes a run the daemon's stop (or crash) interrupted: due at once, and
-/// always at least one, whatever the job's retry settings.
-fn resume_retry(
-    attempts: u32,
-    claim: &RunClaim,
-    error: String,
+/// Writes the run's claim into the job's state: the slot it serves is taken, and a regular
+/// slot supersedes a pending retry (a retry consumes it); a manual run leaves it pending.
+fn claim_run(state: &mut JobState, claim: &RunClaim) {
+    if claim.slot.is_some() {
+        state.last_slot = claim.slot;
+    }
+    if !matches!(claim.reason, RunReason::Manual) {
+        state.retry = None;
+    }
+    state.running = Some(claim.clone());
+}
+
+/// A job's state word in `status`: its run (when it has one) is queued or running; else a
+/// retry is pending or it is idle.
+fn run_state(running: Option<&RunningInfo>, retry_pending: bool) -> &'static str {
+    match (running, retry_pending) {
+        (Some(r), _) if r.queued.is_some() => "queued",
+        (Some(_), _) => "running",
+        (None, true) => "retry-pending",
+        (None, false) => "idle",
+    }
+}
+
+/// The schedule's expression and zone, as the state file keeps them.
+fn schedule_key(sched: Option<&Schedule>) -> (Option<String>, Option<String>) {
+    (
+        sched.map(|s| s.expr().to_string()),
+        sched.map(|s| s.tz_name().to_string()),
+    )
+}
+
+/// A new schedule (or zone): slots are counted from `now` on.
+fn rebase(state: &mut JobState, expr: Option<String>, tz: Option<String>, now: DateTime<Utc>) {
+    state.schedule = expr;
+    state.timezone = tz;
+    state.baseline = now;
+}
+
+/// Until when catch-ups and retries wait after the start (`run-due`: not at all).
+fn startup_until(started: DateTime<Utc>, delay: std::time::Duration, once: bool) -> DateTime<Utc> {
+    match once {
+        true => started,
+        false => started + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero()),
+    }
+}
+
+/// What the job does now: the scheduler's decision, or for a job without a schedule its
+/// pending retry (None: nothing is pending).
+fn decision_of(
+    e: &Entry,
+    job: &crate::config::JobConfig,
+    name: &str,
     now: DateTime<Utc>,
-) -> PendingRetry {
-    let number = match &claim.reason {
-        RunReason::Retry { number, .. } => *number,
-        _ => 1,
+) -> Option<Decision> {
+    let Some(sched) = &e.schedule else {
+        return unscheduled_decision(e.state.retry.as_ref(), now);
     };
-    PendingRetry {
-        number,
-        of: attempts.max(number),
-        due: now,
-        slot: claim.slot,
-        last_error: first_line(&error),
+    let timing = JobTiming {
+        schedule: sched,
+        catch_up: &job.catch_up,
+        jitter: job.jitter,
+        job: name,
+    };
+    let st = schedule::ScheduleState {
+        last_slot: e.state.last_slot,
+        baseline: e.state.baseline,
+        retry: e.state.retry.clone(),
+    };
+    Some(schedule::decide(&timing, &st, now, &e.wake))
+}
+
+/// A job without a schedule runs only its pending retry, when it is due.
+fn unscheduled_decision(retry: Option<&PendingRetry>, now: DateTime<Utc>) -> Option<Decision> {
+    retry.map(|r| match r.due <= now {
+        true => Decision::Run {
+            slot: None,
+            reason: retry_reason(r),
+        },
+        false => Decision::Sleep {
+            at: r.due,
+            slot: None,
+        },
+    })
+}
+
+/// What the next wake-up is for: the pending retry when it comes first, else the slot.
+fn sleep_reason(retry: Option<&PendingRetry>, slot: Option<Slot>) -> String {
+    match (retry, slot) {
+        (Some(r), _) if slot.is_none_or(|s| r.due <= s.at) => retry_reason(r).describe(),
+        (_, Some(s)) => RunReason::Scheduled { slot: s }.describe(),
+        _ => "scheduled".to_string(),
+    }
+}
+
+/// Logs a run's end the way its verdict went.
+fn log_end(done: &RunDone, rec: &RunRecord, verdict: &Verdict, policy: &outcome::Policy) {
+    let (job, run_id) = (&done.job, &done.run_id);
+    let err = rec.error.as_deref().unwrap_or("failed");
+    match verdict {
+        Verdict::Succeeded => {
+            let snapshot = rec
+                .snapshot_id
+                .as_deref()
+                .map(|s| format!(", snapshot {}", &s[..8.min(s.len())]))
+                .unwrap_or_default();
+            tracing::info!(job = %job, run_id = %run_id, "run {}: {} in {:.1} s{snapshot}", rec.outcome, rec.reason, rec.duration_seconds);
+        }
+        Verdict::CancelledByUser => {
+            tracing::warn!(job = %job, run_id = %run_id, "run cancelled by backupctl cancel; no retry");
+        }
+        Verdict::Resumes => {
+            tracing::warn!(job = %job, run_id = %run_id, "run interrupted because backupd is stopping; it runs again at the next start");
+        }
+        Verdict::Retry(r) => {
+            tracing::error!(job = %job, run_id = %run_id, "job {job}: run failed ({}): {err}\n  retry {} of {} at {}", rec.reason, r.number, r.of, r.due.format("%Y-%m-%d %H:%M:%S UTC"));
+        }
+        Verdict::GaveUp => {
+            tracing::error!(job = %job, run_id = %run_id, "job {job}: run failed ({}): {err}\n  no retries left ({} configured); the next regular slot runs as scheduled", rec.reason, policy.retries.attempts);
+        }
     }
 }
 
@@ -1251,22 +1189,6 @@ fn retry_reason(r: &PendingRetry) -> RunReason {
         of: r.of,
         slot: r.slot,
         last_error: r.last_error.clone(),
-    }
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").to_string()
-}
-
-/// How many slots a run stands for (a catch-up: all it coalesced) and the oldest of them.
-fn missed_of(r: &RunReason) -> (usize, Option<String>) {
-    match r {
-        RunReason::CatchUp {
-            missed,
-            first_missed,
-            ..
-        } => (*missed, Some(first_missed.label())),
-        _ => (0, None),
     }
 }
 
@@ -1288,5 +1210,169 @@ fn skipped_record(
             "skipped",
             exit::OK,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{NaiveDate, TimeZone};
+
+    fn t(h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, h, m, 0).unwrap()
+    }
+
+    fn slot(h: u32, m: u32) -> Slot {
+        Slot {
+            wall: NaiveDate::from_ymd_opt(2026, 3, 1)
+                .unwrap()
+                .and_hms_opt(h, m, 0)
+                .unwrap(),
+            at: t(h, m),
+        }
+    }
+
+    fn retry(due: DateTime<Utc>, slot: Option<Slot>) -> PendingRetry {
+        PendingRetry {
+            number: 1,
+            of: 2,
+            due,
+            slot,
+            last_error: "boom".into(),
+        }
+    }
+
+    fn claim(reason: RunReason, slot: Option<Slot>) -> RunClaim {
+        RunClaim {
+            run_id: "app-1".into(),
+            reason,
+            slot,
+            started: t(2, 30),
+        }
+    }
+
+    #[test]
+    fn a_scheduled_run_takes_its_slot_and_supersedes_the_pending_retry() {
+        let mut st = JobState::new("app", t(0, 0));
+        st.retry = Some(retry(t(3, 0), Some(slot(1, 30))));
+        let c = claim(
+            RunReason::Scheduled { slot: slot(2, 30) },
+            Some(slot(2, 30)),
+        );
+        claim_run(&mut st, &c);
+        assert_eq!(st.last_slot, Some(slot(2, 30)));
+        assert!(st.retry.is_none());
+        assert_eq!(st.running.map(|r| r.run_id), Some("app-1".to_string()));
+    }
+
+    #[test]
+    fn a_retry_consumes_the_pending_retry() {
+        let mut st = JobState::new("app", t(0, 0));
+        let r = retry(t(2, 0), Some(slot(1, 30)));
+        st.retry = Some(r.clone());
+        claim_run(&mut st, &claim(retry_reason(&r), r.slot));
+        assert!(st.retry.is_none());
+    }
+
+    #[test]
+    fn a_manual_run_keeps_the_last_slot_and_the_pending_retry() {
+        let mut st = JobState::new("app", t(0, 0));
+        st.last_slot = Some(slot(1, 30));
+        st.retry = Some(retry(t(3, 0), Some(slot(1, 30))));
+        claim_run(&mut st, &claim(RunReason::Manual, None));
+        assert_eq!(st.last_slot, Some(slot(1, 30)));
+        assert!(st.retry.is_some());
+        assert!(st.running.is_some());
+    }
+
+    #[test]
+    fn run_state_words() {
+        let queued = RunningInfo {
+            queued: Some("waiting for a free run slot".into()),
+            ..Default::default()
+        };
+        let running = RunningInfo::default();
+        assert_eq!(run_state(Some(&queued), true), "queued");
+        assert_eq!(run_state(Some(&running), true), "running");
+        assert_eq!(run_state(None, true), "retry-pending");
+        assert_eq!(run_state(None, false), "idle");
+    }
+
+    #[test]
+    fn the_next_wake_up_names_the_retry_when_it_comes_first() {
+        let r = retry(t(2, 0), Some(slot(1, 30)));
+        assert_eq!(
+            sleep_reason(Some(&r), Some(slot(2, 30))),
+            "retry 1 of 2 for 2026-03-01 01:30"
+        );
+        // At the same instant as the slot, the retry is named.
+        let r = retry(t(2, 30), None);
+        assert_eq!(sleep_reason(Some(&r), Some(slot(2, 30))), "retry 1 of 2");
+        assert_eq!(sleep_reason(Some(&r), None), "retry 1 of 2");
+    }
+
+    #[test]
+    fn the_next_wake_up_names_the_slot_when_it_comes_first() {
+        let r = retry(t(3, 0), None);
+        assert_eq!(
+            sleep_reason(Some(&r), Some(slot(2, 30))),
+            "scheduled 2026-03-01 02:30"
+        );
+        assert_eq!(
+            sleep_reason(None, Some(slot(2, 30))),
+            "scheduled 2026-03-01 02:30"
+        );
+        assert_eq!(sleep_reason(None, None), "scheduled");
+    }
+
+    #[test]
+    fn a_job_without_a_schedule_runs_only_its_due_retry() {
+        assert_eq!(unscheduled_decision(None, t(2, 0)), None);
+        let r = retry(t(2, 0), None);
+        assert_eq!(
+            unscheduled_decision(Some(&r), t(1, 59)),
+            Some(Decision::Sleep {
+                at: t(2, 0),
+                slot: None
+            })
+        );
+        assert_eq!(
+            unscheduled_decision(Some(&r), t(2, 0)),
+            Some(Decision::Run {
+                slot: None,
+                reason: retry_reason(&r)
+            })
+        );
+    }
+
+    #[test]
+    fn the_start_up_delay_holds_back_catch_ups_except_in_run_due() {
+        let delay = std::time::Duration::from_secs(120);
+        assert_eq!(startup_until(t(2, 0), delay, false), t(2, 2));
+        assert_eq!(startup_until(t(2, 0), delay, true), t(2, 0));
+    }
+
+    #[test]
+    fn a_rebase_counts_slots_from_now() {
+        let mut st = JobState::new("app", t(0, 0));
+        rebase(
+            &mut st,
+            Some("0 3 * * *".into()),
+            Some("UTC".into()),
+            t(2, 0),
+        );
+        assert_eq!(st.schedule.as_deref(), Some("0 3 * * *"));
+        assert_eq!(st.timezone.as_deref(), Some("UTC"));
+        assert_eq!(st.baseline, t(2, 0));
+        assert_eq!(schedule_key(None), (None, None));
+    }
+
+    #[test]
+    fn a_skipped_slot_is_recorded_as_skipped() {
+        let rec = skipped_record("app", &slot(2, 30), 3, "catch_up = skip", t(4, 0));
+        assert_eq!(rec.run_id, "app-skipped-20260301T023000");
+        assert_eq!(rec.outcome, "skipped");
+        assert_eq!(rec.slot.as_deref(), Some("2026-03-01 02:30"));
+        assert_eq!((rec.missed, rec.start, rec.end), (3, t(4, 0), t(4, 0)));
     }
 }

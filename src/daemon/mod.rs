@@ -12,6 +12,7 @@ mod core;
 mod drills;
 pub mod logging;
 mod metrics_http;
+mod outcome;
 #[cfg(windows)]
 mod pipe;
 mod runner;

@@ -137,35 +137,15 @@ where
     let mut r = BufReader::new(r.take(MAX_REQUEST as u64));
     let mut line = String::new();
     r.read_line(&mut line).await?;
-    let reply = |resp: &Response| {
-        let mut s = serde_json::to_string(resp).expect("response serializes");
-        s.push('\n');
-        s
-    };
     let env = match parse(&line) {
         Ok(e) => e,
-        Err(resp) => {
-            w.write_all(reply(&resp).as_bytes()).await?;
-            return Ok(());
-        }
+        Err(resp) => return write(&mut w, &resp).await,
     };
     tracing::debug!(client = %env.client, "control request {:?}", env.request);
-    let gone = || Response::Error {
-        kind: ErrorKind::ShuttingDown,
-        message: "backupd is shutting down".into(),
-    };
-    match env.request {
-        Request::Status => {
-            let (tx, rx) = oneshot::channel();
-            let resp = match commands.send(Command::Status(tx)).await {
-                Ok(()) => rx
-                    .await
-                    .map(|s| Response::Status(Box::new(s)))
-                    .unwrap_or_else(|_| gone()),
-                Err(_) => gone(),
-            };
-            w.write_all(reply(&resp).as_bytes()).await?;
-        }
+    let resp = match env.request {
+        Request::Status => ask(&commands, Command::Status)
+            .await
+            .map(|s| Response::Status(Box::new(s))),
         Request::Run { job, wait } => {
             let (tx, rx) = oneshot::channel();
             if commands
@@ -173,68 +153,76 @@ where
                 .await
                 .is_err()
             {
-                w.write_all(reply(&gone()).as_bytes()).await?;
-                return Ok(());
+                return write(&mut w, &gone()).await;
             }
             match rx.await {
-                Err(_) => w.write_all(reply(&gone()).as_bytes()).await?,
-                Ok(Err(resp)) => w.write_all(reply(&resp).as_bytes()).await?,
-                Ok(Ok((accepted, mut events))) => {
-                    w.write_all(reply(&accepted).as_bytes()).await?;
+                Err(_) => None,
+                Ok(Err(resp)) => Some(resp),
+                Ok(Ok((accepted, events))) => {
+                    write(&mut w, &accepted).await?;
                     if wait {
-                        loop {
-                            match events.recv().await {
-                                Ok(ev) => {
-                                    let last = matches!(ev, Response::Finished(_));
-                                    w.write_all(reply(&ev).as_bytes()).await?;
-                                    if last {
-                                        break;
-                                    }
-                                }
-                                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                                Err(broadcast::error::RecvError::Closed) => {
-                                    w.write_all(reply(&gone()).as_bytes()).await?;
-                                    break;
-                                }
-                            }
-                        }
+                        stream_events(&mut w, events).await?;
                     }
+                    return w.shutdown().await;
                 }
             }
         }
-        Request::Cancel { job } => {
-            let (tx, rx) = oneshot::channel();
-            let resp = match commands.send(Command::Cancel { job, reply: tx }).await {
-                Ok(()) => rx.await.unwrap_or_else(|_| gone()),
-                Err(_) => gone(),
-            };
-            w.write_all(reply(&resp).as_bytes()).await?;
-        }
-        Request::Reload => {
-            let (tx, rx) = oneshot::channel();
-            let resp = match commands.send(Command::Reload(Some(tx))).await {
-                Ok(()) => rx.await.unwrap_or_else(|_| gone()),
-                Err(_) => gone(),
-            };
-            w.write_all(reply(&resp).as_bytes()).await?;
-        }
+        Request::Cancel { job } => ask(&commands, |reply| Command::Cancel { job, reply }).await,
+        Request::Reload => ask(&commands, |reply| Command::Reload(Some(reply))).await,
         Request::History { job, limit } => {
-            let (tx, rx) = oneshot::channel();
-            let resp = match commands
-                .send(Command::History {
-                    job,
-                    limit,
-                    reply: tx,
-                })
-                .await
-            {
-                Ok(()) => rx.await.unwrap_or_else(|_| gone()),
-                Err(_) => gone(),
-            };
-            w.write_all(reply(&resp).as_bytes()).await?;
+            ask(&commands, |reply| Command::History { job, limit, reply }).await
+        }
+    };
+    write(&mut w, &resp.unwrap_or_else(gone)).await?;
+    w.shutdown().await
+}
+
+/// Hands the event loop a command carrying `reply` and waits for the answer; None when the
+/// loop is gone (backupd is shutting down).
+async fn ask<T>(
+    commands: &mpsc::Sender<Command>,
+    command: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    commands.send(command(tx)).await.ok()?;
+    rx.await.ok()
+}
+
+/// `run --wait`: the run's events, up to and including its `Finished` (a client too slow to
+/// keep up misses some progress events, never the end).
+async fn stream_events<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut events: broadcast::Receiver<Response>,
+) -> std::io::Result<()> {
+    loop {
+        match events.recv().await {
+            Ok(ev) => {
+                write(w, &ev).await?;
+                if matches!(ev, Response::Finished(_)) {
+                    return Ok(());
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return write(w, &gone()).await,
         }
     }
-    w.shutdown().await
+}
+
+/// Writes one response as a JSON line.
+async fn write<W: AsyncWrite + Unpin>(w: &mut W, resp: &Response) -> std::io::Result<()> {
+    // A response is plain data (strings, numbers, lists, string-keyed maps): serializing it
+    // cannot fail.
+    let mut s = serde_json::to_string(resp).expect("response serializes");
+    s.push('\n');
+    w.write_all(s.as_bytes()).await
+}
+
+/// The answer when the event loop is gone.
+fn gone() -> Response {
+    Response::Error {
+        kind: ErrorKind::ShuttingDown,
+        message: "backupd is shutting down".into(),
+    }
 }
 
 /// Reads a request line: the protocol version first (so a newer client's unknown request is
@@ -264,6 +252,188 @@ fn parse(line: &str) -> Result<Envelope, Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::RunRecord;
+    use serde_json::Value;
+
+    /// Sends `request` (a raw line) over an in-memory connection whose event loop hands its one
+    /// command to `answer` (None: the loop is gone); the response lines.
+    async fn exchange_line(
+        line: String,
+        answer: Option<Box<dyn FnOnce(Command) + Send>>,
+    ) -> Vec<Value> {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (tx, mut rx) = mpsc::channel(1);
+        let served = tokio::spawn(connection(server, tx));
+        match answer {
+            Some(f) => {
+                tokio::spawn(async move {
+                    if let Some(c) = rx.recv().await {
+                        f(c)
+                    }
+                });
+            }
+            None => drop(rx),
+        }
+        let (r, mut w) = tokio::io::split(client);
+        w.write_all(line.as_bytes()).await.unwrap();
+        let mut lines = BufReader::new(r).lines();
+        let mut out = Vec::new();
+        while let Some(l) = lines.next_line().await.unwrap() {
+            out.push(serde_json::from_str(&l).unwrap());
+        }
+        served.await.unwrap().unwrap();
+        out
+    }
+
+    async fn exchange(
+        request: Request,
+        answer: Option<Box<dyn FnOnce(Command) + Send>>,
+    ) -> Vec<Value> {
+        let line = serde_json::to_string(&Envelope::new(request)).unwrap() + "\n";
+        exchange_line(line, answer).await
+    }
+
+    fn kind(v: &Value) -> Value {
+        v["kind"].clone()
+    }
+
+    fn json<T: serde::Serialize>(x: T) -> Value {
+        serde_json::to_value(x).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_that_is_not_json_is_answered_bad_request() {
+        let out = exchange_line("not json\n".into(), None).await;
+        assert_eq!(out.len(), 1);
+        assert_eq!(kind(&out[0]), json(ErrorKind::BadRequest));
+    }
+
+    #[tokio::test]
+    async fn a_gone_event_loop_answers_shutting_down() {
+        for request in [
+            Request::Status,
+            Request::Reload,
+            Request::Run {
+                job: "app".into(),
+                wait: true,
+            },
+        ] {
+            let out = exchange(request, None).await;
+            assert_eq!(out.len(), 1, "{out:?}");
+            assert_eq!(kind(&out[0]), json(ErrorKind::ShuttingDown));
+        }
+    }
+
+    #[tokio::test]
+    async fn history_is_the_event_loops_answer() {
+        let answer = Box::new(|c: Command| match c {
+            Command::History { job, limit, reply } => {
+                assert_eq!((job.as_str(), limit), ("app", 5));
+                let _ = reply.send(Response::History { job, runs: vec![] });
+            }
+            _ => panic!("not a history command"),
+        });
+        let req = Request::History {
+            job: "app".into(),
+            limit: 5,
+        };
+        let out = exchange(req, Some(answer)).await;
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0]["type"], "history");
+        assert_eq!(out[0]["job"], "app");
+    }
+
+    #[tokio::test]
+    async fn a_loop_that_drops_the_reply_answers_shutting_down() {
+        let out = exchange(Request::Cancel { job: "app".into() }, Some(Box::new(drop))).await;
+        assert_eq!(out.len(), 1);
+        assert_eq!(kind(&out[0]), json(ErrorKind::ShuttingDown));
+    }
+
+    /// An event loop that accepts the run, then sends `events` (the sender is dropped after).
+    fn accept_with(events: Vec<Response>) -> Box<dyn FnOnce(Command) + Send> {
+        Box::new(move |c| {
+            let Command::Run { job, reply } = c else {
+                panic!("not a run command")
+            };
+            let (tx, rx) = broadcast::channel(16);
+            let accepted = Response::Accepted {
+                job,
+                run_id: "app-1".into(),
+            };
+            let _ = reply.send(Ok((accepted, rx)));
+            for ev in events {
+                let _ = tx.send(ev);
+            }
+        })
+    }
+
+    fn event(message: &str) -> Response {
+        Response::Event {
+            job: "app".into(),
+            run_id: "app-1".into(),
+            message: message.into(),
+        }
+    }
+
+    fn run(wait: bool) -> Request {
+        Request::Run {
+            job: "app".into(),
+            wait,
+        }
+    }
+
+    #[tokio::test]
+    async fn run_wait_streams_the_events_up_to_finished() {
+        let rec = RunRecord::new(
+            "app-1",
+            "app",
+            "manual".into(),
+            chrono::Utc::now(),
+            "success",
+            0,
+        );
+        let events = vec![
+            event("backup..."),
+            Response::Finished(Box::new(rec)),
+            event("after the end"),
+        ];
+        let out = exchange(run(true), Some(accept_with(events))).await;
+        let types: Vec<&str> = out.iter().map(|v| v["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["accepted", "event", "finished"], "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn run_wait_whose_events_end_without_finished_ends_with_shutting_down() {
+        let out = exchange(run(true), Some(accept_with(vec![event("backup...")]))).await;
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(out[1]["type"], "event");
+        assert_eq!(kind(&out[2]), json(ErrorKind::ShuttingDown));
+    }
+
+    #[tokio::test]
+    async fn run_without_wait_answers_the_acceptance_only() {
+        let out = exchange(run(false), Some(accept_with(vec![event("backup...")]))).await;
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0]["type"], "accepted");
+        assert_eq!(out[0]["run_id"], "app-1");
+    }
+
+    #[tokio::test]
+    async fn a_refused_run_is_answered_with_the_refusal() {
+        let refuse = Box::new(|c: Command| {
+            let Command::Run { reply, .. } = c else {
+                panic!("not a run command")
+            };
+            let _ = reply.send(Err(Response::Error {
+                kind: ErrorKind::Busy,
+                message: "busy".into(),
+            }));
+        });
+        let out = exchange(run(true), Some(refuse)).await;
+        assert_eq!(out.len(), 1);
+        assert_eq!(kind(&out[0]), json(ErrorKind::Busy));
+    }
 
     #[test]
     fn version_mismatch_names_both_versions() {

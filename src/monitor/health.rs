@@ -884,6 +884,93 @@ mod tests {
         assert_eq!(h, JobHealth::healthy());
     }
 
+    /// Every rule firing, in both of its wordings: the whole answer pinned word for word.
+    #[test]
+    fn every_rule_word_for_word() {
+        use crate::repo::backend::Space;
+        let s = daily();
+        let cfg = HealthConfig {
+            max_repository_bytes: Some(1000),
+            ..hour_grace()
+        };
+        let now = t(2026, 12, 4, 4, 35);
+        let known = JobFacts {
+            last_success: Some(t(2026, 12, 1, 2, 35)),
+            consecutive_failures: 3,
+            last_outcome: Some("partial"),
+            last_error: Some("disk\n  on fire"),
+            last_check_failed: Some("pack 1f\nis damaged"),
+            repository_bytes: Some(950),
+            space: Some(Space {
+                total: 1000,
+                available: 5,
+            }),
+            ..facts(Some(&s))
+        };
+        let never = JobFacts {
+            baseline: t(2026, 12, 3, 0, 0),
+            consecutive_failures: 1,
+            last_outcome: Some("partial"),
+            repository_bytes: Some(1000),
+            space: Some(Space {
+                total: 1000,
+                available: 50,
+            }),
+            ..facts(Some(&s))
+        };
+        // Missed slots below the thresholds: counted, but no reason.
+        let quiet = HealthConfig {
+            overdue_warning_slots: 10,
+            overdue_error_slots: 10,
+            ..hour_grace()
+        };
+        let late = JobFacts {
+            last_success: Some(t(2026, 12, 1, 2, 35)),
+            ..facts(Some(&s))
+        };
+        let got = [
+            job_health(&cfg, &known, now),
+            job_health(&cfg, &never, now),
+            job_health(&quiet, &late, now),
+        ];
+        let expected: Vec<JobHealth> = serde_json::from_str(EVERY_RULE).unwrap();
+        assert_eq!(got.to_vec(), expected);
+    }
+
+    const EVERY_RULE: &str = r#"[
+  {
+    "level": "error",
+    "reasons": [
+      "the newest repository check failed: pack 1f is damaged: the repository may be damaged; read the check's output and repair before relying on its snapshots, then run `backupctl check` again",
+      "the last 3 runs failed (last success 2026-12-01 02:35, 3 d ago): disk on fire: fix the cause, see `backupctl history app` and `backupctl logs --job app`, then `backupctl run app --wait`",
+      "no successful backup for 3 slots (since the 2026-12-02 02:30 slot; 50 h ago; last success 2026-12-01 02:35, 3 d ago): check `backupctl status` and `backupctl history app` (is backupd running? did the runs fail?), then `backupctl run app --wait`",
+      "the storage that holds the repository has 5 bytes left of 1000 (0 %), less than min_free_space (10 %): backups fail once it is full; free space (`backupctl forget ... --prune`, or other files on that storage), or enlarge the storage or its quota",
+      "the repository holds 950 bytes, 95 % of max_repository_bytes (1000 bytes): free space with `backupctl forget ... --prune`, or raise the limit",
+      "the last run was partial, some files were not backed up: disk on fire: see `backupctl history app` for what could not be read and fix the permissions or excludes"
+    ],
+    "missed_slots": 3,
+    "overdue_since": "2026-12-02T02:30:00Z"
+  },
+  {
+    "level": "error",
+    "reasons": [
+      "no successful backup for 2 slots (since the 2026-12-03 02:30 slot; 26 h ago; never succeeded): check `backupctl status` and `backupctl history app` (is backupd running? did the runs fail?), then `backupctl run app --wait`",
+      "the repository holds 1000 bytes, 100 % of max_repository_bytes (1000 bytes): free space with `backupctl forget ... --prune`, or raise the limit",
+      "the last run failed (never succeeded): fix the cause, see `backupctl history app` and `backupctl logs --job app`, then `backupctl run app --wait`",
+      "the storage that holds the repository has 50 bytes left of 1000 (5 %), less than min_free_space (10 %): backups fail once it is full; free space (`backupctl forget ... --prune`, or other files on that storage), or enlarge the storage or its quota",
+      "the last run was partial, some files were not backed up: see `backupctl history app` for what could not be read and fix the permissions or excludes"
+    ],
+    "missed_slots": 2,
+    "overdue_since": "2026-12-03T02:30:00Z"
+  },
+  {
+    "level": "healthy",
+    "reasons": [],
+    "missed_slots": 3,
+    "overdue_since": "2026-12-02T02:30:00Z"
+  }
+]"#;
+
     #[test]
     fn reasons_are_most_severe_first() {
         let s = daily();

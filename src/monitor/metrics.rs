@@ -843,6 +843,179 @@ backupd_build_info{version="0.1.0"} 1
         assert_eq!(render(&reversed), text);
     }
 
+    /// Every family, with duplicates, an outcome outside [`OUTCOMES`] and drills: the whole
+    /// output pinned, so a change in wording, order or number format shows.
+    #[test]
+    fn golden_every_family() {
+        let mut partial = ran("web", "/srv/b");
+        partial.last_outcome = Some("partial".to_string());
+        partial.last_data_added = None;
+        partial.health = Level::Error;
+        let mut odd = fresh("odd", "/srv/a");
+        odd.last_outcome = Some("exploded".to_string());
+        odd.last_run_end = Some(t(2026, 12, 1, 1, 0));
+        let mut shadow = ran("app", "/srv/a");
+        shadow.consecutive_failures = 9;
+        let drill = |name: &str, ok: bool, success: Option<DateTime<Utc>>| DrillMetrics {
+            drill: name.to_string(),
+            ok,
+            last_end: t(2026, 11, 30, 4, 0) + chrono::Duration::milliseconds(250),
+            last_success: success,
+        };
+        let m = metrics(
+            vec![
+                partial,
+                ran("app", "/srv/a"),
+                odd,
+                shadow,
+                fresh("new", "/srv/b"),
+            ],
+            vec![
+                RepoMetrics {
+                    repository: "/srv/b".to_string(),
+                    free_bytes: Some(7),
+                    ..Default::default()
+                },
+                RepoMetrics {
+                    repository: "/srv/a".to_string(),
+                    size_bytes: Some(123),
+                    snapshots: Some(4),
+                    free_bytes: Some(1_000),
+                    capacity_bytes: Some(10_000),
+                    coverage: Some(0.125),
+                    drills: vec![
+                        drill("restore-drill", false, None),
+                        drill("check", true, Some(t(2026, 11, 30, 4, 0))),
+                        drill("check", false, None),
+                        drill("read-data", true, Some(t(2026, 11, 29, 4, 0))),
+                    ],
+                },
+                RepoMetrics {
+                    repository: "/srv/a".to_string(),
+                    size_bytes: Some(999),
+                    ..Default::default()
+                },
+            ],
+        );
+        let expected = r#"# HELP backupd_job_last_success_timestamp_seconds When the job's newest successful (or partial) run ended, seconds since the epoch; absent if it never succeeded.
+# TYPE backupd_job_last_success_timestamp_seconds gauge
+backupd_job_last_success_timestamp_seconds{job="app",repository="/srv/a"} 1796092260
+backupd_job_last_success_timestamp_seconds{job="web",repository="/srv/b"} 1796092260
+# HELP backupd_job_last_run_timestamp_seconds When the job's newest run ended, whatever its outcome, seconds since the epoch.
+# TYPE backupd_job_last_run_timestamp_seconds gauge
+backupd_job_last_run_timestamp_seconds{job="app",repository="/srv/a"} 1796092260.5
+backupd_job_last_run_timestamp_seconds{job="odd",repository="/srv/a"} 1796086800
+backupd_job_last_run_timestamp_seconds{job="web",repository="/srv/b"} 1796092260.5
+# HELP backupd_job_last_run_duration_seconds How long the job's newest run took.
+# TYPE backupd_job_last_run_duration_seconds gauge
+backupd_job_last_run_duration_seconds{job="app",repository="/srv/a"} 60.5
+backupd_job_last_run_duration_seconds{job="web",repository="/srv/b"} 60.5
+# HELP backupd_job_last_run_success 1 if the job's newest run succeeded (success or partial), else 0.
+# TYPE backupd_job_last_run_success gauge
+backupd_job_last_run_success{job="app",repository="/srv/a"} 1
+backupd_job_last_run_success{job="odd",repository="/srv/a"} 0
+backupd_job_last_run_success{job="web",repository="/srv/b"} 1
+# HELP backupd_job_last_run_outcome The outcome of the job's newest run: 1 for it, 0 for the others.
+# TYPE backupd_job_last_run_outcome gauge
+backupd_job_last_run_outcome{job="app",repository="/srv/a",outcome="cancelled"} 0
+backupd_job_last_run_outcome{job="app",repository="/srv/a",outcome="failed"} 0
+backupd_job_last_run_outcome{job="app",repository="/srv/a",outcome="interrupted"} 0
+backupd_job_last_run_outcome{job="app",repository="/srv/a",outcome="partial"} 0
+backupd_job_last_run_outcome{job="app",repository="/srv/a",outcome="skipped"} 0
+backupd_job_last_run_outcome{job="app",repository="/srv/a",outcome="success"} 1
+backupd_job_last_run_outcome{job="odd",repository="/srv/a",outcome="cancelled"} 0
+backupd_job_last_run_outcome{job="odd",repository="/srv/a",outcome="exploded"} 1
+backupd_job_last_run_outcome{job="odd",repository="/srv/a",outcome="failed"} 0
+backupd_job_last_run_outcome{job="odd",repository="/srv/a",outcome="interrupted"} 0
+backupd_job_last_run_outcome{job="odd",repository="/srv/a",outcome="partial"} 0
+backupd_job_last_run_outcome{job="odd",repository="/srv/a",outcome="skipped"} 0
+backupd_job_last_run_outcome{job="odd",repository="/srv/a",outcome="success"} 0
+backupd_job_last_run_outcome{job="web",repository="/srv/b",outcome="cancelled"} 0
+backupd_job_last_run_outcome{job="web",repository="/srv/b",outcome="failed"} 0
+backupd_job_last_run_outcome{job="web",repository="/srv/b",outcome="interrupted"} 0
+backupd_job_last_run_outcome{job="web",repository="/srv/b",outcome="partial"} 1
+backupd_job_last_run_outcome{job="web",repository="/srv/b",outcome="skipped"} 0
+backupd_job_last_run_outcome{job="web",repository="/srv/b",outcome="success"} 0
+# HELP backupd_job_last_run_added_bytes Bytes the job's newest run added to the repository (after deduplication and compression).
+# TYPE backupd_job_last_run_added_bytes gauge
+backupd_job_last_run_added_bytes{job="app",repository="/srv/a"} 1048576
+# HELP backupd_job_last_run_processed_bytes Bytes the job's newest run read from its sources.
+# TYPE backupd_job_last_run_processed_bytes gauge
+backupd_job_last_run_processed_bytes{job="app",repository="/srv/a"} 10737418240
+backupd_job_last_run_processed_bytes{job="web",repository="/srv/b"} 10737418240
+# HELP backupd_job_last_run_new_files Files the job's newest run found new.
+# TYPE backupd_job_last_run_new_files gauge
+backupd_job_last_run_new_files{job="app",repository="/srv/a"} 12
+backupd_job_last_run_new_files{job="web",repository="/srv/b"} 12
+# HELP backupd_job_consecutive_failures Failed runs of the job since its last success.
+# TYPE backupd_job_consecutive_failures gauge
+backupd_job_consecutive_failures{job="app",repository="/srv/a"} 0
+backupd_job_consecutive_failures{job="new",repository="/srv/b"} 0
+backupd_job_consecutive_failures{job="odd",repository="/srv/a"} 0
+backupd_job_consecutive_failures{job="web",repository="/srv/b"} 0
+# HELP backupd_job_health The job's health: 0 healthy, 1 warning, 2 error.
+# TYPE backupd_job_health gauge
+backupd_job_health{job="app",repository="/srv/a"} 0
+backupd_job_health{job="new",repository="/srv/b"} 0
+backupd_job_health{job="odd",repository="/srv/a"} 0
+backupd_job_health{job="web",repository="/srv/b"} 2
+# HELP backupd_job_running 1 while a run of the job is in progress, else 0.
+# TYPE backupd_job_running gauge
+backupd_job_running{job="app",repository="/srv/a"} 0
+backupd_job_running{job="new",repository="/srv/b"} 0
+backupd_job_running{job="odd",repository="/srv/a"} 0
+backupd_job_running{job="web",repository="/srv/b"} 0
+# HELP backupd_job_missed_slots Scheduled slots that passed (beyond their grace) without a successful run since the last success.
+# TYPE backupd_job_missed_slots gauge
+backupd_job_missed_slots{job="app",repository="/srv/a"} 0
+backupd_job_missed_slots{job="new",repository="/srv/b"} 0
+backupd_job_missed_slots{job="odd",repository="/srv/a"} 0
+backupd_job_missed_slots{job="web",repository="/srv/b"} 0
+# HELP backupd_repository_size_bytes The repository's size on its storage.
+# TYPE backupd_repository_size_bytes gauge
+backupd_repository_size_bytes{repository="/srv/a"} 123
+# HELP backupd_repository_snapshots Snapshots in the repository.
+# TYPE backupd_repository_snapshots gauge
+backupd_repository_snapshots{repository="/srv/a"} 4
+# HELP backupd_repository_storage_free_bytes Room left on the storage that holds the repository (free space or quota left).
+# TYPE backupd_repository_storage_free_bytes gauge
+backupd_repository_storage_free_bytes{repository="/srv/a"} 1000
+backupd_repository_storage_free_bytes{repository="/srv/b"} 7
+# HELP backupd_repository_storage_capacity_bytes Size or quota of the storage that holds the repository.
+# TYPE backupd_repository_storage_capacity_bytes gauge
+backupd_repository_storage_capacity_bytes{repository="/srv/a"} 10000
+# HELP backupd_repository_verified_ratio The share of the repository's packs re-read whole in the current read-data cycle (0 to 1).
+# TYPE backupd_repository_verified_ratio gauge
+backupd_repository_verified_ratio{repository="/srv/a"} 0.125
+# HELP backupd_drill_last_ok 1 if the verification drill's newest run passed, 0 if it failed.
+# TYPE backupd_drill_last_ok gauge
+backupd_drill_last_ok{repository="/srv/a",drill="check"} 1
+backupd_drill_last_ok{repository="/srv/a",drill="read-data"} 1
+backupd_drill_last_ok{repository="/srv/a",drill="restore-drill"} 0
+# HELP backupd_drill_last_run_timestamp_seconds When the verification drill's newest run ended, seconds since the epoch.
+# TYPE backupd_drill_last_run_timestamp_seconds gauge
+backupd_drill_last_run_timestamp_seconds{repository="/srv/a",drill="check"} 1796011200.25
+backupd_drill_last_run_timestamp_seconds{repository="/srv/a",drill="read-data"} 1796011200.25
+backupd_drill_last_run_timestamp_seconds{repository="/srv/a",drill="restore-drill"} 1796011200.25
+# HELP backupd_drill_last_success_timestamp_seconds When the verification drill's newest passing run ended, seconds since the epoch.
+# TYPE backupd_drill_last_success_timestamp_seconds gauge
+backupd_drill_last_success_timestamp_seconds{repository="/srv/a",drill="check"} 1796011200
+backupd_drill_last_success_timestamp_seconds{repository="/srv/a",drill="read-data"} 1795924800
+# HELP backupd_daemon_start_timestamp_seconds When backupd started, seconds since the epoch.
+# TYPE backupd_daemon_start_timestamp_seconds gauge
+backupd_daemon_start_timestamp_seconds 1796083200
+# HELP backupd_metrics_generated_timestamp_seconds When backupd wrote these metrics, seconds since the epoch (alert when it is old: backupd is not updating them).
+# TYPE backupd_metrics_generated_timestamp_seconds gauge
+backupd_metrics_generated_timestamp_seconds 1796094000
+# HELP backupd_build_info Always 1; the version of backupd in its label.
+# TYPE backupd_build_info gauge
+backupd_build_info{version="0.1.0"} 1
+"#;
+        let text = render(&m);
+        assert_eq!(text, expected, "got:\n{text}");
+        parse_exposition(&text).unwrap();
+    }
+
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape_label_value(r#"a"b\c"#), r#"a\"b\\c"#);

@@ -222,148 +222,181 @@ fn threshold_level(value: u32, warning: u32, error: u32) -> Level {
     }
 }
 
+/// A reason: its level and its sentence.
+type Reason = (Level, String);
+
 /// A job's health from its facts at `now` (see the module's rules).
 pub fn job_health(cfg: &HealthConfig, f: &JobFacts, now: DateTime<Utc>) -> JobHealth {
-    let job = f.job;
-    let mut reasons: Vec<(Level, String)> = Vec::new();
-
-    if let Some(message) = f.last_check_failed {
-        reasons.push((
-            Level::Error,
-            format!(
-                "the newest repository check failed: {}: the repository may be damaged; \
-                 read the check's output and repair before relying on its snapshots, then run \
-                 `backupctl check` again",
-                one_line(message)
-            ),
-        ));
-    }
-
-    let failure_level = threshold_level(
-        f.consecutive_failures,
-        cfg.failures_warning,
-        cfg.failures_error,
-    );
-    if failure_level > Level::Healthy {
-        let n = f.consecutive_failures;
-        let runs = if n == 1 {
-            "the last run failed".to_string()
-        } else {
-            format!("the last {n} runs failed")
-        };
-        let since = match f.last_success {
-            Some(s) => format!(" (last success {}, {})", when(s, f.schedule), ago(s, now)),
-            None => " (never succeeded)".to_string(),
-        };
-        let error = match f.last_error {
-            Some(e) => format!(": {}", one_line(e)),
-            None => String::new(),
-        };
-        reasons.push((
-            failure_level,
-            format!(
-                "{runs}{since}{error}: fix the cause, see `backupctl history {job}` and \
-                 `backupctl logs --job {job}`, then `backupctl run {job} --wait`"
-            ),
-        ));
-    }
-
-    let mut missed = 0;
-    let mut overdue_since = None;
-    if let Some(schedule) = f.schedule {
-        let (count, oldest) = missed_slots(cfg, f, schedule, now);
-        let level = threshold_level(count, cfg.overdue_warning_slots, cfg.overdue_error_slots);
-        missed = count;
-        overdue_since = oldest.map(|s| s.at);
-        if let (true, Some(oldest)) = (count > 0, oldest) {
-            let last = match f.last_success {
-                Some(s) => format!("last success {}, {}", when(s, Some(schedule)), ago(s, now)),
-                None => "never succeeded".to_string(),
-            };
-            let sentence = format!(
-                "no successful backup for {} (since the {} slot; {}; {last}): check \
-                 `backupctl status` and `backupctl history {job}` (is backupd running? did the \
-                 runs fail?), then `backupctl run {job} --wait`",
-                plural(u64::from(count), "slot"),
-                oldest.label(),
-                ago(oldest.at, now),
-            );
-            if level > Level::Healthy {
-                reasons.push((level, sentence));
-            }
-        }
-    }
-
-    if let (Some(bytes), Some(max)) = (f.repository_bytes, cfg.max_repository_bytes) {
-        let (b, m) = (u128::from(bytes), u128::from(max));
-        let level = if b >= m {
-            Level::Error
-        } else if b * 10 >= m * 9 {
-            Level::Warning
-        } else {
-            Level::Healthy
-        };
-        if level > Level::Healthy {
-            let percent = (b * 100 / m.max(1)) as u64;
-            reasons.push((
-                level,
-                format!(
-                    "the repository holds {} bytes, {percent} % of max_repository_bytes ({} \
-                     bytes): free space with `backupctl forget ... --prune`, or raise the limit",
-                    bytes, max
-                ),
-            ));
-        }
-    }
-
-    if let Some(space) = f.space {
-        let want = cfg.min_free_space.bytes_of(space.total);
-        let level = if want == 0 || space.available >= want {
-            Level::Healthy
-        } else if space.available < want / 10 {
-            Level::Error
-        } else {
-            Level::Warning
-        };
-        if level > Level::Healthy {
-            let percent =
-                (u128::from(space.available) * 100 / u128::from(space.total.max(1))) as u64;
-            reasons.push((
-                level,
-                format!(
-                    "the storage that holds the repository has {} bytes left of {} ({percent} %), \
-                     less than min_free_space ({}): backups fail once it is full; free space \
-                     (`backupctl forget ... --prune`, or other files on that storage), or enlarge \
-                     the storage or its quota",
-                    space.available, space.total, cfg.min_free_space
-                ),
-            ));
-        }
-    }
-
-    if cfg.partial_is_warning && f.last_outcome == Some("partial") {
-        let detail = match f.last_error {
-            Some(e) => format!(": {}", one_line(e)),
-            None => String::new(),
-        };
-        reasons.push((
-            Level::Warning,
-            format!(
-                "the last run was partial, some files were not backed up{detail}: see \
-                 `backupctl history {job}` for what could not be read and fix the permissions \
-                 or excludes"
-            ),
-        ));
-    }
-
+    let (missed, oldest) = match f.schedule {
+        Some(schedule) => missed_slots(cfg, f, schedule, now),
+        None => (0, None),
+    };
+    let overdue = match (f.schedule, oldest) {
+        (Some(schedule), Some(oldest)) => overdue_reason(cfg, f, schedule, missed, oldest, now),
+        _ => None,
+    };
+    let mut reasons: Vec<Reason> = [
+        check_reason(f),
+        failures_reason(cfg, f, now),
+        overdue,
+        size_reason(cfg, f),
+        room_reason(cfg, f),
+        partial_reason(cfg, f),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     // Stable: equal levels keep the order above.
     reasons.sort_by_key(|r| std::cmp::Reverse(r.0));
     JobHealth {
         level: reasons.first().map_or(Level::Healthy, |r| r.0),
         reasons: reasons.into_iter().map(|r| r.1).collect(),
         missed_slots: missed,
-        overdue_since,
+        overdue_since: oldest.map(|s| s.at),
     }
+}
+
+/// **check**: the newest repository check failed.
+fn check_reason(f: &JobFacts) -> Option<Reason> {
+    let message = f.last_check_failed?;
+    Some((
+        Level::Error,
+        format!(
+            "the newest repository check failed: {}: the repository may be damaged; \
+             read the check's output and repair before relying on its snapshots, then run \
+             `backupctl check` again",
+            one_line(message)
+        ),
+    ))
+}
+
+/// **failures**: consecutive failed runs at a threshold, quoting the last error.
+fn failures_reason(cfg: &HealthConfig, f: &JobFacts, now: DateTime<Utc>) -> Option<Reason> {
+    let level = threshold_level(
+        f.consecutive_failures,
+        cfg.failures_warning,
+        cfg.failures_error,
+    );
+    if level == Level::Healthy {
+        return None;
+    }
+    let job = f.job;
+    let n = f.consecutive_failures;
+    let runs = if n == 1 {
+        "the last run failed".to_string()
+    } else {
+        format!("the last {n} runs failed")
+    };
+    let since = match f.last_success {
+        Some(s) => format!(" (last success {}, {})", when(s, f.schedule), ago(s, now)),
+        None => " (never succeeded)".to_string(),
+    };
+    let error = match f.last_error {
+        Some(e) => format!(": {}", one_line(e)),
+        None => String::new(),
+    };
+    Some((
+        level,
+        format!(
+            "{runs}{since}{error}: fix the cause, see `backupctl history {job}` and \
+             `backupctl logs --job {job}`, then `backupctl run {job} --wait`"
+        ),
+    ))
+}
+
+/// **overdue**: `count` missed slots, the oldest `oldest`, at a threshold.
+fn overdue_reason(
+    cfg: &HealthConfig,
+    f: &JobFacts,
+    schedule: &Schedule,
+    count: u32,
+    oldest: crate::schedule::Slot,
+    now: DateTime<Utc>,
+) -> Option<Reason> {
+    let level = threshold_level(count, cfg.overdue_warning_slots, cfg.overdue_error_slots);
+    if count == 0 || level == Level::Healthy {
+        return None;
+    }
+    let job = f.job;
+    let last = match f.last_success {
+        Some(s) => format!("last success {}, {}", when(s, Some(schedule)), ago(s, now)),
+        None => "never succeeded".to_string(),
+    };
+    Some((
+        level,
+        format!(
+            "no successful backup for {} (since the {} slot; {}; {last}): check \
+             `backupctl status` and `backupctl history {job}` (is backupd running? did the \
+             runs fail?), then `backupctl run {job} --wait`",
+            plural(u64::from(count), "slot"),
+            oldest.label(),
+            ago(oldest.at, now),
+        ),
+    ))
+}
+
+/// **size**: the repository at 90 % of `max_repository_bytes` or more.
+fn size_reason(cfg: &HealthConfig, f: &JobFacts) -> Option<Reason> {
+    let (bytes, max) = (f.repository_bytes?, cfg.max_repository_bytes?);
+    let (b, m) = (u128::from(bytes), u128::from(max));
+    if b * 10 < m * 9 {
+        return None;
+    }
+    let level = if b >= m { Level::Error } else { Level::Warning };
+    let percent = (b * 100 / m.max(1)) as u64;
+    Some((
+        level,
+        format!(
+            "the repository holds {} bytes, {percent} % of max_repository_bytes ({} \
+             bytes): free space with `backupctl forget ... --prune`, or raise the limit",
+            bytes, max
+        ),
+    ))
+}
+
+/// **room**: less than `min_free_space` left on the storage (an error below a tenth of it).
+fn room_reason(cfg: &HealthConfig, f: &JobFacts) -> Option<Reason> {
+    let space = f.space?;
+    let want = cfg.min_free_space.bytes_of(space.total);
+    if want == 0 || space.available >= want {
+        return None;
+    }
+    let level = if space.available < want / 10 {
+        Level::Error
+    } else {
+        Level::Warning
+    };
+    let percent = (u128::from(space.available) * 100 / u128::from(space.total.max(1))) as u64;
+    Some((
+        level,
+        format!(
+            "the storage that holds the repository has {} bytes left of {} ({percent} %), \
+             less than min_free_space ({}): backups fail once it is full; free space \
+             (`backupctl forget ... --prune`, or other files on that storage), or enlarge \
+             the storage or its quota",
+            space.available, space.total, cfg.min_free_space
+        ),
+    ))
+}
+
+/// **partial**: the last run was partial and `partial_is_warning` is set.
+fn partial_reason(cfg: &HealthConfig, f: &JobFacts) -> Option<Reason> {
+    if !cfg.partial_is_warning || f.last_outcome != Some("partial") {
+        return None;
+    }
+    let job = f.job;
+    let detail = match f.last_error {
+        Some(e) => format!(": {}", one_line(e)),
+        None => String::new(),
+    };
+    Some((
+        Level::Warning,
+        format!(
+            "the last run was partial, some files were not backed up{detail}: see \
+             `backupctl history {job}` for what could not be read and fix the permissions \
+             or excludes"
+        ),
+    ))
 }
 
 /// The daemon's health over its jobs: the worst job's level; every job's reasons, prefixed

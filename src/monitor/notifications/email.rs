@@ -3,6 +3,8 @@
 use super::{bounded_tail, with_retries, Delivery, Notification, NotifyError, EMAIL_ATTEMPTS};
 use crate::config::notify::{EmailConfig, SmtpSecurity};
 use chrono::SecondsFormat;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
 
 /// "email to a@b, c@d".
 pub(super) fn channel(e: &EmailConfig) -> String {
@@ -47,108 +49,129 @@ fn email_text(n: &Notification) -> String {
 /// Sends `n` by email per `e`.
 pub(super) fn send(e: &EmailConfig, n: &Notification) -> Delivery {
     let channel = channel(e);
-    let fail = |err: NotifyError| Delivery {
-        channel: channel.clone(),
-        ok: false,
-        attempts: 0,
-        error: Some(err.to_string()),
-    };
-    let message = match build_email(e, n) {
-        Ok(m) => m,
-        Err(err) => return fail(err),
-    };
-    let credentials = match (&e.username, &e.password_file) {
-        (Some(user), Some(path)) => match std::fs::read_to_string(path) {
-            Ok(p) => Some(lettre::transport::smtp::authentication::Credentials::new(
-                user.clone(),
-                p.lines().next().unwrap_or("").to_string(),
-            )),
-            Err(source) => {
-                return fail(NotifyError::PasswordFile {
-                    path: path.clone(),
-                    source,
-                })
-            }
-        },
-        _ => None,
-    };
-    let server = e.server.trim().to_string();
-    let port = e.port();
-    let smtp_error = |reason: String, hint: &'static str, transient: bool| NotifyError::Smtp {
-        server: server.clone(),
-        port,
-        security: e.security.as_str(),
-        reason,
-        hint,
-        transient,
-    };
-    use lettre::transport::smtp::client::{Tls, TlsParameters};
-    let tls = match e.security {
-        SmtpSecurity::None => Tls::None,
-        SmtpSecurity::StartTls | SmtpSecurity::Tls => {
-            let host = server
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            match TlsParameters::new(host) {
-                Ok(p) if e.security == SmtpSecurity::Tls => Tls::Wrapper(p),
-                Ok(p) => Tls::Required(p),
-                Err(err) => {
-                    return fail(smtp_error(
-                        format!("could not set up TLS: {err}"),
-                        "check `server`",
-                        false,
-                    ))
-                }
+    let (message, transport) = match build_email(e, n).and_then(|m| Ok((m, transport(e)?))) {
+        Ok(ready) => ready,
+        Err(err) => {
+            return Delivery {
+                channel,
+                ok: false,
+                attempts: 0,
+                error: Some(err.to_string()),
             }
         }
     };
-    let mut builder = lettre::SmtpTransport::builder_dangerous(server.clone())
-        .port(port)
-        .tls(tls)
+    with_retries(channel, EMAIL_ATTEMPTS, || {
+        use lettre::Transport;
+        transport
+            .send(&message)
+            .map(|_| ())
+            .map_err(|err| smtp_failure(e, &err))
+    })
+}
+
+/// The SMTP client for `e`: its server, port, TLS, timeout and login.
+fn transport(e: &EmailConfig) -> Result<lettre::SmtpTransport, NotifyError> {
+    let credentials = credentials(e)?;
+    let mut builder = lettre::SmtpTransport::builder_dangerous(e.server.trim())
+        .port(e.port())
+        .tls(tls(e)?)
         .timeout(Some(e.timeout));
     if let Some(c) = credentials {
         builder = builder.credentials(c);
     }
-    let transport = builder.build();
-    with_retries(channel.clone(), EMAIL_ATTEMPTS, || {
-        use lettre::Transport;
-        transport.send(&message).map(|_| ()).map_err(|err| {
-            let (hint, transient) = if err.is_permanent() {
-                (
-                    "the server refused: check `from`, `to`, `username` and the password",
-                    false,
-                )
-            } else if err.is_transient() {
-                ("the server asked to try later: it was retried", true)
-            } else if err.is_tls() {
-                (
-                    "check `security` and `port` (starttls: 587, tls: 465) and the server's certificate",
-                    false,
-                )
-            } else if err.is_timeout() {
-                (
-                    "the server did not answer in time: check it, or raise `timeout`",
-                    true,
-                )
-            } else {
-                (
-                    "check `server`, `port` and `security`, and that the server is reachable from this machine",
-                    true,
-                )
-            };
-            let mut reason = err.to_string();
-            let mut src = std::error::Error::source(&err);
-            while let Some(s) = src {
-                let t = s.to_string();
-                if !reason.contains(&t) {
-                    reason += &format!(": {t}");
-                }
-                src = s.source();
-            }
-            smtp_error(reason, hint, transient)
-        })
-    })
+    Ok(builder.build())
+}
+
+/// The SMTP login: `username` and the first line of `password_file` (read now), if both are set.
+fn credentials(e: &EmailConfig) -> Result<Option<Credentials>, NotifyError> {
+    let (Some(user), Some(path)) = (&e.username, &e.password_file) else {
+        return Ok(None);
+    };
+    let password = std::fs::read_to_string(path).map_err(|source| NotifyError::PasswordFile {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Some(Credentials::new(
+        user.clone(),
+        password.lines().next().unwrap_or("").to_string(),
+    )))
+}
+
+/// The TLS of `security`: none, STARTTLS required, or TLS from the first byte.
+fn tls(e: &EmailConfig) -> Result<Tls, NotifyError> {
+    if e.security == SmtpSecurity::None {
+        return Ok(Tls::None);
+    }
+    let host = e
+        .server
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    match TlsParameters::new(host.to_string()) {
+        Ok(p) if e.security == SmtpSecurity::Tls => Ok(Tls::Wrapper(p)),
+        Ok(p) => Ok(Tls::Required(p)),
+        Err(err) => Err(smtp_error(
+            e,
+            format!("could not set up TLS: {err}"),
+            "check `server`",
+            false,
+        )),
+    }
+}
+
+/// A failed SMTP conversation as a [`NotifyError`]: what the server or the connection said
+/// (with its causes), what to do, and whether to try again.
+fn smtp_failure(e: &EmailConfig, err: &lettre::transport::smtp::Error) -> NotifyError {
+    let (hint, transient) = if err.is_permanent() {
+        (
+            "the server refused: check `from`, `to`, `username` and the password",
+            false,
+        )
+    } else if err.is_transient() {
+        ("the server asked to try later: it was retried", true)
+    } else if err.is_tls() {
+        (
+            "check `security` and `port` (starttls: 587, tls: 465) and the server's certificate",
+            false,
+        )
+    } else if err.is_timeout() {
+        (
+            "the server did not answer in time: check it, or raise `timeout`",
+            true,
+        )
+    } else {
+        (
+            "check `server`, `port` and `security`, and that the server is reachable from this machine",
+            true,
+        )
+    };
+    smtp_error(e, with_causes(err), hint, transient)
+}
+
+/// `err`'s text, then each cause's that it does not already contain, after ": ".
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut reason = err.to_string();
+    let mut src = err.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !reason.contains(&t) {
+            reason += &format!(": {t}");
+        }
+        src = s.source();
+    }
+    reason
+}
+
+/// [`NotifyError::Smtp`] naming `e`'s server, port and security.
+fn smtp_error(e: &EmailConfig, reason: String, hint: &'static str, transient: bool) -> NotifyError {
+    NotifyError::Smtp {
+        server: e.server.trim().to_string(),
+        port: e.port(),
+        security: e.security.as_str(),
+        reason,
+        hint,
+        transient,
+    }
 }
 
 fn build_email(e: &EmailConfig, n: &Notification) -> Result<lettre::Message, NotifyError> {

@@ -9,89 +9,104 @@ use std::time::Duration;
 
 /// Runs `shell` once for `n`, killed after `timeout`.
 pub(super) fn run(shell: &str, timeout: Duration, n: &Notification) -> Delivery {
-    let channel = "command".to_string();
-    let shown: String = if shell.chars().count() > 100 {
-        format!("{}…", shell.chars().take(100).collect::<String>())
-    } else {
-        shell.to_string()
-    };
-    let result = (|| -> Result<(), NotifyError> {
-        let mut c = shell_command(shell);
-        c.stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let env: [(&str, Option<String>); 10] = [
-            ("BACKUPD_EVENT", Some(n.event.as_str().into())),
-            ("BACKUPD_JOB", Some(n.job.clone())),
-            ("BACKUPD_HOST", Some(n.host.clone())),
-            (
-                "BACKUPD_TIME",
-                Some(n.time.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
-            ),
-            ("BACKUPD_MESSAGE", Some(n.message.clone())),
-            ("BACKUPD_RUN_ID", n.run_id.clone()),
-            ("BACKUPD_REASON", n.reason.clone()),
-            ("BACKUPD_OUTCOME", n.outcome.clone()),
-            ("BACKUPD_SNAPSHOT_ID", n.snapshot_id.clone()),
-            ("BACKUPD_ERROR", n.error.clone()),
-        ];
-        for (k, v) in env {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
-        let mut child = c.spawn().map_err(|source| NotifyError::CommandSpawn {
-            command: shown.clone(),
-            source,
-        })?;
-        let pid = child.id();
-        let mut dog = Watchdog::start(pid, Some(timeout));
-        if let Some(mut stdin) = child.stdin.take() {
-            let mut body = serde_json::to_vec(&webhook_body(n)).unwrap_or_default();
-            body.push(b'\n');
-            // A command that does not read its input must not block us: write from a thread
-            // (it ends with a broken pipe at the latest when the command's group is gone).
-            std::thread::spawn(move || {
-                let _ = stdin.write_all(&body);
-            });
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        if let Some(stderr) = child.stderr.take() {
-            std::thread::spawn(move || {
-                let mut tail = Tail::default();
-                read_lines(stderr, |l| tail.push(l));
-                let _ = tx.send(tail);
-            });
-        }
-        let status = child.wait();
-        let fired = dog.stop();
-        // Something the command left running may hold stderr open: wait a little, not forever.
-        let tail = rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
-        let status = match status {
-            Ok(s) if s.success() && !fired => return Ok(()),
-            Ok(s) => describe_status(&s, fired.then_some(timeout)),
-            Err(e) => format!("waiting for it failed: {e}"),
-        };
-        Err(NotifyError::CommandFailed {
-            command: shown.clone(),
-            status,
-            hint: if fired {
-                "make it finish sooner or raise `command_timeout`"
-            } else {
-                "run it by hand with the JSON on standard input to see why"
-            },
-            stderr: if tail.is_empty() {
-                String::new()
-            } else {
-                tail.indented()
-            },
-        })
-    })();
+    let result = run_once(shell, timeout, n);
     Delivery {
-        channel,
+        channel: "command".to_string(),
         ok: result.is_ok(),
         attempts: 1,
         error: result.err().map(|e| e.to_string()),
     }
+}
+
+/// The command as errors show it: its first 100 characters, then "…".
+fn shown(shell: &str) -> String {
+    if shell.chars().count() > 100 {
+        format!("{}…", shell.chars().take(100).collect::<String>())
+    } else {
+        shell.to_string()
+    }
+}
+
+/// The command's `BACKUPD_*` variables: set to what is known, the others removed (so none is
+/// inherited from the daemon's environment).
+fn environment(n: &Notification) -> [(&'static str, Option<String>); 10] {
+    [
+        ("BACKUPD_EVENT", Some(n.event.as_str().into())),
+        ("BACKUPD_JOB", Some(n.job.clone())),
+        ("BACKUPD_HOST", Some(n.host.clone())),
+        (
+            "BACKUPD_TIME",
+            Some(n.time.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        ),
+        ("BACKUPD_MESSAGE", Some(n.message.clone())),
+        ("BACKUPD_RUN_ID", n.run_id.clone()),
+        ("BACKUPD_REASON", n.reason.clone()),
+        ("BACKUPD_OUTCOME", n.outcome.clone()),
+        ("BACKUPD_SNAPSHOT_ID", n.snapshot_id.clone()),
+        ("BACKUPD_ERROR", n.error.clone()),
+    ]
+}
+
+/// Starts `shell`, feeds it the body, waits for it (or the watchdog) and judges how it ended.
+fn run_once(shell: &str, timeout: Duration, n: &Notification) -> Result<(), NotifyError> {
+    let mut c = shell_command(shell);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in environment(n) {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let mut child = c.spawn().map_err(|source| NotifyError::CommandSpawn {
+        command: shown(shell),
+        source,
+    })?;
+    let mut dog = Watchdog::start(child.id(), Some(timeout));
+    if let Some(stdin) = child.stdin.take() {
+        feed(stdin, n);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(stderr) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let mut tail = Tail::default();
+            read_lines(stderr, |l| tail.push(l));
+            let _ = tx.send(tail);
+        });
+    }
+    let status = child.wait();
+    let fired = dog.stop();
+    // Something the command left running may hold stderr open: wait a little, not forever.
+    let tail = rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
+    let status = match status {
+        Ok(s) if s.success() && !fired => return Ok(()),
+        Ok(s) => describe_status(&s, fired.then_some(timeout)),
+        Err(e) => format!("waiting for it failed: {e}"),
+    };
+    Err(NotifyError::CommandFailed {
+        command: shown(shell),
+        status,
+        hint: if fired {
+            "make it finish sooner or raise `command_timeout`"
+        } else {
+            "run it by hand with the JSON on standard input to see why"
+        },
+        stderr: if tail.is_empty() {
+            String::new()
+        } else {
+            tail.indented()
+        },
+    })
+}
+
+/// Writes the JSON body and a newline to the command's standard input.
+fn feed(mut stdin: std::process::ChildStdin, n: &Notification) {
+    let mut body = serde_json::to_vec(&webhook_body(n)).unwrap_or_default();
+    body.push(b'\n');
+    // A command that does not read its input must not block us: write from a thread
+    // (it ends with a broken pipe at the latest when the command's group is gone).
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&body);
+    });
 }

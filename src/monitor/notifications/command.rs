@@ -110,3 +110,47 @@ fn feed(mut stdin: std::process::ChildStdin, n: &Notification) {
         let _ = stdin.write_all(&body);
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::sample;
+    use super::*;
+    use crate::config::notify::Event;
+
+    #[test]
+    fn the_environment_sets_what_is_known_and_removes_the_rest() {
+        let env = environment(&sample());
+        let get = |k: &str| env.iter().find(|(n, _)| *n == k).unwrap().1.clone();
+        assert_eq!(get("BACKUPD_EVENT").as_deref(), Some("failure"));
+        assert_eq!(get("BACKUPD_JOB").as_deref(), Some("app"));
+        assert_eq!(get("BACKUPD_HOST").as_deref(), Some("db1"));
+        assert_eq!(get("BACKUPD_TIME").as_deref(), Some("2026-03-29T02:30:00Z"));
+        assert_eq!(get("BACKUPD_RUN_ID").as_deref(), Some("r-42"));
+        assert_eq!(get("BACKUPD_OUTCOME").as_deref(), Some("failed"));
+        assert_eq!(get("BACKUPD_SNAPSHOT_ID"), None);
+        let bare = environment(&Notification::new(Event::Overdue, "app", "overdue"));
+        let unset: Vec<&str> = bare
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(
+            unset,
+            [
+                "BACKUPD_RUN_ID",
+                "BACKUPD_REASON",
+                "BACKUPD_OUTCOME",
+                "BACKUPD_SNAPSHOT_ID",
+                "BACKUPD_ERROR"
+            ]
+        );
+    }
+
+    #[test]
+    fn long_commands_are_shown_cut() {
+        assert_eq!(shown("page-me --now"), "page-me --now");
+        let long = "é".repeat(101);
+        assert_eq!(shown(&long), format!("{}…", "é".repeat(100)));
+        assert_eq!(shown(&long[2..]), "é".repeat(100));
+    }
+}

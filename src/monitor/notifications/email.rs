@@ -193,3 +193,137 @@ fn build_email(e: &EmailConfig, n: &Notification) -> Result<lettre::Message, Not
         reason: err.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::sample;
+    use super::*;
+    use crate::config::notify::Event;
+    use std::time::Duration;
+
+    fn config(security: SmtpSecurity) -> EmailConfig {
+        EmailConfig {
+            server: " smtp.example.com ".into(),
+            port: None,
+            security,
+            username: None,
+            password_file: None,
+            from: "backupd <backupd@example.com>".into(),
+            to: vec!["ops@example.com".into(), "dba@example.com".into()],
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn subject_and_text_carry_the_message_the_fields_and_the_tail() {
+        let n = sample();
+        assert_eq!(email_subject(&n), "[backupd] app: failure on db1");
+        assert_eq!(
+            email_text(&n),
+            "backup job app failed: repository /srv/repo is locked\n\
+             \n\
+             event:     failure\n\
+             job:       app\n\
+             host:      db1\n\
+             time:      2026-03-29T02:30:00Z\n\
+             run id:    r-42\n\
+             reason:    schedule 2026-03-29 02:30\n\
+             outcome:   failed\n\
+             error:     repository /srv/repo is locked\n\
+             \n\
+             The last lines of the run's log:\n\
+             \n    02:30:00 INFO starting\n    02:30:01 ERROR locked\n"
+        );
+        let bare = Notification::new(Event::Overdue, "app", "job app is overdue");
+        let text = email_text(&bare);
+        assert!(
+            text.starts_with("job app is overdue\n\nevent:     overdue\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("run id:") && !text.contains("log:"),
+            "{text}"
+        );
+        assert_eq!(
+            channel(&config(SmtpSecurity::Tls)),
+            "email to ops@example.com, dba@example.com"
+        );
+    }
+
+    #[test]
+    fn bad_addresses_and_password_files_are_named() {
+        let mut e = config(SmtpSecurity::StartTls);
+        e.to.push("not an address".into());
+        let err = build_email(&e, &sample()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("email: could not build the message: to = \"not an address\" is not an email address"),
+            "{err}"
+        );
+        assert!(err.ends_with("; fix it in the configuration"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("smtp-password");
+        e.username = Some("backupd".into());
+        e.password_file = Some(file.clone());
+        let err = credentials(&e).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "email: could not read the SMTP password from {}: ",
+                file.display()
+            )) && err.ends_with("; check `password_file` and its permissions"),
+            "{err}"
+        );
+        std::fs::write(&file, "s3cret\nignored\n").unwrap();
+        assert_eq!(
+            credentials(&e).unwrap(),
+            Some(Credentials::new("backupd".into(), "s3cret".into()))
+        );
+        e.username = None;
+        assert_eq!(credentials(&e).unwrap(), None);
+    }
+
+    #[test]
+    fn security_picks_the_tls_and_errors_name_the_server() {
+        assert!(matches!(tls(&config(SmtpSecurity::None)), Ok(Tls::None)));
+        assert!(matches!(
+            tls(&config(SmtpSecurity::Tls)),
+            Ok(Tls::Wrapper(_))
+        ));
+        assert!(matches!(
+            tls(&config(SmtpSecurity::StartTls)),
+            Ok(Tls::Required(_))
+        ));
+        let e = smtp_error(
+            &config(SmtpSecurity::Tls),
+            "connection refused".into(),
+            "check `server`",
+            true,
+        );
+        assert!(e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            "email via smtp.example.com:465 (tls): connection refused; check `server`"
+        );
+    }
+
+    #[test]
+    fn causes_are_added_once() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl std::fmt::Display for E {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let inner = E("refused", None);
+        let err = E(
+            "connection error: refused",
+            Some(Box::new(E("os error 111", Some(Box::new(inner))))),
+        );
+        assert_eq!(with_causes(&err), "connection error: refused: os error 111");
+    }
+}

@@ -390,3 +390,210 @@ fn with_retries(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    /// A failure with every field known and a two-line log tail (shared by the channels' tests).
+    pub(super) fn sample() -> Notification {
+        Notification {
+            event: Event::Failure,
+            job: "app".into(),
+            host: "db1".into(),
+            time: Utc.with_ymd_and_hms(2026, 3, 29, 2, 30, 0).unwrap(),
+            run_id: Some("r-42".into()),
+            reason: Some("schedule 2026-03-29 02:30".into()),
+            outcome: Some("failed".into()),
+            snapshot_id: None,
+            error: Some("repository /srv/repo is locked".into()),
+            message: "backup job app failed: repository /srv/repo is locked".into(),
+            log_tail: vec![
+                "02:30:00 INFO starting".into(),
+                "02:30:01 ERROR locked".into(),
+            ],
+        }
+    }
+
+    fn lines(n: usize, len: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{i:0len$}")).collect()
+    }
+
+    #[test]
+    fn the_webhook_body_is_version_1_with_every_field() {
+        let n = sample();
+        let body = webhook_body(&n);
+        let expected = serde_json::json!({
+            "version": 1,
+            "event": "failure",
+            "job": "app",
+            "host": "db1",
+            "time": "2026-03-29T02:30:00Z",
+            "run_id": "r-42",
+            "reason": "schedule 2026-03-29 02:30",
+            "outcome": "failed",
+            "snapshot_id": null,
+            "error": "repository /srv/repo is locked",
+            "message": "backup job app failed: repository /srv/repo is locked",
+            "log_tail": ["02:30:00 INFO starting", "02:30:01 ERROR locked"],
+        });
+        assert_eq!(body, expected);
+        // Sub-second times keep their digits, in UTC; the tail is bounded.
+        let n = Notification {
+            time: n.time + chrono::Duration::milliseconds(250),
+            log_tail: lines(80, 3),
+            ..n
+        };
+        let body = webhook_body(&n);
+        assert_eq!(body["time"], "2026-03-29T02:30:00.250Z");
+        assert_eq!(body["log_tail"].as_array().unwrap().len(), LOG_TAIL_LINES);
+        assert_eq!(body["log_tail"][0], "030");
+    }
+
+    #[test]
+    fn bounded_tail_keeps_the_newest_lines_within_both_limits() {
+        assert!(bounded_tail(&[]).is_empty());
+        let few = lines(3, 2);
+        assert_eq!(bounded_tail(&few), few);
+        // Lines: the newest 50.
+        let t = bounded_tail(&lines(51, 2));
+        assert_eq!(t.len(), LOG_TAIL_LINES);
+        assert_eq!((t[0].as_str(), t[49].as_str()), ("01", "50"));
+        // Bytes: whole lines only, the newest first; exactly the limit fits.
+        let t = bounded_tail(&lines(4, LOG_TAIL_BYTES / 4));
+        assert_eq!(t.len(), 4);
+        let t = bounded_tail(&lines(4, LOG_TAIL_BYTES / 4 + 1));
+        assert_eq!(t.len(), 3);
+        assert!(t[0].starts_with('0') && t[0].ends_with('1'));
+        // One line longer than the limit keeps its end after "…", on a character boundary.
+        let long = format!("start{}", "é".repeat(LOG_TAIL_BYTES));
+        let t = bounded_tail(&["old".into(), long.clone()]);
+        assert_eq!(t.len(), 1);
+        assert!(t[0].starts_with('…') && long.ends_with(&t[0]["…".len()..]));
+        assert!(t[0].len() <= LOG_TAIL_BYTES, "{}", t[0].len());
+    }
+
+    fn status(status: u16, answer: &str) -> NotifyError {
+        NotifyError::HttpStatus {
+            url: "https://hooks.example/x?…".into(),
+            host: "hooks.example:443".into(),
+            status,
+            answer: answer.into(),
+        }
+    }
+
+    #[test]
+    fn http_statuses_say_what_to_do_and_whether_they_were_retried() {
+        assert_eq!(
+            status(404, "  no such check  ").to_string(),
+            "webhook POST https://hooks.example/x?…: hooks.example:443 answered HTTP 404: \
+             \"no such check\"; check the URL (for Healthchecks: the check's ping URL)"
+        );
+        assert_eq!(
+            status(401, " \n").to_string(),
+            "webhook POST https://hooks.example/x?…: hooks.example:443 answered HTTP 401; \
+             check the credentials in the URL or the `headers`"
+        );
+        let hint = |s: u16| {
+            let text = status(s, "").to_string();
+            text.split_once("; ").unwrap().1.to_string()
+        };
+        assert_eq!(hint(403), hint(401));
+        assert_eq!(hint(410), hint(404));
+        assert_eq!(hint(429), "the server limits requests: it was retried");
+        assert_eq!(
+            hint(503),
+            "the server failed: it was retried; check the server"
+        );
+        assert_eq!(
+            hint(400),
+            "the server refused the request: check the URL, `mode` and `headers`"
+        );
+        for (s, transient) in [(400, false), (404, false), (408, false), (429, true)] {
+            assert_eq!(status(s, "").is_transient(), transient, "{s}");
+        }
+        assert!(status(500, "").is_transient() && status(599, "").is_transient());
+    }
+
+    #[test]
+    fn other_errors_read_as_documented() {
+        let redirect = NotifyError::HttpRedirect {
+            url: "http://h/x".into(),
+            host: "h:80".into(),
+            status: 301,
+            location: "https://h/x".into(),
+        };
+        assert_eq!(
+            redirect.to_string(),
+            "webhook POST http://h/x: h:80 redirected (HTTP 301) to https://h/x; webhooks are \
+             not redirected: put the final URL in the configuration"
+        );
+        assert!(!redirect.is_transient());
+        let timeout = NotifyError::HttpTimeout {
+            url: "http://h/x".into(),
+            host: "h:80".into(),
+            timeout: Duration::from_secs(90),
+            phase: "connecting to".into(),
+        };
+        assert!(timeout.is_transient());
+        assert_eq!(
+            timeout.to_string(),
+            "webhook POST http://h/x: timed out after 1m30s connecting to h:80; check that the \
+             server is up and answers, or raise the webhook's `timeout`"
+        );
+        let failed = |stderr: &str| NotifyError::CommandFailed {
+            command: "page-me".into(),
+            status: "exit code 3".into(),
+            hint: "run it by hand",
+            stderr: stderr.into(),
+        };
+        assert_eq!(
+            failed("").to_string(),
+            "notification command \"page-me\" failed: exit code 3; run it by hand"
+        );
+        assert_eq!(
+            failed("    oops").to_string(),
+            "notification command \"page-me\" failed: exit code 3; run it by hand; its stderr \
+             ended with:\n    oops"
+        );
+        assert!(!failed("").is_transient());
+    }
+
+    #[test]
+    fn send_tries_only_wanted_events_and_reports_unusable_channels() {
+        let cfg = NotifyConfig {
+            webhook: vec![crate::config::notify::WebhookConfig {
+                url: "ftp://user:secret@h/x?token=t".into(),
+                mode: Default::default(),
+                timeout: Duration::from_secs(1),
+                retries: 0,
+                headers: Default::default(),
+            }],
+            ..NotifyConfig::default()
+        };
+        let start = Notification::new(Event::Start, "app", "started");
+        assert!(send(&cfg, &start).is_empty());
+        let d = send(&cfg, &sample());
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].channel, "webhook ftp://h/x?…");
+        assert!(!d[0].ok);
+        assert_eq!(d[0].attempts, 0);
+        let e = d[0].error.as_deref().unwrap();
+        assert!(e.starts_with("webhook URL ftp://h/x?…: "), "{e}");
+        assert!(!e.contains("secret") && !e.contains("token=t"), "{e}");
+    }
+
+    #[test]
+    fn retries_stop_at_success_or_a_permanent_error() {
+        let mut calls = 0;
+        let d = with_retries("c".into(), 5, || {
+            calls += 1;
+            Ok(())
+        });
+        assert!(d.ok && d.attempts == 1 && d.error.is_none() && calls == 1);
+        let d = with_retries("c".into(), 5, || Err(status(404, "")));
+        assert_eq!((d.ok, d.attempts), (false, 1));
+        assert!(!d.error.unwrap().contains("gave up"));
+    }
+}

@@ -176,3 +176,122 @@ fn timeout_phase(t: ureq::Timeout) -> &'static str {
         _ => "waiting for an answer from",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::sample;
+    use super::*;
+
+    #[test]
+    fn healthchecks_pings_start_succeed_or_fail() {
+        for (e, suffix) in [
+            (Event::Start, "start"),
+            (Event::Success, ""),
+            (Event::Recovered, ""),
+            (Event::Warning, ""),
+            (Event::Failure, "fail"),
+            (Event::Overdue, "fail"),
+        ] {
+            assert_eq!(healthchecks_suffix(e), suffix, "{e}");
+        }
+        let t = Target::parse("https://hc-ping.com/abc/?create=1").unwrap();
+        assert_eq!(
+            t.with_suffix(healthchecks_suffix(Event::Failure)).as_str(),
+            "https://hc-ping.com/abc/fail?create=1"
+        );
+        assert_eq!(
+            t.with_suffix("").as_str(),
+            "https://hc-ping.com/abc?create=1"
+        );
+    }
+
+    #[test]
+    fn healthchecks_bodies_are_the_message_then_the_log_tail() {
+        let n = sample();
+        assert_eq!(
+            healthchecks_body(&n),
+            "backup job app failed: repository /srv/repo is locked\n\n\
+             02:30:00 INFO starting\n02:30:01 ERROR locked\n"
+        );
+        let warning = Notification {
+            event: Event::Warning,
+            message: "2 files could not be read".into(),
+            log_tail: Vec::new(),
+            ..n
+        };
+        assert_eq!(
+            healthchecks_body(&warning),
+            "warning: 2 files could not be read\n"
+        );
+    }
+
+    fn error_of(e: ureq::Error) -> NotifyError {
+        http_error(e, "https://h/x", "h:443", Duration::from_secs(10))
+    }
+
+    #[test]
+    fn transport_failures_become_errors_that_name_the_host() {
+        let e = error_of(ureq::Error::Timeout(ureq::Timeout::Connect));
+        assert!(e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            "webhook POST https://h/x: timed out after 10s connecting to h:443; check that the \
+             server is up and answers, or raise the webhook's `timeout`"
+        );
+        let e = error_of(ureq::Error::Timeout(ureq::Timeout::RecvResponse));
+        assert!(
+            e.to_string().contains("waiting for an answer from h:443"),
+            "{e}"
+        );
+        let io = |kind| ureq::Error::Io(std::io::Error::new(kind, "boom"));
+        let e = error_of(io(ErrorKind::TimedOut));
+        assert!(
+            e.to_string()
+                .contains("timed out after 10s talking to h:443"),
+            "{e}"
+        );
+        let e = error_of(io(ErrorKind::ConnectionRefused));
+        assert!(e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            "webhook POST https://h/x: could not connect to h:443: boom; check the URL and that \
+             the server is up and reachable from this machine"
+        );
+        let e = error_of(ureq::Error::HostNotFound);
+        assert!(e.is_transient());
+        assert!(
+            e.to_string()
+                .contains("could not connect to h:443: the host name could not be resolved"),
+            "{e}"
+        );
+        let e = error_of(ureq::Error::BadUri("x".into()));
+        assert!(!e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            "webhook POST https://h/x: the request to h:443 failed: the URL is not valid"
+        );
+        let e = error_of(ureq::Error::TooManyRedirects);
+        assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn tls_failures_read_as_they_always_did() {
+        let tls = || rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        // In the handshake (inside an I/O error): a connection failure, retried.
+        let e = error_of(ureq::Error::Io(std::io::Error::new(
+            ErrorKind::InvalidData,
+            tls(),
+        )));
+        assert!(matches!(e, NotifyError::HttpConnect { .. }), "{e}");
+        assert!(e.is_transient());
+        assert!(e.to_string().contains(&tls().to_string()), "{e}");
+        // Setting the connection up: permanent, in ureq's words.
+        let e = error_of(ureq::Error::Rustls(tls()));
+        assert!(!e.is_transient());
+        assert!(
+            e.to_string()
+                .ends_with(&format!("failed: rustls: {}", tls())),
+            "{e}"
+        );
+    }
+}

@@ -117,7 +117,7 @@ pub struct WebhookConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WebhookMode {
-    /// `POST url` with the webhook body (`monitor::notifications::webhook_body`).
+    /// `POST url` with the notification as JSON (`monitor::notifications::webhook_body`).
     #[default]
     Json,
     /// Healthchecks.io pings: `/start`, the base URL, `/fail`.

@@ -222,148 +222,181 @@ fn threshold_level(value: u32, warning: u32, error: u32) -> Level {
     }
 }
 
+/// A reason: its level and its sentence.
+type Reason = (Level, String);
+
 /// A job's health from its facts at `now` (see the module's rules).
 pub fn job_health(cfg: &HealthConfig, f: &JobFacts, now: DateTime<Utc>) -> JobHealth {
-    let job = f.job;
-    let mut reasons: Vec<(Level, String)> = Vec::new();
-
-    if let Some(message) = f.last_check_failed {
-        reasons.push((
-            Level::Error,
-            format!(
-                "the newest repository check failed: {}: the repository may be damaged; \
-                 read the check's output and repair before relying on its snapshots, then run \
-                 `backupctl check` again",
-                one_line(message)
-            ),
-        ));
-    }
-
-    let failure_level = threshold_level(
-        f.consecutive_failures,
-        cfg.failures_warning,
-        cfg.failures_error,
-    );
-    if failure_level > Level::Healthy {
-        let n = f.consecutive_failures;
-        let runs = if n == 1 {
-            "the last run failed".to_string()
-        } else {
-            format!("the last {n} runs failed")
-        };
-        let since = match f.last_success {
-            Some(s) => format!(" (last success {}, {})", when(s, f.schedule), ago(s, now)),
-            None => " (never succeeded)".to_string(),
-        };
-        let error = match f.last_error {
-            Some(e) => format!(": {}", one_line(e)),
-            None => String::new(),
-        };
-        reasons.push((
-            failure_level,
-            format!(
-                "{runs}{since}{error}: fix the cause, see `backupctl history {job}` and \
-                 `backupctl logs --job {job}`, then `backupctl run {job} --wait`"
-            ),
-        ));
-    }
-
-    let mut missed = 0;
-    let mut overdue_since = None;
-    if let Some(schedule) = f.schedule {
-        let (count, oldest) = missed_slots(cfg, f, schedule, now);
-        let level = threshold_level(count, cfg.overdue_warning_slots, cfg.overdue_error_slots);
-        missed = count;
-        overdue_since = oldest.map(|s| s.at);
-        if let (true, Some(oldest)) = (count > 0, oldest) {
-            let last = match f.last_success {
-                Some(s) => format!("last success {}, {}", when(s, Some(schedule)), ago(s, now)),
-                None => "never succeeded".to_string(),
-            };
-            let sentence = format!(
-                "no successful backup for {} (since the {} slot; {}; {last}): check \
-                 `backupctl status` and `backupctl history {job}` (is backupd running? did the \
-                 runs fail?), then `backupctl run {job} --wait`",
-                plural(u64::from(count), "slot"),
-                oldest.label(),
-                ago(oldest.at, now),
-            );
-            if level > Level::Healthy {
-                reasons.push((level, sentence));
-            }
-        }
-    }
-
-    if let (Some(bytes), Some(max)) = (f.repository_bytes, cfg.max_repository_bytes) {
-        let (b, m) = (u128::from(bytes), u128::from(max));
-        let level = if b >= m {
-            Level::Error
-        } else if b * 10 >= m * 9 {
-            Level::Warning
-        } else {
-            Level::Healthy
-        };
-        if level > Level::Healthy {
-            let percent = (b * 100 / m.max(1)) as u64;
-            reasons.push((
-                level,
-                format!(
-                    "the repository holds {} bytes, {percent} % of max_repository_bytes ({} \
-                     bytes): free space with `backupctl forget ... --prune`, or raise the limit",
-                    bytes, max
-                ),
-            ));
-        }
-    }
-
-    if let Some(space) = f.space {
-        let want = cfg.min_free_space.bytes_of(space.total);
-        let level = if want == 0 || space.available >= want {
-            Level::Healthy
-        } else if space.available < want / 10 {
-            Level::Error
-        } else {
-            Level::Warning
-        };
-        if level > Level::Healthy {
-            let percent =
-                (u128::from(space.available) * 100 / u128::from(space.total.max(1))) as u64;
-            reasons.push((
-                level,
-                format!(
-                    "the storage that holds the repository has {} bytes left of {} ({percent} %), \
-                     less than min_free_space ({}): backups fail once it is full; free space \
-                     (`backupctl forget ... --prune`, or other files on that storage), or enlarge \
-                     the storage or its quota",
-                    space.available, space.total, cfg.min_free_space
-                ),
-            ));
-        }
-    }
-
-    if cfg.partial_is_warning && f.last_outcome == Some("partial") {
-        let detail = match f.last_error {
-            Some(e) => format!(": {}", one_line(e)),
-            None => String::new(),
-        };
-        reasons.push((
-            Level::Warning,
-            format!(
-                "the last run was partial, some files were not backed up{detail}: see \
-                 `backupctl history {job}` for what could not be read and fix the permissions \
-                 or excludes"
-            ),
-        ));
-    }
-
+    let (missed, oldest) = match f.schedule {
+        Some(schedule) => missed_slots(cfg, f, schedule, now),
+        None => (0, None),
+    };
+    let overdue = match (f.schedule, oldest) {
+        (Some(schedule), Some(oldest)) => overdue_reason(cfg, f, schedule, missed, oldest, now),
+        _ => None,
+    };
+    let mut reasons: Vec<Reason> = [
+        check_reason(f),
+        failures_reason(cfg, f, now),
+        overdue,
+        size_reason(cfg, f),
+        room_reason(cfg, f),
+        partial_reason(cfg, f),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     // Stable: equal levels keep the order above.
     reasons.sort_by_key(|r| std::cmp::Reverse(r.0));
     JobHealth {
         level: reasons.first().map_or(Level::Healthy, |r| r.0),
         reasons: reasons.into_iter().map(|r| r.1).collect(),
         missed_slots: missed,
-        overdue_since,
+        overdue_since: oldest.map(|s| s.at),
     }
+}
+
+/// **check**: the newest repository check failed.
+fn check_reason(f: &JobFacts) -> Option<Reason> {
+    let message = f.last_check_failed?;
+    Some((
+        Level::Error,
+        format!(
+            "the newest repository check failed: {}: the repository may be damaged; \
+             read the check's output and repair before relying on its snapshots, then run \
+             `backupctl check` again",
+            one_line(message)
+        ),
+    ))
+}
+
+/// **failures**: consecutive failed runs at a threshold, quoting the last error.
+fn failures_reason(cfg: &HealthConfig, f: &JobFacts, now: DateTime<Utc>) -> Option<Reason> {
+    let level = threshold_level(
+        f.consecutive_failures,
+        cfg.failures_warning,
+        cfg.failures_error,
+    );
+    if level == Level::Healthy {
+        return None;
+    }
+    let job = f.job;
+    let n = f.consecutive_failures;
+    let runs = if n == 1 {
+        "the last run failed".to_string()
+    } else {
+        format!("the last {n} runs failed")
+    };
+    let since = match f.last_success {
+        Some(s) => format!(" (last success {}, {})", when(s, f.schedule), ago(s, now)),
+        None => " (never succeeded)".to_string(),
+    };
+    let error = match f.last_error {
+        Some(e) => format!(": {}", one_line(e)),
+        None => String::new(),
+    };
+    Some((
+        level,
+        format!(
+            "{runs}{since}{error}: fix the cause, see `backupctl history {job}` and \
+             `backupctl logs --job {job}`, then `backupctl run {job} --wait`"
+        ),
+    ))
+}
+
+/// **overdue**: `count` missed slots, the oldest `oldest`, at a threshold.
+fn overdue_reason(
+    cfg: &HealthConfig,
+    f: &JobFacts,
+    schedule: &Schedule,
+    count: u32,
+    oldest: crate::schedule::Slot,
+    now: DateTime<Utc>,
+) -> Option<Reason> {
+    let level = threshold_level(count, cfg.overdue_warning_slots, cfg.overdue_error_slots);
+    if count == 0 || level == Level::Healthy {
+        return None;
+    }
+    let job = f.job;
+    let last = match f.last_success {
+        Some(s) => format!("last success {}, {}", when(s, Some(schedule)), ago(s, now)),
+        None => "never succeeded".to_string(),
+    };
+    Some((
+        level,
+        format!(
+            "no successful backup for {} (since the {} slot; {}; {last}): check \
+             `backupctl status` and `backupctl history {job}` (is backupd running? did the \
+             runs fail?), then `backupctl run {job} --wait`",
+            plural(u64::from(count), "slot"),
+            oldest.label(),
+            ago(oldest.at, now),
+        ),
+    ))
+}
+
+/// **size**: the repository at 90 % of `max_repository_bytes` or more.
+fn size_reason(cfg: &HealthConfig, f: &JobFacts) -> Option<Reason> {
+    let (bytes, max) = (f.repository_bytes?, cfg.max_repository_bytes?);
+    let (b, m) = (u128::from(bytes), u128::from(max));
+    if b * 10 < m * 9 {
+        return None;
+    }
+    let level = if b >= m { Level::Error } else { Level::Warning };
+    let percent = (b * 100 / m.max(1)) as u64;
+    Some((
+        level,
+        format!(
+            "the repository holds {} bytes, {percent} % of max_repository_bytes ({} \
+             bytes): free space with `backupctl forget ... --prune`, or raise the limit",
+            bytes, max
+        ),
+    ))
+}
+
+/// **room**: less than `min_free_space` left on the storage (an error below a tenth of it).
+fn room_reason(cfg: &HealthConfig, f: &JobFacts) -> Option<Reason> {
+    let space = f.space?;
+    let want = cfg.min_free_space.bytes_of(space.total);
+    if want == 0 || space.available >= want {
+        return None;
+    }
+    let level = if space.available < want / 10 {
+        Level::Error
+    } else {
+        Level::Warning
+    };
+    let percent = (u128::from(space.available) * 100 / u128::from(space.total.max(1))) as u64;
+    Some((
+        level,
+        format!(
+            "the storage that holds the repository has {} bytes left of {} ({percent} %), \
+             less than min_free_space ({}): backups fail once it is full; free space \
+             (`backupctl forget ... --prune`, or other files on that storage), or enlarge \
+             the storage or its quota",
+            space.available, space.total, cfg.min_free_space
+        ),
+    ))
+}
+
+/// **partial**: the last run was partial and `partial_is_warning` is set.
+fn partial_reason(cfg: &HealthConfig, f: &JobFacts) -> Option<Reason> {
+    if !cfg.partial_is_warning || f.last_outcome != Some("partial") {
+        return None;
+    }
+    let job = f.job;
+    let detail = match f.last_error {
+        Some(e) => format!(": {}", one_line(e)),
+        None => String::new(),
+    };
+    Some((
+        Level::Warning,
+        format!(
+            "the last run was partial, some files were not backed up{detail}: see \
+             `backupctl history {job}` for what could not be read and fix the permissions \
+             or excludes"
+        ),
+    ))
 }
 
 /// The daemon's health over its jobs: the worst job's level; every job's reasons, prefixed
@@ -883,6 +916,93 @@ mod tests {
         let h = job_health(&HealthConfig::default(), &f, t(2030, 1, 1, 0, 0));
         assert_eq!(h, JobHealth::healthy());
     }
+
+    /// Every rule firing, in both of its wordings: the whole answer pinned word for word.
+    #[test]
+    fn every_rule_word_for_word() {
+        use crate::repo::backend::Space;
+        let s = daily();
+        let cfg = HealthConfig {
+            max_repository_bytes: Some(1000),
+            ..hour_grace()
+        };
+        let now = t(2026, 12, 4, 4, 35);
+        let known = JobFacts {
+            last_success: Some(t(2026, 12, 1, 2, 35)),
+            consecutive_failures: 3,
+            last_outcome: Some("partial"),
+            last_error: Some("disk\n  on fire"),
+            last_check_failed: Some("pack 1f\nis damaged"),
+            repository_bytes: Some(950),
+            space: Some(Space {
+                total: 1000,
+                available: 5,
+            }),
+            ..facts(Some(&s))
+        };
+        let never = JobFacts {
+            baseline: t(2026, 12, 3, 0, 0),
+            consecutive_failures: 1,
+            last_outcome: Some("partial"),
+            repository_bytes: Some(1000),
+            space: Some(Space {
+                total: 1000,
+                available: 50,
+            }),
+            ..facts(Some(&s))
+        };
+        // Missed slots below the thresholds: counted, but no reason.
+        let quiet = HealthConfig {
+            overdue_warning_slots: 10,
+            overdue_error_slots: 10,
+            ..hour_grace()
+        };
+        let late = JobFacts {
+            last_success: Some(t(2026, 12, 1, 2, 35)),
+            ..facts(Some(&s))
+        };
+        let got = [
+            job_health(&cfg, &known, now),
+            job_health(&cfg, &never, now),
+            job_health(&quiet, &late, now),
+        ];
+        let expected: Vec<JobHealth> = serde_json::from_str(EVERY_RULE).unwrap();
+        assert_eq!(got.to_vec(), expected);
+    }
+
+    const EVERY_RULE: &str = r#"[
+  {
+    "level": "error",
+    "reasons": [
+      "the newest repository check failed: pack 1f is damaged: the repository may be damaged; read the check's output and repair before relying on its snapshots, then run `backupctl check` again",
+      "the last 3 runs failed (last success 2026-12-01 02:35, 3 d ago): disk on fire: fix the cause, see `backupctl history app` and `backupctl logs --job app`, then `backupctl run app --wait`",
+      "no successful backup for 3 slots (since the 2026-12-02 02:30 slot; 50 h ago; last success 2026-12-01 02:35, 3 d ago): check `backupctl status` and `backupctl history app` (is backupd running? did the runs fail?), then `backupctl run app --wait`",
+      "the storage that holds the repository has 5 bytes left of 1000 (0 %), less than min_free_space (10 %): backups fail once it is full; free space (`backupctl forget ... --prune`, or other files on that storage), or enlarge the storage or its quota",
+      "the repository holds 950 bytes, 95 % of max_repository_bytes (1000 bytes): free space with `backupctl forget ... --prune`, or raise the limit",
+      "the last run was partial, some files were not backed up: disk on fire: see `backupctl history app` for what could not be read and fix the permissions or excludes"
+    ],
+    "missed_slots": 3,
+    "overdue_since": "2026-12-02T02:30:00Z"
+  },
+  {
+    "level": "error",
+    "reasons": [
+      "no successful backup for 2 slots (since the 2026-12-03 02:30 slot; 26 h ago; never succeeded): check `backupctl status` and `backupctl history app` (is backupd running? did the runs fail?), then `backupctl run app --wait`",
+      "the repository holds 1000 bytes, 100 % of max_repository_bytes (1000 bytes): free space with `backupctl forget ... --prune`, or raise the limit",
+      "the last run failed (never succeeded): fix the cause, see `backupctl history app` and `backupctl logs --job app`, then `backupctl run app --wait`",
+      "the storage that holds the repository has 50 bytes left of 1000 (5 %), less than min_free_space (10 %): backups fail once it is full; free space (`backupctl forget ... --prune`, or other files on that storage), or enlarge the storage or its quota",
+      "the last run was partial, some files were not backed up: see `backupctl history app` for what could not be read and fix the permissions or excludes"
+    ],
+    "missed_slots": 2,
+    "overdue_since": "2026-12-03T02:30:00Z"
+  },
+  {
+    "level": "healthy",
+    "reasons": [],
+    "missed_slots": 3,
+    "overdue_since": "2026-12-02T02:30:00Z"
+  }
+]"#;
 
     #[test]
     fn reasons_are_most_severe_first() {

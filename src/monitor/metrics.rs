@@ -214,39 +214,68 @@ fn is_success(outcome: &str) -> bool {
 /// same labels only the first is written, so no series is ever duplicated. Families with no
 /// known value at all are left out entirely.
 pub fn render(m: &Metrics) -> String {
-    let mut jobs: Vec<&JobMetrics> = m.jobs.iter().collect();
+    let jobs = sorted_jobs(&m.jobs);
+    let repos = sorted_repos(&m.repositories);
+    let mut out = String::new();
+    for (name, help, value) in JOB_RUN_FAMILIES {
+        job_family(&mut out, &jobs, name, help, value);
+    }
+    outcome_family(&mut out, &jobs);
+    for (name, help, value) in JOB_STATE_FAMILIES {
+        job_family(&mut out, &jobs, name, help, value);
+    }
+    for (name, help, value) in REPO_FAMILIES {
+        repo_family(&mut out, &repos, name, help, value);
+    }
+    coverage_family(&mut out, &repos);
+    for (name, help, value) in DRILL_FAMILIES {
+        drill_family(&mut out, &repos, name, help, value);
+    }
+    daemon_families(&mut out, m);
+    out
+}
+
+/// The jobs sorted by (job, repository), the first of equal ones only.
+fn sorted_jobs(jobs: &[JobMetrics]) -> Vec<&JobMetrics> {
+    let mut jobs: Vec<&JobMetrics> = jobs.iter().collect();
     jobs.sort_by(|a, b| (&a.job, &a.repository).cmp(&(&b.job, &b.repository)));
     jobs.dedup_by(|a, b| a.job == b.job && a.repository == b.repository);
-    let mut repos: Vec<&RepoMetrics> = m.repositories.iter().collect();
+    jobs
+}
+
+/// The repositories sorted by name, the first of equal ones only.
+fn sorted_repos(repos: &[RepoMetrics]) -> Vec<&RepoMetrics> {
+    let mut repos: Vec<&RepoMetrics> = repos.iter().collect();
     repos.sort_by(|a, b| a.repository.cmp(&b.repository));
     repos.dedup_by(|a, b| a.repository == b.repository);
+    repos
+}
 
-    let mut out = String::new();
-    let o = &mut out;
-    job_family(
-        o,
-        &jobs,
+/// A job family's name, help and value (None: no sample for that job).
+type JobFamily = (
+    &'static str,
+    &'static str,
+    fn(&JobMetrics) -> Option<String>,
+);
+
+/// The job families about the newest run, written before `backupd_job_last_run_outcome`.
+const JOB_RUN_FAMILIES: [JobFamily; 4] = [
+    (
         "backupd_job_last_success_timestamp_seconds",
         "When the job's newest successful (or partial) run ended, seconds since the epoch; absent if it never succeeded.",
         |j| j.last_success.map(timestamp),
-    );
-    job_family(
-        o,
-        &jobs,
+    ),
+    (
         "backupd_job_last_run_timestamp_seconds",
         "When the job's newest run ended, whatever its outcome, seconds since the epoch.",
         |j| j.last_run_end.map(timestamp),
-    );
-    job_family(
-        o,
-        &jobs,
+    ),
+    (
         "backupd_job_last_run_duration_seconds",
         "How long the job's newest run took.",
         |j| j.last_duration_seconds.map(float),
-    );
-    job_family(
-        o,
-        &jobs,
+    ),
+    (
         "backupd_job_last_run_success",
         "1 if the job's newest run succeeded (success or partial), else 0.",
         |j| {
@@ -254,191 +283,233 @@ pub fn render(m: &Metrics) -> String {
                 .as_deref()
                 .map(|s| u8::from(is_success(s)).to_string())
         },
-    );
-    let with_outcome: Vec<&&JobMetrics> =
-        jobs.iter().filter(|j| j.last_outcome.is_some()).collect();
-    if !with_outcome.is_empty() {
-        let name = "backupd_job_last_run_outcome";
-        let mut f = Family::new(
-            o,
-            name,
-            "The outcome of the job's newest run: 1 for it, 0 for the others.",
-        );
-        for j in with_outcome {
-            let last = j.last_outcome.as_deref().unwrap_or_default();
-            let mut outcomes: Vec<&str> = OUTCOMES.to_vec();
-            if !outcomes.contains(&last) {
-                outcomes.push(last);
-            }
-            outcomes.sort_unstable();
-            for outcome in outcomes {
-                f.sample(
-                    name,
-                    &[
-                        ("job", &j.job),
-                        ("repository", &j.repository),
-                        ("outcome", outcome),
-                    ],
-                    if outcome == last { "1" } else { "0" },
-                );
-            }
-        }
-    }
-    job_family(
-        o,
-        &jobs,
+    ),
+];
+
+/// The job families written after `backupd_job_last_run_outcome`.
+const JOB_STATE_FAMILIES: [JobFamily; 7] = [
+    (
         "backupd_job_last_run_added_bytes",
         "Bytes the job's newest run added to the repository (after deduplication and compression).",
         |j| j.last_data_added.map(|v| v.to_string()),
-    );
-    job_family(
-        o,
-        &jobs,
+    ),
+    (
         "backupd_job_last_run_processed_bytes",
         "Bytes the job's newest run read from its sources.",
         |j| j.last_bytes_processed.map(|v| v.to_string()),
-    );
-    job_family(
-        o,
-        &jobs,
+    ),
+    (
         "backupd_job_last_run_new_files",
         "Files the job's newest run found new.",
         |j| j.last_files_new.map(|v| v.to_string()),
-    );
-    job_family(
-        o,
-        &jobs,
+    ),
+    (
         "backupd_job_consecutive_failures",
         "Failed runs of the job since its last success.",
         |j| Some(j.consecutive_failures.to_string()),
-    );
-    job_family(
-        o,
-        &jobs,
+    ),
+    (
         "backupd_job_health",
         "The job's health: 0 healthy, 1 warning, 2 error.",
         |j| Some(j.health.exit_code().to_string()),
-    );
-    job_family(
-        o,
-        &jobs,
+    ),
+    (
         "backupd_job_running",
         "1 while a run of the job is in progress, else 0.",
         |j| Some(u8::from(j.running).to_string()),
-    );
-    job_family(
-        o,
-        &jobs,
+    ),
+    (
         "backupd_job_missed_slots",
         "Scheduled slots that passed (beyond their grace) without a successful run since the last success.",
         |j| Some(j.missed_slots.to_string()),
+    ),
+];
+
+/// `backupd_job_last_run_outcome`: per job with a known outcome, one series per outcome
+/// ([`OUTCOMES`] and its own), 1 for its outcome and 0 for the others.
+fn outcome_family(out: &mut String, jobs: &[&JobMetrics]) {
+    let with_outcome: Vec<(&JobMetrics, &str)> = jobs
+        .iter()
+        .filter_map(|j| j.last_outcome.as_deref().map(|o| (*j, o)))
+        .collect();
+    if with_outcome.is_empty() {
+        return;
+    }
+    let name = "backupd_job_last_run_outcome";
+    let mut f = Family::new(
+        out,
+        name,
+        "The outcome of the job's newest run: 1 for it, 0 for the others.",
     );
-    for (name, help, value) in [
-        (
-            "backupd_repository_size_bytes",
-            "The repository's size on its storage.",
-            (|r: &RepoMetrics| r.size_bytes) as fn(&RepoMetrics) -> Option<u64>,
-        ),
-        (
-            "backupd_repository_snapshots",
-            "Snapshots in the repository.",
-            |r: &RepoMetrics| r.snapshots,
-        ),
-        (
-            "backupd_repository_storage_free_bytes",
-            "Room left on the storage that holds the repository (free space or quota left).",
-            |r: &RepoMetrics| r.free_bytes,
-        ),
-        (
-            "backupd_repository_storage_capacity_bytes",
-            "Size or quota of the storage that holds the repository.",
-            |r: &RepoMetrics| r.capacity_bytes,
-        ),
-    ] {
-        let values: Vec<(&RepoMetrics, u64)> = repos
-            .iter()
-            .filter_map(|r| value(r).map(|v| (*r, v)))
-            .collect();
-        if values.is_empty() {
-            continue;
-        }
-        let mut f = Family::new(o, name, help);
-        for (r, v) in values {
-            f.sample(name, &[("repository", &r.repository)], &v.to_string());
+    for (j, last) in with_outcome {
+        for outcome in outcomes_with(last) {
+            f.sample(
+                name,
+                &[
+                    ("job", &j.job),
+                    ("repository", &j.repository),
+                    ("outcome", outcome),
+                ],
+                if outcome == last { "1" } else { "0" },
+            );
         }
     }
+}
+
+/// [`OUTCOMES`] and `last` if it is not one of them, sorted.
+fn outcomes_with(last: &str) -> Vec<&str> {
+    let mut outcomes: Vec<&str> = OUTCOMES.to_vec();
+    if !outcomes.contains(&last) {
+        outcomes.push(last);
+    }
+    outcomes.sort_unstable();
+    outcomes
+}
+
+/// A repository family's name, help and value (None: no sample for that repository).
+type RepoFamily = (&'static str, &'static str, fn(&RepoMetrics) -> Option<u64>);
+
+/// The repository families with a byte or a count.
+const REPO_FAMILIES: [RepoFamily; 4] = [
+    (
+        "backupd_repository_size_bytes",
+        "The repository's size on its storage.",
+        |r| r.size_bytes,
+    ),
+    (
+        "backupd_repository_snapshots",
+        "Snapshots in the repository.",
+        |r| r.snapshots,
+    ),
+    (
+        "backupd_repository_storage_free_bytes",
+        "Room left on the storage that holds the repository (free space or quota left).",
+        |r| r.free_bytes,
+    ),
+    (
+        "backupd_repository_storage_capacity_bytes",
+        "Size or quota of the storage that holds the repository.",
+        |r| r.capacity_bytes,
+    ),
+];
+
+/// A repository family: one sample per repository whose `value` is known.
+fn repo_family(
+    out: &mut String,
+    repos: &[&RepoMetrics],
+    name: &str,
+    help: &str,
+    value: fn(&RepoMetrics) -> Option<u64>,
+) {
+    let values: Vec<(&RepoMetrics, u64)> = repos
+        .iter()
+        .filter_map(|r| value(r).map(|v| (*r, v)))
+        .collect();
+    if values.is_empty() {
+        return;
+    }
+    let mut f = Family::new(out, name, help);
+    for (r, v) in values {
+        f.sample(name, &[("repository", &r.repository)], &v.to_string());
+    }
+}
+
+/// `backupd_repository_verified_ratio`, for the repositories with a read-data drill.
+fn coverage_family(out: &mut String, repos: &[&RepoMetrics]) {
     let covered: Vec<(&RepoMetrics, f64)> = repos
         .iter()
         .filter_map(|r| r.coverage.map(|c| (*r, c)))
         .collect();
-    if !covered.is_empty() {
-        let name = "backupd_repository_verified_ratio";
-        let mut f = Family::new(
-            o,
-            name,
-            "The share of the repository's packs re-read whole in the current read-data cycle (0 to 1).",
-        );
-        for (r, c) in covered {
-            f.sample(name, &[("repository", &r.repository)], &float(c));
-        }
+    if covered.is_empty() {
+        return;
     }
-    for (name, help, value) in [
-        (
-            "backupd_drill_last_ok",
-            "1 if the verification drill's newest run passed, 0 if it failed.",
-            (|d: &DrillMetrics| Some(u8::from(d.ok).to_string()))
-                as fn(&DrillMetrics) -> Option<String>,
-        ),
-        (
-            "backupd_drill_last_run_timestamp_seconds",
-            "When the verification drill's newest run ended, seconds since the epoch.",
-            |d: &DrillMetrics| Some(timestamp(d.last_end)),
-        ),
-        (
-            "backupd_drill_last_success_timestamp_seconds",
-            "When the verification drill's newest passing run ended, seconds since the epoch.",
-            |d: &DrillMetrics| d.last_success.map(timestamp),
-        ),
-    ] {
-        let mut samples = Vec::new();
-        for r in &repos {
-            let mut drills: Vec<&DrillMetrics> = r.drills.iter().collect();
-            drills.sort_by(|a, b| a.drill.cmp(&b.drill));
-            drills.dedup_by(|a, b| a.drill == b.drill);
-            for d in drills {
-                if let Some(v) = value(d) {
-                    samples.push((r.repository.as_str(), d.drill.as_str(), v));
-                }
+    let name = "backupd_repository_verified_ratio";
+    let mut f = Family::new(
+        out,
+        name,
+        "The share of the repository's packs re-read whole in the current read-data cycle (0 to 1).",
+    );
+    for (r, c) in covered {
+        f.sample(name, &[("repository", &r.repository)], &float(c));
+    }
+}
+
+/// A drill family's name, help and value (None: no sample for that drill).
+type DrillFamily = (
+    &'static str,
+    &'static str,
+    fn(&DrillMetrics) -> Option<String>,
+);
+
+/// The verification drills' families.
+const DRILL_FAMILIES: [DrillFamily; 3] = [
+    (
+        "backupd_drill_last_ok",
+        "1 if the verification drill's newest run passed, 0 if it failed.",
+        |d| Some(u8::from(d.ok).to_string()),
+    ),
+    (
+        "backupd_drill_last_run_timestamp_seconds",
+        "When the verification drill's newest run ended, seconds since the epoch.",
+        |d| Some(timestamp(d.last_end)),
+    ),
+    (
+        "backupd_drill_last_success_timestamp_seconds",
+        "When the verification drill's newest passing run ended, seconds since the epoch.",
+        |d| d.last_success.map(timestamp),
+    ),
+];
+
+/// A drill family: per repository, one sample per drill (sorted by name, the first of equal
+/// ones only) whose `value` is known.
+fn drill_family(
+    out: &mut String,
+    repos: &[&RepoMetrics],
+    name: &str,
+    help: &str,
+    value: fn(&DrillMetrics) -> Option<String>,
+) {
+    let mut samples = Vec::new();
+    for r in repos {
+        let mut drills: Vec<&DrillMetrics> = r.drills.iter().collect();
+        drills.sort_by(|a, b| a.drill.cmp(&b.drill));
+        drills.dedup_by(|a, b| a.drill == b.drill);
+        for d in drills {
+            if let Some(v) = value(d) {
+                samples.push((r.repository.as_str(), d.drill.as_str(), v));
             }
         }
-        if samples.is_empty() {
-            continue;
-        }
-        let mut f = Family::new(o, name, help);
-        for (repo, drill, v) in samples {
-            f.sample(name, &[("repository", repo), ("drill", drill)], &v);
-        }
     }
+    if samples.is_empty() {
+        return;
+    }
+    let mut f = Family::new(out, name, help);
+    for (repo, drill, v) in samples {
+        f.sample(name, &[("repository", repo), ("drill", drill)], &v);
+    }
+}
+
+/// The daemon's own families: its start, when these metrics were made, its version.
+fn daemon_families(out: &mut String, m: &Metrics) {
     let name = "backupd_daemon_start_timestamp_seconds";
-    Family::new(o, name, "When backupd started, seconds since the epoch.").sample(
+    Family::new(out, name, "When backupd started, seconds since the epoch.").sample(
         name,
         &[],
         &timestamp(m.daemon_start),
     );
     let name = "backupd_metrics_generated_timestamp_seconds";
     Family::new(
-        o,
+        out,
         name,
         "When backupd wrote these metrics, seconds since the epoch (alert when it is old: backupd is not updating them).",
     )
     .sample(name, &[], &timestamp(m.generated));
     let name = "backupd_build_info";
-    Family::new(o, name, "Always 1; the version of backupd in its label.").sample(
+    Family::new(out, name, "Always 1; the version of backupd in its label.").sample(
         name,
         &[("version", &m.version)],
         "1",
     );
-    out
 }
 
 /// Writes [`render`]'s output to `path` atomically ([`crate::fsutil::atomic_write`]: a temp
@@ -841,6 +912,179 @@ backupd_build_info{version="0.1.0"} 1
         let mut reversed = m.clone();
         reversed.jobs.reverse();
         assert_eq!(render(&reversed), text);
+    }
+
+    /// Every family, with duplicates, an outcome outside [`OUTCOMES`] and drills: the whole
+    /// output pinned, so a change in wording, order or number format shows.
+    #[test]
+    fn golden_every_family() {
+        let mut partial = ran("web", "/srv/b");
+        partial.last_outcome = Some("partial".to_string());
+        partial.last_data_added = None;
+        partial.health = Level::Error;
+        let mut odd = fresh("odd", "/srv/a");
+        odd.last_outcome = Some("exploded".to_string());
+        odd.last_run_end = Some(t(2026, 12, 1, 1, 0));
+        let mut shadow = ran("app", "/srv/a");
+        shadow.consecutive_failures = 9;
+        let drill = |name: &str, ok: bool, success: Option<DateTime<Utc>>| DrillMetrics {
+            drill: name.to_string(),
+            ok,
+            last_end: t(2026, 11, 30, 4, 0) + chrono::Duration::milliseconds(250),
+            last_success: success,
+        };
+        let m = metrics(
+            vec![
+                partial,
+                ran("app", "/srv/a"),
+                odd,
+                shadow,
+                fresh("new", "/srv/b"),
+            ],
+            vec![
+                RepoMetrics {
+                    repository: "/srv/b".to_string(),
+                    free_bytes: Some(7),
+                    ..Default::default()
+                },
+                RepoMetrics {
+                    repository: "/srv/a".to_string(),
+                    size_bytes: Some(123),
+                    snapshots: Some(4),
+                    free_bytes: Some(1_000),
+                    capacity_bytes: Some(10_000),
+                    coverage: Some(0.125),
+                    drills: vec![
+                        drill("restore-drill", false, None),
+                        drill("check", true, Some(t(2026, 11, 30, 4, 0))),
+                        drill("check", false, None),
+                        drill("read-data", true, Some(t(2026, 11, 29, 4, 0))),
+                    ],
+                },
+                RepoMetrics {
+                    repository: "/srv/a".to_string(),
+                    size_bytes: Some(999),
+                    ..Default::default()
+                },
+            ],
+        );
+        let expected = r#"# HELP backupd_job_last_success_timestamp_seconds When the job's newest successful (or partial) run ended, seconds since the epoch; absent if it never succeeded.
+# TYPE backupd_job_last_success_timestamp_seconds gauge
+backupd_job_last_success_timestamp_seconds{job="app",repository="/srv/a"} 1796092260
+backupd_job_last_success_timestamp_seconds{job="web",repository="/srv/b"} 1796092260
+# HELP backupd_job_last_run_timestamp_seconds When the job's newest run ended, whatever its outcome, seconds since the epoch.
+# TYPE backupd_job_last_run_timestamp_seconds gauge
+backupd_job_last_run_timestamp_seconds{job="app",repository="/srv/a"} 1796092260.5
+backupd_job_last_run_timestamp_seconds{job="odd",repository="/srv/a"} 1796086800
+backupd_job_last_run_timestamp_seconds{job="web",repository="/srv/b"} 1796092260.5
+# HELP backupd_job_last_run_duration_seconds How long the job's newest run took.
+# TYPE backupd_job_last_run_duration_seconds gauge
+backupd_job_last_run_duration_seconds{job="app",repository="/srv/a"} 60.5
+backupd_job_last_run_duration_seconds{job="web",repository="/srv/b"} 60.5
+# HELP backupd_job_last_run_success 1 if the job's newest run succeeded (success or partial), else 0.
+# TYPE backupd_job_last_run_success gauge
+backupd_job_last_run_success{job="app",repository="/srv/a"} 1
+backupd_job_last_run_success{job="odd",repository="/srv/a"} 0
+backupd_job_last_run_success{job="web",repository="/srv/b"} 1
+# HELP backupd_job_last_run_outcome The outcome of the job's newest run: 1 for it, 0 for the others.
+# TYPE backupd_job_last_run_outcome gauge
+backupd_job_last_run_outcome{job="app",repository="/srv/a",outcome="cancelled"} 0
+backupd_job_last_run_outcome{job="app",repository="/srv/a",outcome="failed"} 0
+backupd_job_last_run_outcome{job="app",repository="/srv/a",outcome="interrupted"} 0
+backupd_job_last_run_outcome{job="app",repository="/srv/a",outcome="partial"} 0
+backupd_job_last_run_outcome{job="app",repository="/srv/a",outcome="skipped"} 0
+backupd_job_last_run_outcome{job="app",repository="/srv/a",outcome="success"} 1
+backupd_job_last_run_outcome{job="odd",repository="/srv/a",outcome="cancelled"} 0
+backupd_job_last_run_outcome{job="odd",repository="/srv/a",outcome="exploded"} 1
+backupd_job_last_run_outcome{job="odd",repository="/srv/a",outcome="failed"} 0
+backupd_job_last_run_outcome{job="odd",repository="/srv/a",outcome="interrupted"} 0
+backupd_job_last_run_outcome{job="odd",repository="/srv/a",outcome="partial"} 0
+backupd_job_last_run_outcome{job="odd",repository="/srv/a",outcome="skipped"} 0
+backupd_job_last_run_outcome{job="odd",repository="/srv/a",outcome="success"} 0
+backupd_job_last_run_outcome{job="web",repository="/srv/b",outcome="cancelled"} 0
+backupd_job_last_run_outcome{job="web",repository="/srv/b",outcome="failed"} 0
+backupd_job_last_run_outcome{job="web",repository="/srv/b",outcome="interrupted"} 0
+backupd_job_last_run_outcome{job="web",repository="/srv/b",outcome="partial"} 1
+backupd_job_last_run_outcome{job="web",repository="/srv/b",outcome="skipped"} 0
+backupd_job_last_run_outcome{job="web",repository="/srv/b",outcome="success"} 0
+# HELP backupd_job_last_run_added_bytes Bytes the job's newest run added to the repository (after deduplication and compression).
+# TYPE backupd_job_last_run_added_bytes gauge
+backupd_job_last_run_added_bytes{job="app",repository="/srv/a"} 1048576
+# HELP backupd_job_last_run_processed_bytes Bytes the job's newest run read from its sources.
+# TYPE backupd_job_last_run_processed_bytes gauge
+backupd_job_last_run_processed_bytes{job="app",repository="/srv/a"} 10737418240
+backupd_job_last_run_processed_bytes{job="web",repository="/srv/b"} 10737418240
+# HELP backupd_job_last_run_new_files Files the job's newest run found new.
+# TYPE backupd_job_last_run_new_files gauge
+backupd_job_last_run_new_files{job="app",repository="/srv/a"} 12
+backupd_job_last_run_new_files{job="web",repository="/srv/b"} 12
+# HELP backupd_job_consecutive_failures Failed runs of the job since its last success.
+# TYPE backupd_job_consecutive_failures gauge
+backupd_job_consecutive_failures{job="app",repository="/srv/a"} 0
+backupd_job_consecutive_failures{job="new",repository="/srv/b"} 0
+backupd_job_consecutive_failures{job="odd",repository="/srv/a"} 0
+backupd_job_consecutive_failures{job="web",repository="/srv/b"} 0
+# HELP backupd_job_health The job's health: 0 healthy, 1 warning, 2 error.
+# TYPE backupd_job_health gauge
+backupd_job_health{job="app",repository="/srv/a"} 0
+backupd_job_health{job="new",repository="/srv/b"} 0
+backupd_job_health{job="odd",repository="/srv/a"} 0
+backupd_job_health{job="web",repository="/srv/b"} 2
+# HELP backupd_job_running 1 while a run of the job is in progress, else 0.
+# TYPE backupd_job_running gauge
+backupd_job_running{job="app",repository="/srv/a"} 0
+backupd_job_running{job="new",repository="/srv/b"} 0
+backupd_job_running{job="odd",repository="/srv/a"} 0
+backupd_job_running{job="web",repository="/srv/b"} 0
+# HELP backupd_job_missed_slots Scheduled slots that passed (beyond their grace) without a successful run since the last success.
+# TYPE backupd_job_missed_slots gauge
+backupd_job_missed_slots{job="app",repository="/srv/a"} 0
+backupd_job_missed_slots{job="new",repository="/srv/b"} 0
+backupd_job_missed_slots{job="odd",repository="/srv/a"} 0
+backupd_job_missed_slots{job="web",repository="/srv/b"} 0
+# HELP backupd_repository_size_bytes The repository's size on its storage.
+# TYPE backupd_repository_size_bytes gauge
+backupd_repository_size_bytes{repository="/srv/a"} 123
+# HELP backupd_repository_snapshots Snapshots in the repository.
+# TYPE backupd_repository_snapshots gauge
+backupd_repository_snapshots{repository="/srv/a"} 4
+# HELP backupd_repository_storage_free_bytes Room left on the storage that holds the repository (free space or quota left).
+# TYPE backupd_repository_storage_free_bytes gauge
+backupd_repository_storage_free_bytes{repository="/srv/a"} 1000
+backupd_repository_storage_free_bytes{repository="/srv/b"} 7
+# HELP backupd_repository_storage_capacity_bytes Size or quota of the storage that holds the repository.
+# TYPE backupd_repository_storage_capacity_bytes gauge
+backupd_repository_storage_capacity_bytes{repository="/srv/a"} 10000
+# HELP backupd_repository_verified_ratio The share of the repository's packs re-read whole in the current read-data cycle (0 to 1).
+# TYPE backupd_repository_verified_ratio gauge
+backupd_repository_verified_ratio{repository="/srv/a"} 0.125
+# HELP backupd_drill_last_ok 1 if the verification drill's newest run passed, 0 if it failed.
+# TYPE backupd_drill_last_ok gauge
+backupd_drill_last_ok{repository="/srv/a",drill="check"} 1
+backupd_drill_last_ok{repository="/srv/a",drill="read-data"} 1
+backupd_drill_last_ok{repository="/srv/a",drill="restore-drill"} 0
+# HELP backupd_drill_last_run_timestamp_seconds When the verification drill's newest run ended, seconds since the epoch.
+# TYPE backupd_drill_last_run_timestamp_seconds gauge
+backupd_drill_last_run_timestamp_seconds{repository="/srv/a",drill="check"} 1796011200.25
+backupd_drill_last_run_timestamp_seconds{repository="/srv/a",drill="read-data"} 1796011200.25
+backupd_drill_last_run_timestamp_seconds{repository="/srv/a",drill="restore-drill"} 1796011200.25
+# HELP backupd_drill_last_success_timestamp_seconds When the verification drill's newest passing run ended, seconds since the epoch.
+# TYPE backupd_drill_last_success_timestamp_seconds gauge
+backupd_drill_last_success_timestamp_seconds{repository="/srv/a",drill="check"} 1796011200
+backupd_drill_last_success_timestamp_seconds{repository="/srv/a",drill="read-data"} 1795924800
+# HELP backupd_daemon_start_timestamp_seconds When backupd started, seconds since the epoch.
+# TYPE backupd_daemon_start_timestamp_seconds gauge
+backupd_daemon_start_timestamp_seconds 1796083200
+# HELP backupd_metrics_generated_timestamp_seconds When backupd wrote these metrics, seconds since the epoch (alert when it is old: backupd is not updating them).
+# TYPE backupd_metrics_generated_timestamp_seconds gauge
+backupd_metrics_generated_timestamp_seconds 1796094000
+# HELP backupd_build_info Always 1; the version of backupd in its label.
+# TYPE backupd_build_info gauge
+backupd_build_info{version="0.1.0"} 1
+"#;
+        let text = render(&m);
+        assert_eq!(text, expected, "got:\n{text}");
+        parse_exposition(&text).unwrap();
     }
 
     #[test]

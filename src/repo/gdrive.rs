@@ -18,6 +18,7 @@
 //! resumable protocol; a failed part is resumed from what the server says it has.
 
 use crate::repo::backend::{BResult, Backend, BackendError, FileType};
+use crate::repo::http::{fault, Fault};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -372,14 +373,17 @@ impl GDriveBackend {
         let mut resp = match r {
             Ok(r) => r,
             Err(e) => {
-                return Err(match e {
-                    ureq::Error::Io(_)
-                    | ureq::Error::Timeout(_)
-                    | ureq::Error::ConnectionFailed
-                    | ureq::Error::HostNotFound
-                    | ureq::Error::Protocol(_) => Failure::Retry(e.to_string()),
-                    other => Failure::Fatal(io::Error::other(other.to_string())),
-                })
+                return Err(match fault(&e) {
+                    // A TLS failure in the handshake comes inside an I/O error: retried like
+                    // one, as it always was here.
+                    Fault::Io(_)
+                    | Fault::Tls { io: Some(_), .. }
+                    | Fault::Timeout(_)
+                    | Fault::ConnectionFailed
+                    | Fault::HostNotFound
+                    | Fault::Protocol(_) => Failure::Retry(e.to_string()),
+                    _ => Failure::Fatal(io::Error::other(e.to_string())),
+                });
             }
         };
         let status = resp.status().as_u16();

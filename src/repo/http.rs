@@ -1,4 +1,4 @@
-//! The HTTP plumbing remote backends share: one request with `ureq`, classification of failures, and retries with backoff and jitter.
+//! The HTTP plumbing remote backends share: one request with `ureq`, classification of failures (also for Google Drive and the webhooks), and retries with backoff and jitter.
 
 use super::backend::BackendError;
 use std::fmt;
@@ -358,34 +358,79 @@ pub fn transient_status(status: u16) -> bool {
 
 impl Http {
     fn transport_failure<T>(&self, e: ureq::Error, url: &str) -> Attempt<T> {
-        let tls = match &e {
-            ureq::Error::Rustls(r) => Some(r),
-            ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
-            _ => None,
-        };
-        if let Some(t) = tls {
-            return Attempt::Fail(tls_failure(t, url, self.ca.as_ref()));
-        }
-        let msg = match &e {
-            ureq::Error::Timeout(t) => format!("timed out ({t:?})"),
-            ureq::Error::HostNotFound => "the host name could not be resolved".into(),
-            ureq::Error::ConnectionFailed => "the connection failed".into(),
-            ureq::Error::Io(io) => format!("network error: {io}"),
-            ureq::Error::BadUri(u) => {
+        let msg = match fault(&e) {
+            Fault::Tls { error, .. } => {
+                return Attempt::Fail(tls_failure(error, url, self.ca.as_ref()))
+            }
+            Fault::Timeout(t) => format!("timed out ({t:?})"),
+            Fault::HostNotFound => "the host name could not be resolved".into(),
+            Fault::ConnectionFailed => "the connection failed".into(),
+            Fault::Io(io) => format!("network error: {io}"),
+            Fault::BadUri(u) => {
                 return Attempt::Fail(RemoteError::new(
                     RemoteClass::Other,
                     format!("the URL is not valid: {u}"),
                 ))
             }
-            ureq::Error::Tls(t) => {
+            Fault::TlsSetup(t) => {
                 return Attempt::Fail(RemoteError::new(
                     RemoteClass::Tls,
                     format!("TLS with {}: {t}", authority(url)),
                 ))
             }
-            other => format!("HTTP error: {other}"),
+            Fault::Protocol(_) | Fault::Other => format!("HTTP error: {e}"),
         };
         Attempt::Retry(RemoteError::new(RemoteClass::Unreachable, msg))
+    }
+}
+
+/// Why a request got no answer: ureq's error read once for every HTTP client (the backends,
+/// Google Drive, the webhooks), each of which decides its own retries and words from it.
+#[derive(Debug)]
+pub enum Fault<'a> {
+    /// One of the agent's timeouts fired, in this phase.
+    Timeout(ureq::Timeout),
+    /// The host name could not be resolved.
+    HostNotFound,
+    /// ureq found no way to connect.
+    ConnectionFailed,
+    /// rustls refused: the server's certificate, or no TLS on that port. `io` is the I/O error
+    /// it came in, when it came in one (the handshake on a connection that was made).
+    Tls {
+        error: &'a rustls::Error,
+        io: Option<&'a io::Error>,
+    },
+    /// TLS could not be set up (ureq's own TLS error, e.g. a host that is no DNS name).
+    TlsSetup(&'static str),
+    /// Any other I/O error on the connection: refused, reset, or the socket's own timeout
+    /// (kind `TimedOut`).
+    Io(&'a io::Error),
+    /// The URL is not one ureq can request.
+    BadUri(&'a str),
+    /// The answer is not valid HTTP/1.1.
+    Protocol(&'a dyn std::error::Error),
+    /// Anything else (ureq's own words say what).
+    Other,
+}
+
+/// The [`Fault`] of a request that failed with `e`.
+pub fn fault(e: &ureq::Error) -> Fault<'_> {
+    match e {
+        ureq::Error::Timeout(t) => Fault::Timeout(*t),
+        ureq::Error::HostNotFound => Fault::HostNotFound,
+        ureq::Error::ConnectionFailed => Fault::ConnectionFailed,
+        ureq::Error::Rustls(error) => Fault::Tls { error, io: None },
+        ureq::Error::Io(io) => match io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            Some(error) => Fault::Tls {
+                error,
+                io: Some(io),
+            },
+            None => Fault::Io(io),
+        },
+        ureq::Error::Tls(t) => Fault::TlsSetup(t),
+        ureq::Error::BadUri(u) => Fault::BadUri(u),
+        ureq::Error::Protocol(p) => Fault::Protocol(p),
+        _ => Fault::Other,
     }
 }
 
@@ -545,6 +590,31 @@ mod tests {
         assert!(e.contains("holds no certificate"), "{e}");
         assert_eq!(authority("https://h:1/b/k?x=1"), "h:1");
         assert_eq!(authority("https://h"), "h");
+    }
+
+    #[test]
+    fn faults_find_tls_inside_io_errors() {
+        let tls = || rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let e = ureq::Error::Io(io::Error::new(io::ErrorKind::InvalidData, tls()));
+        assert!(matches!(fault(&e), Fault::Tls { io: Some(_), .. }), "{e}");
+        let e = ureq::Error::Rustls(tls());
+        assert!(matches!(fault(&e), Fault::Tls { io: None, .. }));
+        let e = ureq::Error::Io(io::Error::from(io::ErrorKind::TimedOut));
+        assert!(matches!(fault(&e), Fault::Io(io) if io.kind() == io::ErrorKind::TimedOut));
+        let e = ureq::Error::Timeout(ureq::Timeout::Connect);
+        assert!(matches!(fault(&e), Fault::Timeout(ureq::Timeout::Connect)));
+        assert!(matches!(
+            fault(&ureq::Error::HostNotFound),
+            Fault::HostNotFound
+        ));
+        assert!(matches!(
+            fault(&ureq::Error::Tls("no DNS name")),
+            Fault::TlsSetup("no DNS name")
+        ));
+        assert!(matches!(
+            fault(&ureq::Error::TooManyRedirects),
+            Fault::Other
+        ));
     }
 
     #[test]

@@ -29,6 +29,7 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::thread::{Scope, ScopedJoinHandle};
 
 /// Chunk sizes as restic's: 512 KiB to 8 MiB, 1 MiB on average.
 pub const CHUNK_MIN: u32 = 512 * 1024;
@@ -179,7 +180,46 @@ enum LockVerdict {
     Skip,
 }
 
-impl Shared<'_> {
+impl<'a> Shared<'a> {
+    /// The pipeline's state for a backup into `repo`, its packers empty; waiting for locked
+    /// files ends at `locked.retry.deadline` from now.
+    fn new(
+        repo: &'a Repository,
+        locked: LockedFiles,
+        progress: &'a dyn Progress,
+        cancel: &'a CancelToken,
+    ) -> Shared<'a> {
+        Shared {
+            repo,
+            key: repo.key().clone(),
+            compression: repo.compression,
+            new_blobs: Mutex::new(HashSet::new()),
+            packers: [Mutex::new(PackWriter::new()), Mutex::new(PackWriter::new())],
+            written: Mutex::new(Vec::new()),
+            error: Mutex::new(None),
+            failed: AtomicBool::new(false),
+            counters: Counters::default(),
+            warnings: Mutex::new(Vec::new()),
+            progress,
+            cancel,
+            locked,
+            locked_until: std::time::Instant::now() + locked.retry.deadline,
+            pool: crossbeam_channel::bounded(2),
+        }
+    }
+
+    /// The first error a thread of the pipeline met, if any.
+    fn take_error(&self) -> Option<Error> {
+        self.error.lock().unwrap().take()
+    }
+
+    /// After the pipeline: the packs it uploaded and the warnings it collected.
+    fn take_results(&self) -> (Vec<IndexPack>, Vec<String>) {
+        let written = std::mem::take(&mut *self.written.lock().unwrap());
+        let warnings = std::mem::take(&mut *self.warnings.lock().unwrap());
+        (written, warnings)
+    }
+
     /// A buffer holding a copy of `data`, from the pool when one is free.
     fn buffer_with(&self, data: &[u8]) -> Vec<u8> {
         let mut v = self.pool.1.try_recv().unwrap_or_default();
@@ -466,7 +506,8 @@ fn chunk_stream(
     Ok((content, size))
 }
 
-/// Reads one file, chunks and hashes it, and hands new chunks to the sealers.
+/// Reads one file, chunks and hashes it, and hands new chunks to the sealers; a file that
+/// changes while it is read is read again, up to `retries` times.
 fn read_file(
     sh: &Shared,
     job: &FileJob,
@@ -483,45 +524,8 @@ fn read_file(
     let mut md = job.md.clone();
     let mut attempt = 0;
     loop {
-        let mut content = Vec::new();
-        let mut size = 0u64;
-        let res = (|| -> std::io::Result<Metadata> {
-            let mut f = open_noatime(&job.path)?;
-            let mut handle = |data: Vec<u8>| {
-                let id = Id::hash(&data);
-                size += data.len() as u64;
-                sh.progress.inc(data.len() as u64);
-                content.push(id);
-                if sh.claim(id, BlobType::Data) {
-                    let _ = blobs.send(BlobJob {
-                        tpe: BlobType::Data,
-                        id,
-                        data,
-                    });
-                }
-            };
-            if md.len() <= READ_WHOLE_MAX {
-                let mut buf = Vec::with_capacity(md.len() as usize + 1);
-                f.read_to_end(&mut buf)?;
-                if buf.len() <= CHUNK_MIN as usize {
-                    if !buf.is_empty() {
-                        handle(buf);
-                    }
-                } else {
-                    let cuts: Vec<(usize, usize)> =
-                        fastcdc::v2020::FastCDC::new(&buf, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
-                            .map(|c| (c.offset, c.length))
-                            .collect();
-                    for (off, len) in cuts {
-                        handle(buf[off..off + len].to_vec());
-                    }
-                }
-            } else {
-                size += cut_stream(&mut f, buf, |c| take_chunk(sh, c, &mut content, blobs))?;
-            }
-            f.metadata()
-        })();
-        match res {
+        let (content, size, after) = match read_once(sh, &job.path, md.len(), blobs, buf) {
+            Ok(r) => r,
             Err(e) => {
                 sh.warn(format!(
                     "cannot read {}: {e}; it is left out of this snapshot",
@@ -529,35 +533,77 @@ fn read_file(
                 ));
                 return FileResult::Unreadable;
             }
-            Ok(after) => {
-                let unchanged = same_stat(&md, &after) && after.len() == size;
-                if unchanged {
-                    add(&sh.counters.bytes_processed, size);
-                    return FileResult::Read {
-                        content,
-                        size,
-                        md: Box::new(after),
-                    };
-                }
-                if attempt >= retries {
-                    sh.warn(format!(
-                        "{} changed while it was read ({} tries); the snapshot holds the last read ({} bytes), which may be inconsistent",
-                        job.path.display(),
-                        attempt + 1,
-                        size
-                    ));
-                    add(&sh.counters.bytes_processed, size);
-                    return FileResult::Read {
-                        content,
-                        size,
-                        md: Box::new(after),
-                    };
-                }
-                attempt += 1;
-                md = after;
+        };
+        let unchanged = same_stat(&md, &after) && after.len() == size;
+        if !unchanged && attempt < retries {
+            attempt += 1;
+            md = after;
+            continue;
+        }
+        if !unchanged {
+            sh.warn(format!(
+                "{} changed while it was read ({} tries); the snapshot holds the last read ({} bytes), which may be inconsistent",
+                job.path.display(),
+                attempt + 1,
+                size
+            ));
+        }
+        add(&sh.counters.bytes_processed, size);
+        return FileResult::Read {
+            content,
+            size,
+            md: Box::new(after),
+        };
+    }
+}
+
+/// Reads the file at `path` once (whole when `len`, its size before, is at most
+/// [`READ_WHOLE_MAX`], streamed through `buf` otherwise), handing new chunks to the sealers;
+/// returns its chunks, the bytes read and its metadata after the read.
+fn read_once(
+    sh: &Shared,
+    path: &Path,
+    len: u64,
+    blobs: &Sender<BlobJob>,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<(Vec<Id>, u64, Metadata)> {
+    let mut content = Vec::new();
+    let mut size = 0u64;
+    let mut f = open_noatime(path)?;
+    let mut handle = |data: Vec<u8>| {
+        let id = Id::hash(&data);
+        size += data.len() as u64;
+        sh.progress.inc(data.len() as u64);
+        content.push(id);
+        if sh.claim(id, BlobType::Data) {
+            let _ = blobs.send(BlobJob {
+                tpe: BlobType::Data,
+                id,
+                data,
+            });
+        }
+    };
+    if len <= READ_WHOLE_MAX {
+        let mut buf = Vec::with_capacity(len as usize + 1);
+        f.read_to_end(&mut buf)?;
+        if buf.len() <= CHUNK_MIN as usize {
+            if !buf.is_empty() {
+                handle(buf);
+            }
+        } else {
+            let cuts: Vec<(usize, usize)> =
+                fastcdc::v2020::FastCDC::new(&buf, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
+                    .map(|c| (c.offset, c.length))
+                    .collect();
+            for (off, len) in cuts {
+                handle(buf[off..off + len].to_vec());
             }
         }
+    } else {
+        size += cut_stream(&mut f, buf, |c| take_chunk(sh, c, &mut content, blobs))?;
     }
+    let after = f.metadata()?;
+    Ok((content, size, after))
 }
 
 /// Opens a file for reading without updating its access time (as restic does), so that backing
@@ -773,6 +819,22 @@ struct VDir {
     /// Set when this component is an extra file.
     extra: bool,
     children: BTreeMap<String, VDir>,
+}
+
+impl VDir {
+    /// The entry of `path` (its normal components) below this one, made on the way.
+    fn descend(&mut self, path: &Path) -> &mut VDir {
+        let mut v = self;
+        for c in path.components() {
+            if let Component::Normal(s) = c {
+                v = v
+                    .children
+                    .entry(s.to_string_lossy().into_owned())
+                    .or_default();
+            }
+        }
+        v
+    }
 }
 
 struct Walker<'a, 's> {
@@ -1049,47 +1111,10 @@ impl Walker<'_, '_> {
                 path: content,
                 meta_from,
             } => {
-                let cmd = match fs::metadata(&content) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        return self.extra_failed(
-                            required,
-                            &describe,
-                            format!("cannot read its copy {}: {e}", content.display()),
-                        )
-                    }
-                };
-                let meta_path = meta_from.as_deref().unwrap_or(&content);
-                let mmd = fs::metadata(meta_path).unwrap_or_else(|_| cmd.clone());
-                let mut node = self.nodes.node(name, meta_path, &mmd).map_err(|e| {
-                    Error::io(format!("read the metadata of {}", meta_path.display()), e)
-                })?;
-                node.kind = kind::FILE.to_string();
-                node.mode &= gomode::PERM | gomode::SETUID | gomode::SETGID | gomode::STICKY;
-                node.linktarget.clear();
-                let (tx, rx) = bounded(1);
-                let _ = self.files.send(FileJob {
-                    path: content.clone(),
-                    md: cmd,
-                    reply: tx,
-                    skip_lock_check: true,
-                });
-                match rx.recv() {
-                    Ok(FileResult::Read {
-                        content: blobs,
-                        size,
-                        ..
-                    }) => {
-                        self.count_file(pnode, &blobs);
-                        node.size = size;
-                        node.content = Some(blobs);
-                        Ok(Some(node))
-                    }
-                    _ => self.extra_failed(
-                        required,
-                        &describe,
-                        format!("cannot read its copy {}", content.display()),
-                    ),
+                let r = self.save_extra_copy(name, pnode, &content, meta_from.as_deref());
+                match r? {
+                    Ok(node) => Ok(Some(node)),
+                    Err(msg) => self.extra_failed(required, &describe, msg),
                 }
             }
             ExtraContent::Stream(mut src) => {
@@ -1106,22 +1131,78 @@ impl Walker<'_, '_> {
                         )
                     }
                 };
-                let now = Local::now().fixed_offset();
-                let mut node = Node::new(name, kind::FILE);
-                node.mode = 0o600;
-                node.mtime = now;
-                node.atime = now;
-                node.ctime = now;
-                node.uid = crate::sysinfo::uid();
-                node.gid = crate::sysinfo::gid();
-                node.user = crate::sysinfo::username();
-                node.size = size;
-                self.count_file(pnode, &blobs);
-                add(&self.sh.counters.bytes_processed, size);
-                node.content = Some(blobs);
-                Ok(Some(node))
+                Ok(Some(self.stream_node(name, pnode, blobs, size)))
             }
         }
+    }
+
+    /// The node of an extra file whose content is the local file `content` (a staged copy),
+    /// with the metadata of `meta_from` when given; the inner `Err` says why the copy could
+    /// not be read.
+    fn save_extra_copy(
+        &mut self,
+        name: &str,
+        pnode: Option<&Node>,
+        content: &Path,
+        meta_from: Option<&Path>,
+    ) -> Result<std::result::Result<Node, String>> {
+        let cmd = match fs::metadata(content) {
+            Ok(m) => m,
+            Err(e) => {
+                return Ok(Err(format!(
+                    "cannot read its copy {}: {e}",
+                    content.display()
+                )))
+            }
+        };
+        let meta_path = meta_from.unwrap_or(content);
+        let mmd = fs::metadata(meta_path).unwrap_or_else(|_| cmd.clone());
+        let mut node = self
+            .nodes
+            .node(name, meta_path, &mmd)
+            .map_err(|e| Error::io(format!("read the metadata of {}", meta_path.display()), e))?;
+        node.kind = kind::FILE.to_string();
+        node.mode &= gomode::PERM | gomode::SETUID | gomode::SETGID | gomode::STICKY;
+        node.linktarget.clear();
+        let (tx, rx) = bounded(1);
+        let _ = self.files.send(FileJob {
+            path: content.to_path_buf(),
+            md: cmd,
+            reply: tx,
+            skip_lock_check: true,
+        });
+        match rx.recv() {
+            Ok(FileResult::Read {
+                content: blobs,
+                size,
+                ..
+            }) => {
+                self.count_file(pnode, &blobs);
+                node.size = size;
+                node.content = Some(blobs);
+                Ok(Ok(node))
+            }
+            _ => Ok(Err(format!("cannot read its copy {}", content.display()))),
+        }
+    }
+
+    /// The node of an extra file read from a stream (`size` bytes in `blobs`): mode 0600, the
+    /// time of the backup, this process's owner.
+    fn stream_node(&self, name: &str, pnode: Option<&Node>, blobs: Vec<Id>, size: u64) -> Node {
+        let now = Local::now().fixed_offset();
+        let mut node = Node::new(name, kind::FILE);
+        node.mode = 0o600;
+        node.mtime = now;
+        node.atime = now;
+        node.ctime = now;
+        node.uid = crate::sysinfo::uid();
+        node.gid = crate::sysinfo::gid();
+        node.user = crate::sysinfo::username();
+        node.size = size;
+        self.count_file(pnode, &blobs);
+        add(&self.sh.counters.bytes_processed, size);
+        node.content = Some(blobs);
+        node
     }
 
     /// The tree of a real directory, walked whole.
@@ -1131,32 +1212,9 @@ impl Walker<'_, '_> {
             return Err(Error::Input("backup stopped after an error".into()));
         }
         let ptree = self.parent_tree(parent);
-        let mut names: Vec<(String, PathBuf)> = Vec::new();
-        match list_dir(path) {
-            Ok(list) => {
-                for n in list {
-                    let p = path.join(&n);
-                    names.push((n.to_string_lossy().into_owned(), p));
-                }
-            }
-            Err(e) => {
-                self.sh.warn(format!(
-                    "cannot list {}: {e}; its contents are left out",
-                    path.display()
-                ));
-                return Ok(self.save_tree(Tree::default()));
-            }
-        }
-        for p in self.extras.keys() {
-            if p.parent() == Some(path) {
-                if let Some(n) = p.file_name() {
-                    if !names.iter().any(|(_, q)| q == p) {
-                        names.push((n.to_string_lossy().into_owned(), p.clone()));
-                    }
-                }
-            }
-        }
-        names.sort();
+        let Some(names) = self.dir_names(path) else {
+            return Ok(self.save_tree(Tree::default()));
+        };
         let cache = self.excluder.is_cache_dir(path);
         let mut nodes: Vec<Option<Node>> = Vec::with_capacity(names.len());
         let mut pending: Vec<(usize, Receiver<FileResult>)> = Vec::new();
@@ -1165,72 +1223,134 @@ impl Walker<'_, '_> {
                 continue;
             }
             let pnode = ptree.as_ref().and_then(|t| t.find(&name));
-            if self.extras.contains_key(&cpath) {
-                let pn = pnode.cloned();
-                if let Some(n) = self.save_extra(&cpath, &name, pn.as_ref())? {
-                    nodes.push(Some(n));
-                }
-                continue;
-            }
-            if self.excluder.is_excluded(&cpath) {
-                continue;
-            }
-            let md = match fs::symlink_metadata(&cpath) {
-                Ok(md) => md,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.sh.warn(format!(
-                        "{} vanished during the backup (listed, then gone); it is left out of this snapshot",
-                        cpath.display()
-                    ));
-                    continue;
-                }
-                Err(e) => {
-                    self.sh.warn(format!(
-                        "cannot read {}: {e}; it is left out of this snapshot",
-                        cpath.display()
-                    ));
-                    continue;
-                }
-            };
-            if md.is_dir() {
-                let pn = pnode.cloned();
-                if let Some(n) = self.save_entry(&cpath, &name, pn.as_ref(), false)? {
-                    nodes.push(Some(n));
-                }
-                continue;
-            }
-            let mut node = match self.nodes.node(&name, &cpath, &md) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.sh.warn(format!(
-                        "cannot read {}: {e}; it is left out of this snapshot",
-                        cpath.display()
-                    ));
-                    continue;
-                }
-            };
-            if node.is_file() {
-                let (tx, rx) = bounded(1);
-                if self
-                    .file_content(&cpath, &md, &mut node, pnode, tx)
-                    .is_none()
-                {
+            match self.save_child(&name, &cpath, pnode)? {
+                Saved::Left => {}
+                Saved::Done(n) => nodes.push(Some(n)),
+                Saved::Queued(n, rx) => {
                     pending.push((nodes.len(), rx));
+                    nodes.push(Some(n));
                 }
-            } else {
-                add(&self.sh.counters.files_processed, 1);
             }
-            nodes.push(Some(node));
         }
         for (i, rx) in pending {
+            // Each index in `pending` is of a node pushed above, and is taken only here, once.
             let node = nodes[i].take().expect("pending node present");
-            let pnode = ptree.as_ref().and_then(|t| t.find(&node.name)).cloned();
-            nodes[i] = self.finish_file(node, pnode.as_ref(), rx.recv().ok());
+            let pnode = ptree.as_ref().and_then(|t| t.find(&node.name));
+            nodes[i] = self.finish_file(node, pnode, rx.recv().ok());
         }
         self.sh.cancel.check()?;
         Ok(self.save_tree(Tree {
             nodes: nodes.into_iter().flatten().collect(),
         }))
+    }
+
+    /// The entries of the directory `path` and the extra files that go into it, sorted by
+    /// name; `None` (after a warning) when it cannot be listed.
+    fn dir_names(&self, path: &Path) -> Option<Vec<(String, PathBuf)>> {
+        let list = match list_dir(path) {
+            Ok(list) => list,
+            Err(e) => {
+                self.sh.warn(format!(
+                    "cannot list {}: {e}; its contents are left out",
+                    path.display()
+                ));
+                return None;
+            }
+        };
+        let mut names: Vec<(String, PathBuf)> = list
+            .into_iter()
+            .map(|n| {
+                let p = path.join(&n);
+                (n.to_string_lossy().into_owned(), p)
+            })
+            .collect();
+        add_extras(&mut names, path, self.extras.keys());
+        names.sort();
+        Some(names)
+    }
+
+    /// One entry (`name` at `path`) of a directory being walked.
+    fn save_child(&mut self, name: &str, path: &Path, pnode: Option<&Node>) -> Result<Saved> {
+        if self.extras.contains_key(path) {
+            return Ok(Saved::from(self.save_extra(path, name, pnode)?));
+        }
+        if self.excluder.is_excluded(path) {
+            return Ok(Saved::Left);
+        }
+        let md = match fs::symlink_metadata(path) {
+            Ok(md) => md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.sh.warn(format!(
+                    "{} vanished during the backup (listed, then gone); it is left out of this snapshot",
+                    path.display()
+                ));
+                return Ok(Saved::Left);
+            }
+            Err(e) => {
+                self.sh.warn(format!(
+                    "cannot read {}: {e}; it is left out of this snapshot",
+                    path.display()
+                ));
+                return Ok(Saved::Left);
+            }
+        };
+        if md.is_dir() {
+            return Ok(Saved::from(self.save_entry(path, name, pnode, false)?));
+        }
+        let mut node = match self.nodes.node(name, path, &md) {
+            Ok(n) => n,
+            Err(e) => {
+                self.sh.warn(format!(
+                    "cannot read {}: {e}; it is left out of this snapshot",
+                    path.display()
+                ));
+                return Ok(Saved::Left);
+            }
+        };
+        if !node.is_file() {
+            add(&self.sh.counters.files_processed, 1);
+            return Ok(Saved::Done(node));
+        }
+        let (tx, rx) = bounded(1);
+        Ok(match self.file_content(path, &md, &mut node, pnode, tx) {
+            Some(()) => Saved::Done(node),
+            None => Saved::Queued(node, rx),
+        })
+    }
+}
+
+/// What became of one entry of a directory being walked.
+enum Saved {
+    /// Left out: excluded, vanished, unreadable.
+    Left,
+    /// Its node is complete.
+    Done(Node),
+    /// A file queued for reading: its node is finished with the reader's result.
+    Queued(Node, Receiver<FileResult>),
+}
+
+impl From<Option<Node>> for Saved {
+    fn from(n: Option<Node>) -> Saved {
+        n.map_or(Saved::Left, Saved::Done)
+    }
+}
+
+/// Adds to `names` (the entries listed in `dir`) each extra file that goes directly into
+/// `dir` and is not listed yet.
+fn add_extras<'p>(
+    names: &mut Vec<(String, PathBuf)>,
+    dir: &Path,
+    extras: impl Iterator<Item = &'p PathBuf>,
+) {
+    for p in extras {
+        if p.parent() != Some(dir) {
+            continue;
+        }
+        if let Some(n) = p.file_name() {
+            if !names.iter().any(|(_, q)| q == p) {
+                names.push((n.to_string_lossy().into_owned(), p.clone()));
+            }
+        }
     }
 }
 
@@ -1259,9 +1379,65 @@ pub fn backup_with(
             "nothing to back up: give at least one path".into(),
         ));
     }
-    // Resolve and check the targets before anything is written.
-    let mut targets: Vec<PathBuf> = Vec::new();
-    for p in &opts.paths {
+    let plan = plan_walk(resolve_targets(&opts.paths)?, extras)?;
+    let excluder = Excluder::new(&opts.excludes)?;
+    let hostname = opts.host.clone().unwrap_or_else(crate::sysinfo::hostname);
+    let paths: Vec<String> = plan
+        .covered
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+
+    repo.load_index()?;
+    let parent = find_parent(
+        &repo.list_snapshots()?,
+        opts.parent,
+        &hostname,
+        &paths,
+        opts.job.as_deref(),
+    )?;
+    let sh = Shared::new(repo, opts.locked_files, progress, cancel);
+    progress.phase("backup", None);
+    let parent_tree = parent.as_ref().map(|(_, p)| p.tree);
+    let walked = walk_and_pack(&sh, opts, excluder, plan, parent_tree);
+    if let Some(e) = sh.take_error() {
+        return Err(e);
+    }
+    let tree = walked?;
+    cancel.check()?;
+
+    // Packs are durable; now the index, then the snapshot.
+    let (written, warnings) = sh.take_results();
+    let mut summary = summarize(&sh.counters, start, &warnings);
+    drop(sh);
+    write_index(repo, written)?;
+    summary.backup_end = Some(Local::now().fixed_offset());
+    let parent = parent.map(|(id, _)| id);
+    let snapshot = snapshot_of(opts, start, parent, tree, paths, hostname, summary);
+    let snapshot_id = repo.save_unpacked(FileType::Snapshot, &snapshot)?;
+    Ok(BackupResult {
+        snapshot_id,
+        snapshot,
+        parent,
+        warnings,
+    })
+}
+
+/// What the walk covers, decided before anything is written.
+struct WalkPlan {
+    /// The targets no other target contains, sorted (the snapshot's paths).
+    covered: Vec<PathBuf>,
+    /// The virtual tree of the targets' path components and of the extra files outside them.
+    root: VDir,
+    /// The extra files by their absolute snapshot path.
+    extras: HashMap<PathBuf, ExtraFile>,
+}
+
+/// The absolute forms of the paths to back up, each checked to exist (before anything is
+/// written to the repository).
+fn resolve_targets(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut targets = Vec::with_capacity(paths.len());
+    for p in paths {
         let abs = absolute(p)?;
         if let Err(e) = fs::symlink_metadata(&abs) {
             return Err(Error::Input(format!(
@@ -1271,28 +1447,31 @@ pub fn backup_with(
         }
         targets.push(abs);
     }
+    Ok(targets)
+}
+
+/// The targets, sorted and without duplicates, less those inside another target (which covers
+/// them).
+fn covering(mut targets: Vec<PathBuf>) -> Vec<PathBuf> {
     targets.sort();
     targets.dedup();
-    // A target inside another target is covered by it.
-    let covered: Vec<PathBuf> = targets
+    targets
         .iter()
         .filter(|t| !targets.iter().any(|o| o != *t && t.starts_with(o)))
         .cloned()
-        .collect();
+        .collect()
+}
+
+/// The walk's plan for the (absolute) `targets` and the `extras`: refuses an extra whose
+/// snapshot path is not a file path, two extras at one path, and the root directory as a
+/// target.
+fn plan_walk(targets: Vec<PathBuf>, extras: Vec<ExtraFile>) -> Result<WalkPlan> {
+    let covered = covering(targets);
     let mut root = VDir::default();
     for t in &covered {
-        let mut v = &mut root;
-        for c in t.components() {
-            if let Component::Normal(s) = c {
-                v = v
-                    .children
-                    .entry(s.to_string_lossy().into_owned())
-                    .or_default();
-            }
-        }
-        v.target = true;
+        root.descend(t).target = true;
     }
-    let mut extra_map: HashMap<PathBuf, ExtraFile> = HashMap::new();
+    let mut by_path: HashMap<PathBuf, ExtraFile> = HashMap::new();
     for e in extras {
         let p = absolute(&e.snapshot_path)?;
         if p.parent().is_none() {
@@ -1303,18 +1482,9 @@ pub fn backup_with(
             )));
         }
         if !covered.iter().any(|t| p.starts_with(t)) {
-            let mut v = &mut root;
-            for c in p.components() {
-                if let Component::Normal(s) = c {
-                    v = v
-                        .children
-                        .entry(s.to_string_lossy().into_owned())
-                        .or_default();
-                }
-            }
-            v.extra = true;
+            root.descend(&p).extra = true;
         }
-        if extra_map.insert(p.clone(), e).is_some() {
+        if by_path.insert(p.clone(), e).is_some() {
             return Err(Error::Input(format!(
                 "two sources want the same snapshot path {}",
                 p.display()
@@ -1327,133 +1497,158 @@ pub fn backup_with(
                 .into(),
         ));
     }
-    let excluder = Excluder::new(&opts.excludes)?;
-    let hostname = opts.host.clone().unwrap_or_else(crate::sysinfo::hostname);
-    let paths: Vec<String> = covered
+    Ok(WalkPlan {
+        covered,
+        root,
+        extras: by_path,
+    })
+}
+
+/// The parent snapshot: the one `asked` for (which must exist), or else the newest of `host`
+/// with the same paths (in any order) and job.
+fn find_parent(
+    snaps: &[(Id, Snapshot)],
+    asked: Option<Id>,
+    host: &str,
+    paths: &[String],
+    job: Option<&str>,
+) -> Result<Option<(Id, Snapshot)>> {
+    if let Some(id) = asked {
+        return match snaps.iter().find(|(i, _)| *i == id) {
+            Some(s) => Ok(Some(s.clone())),
+            None => Err(Error::Input(format!(
+                "parent snapshot {} does not exist",
+                id.short()
+            ))),
+        };
+    }
+    let mut sorted_paths = paths.to_vec();
+    sorted_paths.sort();
+    Ok(snaps
         .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
+        .filter(|(_, s)| {
+            let mut sp = s.paths.clone();
+            sp.sort();
+            s.hostname == host && sp == sorted_paths && s.job() == job
+        })
+        .max_by_key(|(_, s)| s.time)
+        .cloned())
+}
 
-    repo.load_index()?;
-    let snaps = repo.list_snapshots()?;
-    let parent: Option<(Id, Snapshot)> = match opts.parent {
-        Some(id) => Some(
-            snaps
-                .iter()
-                .find(|(i, _)| *i == id)
-                .cloned()
-                .ok_or_else(|| {
-                    Error::Input(format!("parent snapshot {} does not exist", id.short()))
-                })?,
-        ),
-        None => {
-            let mut sorted_paths = paths.clone();
-            sorted_paths.sort();
-            snaps
-                .iter()
-                .filter(|(_, s)| {
-                    let mut sp = s.paths.clone();
-                    sp.sort();
-                    s.hostname == hostname && sp == sorted_paths && s.job() == opts.job.as_deref()
-                })
-                .max_by_key(|(_, s)| s.time)
-                .cloned()
-        }
-    };
-
-    let repo_ref: &Repository = repo;
-    let sh = Shared {
-        repo: repo_ref,
-        key: repo_ref.key().clone(),
-        compression: repo_ref.compression,
-        new_blobs: Mutex::new(HashSet::new()),
-        packers: [Mutex::new(PackWriter::new()), Mutex::new(PackWriter::new())],
-        written: Mutex::new(Vec::new()),
-        error: Mutex::new(None),
-        failed: AtomicBool::new(false),
-        counters: Counters::default(),
-        warnings: Mutex::new(Vec::new()),
-        progress,
-        cancel,
-        locked: opts.locked_files,
-        locked_until: std::time::Instant::now() + opts.locked_files.retry.deadline,
-        pool: crossbeam_channel::bounded(2),
-    };
-    progress.phase("backup", None);
-    let threads = std::thread::available_parallelism()
+/// How many file readers and how many sealers run: one per core, 2 to 8.
+fn pipeline_threads() -> usize {
+    std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
-        .clamp(2, 8);
+        .clamp(2, 8)
+}
 
-    let walk_result: Result<Id> = std::thread::scope(|s| {
+/// The walk with the pipeline around it: returns the root tree's id once every pack is
+/// uploaded (or the walk's error; a thread's error is in `sh.error`).
+fn walk_and_pack(
+    sh: &Shared,
+    opts: &BackupOptions,
+    excluder: Excluder,
+    plan: WalkPlan,
+    parent_tree: Option<Id>,
+) -> Result<Id> {
+    let threads = pipeline_threads();
+    std::thread::scope(|s| {
+        let (stages, files, blobs) = Stages::spawn(s, sh, threads, opts.change_retries);
+        let mut w = Walker {
+            sh,
+            files,
+            blobs,
+            excluder,
+            one_fs_dev: if opts.one_file_system { Some(0) } else { None },
+            force: opts.force,
+            nodes: NodeMaker::new(),
+            extras: plan.extras,
+        };
+        let res = w.save_vdir(Path::new("/"), &plan.root, parent_tree);
+        drop(w); // closes the file and blob channels of the walker
+        stages.finish(sh);
+        res
+    })
+}
+
+/// The pipeline's threads, and the channel to the uploaders that stays open after the sealers
+/// end (for the last, partly filled packs).
+struct Stages<'scope> {
+    uploaders: Vec<ScopedJoinHandle<'scope, ()>>,
+    sealers: Vec<ScopedJoinHandle<'scope, ()>>,
+    workers: Vec<ScopedJoinHandle<'scope, ()>>,
+    packs: Sender<PackWriter>,
+}
+
+impl<'scope> Stages<'scope> {
+    /// Starts the uploaders, the sealers and the file readers (`threads` of each but the
+    /// uploaders); returns them with the senders the walk feeds: files to read, blobs to seal.
+    fn spawn<'env>(
+        s: &'scope Scope<'scope, 'env>,
+        sh: &'env Shared<'_>,
+        threads: usize,
+        retries: u32,
+    ) -> (Stages<'scope>, Sender<FileJob>, Sender<BlobJob>) {
         let (blob_tx, blob_rx) = bounded::<BlobJob>(threads);
         let (file_tx, file_rx) = bounded::<FileJob>(threads * 16);
         let (up_tx, up_rx) = bounded::<PackWriter>(0);
-        let sh = &sh;
         // Remote storage: several packs in flight (each uploader holds one), bounded memory.
-        let uploaders: Vec<_> = (0..sh.repo.backend().upload_parallelism().max(1))
+        let uploaders = (0..sh.repo.backend().upload_parallelism().max(1))
             .map(|_| {
                 let rx = up_rx.clone();
                 s.spawn(move || uploader(sh, rx))
             })
             .collect();
         drop(up_rx);
-        let mut sealers = Vec::new();
-        for _ in 0..threads {
-            let (rx, up) = (blob_rx.clone(), up_tx.clone());
-            sealers.push(s.spawn(move || sealer(sh, rx, up)));
-        }
+        let sealers = (0..threads)
+            .map(|_| {
+                let (rx, up) = (blob_rx.clone(), up_tx.clone());
+                s.spawn(move || sealer(sh, rx, up))
+            })
+            .collect();
         drop(blob_rx);
-        let mut workers = Vec::new();
-        for _ in 0..threads {
-            let (rx, btx) = (file_rx.clone(), blob_tx.clone());
-            let retries = opts.change_retries;
-            workers.push(s.spawn(move || file_worker(sh, rx, btx, retries)));
-        }
+        let workers = (0..threads)
+            .map(|_| {
+                let (rx, btx) = (file_rx.clone(), blob_tx.clone());
+                s.spawn(move || file_worker(sh, rx, btx, retries))
+            })
+            .collect();
         drop(file_rx);
-        let mut w = Walker {
-            sh,
-            files: file_tx,
-            blobs: blob_tx,
-            excluder,
-            one_fs_dev: if opts.one_file_system { Some(0) } else { None },
-            force: opts.force,
-            nodes: NodeMaker::new(),
-            extras: extra_map,
+        let stages = Stages {
+            uploaders,
+            sealers,
+            workers,
+            packs: up_tx,
         };
-        let res = w.save_vdir(Path::new("/"), &root, parent.as_ref().map(|(_, p)| p.tree));
-        drop(w); // closes the file and blob channels of the walker
-        for h in workers {
+        (stages, file_tx, blob_tx)
+    }
+
+    /// Once the walk has dropped its senders: waits for the readers, then the sealers, sends
+    /// the packs they left open, and waits for every upload.
+    fn finish(self, sh: &Shared) {
+        for h in self.workers {
             let _ = h.join();
         }
-        for h in sealers {
+        for h in self.sealers {
             let _ = h.join();
         }
         for p in &sh.packers {
             let pw = std::mem::take(&mut *p.lock().unwrap());
             if !pw.is_empty() {
-                let _ = up_tx.send(pw);
+                let _ = self.packs.send(pw);
             }
         }
-        drop(up_tx);
-        for h in uploaders {
+        drop(self.packs);
+        for h in self.uploaders {
             let _ = h.join();
         }
-        res
-    });
-
-    if let Some(e) = sh.error.lock().unwrap().take() {
-        return Err(e);
     }
-    let tree = walk_result?;
-    cancel.check()?;
+}
 
-    // Packs are durable; now the index, then the snapshot.
-    let written = std::mem::take(&mut *sh.written.lock().unwrap());
-    let warnings = std::mem::take(&mut *sh.warnings.lock().unwrap());
-    let partial = !warnings.is_empty();
-    let c = &sh.counters;
-    let mut summary = SnapshotSummary {
+/// The snapshot's summary from the pipeline's counters; `backup_end` is left to the caller.
+fn summarize(c: &Counters, start: DateTime<FixedOffset>, warnings: &[String]) -> SnapshotSummary {
+    SnapshotSummary {
         backup_start: Some(start),
         backup_end: None,
         files_new: get(&c.files_new),
@@ -1468,25 +1663,35 @@ pub fn backup_with(
         data_added_packed: get(&c.data_added_packed),
         total_files_processed: get(&c.files_processed),
         total_bytes_processed: get(&c.bytes_processed),
-        partial,
+        partial: !warnings.is_empty(),
         warnings: warnings.iter().take(100).cloned().collect(),
-    };
-    drop(sh);
+    }
+}
+
+/// Writes the index of the packs this backup uploaded (in files of at most
+/// [`INDEX_MAX_BLOBS`] blobs) and merges it into the loaded index.
+fn write_index(repo: &mut Repository, written: Vec<IndexPack>) -> Result<()> {
     for f in split_into_files(written, INDEX_MAX_BLOBS) {
         let id = repo.save_unpacked(FileType::Index, &f)?;
         repo.index_mut().merge_file(id, &f);
     }
-    summary.backup_end = Some(Local::now().fixed_offset());
-    let mut tags = opts.tags.clone();
-    if let Some(j) = &opts.job {
-        tags.push(format!("{JOB_TAG_PREFIX}{j}"));
-    }
-    if partial {
-        tags.push(PARTIAL_TAG.to_string());
-    }
-    let snapshot = Snapshot {
+    Ok(())
+}
+
+/// The snapshot record of a backup that started at `start` (the snapshot's time unless the
+/// options set one).
+fn snapshot_of(
+    opts: &BackupOptions,
+    start: DateTime<FixedOffset>,
+    parent: Option<Id>,
+    tree: Id,
+    paths: Vec<String>,
+    hostname: String,
+    summary: SnapshotSummary,
+) -> Snapshot {
+    Snapshot {
         time: opts.time.unwrap_or(start),
-        parent: parent.as_ref().map(|(id, _)| *id),
+        parent,
         tree,
         paths,
         hostname,
@@ -1494,16 +1699,174 @@ pub fn backup_with(
         uid: crate::sysinfo::uid(),
         gid: crate::sysinfo::gid(),
         excludes: opts.excludes.patterns.clone(),
-        tags,
+        tags: snapshot_tags(&opts.tags, opts.job.as_deref(), summary.partial),
         original: None,
         program_version: crate::repo::PROGRAM_VERSION.to_string(),
         summary: Some(summary),
-    };
-    let snapshot_id = repo.save_unpacked(FileType::Snapshot, &snapshot)?;
-    Ok(BackupResult {
-        snapshot_id,
-        snapshot,
-        parent: parent.map(|(id, _)| id),
-        warnings,
-    })
+    }
+}
+
+/// The snapshot's tags: the options' tags, then `job:NAME`, then `partial` for a partial
+/// snapshot.
+fn snapshot_tags(tags: &[String], job: Option<&str>, partial: bool) -> Vec<String> {
+    let mut out = tags.to_vec();
+    if let Some(j) = job {
+        out.push(format!("{JOB_TAG_PREFIX}{j}"));
+    }
+    if partial {
+        out.push(PARTIAL_TAG.to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pb(v: &[&str]) -> Vec<PathBuf> {
+        v.iter().map(PathBuf::from).collect()
+    }
+
+    fn extra(path: &str) -> ExtraFile {
+        ExtraFile {
+            snapshot_path: PathBuf::from(path),
+            content: ExtraContent::File {
+                path: PathBuf::from("/staging/copy"),
+                meta_from: None,
+            },
+            describe: format!("extra {path}"),
+            required: true,
+        }
+    }
+
+    fn snap(host: &str, paths: &[&str], tags: &[&str], secs: i64) -> Snapshot {
+        Snapshot {
+            time: chrono::DateTime::from_timestamp(secs, 0)
+                .unwrap()
+                .fixed_offset(),
+            parent: None,
+            tree: Id::hash(b"tree"),
+            paths: paths.iter().map(|s| s.to_string()).collect(),
+            hostname: host.into(),
+            username: String::new(),
+            uid: 0,
+            gid: 0,
+            excludes: vec![],
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            original: None,
+            program_version: String::new(),
+            summary: None,
+        }
+    }
+
+    #[test]
+    fn targets_inside_others_are_covered() {
+        assert_eq!(
+            covering(pb(&["/b", "/a/x", "/a", "/b", "/ab"])),
+            pb(&["/a", "/ab", "/b"])
+        );
+        assert!(covering(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn the_walk_plan_marks_targets_and_extras_outside_them() {
+        let plan = plan_walk(
+            pb(&["/srv/data", "/srv/data/sub"]),
+            vec![extra("/srv/data/db.sqlite"), extra("/dumps/app.sql")],
+        )
+        .unwrap();
+        assert_eq!(plan.covered, pb(&["/srv/data"]));
+        let srv = &plan.root.children["srv"];
+        assert!(!srv.target && !srv.extra);
+        let data = &srv.children["data"];
+        assert!(data.target && !data.extra);
+        // An extra inside a target is found by the walk of the target, not by the plan.
+        assert!(data.children.is_empty());
+        let dump = &plan.root.children["dumps"].children["app.sql"];
+        assert!(dump.extra && !dump.target);
+        assert_eq!(plan.extras.len(), 2);
+        assert!(plan.extras.contains_key(Path::new("/srv/data/db.sqlite")));
+    }
+
+    #[test]
+    fn the_walk_plan_refuses_what_it_cannot_store() {
+        let msg = |r: Result<WalkPlan>| match r {
+            Err(Error::Input(m)) => m,
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("accepted"),
+        };
+        assert!(msg(plan_walk(pb(&["/"]), vec![])).contains("root directory /"));
+        assert!(msg(plan_walk(vec![], vec![extra("/")])).contains("is not a file path"));
+        assert!(msg(plan_walk(vec![], vec![extra("/a/x"), extra("/a/./x")]))
+            .contains("two sources want the same snapshot path /a/x"));
+    }
+
+    #[test]
+    fn the_parent_is_the_newest_of_the_same_host_paths_and_job() {
+        let snaps = vec![
+            (Id::hash(b"1"), snap("h", &["/b", "/a"], &[], 10)),
+            (Id::hash(b"2"), snap("h", &["/a", "/b"], &[], 20)),
+            (
+                Id::hash(b"3"),
+                snap("h", &["/a", "/b"], &["job:nightly"], 30),
+            ),
+            (Id::hash(b"4"), snap("other", &["/a", "/b"], &[], 40)),
+            (Id::hash(b"5"), snap("h", &["/a"], &[], 50)),
+        ];
+        let paths = vec!["/a".to_string(), "/b".to_string()];
+        let pick = |job| {
+            find_parent(&snaps, None, "h", &paths, job)
+                .unwrap()
+                .map(|(id, _)| id)
+        };
+        assert_eq!(pick(None), Some(Id::hash(b"2")));
+        assert_eq!(pick(Some("nightly")), Some(Id::hash(b"3")));
+        assert_eq!(pick(Some("weekly")), None);
+        // One asked for by id is taken whatever its host and paths.
+        let asked = find_parent(&snaps, Some(Id::hash(b"4")), "h", &paths, None).unwrap();
+        assert_eq!(asked.map(|(id, _)| id), Some(Id::hash(b"4")));
+        let missing = find_parent(&snaps, Some(Id::hash(b"9")), "h", &paths, None);
+        assert!(matches!(missing, Err(Error::Input(m)) if m.contains("does not exist")));
+    }
+
+    #[test]
+    fn tags_and_summary_record_the_job_and_a_partial_snapshot() {
+        let tags = vec!["t".to_string()];
+        assert_eq!(snapshot_tags(&tags, None, false), vec!["t"]);
+        assert_eq!(
+            snapshot_tags(&tags, Some("db"), true),
+            vec![
+                "t".to_string(),
+                format!("{JOB_TAG_PREFIX}db"),
+                PARTIAL_TAG.into()
+            ]
+        );
+        let c = Counters::default();
+        add(&c.files_new, 3);
+        add(&c.bytes_processed, 42);
+        let start = Local::now().fixed_offset();
+        let s = summarize(&c, start, &[]);
+        assert!(!s.partial && s.warnings.is_empty());
+        assert_eq!((s.files_new, s.total_bytes_processed), (3, 42));
+        assert_eq!((s.backup_start, s.backup_end), (Some(start), None));
+        let warnings: Vec<String> = (0..150).map(|i| format!("w{i}")).collect();
+        let s = summarize(&c, start, &warnings);
+        assert!(s.partial);
+        assert_eq!(s.warnings.len(), 100);
+        assert_eq!(s.warnings[99], "w99");
+    }
+
+    #[test]
+    fn extras_join_the_listing_of_their_directory_once() {
+        let mut names = vec![("a".to_string(), PathBuf::from("/d/a"))];
+        let extras = pb(&["/d/a", "/d/new", "/d/sub/deep", "/other/x"]);
+        add_extras(&mut names, Path::new("/d"), extras.iter());
+        assert_eq!(
+            names,
+            vec![
+                ("a".to_string(), PathBuf::from("/d/a")),
+                ("new".to_string(), PathBuf::from("/d/new")),
+            ]
+        );
+    }
 }

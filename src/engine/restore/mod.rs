@@ -175,6 +175,14 @@ impl RestoreReport {
         }
     }
 
+    /// Sorts the lists of entries by path (the workers finish in any order).
+    fn sort_lists(&mut self) {
+        self.errors.sort_by(|a, b| a.path.cmp(&b.path));
+        self.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+        self.replaced.sort();
+        self.actions.sort_by(|a, b| a.path.cmp(&b.path));
+    }
+
     /// Entries restored (files, dirs, symlinks, hard links, others).
     pub fn restored(&self) -> u64 {
         self.files + self.dirs + self.symlinks + self.hardlinks + self.other

@@ -64,11 +64,7 @@ pub(super) fn run(
         run: &mut run,
     };
     x.all(&items)?;
-    let r = &mut run.report;
-    r.errors.sort_by(|a, b| a.path.cmp(&b.path));
-    r.skipped.sort_by(|a, b| a.path.cmp(&b.path));
-    r.replaced.sort();
-    r.actions.sort_by(|a, b| a.path.cmp(&b.path));
+    run.report.sort_lists();
     Ok(run)
 }
 

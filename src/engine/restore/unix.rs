@@ -3,6 +3,7 @@
 use super::*;
 use crate::repo::tree::gomode;
 use chrono::{DateTime, FixedOffset};
+use crossbeam_channel::{Receiver, Sender};
 use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, AtFlags, OFlag};
 use nix::sys::stat::{
@@ -79,6 +80,11 @@ impl Item {
     fn name(&self) -> &str {
         self.rel.last().map(String::as_str).unwrap_or("")
     }
+
+    /// The path components of the directory holding it, below the target.
+    fn parent_rel(&self) -> &[String] {
+        &self.rel[..self.rel.len().saturating_sub(1)]
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -106,6 +112,58 @@ fn open_rel_dir(root: &OwnedFd, rel: &[String]) -> io::Result<OwnedFd> {
         cur = open_dir_at(cur.as_raw_fd(), c)?;
     }
     Ok(cur)
+}
+
+/// The directory holding `it` below `root`; `None` without a root, or in a dry run when it does
+/// not exist yet.
+fn open_parent(root: Option<&OwnedFd>, it: &Item, dry_run: bool) -> io::Result<Option<OwnedFd>> {
+    let Some(r) = root else { return Ok(None) };
+    match open_rel_dir(r, it.parent_rel()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if dry_run && e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes the directory `name` in `p` (mode 0700 until its metadata is set), first removing the
+/// entry in its way when `replace`; returns it open.
+fn make_dir_at(p: RawFd, name: &str, replace: bool) -> io::Result<OwnedFd> {
+    if replace {
+        unlinkat(Some(p), name, UnlinkatFlags::NoRemoveDir)?;
+    }
+    mkdirat(Some(p), name, Mode::from_bits_truncate(0o700))?;
+    open_dir_at(p, name)
+}
+
+/// Makes `name` in `p` a hard link of `first_name` in `first_dir`: linked under a temp name,
+/// then renamed over `name` (a directory in the way, `ex`, is removed first); the temp name is
+/// removed when that fails.
+fn link_at(
+    first_dir: RawFd,
+    first_name: &str,
+    p: RawFd,
+    name: &str,
+    ex: &Existing,
+) -> io::Result<()> {
+    let tmp = tmp_name(name);
+    let res = (|| -> io::Result<()> {
+        linkat(
+            Some(first_dir),
+            first_name,
+            Some(p),
+            tmp.as_str(),
+            AtFlags::empty(),
+        )?;
+        if let Existing::Dir(_) = ex {
+            remove_tree_at(p, name.as_ref())?;
+        }
+        renameat(Some(p), tmp.as_str(), Some(p), name)?;
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = unlinkat(Some(p), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+    }
+    res
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -293,6 +351,53 @@ fn decide(policy: Overwrite, node: &Node, ex: &Existing, same: impl FnOnce() -> 
     }
 }
 
+/// Whether an existing directory (`st`) gets the snapshot's metadata under `policy`.
+fn updates_dir(policy: Overwrite, node: &Node, st: &Stat) -> bool {
+    match policy {
+        Overwrite::Always | Overwrite::IfChanged => true,
+        Overwrite::IfNewer => newer(node, st),
+        Overwrite::Never => false,
+    }
+}
+
+/// Why an entry of kind `k` (neither a file nor a directory) is not restored, if it is not:
+/// sockets never, device nodes only by root, unknown kinds never.
+fn not_restored(k: &str, is_root: bool) -> Option<String> {
+    match k {
+        kind::SOCKET => {
+            Some("sockets are not restored (a program creates them when it runs)".to_string())
+        }
+        kind::DEV | kind::CHARDEV if !is_root => {
+            Some("device node not restored: creating device nodes needs root".to_string())
+        }
+        kind::SYMLINK | kind::FIFO | kind::DEV | kind::CHARDEV => None,
+        _ => Some(format!(
+            "unknown entry type {k:?} in the snapshot, not restored"
+        )),
+    }
+}
+
+/// Whether an existing FIFO or device node (`st`, its `S_IFMT` bits `fmt`) already is the
+/// snapshot's `node` of kind `k`: same type, permissions and (devices) device number.
+fn same_special(k: &str, node: &Node, st: &Stat, fmt: libc::mode_t) -> bool {
+    let perm = st.perm == gomode::to_unix_perm(node.mode);
+    match k {
+        kind::FIFO => fmt == libc::S_IFIFO && perm,
+        kind::DEV => fmt == libc::S_IFBLK && st.rdev == node.device && perm,
+        kind::CHARDEV => fmt == libc::S_IFCHR && st.rdev == node.device && perm,
+        _ => false,
+    }
+}
+
+/// Whether the existing file `ex` is already the same inode as the first name of its hard
+/// link (`first`).
+fn same_inode(ex: &Existing, first: Option<&Existing>) -> bool {
+    match (ex, first) {
+        (Existing::File(a), Some(Existing::File(b))) => a.dev == b.dev && a.ino == b.ino,
+        _ => false,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Execution
 
@@ -427,6 +532,39 @@ impl Shared<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// Makes the symlink, FIFO or device node `it` in `p`: under a temp name, with its
+    /// metadata, then renamed over its name (a directory in the way, `ex`, is removed first);
+    /// the temp entry is removed when that fails.
+    fn make_special(
+        &self,
+        p: RawFd,
+        it: &Item,
+        ex: &Existing,
+        dest: &Path,
+        warnings: &mut Vec<EntryIssue>,
+    ) -> io::Result<()> {
+        let (name, node) = (it.name(), &it.node);
+        let k = node.kind.as_str();
+        let tmp = tmp_name(name);
+        let res = (|| -> io::Result<()> {
+            match k {
+                kind::SYMLINK => symlinkat(node.linktarget.as_str(), Some(p), tmp.as_str())?,
+                kind::FIFO => make_fifo_at(p, &tmp)?,
+                _ => make_device_at(p, &tmp, k == kind::DEV, node.device)?,
+            }
+            self.set_meta_at(p, &tmp, node, k != kind::SYMLINK, dest, warnings)?;
+            if let Existing::Dir(_) = ex {
+                remove_tree_at(p, name.as_ref())?;
+            }
+            renameat(Some(p), tmp.as_str(), Some(p), name)?;
+            Ok(())
+        })();
+        if res.is_err() {
+            let _ = unlinkat(Some(p), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        res
     }
 
     /// Whether the regular file `name` has exactly the content of `node`.
@@ -675,7 +813,7 @@ impl Exec<'_, '_> {
 
     fn record_replaced(&mut self, it: &Item, dest: &Path) {
         self.run.report.replaced.push(dest.display().to_string());
-        self.run.touch(&it.rel[..it.rel.len().saturating_sub(1)]);
+        self.run.touch(it.parent_rel());
     }
 
     /// `--delete`: removes entries of the directory `fd` (item `it`) that its snapshot
@@ -725,6 +863,8 @@ impl Exec<'_, '_> {
         }
     }
 
+    /// Handles a directory of the snapshot: enters an existing one, or makes it (replacing a
+    /// file or other entry in its way when the overwrite mode allows).
     fn dir(&mut self, parent: Option<&OwnedFd>, it: &Item) -> DirStep {
         let dest = self.sh.dest(it);
         let name = it.name();
@@ -749,31 +889,7 @@ impl Exec<'_, '_> {
                 return DirStep::Block;
             }
             Existing::None => false,
-            Existing::Dir(st) => {
-                let apply = match self.sh.opts.overwrite {
-                    Overwrite::Always | Overwrite::IfChanged => true,
-                    Overwrite::IfNewer => newer(&it.node, &st),
-                    Overwrite::Never => false,
-                };
-                let fd = match parent {
-                    None => None,
-                    Some(p) => match open_dir_at(p.as_raw_fd(), name) {
-                        Ok(fd) => Some(Arc::new(fd)),
-                        Err(e) => {
-                            self.error(&dest, format!("could not open the directory {} (it must not be a symbolic link): {e}", dest.display()));
-                            return DirStep::Block;
-                        }
-                    },
-                };
-                if let Some(fd) = &fd {
-                    self.delete_extras(it, fd);
-                }
-                self.run.report.dirs += 1;
-                if apply {
-                    self.action("update", kind::DIR, &dest);
-                }
-                return DirStep::Enter(fd, apply);
-            }
+            Existing::Dir(st) => return self.existing_dir(parent, it, &dest, &st),
             Existing::File(_) | Existing::Other(..) => {
                 match decide(self.sh.opts.overwrite, &it.node, &ex, || false) {
                     Decision::Keep(reason) => {
@@ -787,26 +903,15 @@ impl Exec<'_, '_> {
                 }
             }
         };
-        self.run.touch(&it.rel[..it.rel.len() - 1]);
-        if replace {
-            self.record_replaced(it, &dest);
-        }
+        self.made(it, &dest, replace, kind::DIR);
         self.run.report.dirs += 1;
         if self.sh.opts.dry_run {
-            self.action(if replace { "replace" } else { "create" }, kind::DIR, &dest);
             return DirStep::Enter(None, true);
         }
         let p = parent
             .expect("the parent directory exists outside dry runs")
             .as_raw_fd();
-        let made = (|| -> io::Result<OwnedFd> {
-            if replace {
-                unlinkat(Some(p), name, UnlinkatFlags::NoRemoveDir)?;
-            }
-            mkdirat(Some(p), name, Mode::from_bits_truncate(0o700))?;
-            open_dir_at(p, name)
-        })();
-        match made {
+        match make_dir_at(p, name, replace) {
             Ok(fd) => DirStep::Enter(Some(Arc::new(fd)), true),
             Err(e) => {
                 self.run.report.dirs -= 1;
@@ -822,41 +927,47 @@ impl Exec<'_, '_> {
         }
     }
 
+    /// Enters a directory that exists in the target (`st`): opens it (outside a dry run),
+    /// deletes its extra entries (`--delete`), and notes whether it gets the snapshot's
+    /// metadata.
+    fn existing_dir(
+        &mut self,
+        parent: Option<&OwnedFd>,
+        it: &Item,
+        dest: &Path,
+        st: &Stat,
+    ) -> DirStep {
+        let apply = updates_dir(self.sh.opts.overwrite, &it.node, st);
+        let fd = match parent {
+            None => None,
+            Some(p) => {
+                match open_dir_at(p.as_raw_fd(), it.name()) {
+                    Ok(fd) => Some(Arc::new(fd)),
+                    Err(e) => {
+                        self.error(dest, format!("could not open the directory {} (it must not be a symbolic link): {e}", dest.display()));
+                        return DirStep::Block;
+                    }
+                }
+            }
+        };
+        if let Some(fd) = &fd {
+            self.delete_extras(it, fd);
+        }
+        self.run.report.dirs += 1;
+        if apply {
+            self.action("update", kind::DIR, dest);
+        }
+        DirStep::Enter(fd, apply)
+    }
+
     /// Symlinks, FIFOs, devices and sockets (in the main thread).
     fn special(&mut self, parent: Option<&OwnedFd>, it: &Item) {
         let dest = self.sh.dest(it);
-        let name = it.name();
-        let node = &it.node;
+        let (name, node) = (it.name(), &it.node);
         let k = node.kind.as_str();
-        if k == kind::SOCKET {
-            self.run.report.warnings.push(warn_issue(
-                &dest,
-                format!(
-                    "{}: sockets are not restored (a program creates them when it runs)",
-                    dest.display()
-                ),
-            ));
-            return;
-        }
-        let is_dev = k == kind::DEV || k == kind::CHARDEV;
-        if is_dev && !self.sh.is_root {
-            self.run.report.warnings.push(warn_issue(
-                &dest,
-                format!(
-                    "{}: device node not restored: creating device nodes needs root",
-                    dest.display()
-                ),
-            ));
-            return;
-        }
-        if !matches!(k, kind::SYMLINK | kind::FIFO | kind::DEV | kind::CHARDEV) {
-            self.run.report.warnings.push(warn_issue(
-                &dest,
-                format!(
-                    "{}: unknown entry type {k:?} in the snapshot, not restored",
-                    dest.display()
-                ),
-            ));
+        if let Some(why) = not_restored(k, self.sh.is_root) {
+            let message = format!("{}: {why}", dest.display());
+            self.run.report.warnings.push(warn_issue(&dest, message));
             return;
         }
         let pfd = parent.map(|p| p.as_raw_fd());
@@ -873,92 +984,80 @@ impl Exec<'_, '_> {
                     .map(|t| t.as_encoded_bytes() == node.linktarget.as_bytes())
                     .unwrap_or(false)
             }
-            (Existing::Other(st, fmt), _) if k == kind::FIFO => {
-                fmt == libc::S_IFIFO && st.perm == gomode::to_unix_perm(node.mode)
-            }
-            (Existing::Other(st, fmt), _) if is_dev => {
-                let want = if k == kind::DEV {
-                    libc::S_IFBLK
-                } else {
-                    libc::S_IFCHR
-                };
-                fmt == want && st.rdev == node.device && st.perm == gomode::to_unix_perm(node.mode)
-            }
+            (Existing::Other(st, fmt), _) => same_special(k, node, &st, fmt),
             _ => false,
         };
-        let replaced = ex.exists();
-        match decide(self.sh.opts.overwrite, node, &ex, same) {
+        let decision = decide(self.sh.opts.overwrite, node, &ex, same);
+        if let (Decision::Unchanged, false, Some(p)) = (&decision, self.sh.opts.dry_run, pfd) {
+            self.keep_special(p, it, &dest);
+        }
+        if !self.goes_ahead(decision, &dest) {
+            return;
+        }
+        if !self.sh.opts.dry_run {
+            let p = pfd.expect("the parent directory exists outside dry runs");
+            let mut w = Vec::new();
+            let res = self.sh.make_special(p, it, &ex, &dest, &mut w);
+            self.run.report.warnings.extend(w);
+            if let Err(e) = res {
+                self.error(
+                    &dest,
+                    format!("could not restore the {k} {}: {e}", dest.display()),
+                );
+                return;
+            }
+        }
+        if k == kind::SYMLINK {
+            self.run.report.symlinks += 1;
+        } else {
+            self.run.report.other += 1;
+        }
+        self.made(it, &dest, ex.exists(), k);
+    }
+
+    /// An existing symlink, FIFO or device node is the snapshot's: give it the snapshot's
+    /// owner and times only (the mode already matches: never chmod in place).
+    fn keep_special(&mut self, p: RawFd, it: &Item, dest: &Path) {
+        let mut w = Vec::new();
+        if let Err(e) = self
+            .sh
+            .set_meta_at(p, it.name(), &it.node, false, dest, &mut w)
+        {
+            w.push(warn_issue(
+                dest,
+                format!("could not update the metadata of {}: {e}", dest.display()),
+            ));
+        }
+        self.run.report.warnings.extend(w);
+    }
+
+    /// Reports a decision that keeps the existing entry (skipped by the overwrite mode, or
+    /// unchanged); true when the entry is to be made.
+    fn goes_ahead(&mut self, decision: Decision, dest: &Path) -> bool {
+        match decision {
             Decision::Keep(reason) => {
                 self.run.report.skipped.push(Skipped {
                     path: dest.display().to_string(),
                     reason,
                 });
-                return;
+                false
             }
             Decision::Unchanged => {
                 self.run.report.unchanged += 1;
-                if let (false, Some(p)) = (self.sh.opts.dry_run, pfd) {
-                    // Owner and times only (the mode already matches): never chmod in place.
-                    let mut w = Vec::new();
-                    if let Err(e) = self.sh.set_meta_at(p, name, node, false, &dest, &mut w) {
-                        w.push(warn_issue(
-                            &dest,
-                            format!("could not update the metadata of {}: {e}", dest.display()),
-                        ));
-                    }
-                    self.run.report.warnings.extend(w);
-                }
-                return;
+                false
             }
-            Decision::Create | Decision::Replace => {}
+            Decision::Create | Decision::Replace => true,
         }
-        self.run.touch(&it.rel[..it.rel.len() - 1]);
+    }
+
+    /// Records an entry that was made (in a dry run: would be) at `dest`: where the restore
+    /// changed something, the entry it replaced, the dry run's action.
+    fn made(&mut self, it: &Item, dest: &Path, replaced: bool, kind: &str) {
+        self.run.touch(it.parent_rel());
         if replaced {
-            self.record_replaced(it, &dest);
+            self.record_replaced(it, dest);
         }
-        let counter = if k == kind::SYMLINK {
-            &mut self.run.report.symlinks
-        } else {
-            &mut self.run.report.other
-        };
-        *counter += 1;
-        if self.sh.opts.dry_run {
-            self.action(if replaced { "replace" } else { "create" }, k, &dest);
-            return;
-        }
-        let p = pfd.expect("the parent directory exists outside dry runs");
-        let tmp = tmp_name(name);
-        let mut w = Vec::new();
-        let res = (|| -> io::Result<()> {
-            match k {
-                kind::SYMLINK => symlinkat(node.linktarget.as_str(), Some(p), tmp.as_str())?,
-                kind::FIFO => make_fifo_at(p, &tmp)?,
-                _ => make_device_at(p, &tmp, k == kind::DEV, node.device)?,
-            }
-            self.sh
-                .set_meta_at(p, &tmp, node, k != kind::SYMLINK, &dest, &mut w)?;
-            if let Existing::Dir(_) = ex {
-                remove_tree_at(p, name.as_ref())?;
-            }
-            renameat(Some(p), tmp.as_str(), Some(p), name)?;
-            Ok(())
-        })();
-        self.run.report.warnings.extend(w);
-        if let Err(e) = res {
-            let _ = unlinkat(Some(p), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-            *(if k == kind::SYMLINK {
-                &mut self.run.report.symlinks
-            } else {
-                &mut self.run.report.other
-            }) -= 1;
-            if replaced {
-                self.run.report.replaced.pop();
-            }
-            self.error(
-                &dest,
-                format!("could not restore the {k} {}: {e}", dest.display()),
-            );
-        }
+        self.action(if replaced { "replace" } else { "create" }, kind, dest);
     }
 
     fn file_done(&mut self, d: FileDone) {
@@ -967,17 +1066,9 @@ impl Exec<'_, '_> {
         self.run.report.warnings.extend(d.warnings);
         match d.outcome {
             FileOutcome::Written { bytes, replaced } => {
-                self.run.touch(&it.rel[..it.rel.len() - 1]);
-                if replaced {
-                    self.record_replaced(it, &dest);
-                }
                 self.run.report.files += 1;
                 self.run.report.bytes_written += bytes;
-                self.action(
-                    if replaced { "replace" } else { "create" },
-                    kind::FILE,
-                    &dest,
-                );
+                self.made(it, &dest, replaced, kind::FILE);
             }
             FileOutcome::Unchanged => self.run.report.unchanged += 1,
             FileOutcome::Skipped(reason) => self.run.report.skipped.push(Skipped {
@@ -988,25 +1079,37 @@ impl Exec<'_, '_> {
         }
     }
 
+    /// Records how each file went; returns the items now in place (written or unchanged),
+    /// which later names of a hard link may link to.
+    fn files_done(&mut self, results: Vec<FileDone>) -> HashSet<usize> {
+        let mut ok = HashSet::new();
+        for d in results {
+            if matches!(
+                d.outcome,
+                FileOutcome::Written { .. } | FileOutcome::Unchanged
+            ) {
+                ok.insert(d.idx);
+            }
+            self.file_done(d);
+        }
+        ok
+    }
+
     /// Makes the second and later names of a hard-linked file (after all files are written).
     fn hard_link(&mut self, root: Option<&OwnedFd>, idx: usize, primary_ok: bool) {
         let sh = self.sh;
         let it = &sh.items[idx];
         let first = &sh.items[it.link_to.expect("deferred items are hard links")];
         let dest = sh.dest(it);
-        let parent = match root {
-            Some(r) => match open_rel_dir(r, &it.rel[..it.rel.len() - 1]) {
-                Ok(fd) => Some(fd),
-                Err(e) if sh.opts.dry_run && e.raw_os_error() == Some(libc::ENOENT) => None,
-                Err(e) => {
-                    self.error(
-                        &dest,
-                        format!("could not open the directory of {}: {e}", dest.display()),
-                    );
-                    return;
-                }
-            },
-            None => None,
+        let parent = match open_parent(root, it, sh.opts.dry_run) {
+            Ok(p) => p,
+            Err(e) => {
+                self.error(
+                    &dest,
+                    format!("could not open the directory of {}: {e}", dest.display()),
+                );
+                return;
+            }
         };
         let pfd = parent.as_ref().map(|p| p.as_raw_fd());
         if !primary_ok {
@@ -1022,85 +1125,104 @@ impl Exec<'_, '_> {
                 return;
             }
         };
-        let first_dir = match root.map(|r| open_rel_dir(r, &first.rel[..first.rel.len() - 1])) {
-            Some(Ok(fd)) => Some(fd),
-            _ => None,
-        };
+        let first_dir = root.and_then(|r| open_rel_dir(r, first.parent_rel()).ok());
         let first_st = first_dir
             .as_ref()
             .and_then(|d| stat_at(Some(d.as_raw_fd()), first.name()).ok());
-        let same = || match (ex, first_st, pfd) {
-            (Existing::File(a), Some(Existing::File(b)), _) if a.dev == b.dev && a.ino == b.ino => {
-                true
-            }
-            (Existing::File(_), _, Some(p)) => sh.same_content(p, it.name(), &it.node),
-            _ => false,
+        let same = || {
+            same_inode(&ex, first_st.as_ref())
+                || match (ex, pfd) {
+                    (Existing::File(_), Some(p)) => sh.same_content(p, it.name(), &it.node),
+                    _ => false,
+                }
         };
-        let replaced = ex.exists();
-        match decide(sh.opts.overwrite, &it.node, &ex, same) {
-            Decision::Keep(reason) => {
-                self.run.report.skipped.push(Skipped {
-                    path: dest.display().to_string(),
-                    reason,
-                });
-                return;
-            }
-            Decision::Unchanged => {
-                self.run.report.unchanged += 1;
-                return;
-            }
-            Decision::Create | Decision::Replace => {}
+        if !self.goes_ahead(decide(sh.opts.overwrite, &it.node, &ex, same), &dest) {
+            return;
         }
         if !sh.opts.dry_run {
-            let (Some(p), Some(fd0)) = (pfd, first_dir.as_ref()) else {
-                self.error(
-                    &dest,
-                    format!(
-                        "could not hard-link {} to {}: its directory cannot be opened",
-                        dest.display(),
-                        sh.dest(first).display()
-                    ),
-                );
-                return;
+            let made = match (pfd, first_dir.as_ref()) {
+                (Some(p), Some(fd0)) => link_at(fd0.as_raw_fd(), first.name(), p, it.name(), &ex)
+                    .map_err(|e| e.to_string()),
+                _ => Err("its directory cannot be opened".to_string()),
             };
-            let tmp = tmp_name(it.name());
-            let res = (|| -> io::Result<()> {
-                linkat(
-                    Some(fd0.as_raw_fd()),
-                    first.name(),
-                    Some(p),
-                    tmp.as_str(),
-                    AtFlags::empty(),
-                )?;
-                if let Existing::Dir(_) = ex {
-                    remove_tree_at(p, it.name().as_ref())?;
-                }
-                renameat(Some(p), tmp.as_str(), Some(p), it.name())?;
-                Ok(())
-            })();
-            if let Err(e) = res {
-                let _ = unlinkat(Some(p), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-                self.error(
-                    &dest,
-                    format!(
-                        "could not hard-link {} to {}: {e}",
-                        dest.display(),
-                        sh.dest(first).display()
-                    ),
-                );
+            if let Err(e) = made {
+                let shown = format!("{} to {}", dest.display(), sh.dest(first).display());
+                self.error(&dest, format!("could not hard-link {shown}: {e}"));
                 return;
             }
         }
-        self.run.touch(&it.rel[..it.rel.len() - 1]);
-        if replaced {
-            self.record_replaced(it, &dest);
-        }
         self.run.report.hardlinks += 1;
-        self.action(
-            if replaced { "replace" } else { "create" },
-            "hardlink",
-            &dest,
-        );
+        self.made(it, &dest, ex.exists(), "hardlink");
+    }
+
+    /// Runs [`Exec::walk`] in this thread with the file workers beside it; returns what the
+    /// walk left for later and how each file went (in the order they finished).
+    fn walk_with_workers(&mut self, root: Option<&Arc<OwnedFd>>) -> (Walked, Vec<FileDone>) {
+        let workers = worker_count();
+        let sh = self.sh;
+        std::thread::scope(|s| {
+            let (job_tx, job_rx) = crossbeam_channel::bounded::<FileJob>(workers * 8);
+            let (res_tx, res_rx) = crossbeam_channel::unbounded::<FileDone>();
+            for _ in 0..workers {
+                let (jobs, done) = (job_rx.clone(), res_tx.clone());
+                s.spawn(move || file_worker(sh, jobs, done));
+            }
+            drop(res_tx);
+            drop(job_rx);
+            let walked = self.walk(root, &job_tx);
+            drop(job_tx);
+            (walked, res_rx.iter().collect())
+        })
+    }
+
+    /// The main thread's walk over the items: directories, symlinks and other entries are
+    /// handled here, regular files go to the workers on `jobs`, later names of hard links are
+    /// left for after the files; stops early when the restore is cancelled.
+    fn walk(&mut self, root: Option<&Arc<OwnedFd>>, jobs: &Sender<FileJob>) -> Walked {
+        let items = self.sh.items;
+        let mut walked = Walked::default();
+        // Directory descriptors by depth: stack[d] is the directory of items at depth d + 1.
+        let mut stack: Vec<Option<Arc<OwnedFd>>> = Vec::new();
+        let mut i = 0;
+        while i < items.len() {
+            if self.sh.cancel.is_cancelled() {
+                break;
+            }
+            let it = &items[i];
+            let depth = it.rel.len();
+            if depth == 0 {
+                if let Some(r) = root {
+                    self.delete_extras(it, r);
+                }
+                stack = vec![root.cloned()];
+                i += 1;
+                continue;
+            }
+            stack.truncate(depth);
+            let parent = stack[depth - 1].clone();
+            if it.node.is_dir() {
+                match self.dir(parent.as_deref(), it) {
+                    DirStep::Enter(fd, apply) => {
+                        stack.push(fd);
+                        walked.dirs.push((i, apply));
+                    }
+                    DirStep::Block => {
+                        i = after_subtree(items, i);
+                        continue;
+                    }
+                }
+            } else if it.node.is_file() {
+                if it.link_to.is_some() {
+                    walked.deferred.push(i);
+                } else if jobs.send((i, parent)).is_err() {
+                    break;
+                }
+            } else {
+                self.special(parent.as_deref(), it);
+            }
+            i += 1;
+        }
+        walked
     }
 
     /// Sets directory metadata (deepest first) and fsyncs every restored directory.
@@ -1232,6 +1354,82 @@ fn worker_count() -> usize {
         .clamp(2, 4)
 }
 
+/// A regular file for the workers to restore: its item, and its directory (`None` in a dry run
+/// when that does not exist).
+type FileJob = (usize, Option<Arc<OwnedFd>>);
+
+/// One file worker: restores the files it is sent until the channel closes, sending back how
+/// each went. On Linux each file's flush and rename are left to `commit_pending`.
+fn file_worker(sh: &Shared, jobs: Receiver<FileJob>, done: Sender<FileDone>) {
+    for (idx, parent) in jobs {
+        let defer = if cfg!(target_os = "linux") {
+            parent.as_ref()
+        } else {
+            None
+        };
+        let d = sh.restore_file(idx, parent.as_deref().map(|p| p.as_raw_fd()), defer);
+        if done.send(d).is_err() {
+            break;
+        }
+    }
+}
+
+/// Opens the target directory (creating it first unless this is a dry run); `None` in a dry
+/// run when it does not exist.
+fn open_target(opts: &RestoreOptions) -> Result<Option<Arc<OwnedFd>>> {
+    let target = &opts.target;
+    if !opts.dry_run {
+        std::fs::create_dir_all(target).map_err(|e| {
+            Error::io(
+                format!("create the target directory {}", target.display()),
+                e,
+            )
+        })?;
+    }
+    match nix::fcntl::open(
+        target,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(Some(Arc::new(own(fd)))),
+        Err(Errno::ENOENT) if opts.dry_run => Ok(None),
+        Err(e) => Err(Error::Input(format!(
+            "cannot open the target directory {}: {e}\n  hint: --target must be a directory (it is created if missing)",
+            target.display()
+        ))),
+    }
+}
+
+/// The bytes the restore writes: the sizes of the regular files, each hard-linked file once.
+fn bytes_to_write(items: &[Item]) -> u64 {
+    items
+        .iter()
+        .filter(|i| i.node.is_file() && i.link_to.is_none())
+        .map(|i| i.node.size)
+        .sum()
+}
+
+/// The index of the first item after `items[i]` that is not below it (items are in
+/// depth-first order): where the walk goes on when the directory `items[i]` is blocked.
+fn after_subtree(items: &[Item], i: usize) -> usize {
+    let rel = &items[i].rel;
+    let depth = rel.len();
+    let mut j = i + 1;
+    while j < items.len() && items[j].rel.len() > depth && items[j].rel[..depth] == rel[..] {
+        j += 1;
+    }
+    j
+}
+
+/// What the main thread's walk leaves for after the file workers.
+#[derive(Default)]
+struct Walked {
+    /// Directories entered, in walk order, and whether each gets the snapshot's metadata.
+    dirs: Vec<(usize, bool)>,
+    /// Second and later names of hard-linked files.
+    deferred: Vec<usize>,
+}
+
 pub(super) fn run(
     repo: &Repository,
     snapshot: &Snapshot,
@@ -1240,31 +1438,7 @@ pub(super) fn run(
     cancel: &CancelToken,
 ) -> Result<Run> {
     let (items, plan_errors) = plan(repo, snapshot, opts, cancel)?;
-    let target = &opts.target;
-    let root: Option<Arc<OwnedFd>> = {
-        if !opts.dry_run {
-            std::fs::create_dir_all(target).map_err(|e| {
-                Error::io(
-                    format!("create the target directory {}", target.display()),
-                    e,
-                )
-            })?;
-        }
-        match nix::fcntl::open(
-            target,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => Some(Arc::new(own(fd))),
-            Err(Errno::ENOENT) if opts.dry_run => None,
-            Err(e) => {
-                return Err(Error::Input(format!(
-                    "cannot open the target directory {}: {e}\n  hint: --target must be a directory (it is created if missing)",
-                    target.display()
-                )))
-            }
-        }
-    };
+    let root = open_target(opts)?;
     let sh = Shared {
         repo,
         opts,
@@ -1285,121 +1459,165 @@ pub(super) fn run(
         },
     };
     if !opts.dry_run {
-        let total: u64 = items
-            .iter()
-            .filter(|i| i.node.is_file() && i.link_to.is_none())
-            .map(|i| i.node.size)
-            .sum();
-        progress.phase("restore", Some(total));
+        progress.phase("restore", Some(bytes_to_write(&items)));
     }
 
-    let mut dirs: Vec<(usize, bool)> = Vec::new();
-    let mut deferred: Vec<usize> = Vec::new();
-    let mut results: Vec<FileDone> = Vec::new();
-    let workers = worker_count();
-    std::thread::scope(|s| {
-        let (job_tx, job_rx) =
-            crossbeam_channel::bounded::<(usize, Option<Arc<OwnedFd>>)>(workers * 8);
-        let (res_tx, res_rx) = crossbeam_channel::unbounded::<FileDone>();
-        for _ in 0..workers {
-            let job_rx = job_rx.clone();
-            let res_tx = res_tx.clone();
-            let sh = &sh;
-            s.spawn(move || {
-                for (idx, parent) in job_rx {
-                    let defer = if cfg!(target_os = "linux") {
-                        parent.as_ref()
-                    } else {
-                        None
-                    };
-                    let d = sh.restore_file(idx, parent.as_deref().map(|p| p.as_raw_fd()), defer);
-                    if res_tx.send(d).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(res_tx);
-        drop(job_rx);
-
-        // Directory descriptors by depth: stack[d] is the directory of items at depth d + 1.
-        let mut stack: Vec<Option<Arc<OwnedFd>>> = Vec::new();
-        let mut i = 0;
-        while i < items.len() {
-            if cancel.is_cancelled() {
-                break;
-            }
-            let it = &items[i];
-            let depth = it.rel.len();
-            if depth == 0 {
-                if let Some(r) = &root {
-                    ex.delete_extras(it, r);
-                }
-                stack = vec![root.clone()];
-                i += 1;
-                continue;
-            }
-            stack.truncate(depth);
-            let parent = stack[depth - 1].clone();
-            if it.node.is_dir() {
-                match ex.dir(parent.as_deref(), it) {
-                    DirStep::Enter(fd, apply) => {
-                        stack.push(fd);
-                        dirs.push((i, apply));
-                    }
-                    DirStep::Block => {
-                        let mut j = i + 1;
-                        while j < items.len()
-                            && items[j].rel.len() > depth
-                            && items[j].rel[..depth] == it.rel[..]
-                        {
-                            j += 1;
-                        }
-                        i = j;
-                        continue;
-                    }
-                }
-            } else if it.node.is_file() {
-                if it.link_to.is_some() {
-                    deferred.push(i);
-                } else if job_tx.send((i, parent)).is_err() {
-                    break;
-                }
-            } else {
-                ex.special(parent.as_deref(), it);
-            }
-            i += 1;
-        }
-        drop(job_tx);
-        results.extend(res_rx.iter());
-    });
+    let (walked, mut results) = ex.walk_with_workers(root.as_ref());
     commit_pending(&sh, &mut results, cancel.is_cancelled());
     cancel.check()?;
 
-    let mut ok: HashSet<usize> = HashSet::new();
-    for d in results {
-        if matches!(
-            d.outcome,
-            FileOutcome::Written { .. } | FileOutcome::Unchanged
-        ) {
-            ok.insert(d.idx);
-        }
-        ex.file_done(d);
-    }
-    for idx in deferred {
+    let ok = ex.files_done(results);
+    for idx in walked.deferred {
         cancel.check()?;
+        // Only items with a `link_to` are deferred (see `Exec::walk`).
         let first = items[idx].link_to.expect("deferred items are hard links");
         ex.hard_link(root.as_deref(), idx, ok.contains(&first));
     }
     if !opts.dry_run {
         if let Some(r) = &root {
-            ex.finish_dirs(r, &dirs);
+            ex.finish_dirs(r, &walked.dirs);
         }
     }
     let mut run = ex.run;
-    run.report.errors.sort_by(|a, b| a.path.cmp(&b.path));
-    run.report.skipped.sort_by(|a, b| a.path.cmp(&b.path));
-    run.report.replaced.sort();
-    run.report.actions.sort_by(|a, b| a.path.cmp(&b.path));
+    run.report.sort_lists();
     Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(perm: u32, dev: u64, ino: u64, rdev: u64) -> Stat {
+        Stat {
+            perm,
+            mtime: (1_000, 0),
+            dev,
+            ino,
+            rdev,
+        }
+    }
+
+    fn item(rel: &[&str], k: &str, size: u64, link_to: Option<usize>) -> Item {
+        let mut node = Node::new(rel.last().copied().unwrap_or(""), k);
+        node.size = size;
+        Item {
+            snap_path: format!("/{}", rel.join("/")),
+            rel: rel.iter().map(|s| s.to_string()).collect(),
+            node,
+            selected: true,
+            children: None,
+            link_to,
+        }
+    }
+
+    #[test]
+    fn sockets_unknown_kinds_and_devices_without_root_are_not_restored() {
+        assert!(not_restored(kind::SOCKET, true)
+            .is_some_and(|m| m.starts_with("sockets are not restored")));
+        for dev in [kind::DEV, kind::CHARDEV] {
+            assert!(not_restored(dev, false).is_some_and(|m| m.contains("needs root")));
+            assert_eq!(not_restored(dev, true), None);
+        }
+        for k in [kind::SYMLINK, kind::FIFO] {
+            assert_eq!(not_restored(k, false), None);
+        }
+        assert_eq!(
+            not_restored("door", true).as_deref(),
+            Some("unknown entry type \"door\" in the snapshot, not restored")
+        );
+    }
+
+    #[test]
+    fn a_special_entry_is_the_same_with_its_type_mode_and_device() {
+        let mut fifo = Node::new("p", kind::FIFO);
+        fifo.mode = gomode::NAMED_PIPE | 0o640;
+        assert!(same_special(
+            kind::FIFO,
+            &fifo,
+            &stat(0o640, 1, 2, 0),
+            libc::S_IFIFO
+        ));
+        assert!(!same_special(
+            kind::FIFO,
+            &fifo,
+            &stat(0o600, 1, 2, 0),
+            libc::S_IFIFO
+        ));
+        assert!(!same_special(
+            kind::FIFO,
+            &fifo,
+            &stat(0o640, 1, 2, 0),
+            libc::S_IFCHR
+        ));
+        let mut dev = Node::new("d", kind::CHARDEV);
+        dev.mode = gomode::DEVICE | gomode::CHAR_DEVICE | 0o600;
+        dev.device = 0x0103;
+        let st = stat(0o600, 1, 2, 0x0103);
+        assert!(same_special(kind::CHARDEV, &dev, &st, libc::S_IFCHR));
+        assert!(!same_special(kind::DEV, &dev, &st, libc::S_IFCHR));
+        assert!(!same_special(
+            kind::CHARDEV,
+            &dev,
+            &stat(0o600, 1, 2, 7),
+            libc::S_IFCHR
+        ));
+        assert!(!same_special(kind::SYMLINK, &dev, &st, libc::S_IFCHR));
+    }
+
+    #[test]
+    fn a_hard_link_is_in_place_when_it_is_the_first_names_inode() {
+        let a = Existing::File(stat(0o644, 1, 10, 0));
+        assert!(same_inode(&a, Some(&Existing::File(stat(0o600, 1, 10, 0)))));
+        assert!(!same_inode(
+            &a,
+            Some(&Existing::File(stat(0o644, 2, 10, 0)))
+        ));
+        assert!(!same_inode(
+            &a,
+            Some(&Existing::File(stat(0o644, 1, 11, 0)))
+        ));
+        assert!(!same_inode(&a, None));
+        assert!(!same_inode(&Existing::Dir(stat(0o755, 1, 10, 0)), Some(&a)));
+    }
+
+    #[test]
+    fn existing_directories_get_the_snapshots_metadata_by_the_overwrite_mode() {
+        let mut node = Node::new("d", kind::DIR);
+        node.mtime = DateTime::from_timestamp(2_000, 0).unwrap().fixed_offset();
+        let older = stat(0o755, 1, 2, 0);
+        let newer_st = Stat {
+            mtime: (3_000, 0),
+            ..older
+        };
+        for (policy, old, new) in [
+            (Overwrite::Always, true, true),
+            (Overwrite::IfChanged, true, true),
+            (Overwrite::IfNewer, true, false),
+            (Overwrite::Never, false, false),
+        ] {
+            assert_eq!(updates_dir(policy, &node, &older), old, "{policy:?}");
+            assert_eq!(updates_dir(policy, &node, &newer_st), new, "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn a_blocked_directory_skips_exactly_its_subtree() {
+        let items = vec![
+            item(&[], kind::DIR, 0, None),
+            item(&["a"], kind::DIR, 0, None),
+            item(&["a", "x"], kind::FILE, 5, None),
+            item(&["a", "y"], kind::DIR, 0, None),
+            item(&["a", "y", "z"], kind::FILE, 7, None),
+            item(&["ab"], kind::FILE, 11, None),
+            item(&["b"], kind::FILE, 13, Some(2)),
+        ];
+        assert_eq!(after_subtree(&items, 1), 5);
+        assert_eq!(after_subtree(&items, 3), 5);
+        assert_eq!(after_subtree(&items, 0), items.len());
+        assert_eq!(after_subtree(&items, 6), items.len());
+        // A second name of a hard link writes nothing of its own.
+        assert_eq!(bytes_to_write(&items), 5 + 7 + 11);
+        assert_eq!(items[4].parent_rel(), ["a", "y"]);
+        assert!(items[0].parent_rel().is_empty());
+    }
 }

@@ -7,10 +7,11 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How long the ssh + SFTP handshake may take, and how long a session may go without an answer
@@ -191,11 +192,19 @@ impl<'a> Rd<'a> {
         self.p += n;
         Ok(s)
     }
+    /// The next `N` bytes as an array.
+    fn array<const N: usize>(&mut self) -> SResult<[u8; N]> {
+        // `take` gives exactly N bytes or an error, so the conversion cannot fail; should it,
+        // the reply is reported short rather than the thread panicking.
+        self.take(N)?
+            .try_into()
+            .map_err(|_| SftpError::Protocol("a reply ended early".into()))
+    }
     pub fn u32(&mut self) -> SResult<u32> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().unwrap()))
+        Ok(u32::from_be_bytes(self.array()?))
     }
     pub fn u64(&mut self) -> SResult<u64> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().unwrap()))
+        Ok(u64::from_be_bytes(self.array()?))
     }
     pub fn bytes(&mut self) -> SResult<&'a [u8]> {
         let n = self.u32()? as usize;
@@ -352,8 +361,57 @@ struct Shared {
 }
 
 impl Shared {
+    /// The state of a session over the ssh process `child`, no request outstanding.
+    fn new(child: Child, timeout: Duration) -> Arc<Shared> {
+        Arc::new(Shared {
+            table: Mutex::new(Table {
+                slots: HashMap::new(),
+                dead: None,
+                progress: Instant::now(),
+            }),
+            stderr: Mutex::new(String::new()),
+            child: Mutex::new(child),
+            timeout,
+        })
+    }
+
+    /// The request table. Its lock is poisoned only when a thread panicked while holding it;
+    /// the session is then ended rather than trusted: the table is recovered, marked dead
+    /// (with a reason naming the SFTP session) and its waiters woken, so every caller gets
+    /// [`SftpError::Lost`] and the backend reconnects.
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|poisoned| {
+            let mut t = poisoned.into_inner();
+            if t.dead.is_none() {
+                t.dead = Some(
+                    "a thread of the SFTP session panicked while it held the request table".into(),
+                );
+            }
+            t.slots.clear();
+            t
+        })
+    }
+
+    /// What ssh printed on stderr. A panic while the lock was held leaves at worst an untrimmed
+    /// tail of text, which is still fine for messages: a poisoned lock is recovered.
+    fn stderr(&self) -> MutexGuard<'_, String> {
+        self.stderr.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What ssh printed on stderr, trimmed.
+    fn stderr_text(&self) -> String {
+        self.stderr().trim().to_string()
+    }
+
+    /// The ssh process. A `Child` has no state a panic could leave half-changed, and what
+    /// every caller does with it (kill it, wait for it, read its id) stays right: a poisoned
+    /// lock is recovered.
+    fn child(&self) -> MutexGuard<'_, Child> {
+        self.child.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn kill(&self, why: String) {
-        let mut t = self.table.lock().unwrap();
+        let mut t = self.table();
         if t.dead.is_none() {
             t.dead = Some(why);
         }
@@ -362,20 +420,18 @@ impl Shared {
 
     /// Ends the ssh process: blocked reads and writes on its pipes fail at once.
     fn kill_child(&self) {
-        let mut c = self.child.lock().unwrap();
+        let mut c = self.child();
         let _ = c.kill();
         let _ = c.wait();
     }
 
     fn lost(&self) -> SftpError {
         let why = self
-            .table
-            .lock()
-            .unwrap()
+            .table()
             .dead
             .clone()
             .unwrap_or_else(|| "the connection closed".into());
-        let err = self.stderr.lock().unwrap().trim().to_string();
+        let err = self.stderr_text();
         if err.is_empty() {
             SftpError::Lost(why)
         } else {
@@ -419,180 +475,61 @@ impl Conn {
     /// lost (and reconnected by the backend).
     pub fn start(argv: &[String], target: &str, timeout: Duration) -> Result<Conn, ConnectError> {
         let shown = argv.join(" ");
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| ConnectError {
-                kind: e.kind(),
-                message: format!(
-                    "could not run `{shown}`: {e}\n  hint: install the OpenSSH client (`ssh`), or set the command with sftp.command"
-                ),
-                transient: false,
-            })?;
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let mut stdin = BufWriter::new(child.stdin.take().expect("stdin is piped"));
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        let shared = Arc::new(Shared {
-            table: Mutex::new(Table {
-                slots: HashMap::new(),
-                dead: None,
-                progress: Instant::now(),
-            }),
-            stderr: Mutex::new(String::new()),
-            child: Mutex::new(child),
-            timeout,
-        });
+        let (child, pipes, stderr) = spawn_ssh(argv, &shown)?;
+        let shared = Shared::new(child, timeout);
         let sh = shared.clone();
-        let err_thread = std::thread::Builder::new()
-            .name("sftp-ssh-stderr".into())
-            .spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stderr.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let mut s = sh.stderr.lock().unwrap();
-                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    if s.len() > 8192 {
-                        let cut = s.len() - 8192;
-                        let cut = (cut..s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(0);
-                        s.drain(..cut);
-                    }
-                }
-            })
-            .expect("spawn a thread");
-        // The handshake runs in a thread of its own, so that a server that never answers (or
-        // a command whose children keep the pipes open after it is killed) cannot hold us.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("sftp-handshake".into())
-            .spawn(move || {
-                let r = (|| -> io::Result<Vec<u8>> {
-                    let init = Buf::default().u32(3).0;
-                    write_packet(&mut stdin, FXP_INIT, &init)?;
-                    stdin.flush()?;
-                    let (typ, body) = read_packet(&mut stdout)?;
-                    if typ != FXP_VERSION {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("the server's first packet is type {typ}, not VERSION (is something printing on login, e.g. in .bashrc?)"),
-                        ));
-                    }
-                    Ok(body)
-                })();
-                let _ = tx.send((r, stdin, stdout));
-            })
-            .expect("spawn a thread");
-        let (version, stdin, stdout) = match rx.recv_timeout(timeout) {
-            Ok((Ok(v), stdin, stdout)) => (v, stdin, stdout),
-            Ok((Err(e), _, _)) => {
-                let status = {
-                    let mut c = shared.child.lock().unwrap();
-                    let _ = c.kill();
-                    c.wait().ok()
-                };
-                let _ = err_thread.join();
-                let said = shared.stderr.lock().unwrap().trim().to_string();
-                return Err(classify(&shown, target, status, &said, e));
-            }
-            Err(_) => {
+        let err_thread = match spawn("sftp-ssh-stderr", move || collect_stderr(stderr, sh)) {
+            Ok(h) => h,
+            Err(e) => {
                 shared.kill_child();
-                std::thread::sleep(Duration::from_millis(50));
-                let said = shared.stderr.lock().unwrap().trim().to_string();
-                let said = if said.is_empty() {
-                    "it printed nothing".to_string()
-                } else {
-                    format!("ssh said: {said}")
-                };
-                return Err(ConnectError {
-                    kind: io::ErrorKind::TimedOut,
-                    message: format!(
-                        "the SSH/SFTP session did not start within {}s: `{shown}` ({target}) got no SFTP answer and was stopped; {said}\n  hint: check that the host and port are an SSH server that answers (`ssh -v` with the same arguments shows where it stops), and that the sftp subsystem starts; a slow server may need a longer BACKUPD_SFTP_TIMEOUT or sftp_timeout",
-                        timeout.as_secs()
-                    ),
-                    transient: false,
-                });
+                return Err(e);
             }
         };
-        let mut r = Rd::new(&version);
-        let v = r.u32().unwrap_or(0);
-        if v < 3 {
-            shared.kill_child();
-            return Err(ConnectError {
-                kind: io::ErrorKind::Unsupported,
-                message: format!(
-                    "{target}: the SFTP server speaks protocol version {v}; version 3 is needed"
-                ),
-                transient: false,
-            });
-        }
-        let mut exts = Vec::new();
-        while !r.rest().is_empty() {
-            match (r.string(), r.string()) {
-                (Ok(name), Ok(data)) => exts.push((name, data)),
-                _ => break,
+        let (version, Pipes { stdin, stdout }) =
+            handshake(&shared, pipes, err_thread, &shown, target)?;
+        let (features, limits) = match parse_version(&version, target) {
+            Ok(f) => f,
+            Err(e) => {
+                shared.kill_child();
+                return Err(e);
             }
-        }
-        let has = |n: &str, v: &str| exts.iter().any(|(a, b)| a == n && b == v);
-        let features = Features {
-            posix_rename: has("posix-rename@openssh.com", "1"),
-            fsync: has("fsync@openssh.com", "1"),
-            statvfs: has("statvfs@openssh.com", "2"),
-            read_chunk: DEFAULT_CHUNK,
-            write_chunk: DEFAULT_CHUNK,
         };
-        let limits = has("limits@openssh.com", "1");
-
-        let sh = shared.clone();
-        std::thread::Builder::new()
-            .name("sftp-reader".into())
-            .spawn(move || reader_loop(stdout, sh))
-            .expect("spawn a thread");
-        let sh = shared.clone();
-        std::thread::Builder::new()
-            .name("sftp-watchdog".into())
-            .spawn(move || watchdog(sh))
-            .expect("spawn a thread");
+        // From here on, dropping `conn` (on an error too) ends the session.
         let mut conn = Conn {
             writer: Mutex::new(stdin),
-            shared,
+            shared: shared.clone(),
             next_id: AtomicU32::new(1),
             features,
         };
+        let sh = shared.clone();
+        spawn("sftp-reader", move || reader_loop(stdout, sh))?;
+        spawn("sftp-watchdog", move || watchdog(shared))?;
         if limits {
-            // max-packet-length, max-read-length, max-write-length, max-open-handles.
-            if let Ok(body) = conn
-                .request(FXP_EXTENDED, Buf::default().str("limits@openssh.com"))
-                .and_then(|p| p.wait())
-                .and_then(|r| r.extended())
-            {
-                let mut r = Rd::new(&body);
-                if let (Ok(_pkt), Ok(rd), Ok(wr)) = (r.u64(), r.u64(), r.u64()) {
-                    let pick = |v: u64| {
-                        if v == 0 {
-                            DEFAULT_CHUNK
-                        } else {
-                            v.min(MAX_CHUNK as u64) as u32
-                        }
-                    };
-                    conn.features.read_chunk = pick(rd);
-                    conn.features.write_chunk = pick(wr);
-                }
-            }
+            conn.apply_limits();
         }
         Ok(conn)
     }
 
+    /// Sizes reads and writes by the server's limits (limits@openssh.com); keeps the defaults
+    /// when it does not answer.
+    fn apply_limits(&mut self) {
+        let reply = self
+            .request(FXP_EXTENDED, Buf::default().str("limits@openssh.com"))
+            .and_then(|p| p.wait())
+            .and_then(|r| r.extended());
+        if let Some((read, write)) = reply.ok().and_then(|body| chunk_limits(&body)) {
+            self.features.read_chunk = read;
+            self.features.write_chunk = write;
+        }
+    }
+
     pub fn is_dead(&self) -> bool {
-        self.shared.table.lock().unwrap().dead.is_some()
+        self.shared.table().dead.is_some()
     }
 
     #[cfg(unix)]
     pub fn pause_for_test(&self) {
-        let pid = self.shared.child.lock().unwrap().id();
+        let pid = self.shared.child().id();
         // SAFETY: kill(2) on our own child, which is not reaped while `shared` holds it.
         unsafe {
             libc::kill(pid as libc::pid_t, libc::SIGSTOP);
@@ -610,7 +547,7 @@ impl Conn {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = sync_channel(1);
         {
-            let mut t = self.shared.table.lock().unwrap();
+            let mut t = self.shared.table();
             if t.dead.is_some() {
                 drop(t);
                 return Err(self.shared.lost());
@@ -623,9 +560,13 @@ impl Conn {
         let mut payload = Vec::with_capacity(4 + body.0.len());
         payload.extend_from_slice(&id.to_be_bytes());
         payload.extend_from_slice(&body.0);
-        let res = {
-            let mut w = self.writer.lock().unwrap();
-            write_packet(&mut *w, typ, &payload).and_then(|_| w.flush())
+        let res = match self.writer.lock() {
+            Ok(mut w) => write_packet(&mut *w, typ, &payload).and_then(|_| w.flush()),
+            // A thread panicked while writing: part of a packet may have gone out, so the
+            // stream is out of step and the session cannot go on.
+            Err(_) => Err(io::Error::other(
+                "a thread of the SFTP session panicked while it wrote a request",
+            )),
         };
         if let Err(e) = res {
             self.shared.kill(format!("writing to ssh failed: {e}"));
@@ -720,14 +661,15 @@ impl Conn {
     /// Writes `data` at offset 0 of an open file, keeping up to [`WINDOW`] writes in flight.
     pub fn write_all(&self, handle: &[u8], data: &[u8]) -> SResult<()> {
         let chunk = self.features.write_chunk as usize;
-        let mut inflight = std::collections::VecDeque::new();
+        let mut inflight: std::collections::VecDeque<Pending> = std::collections::VecDeque::new();
         let mut first_err = None;
         for (i, part) in data.chunks(chunk).enumerate() {
             if inflight.len() >= WINDOW {
-                let p: Pending = inflight.pop_front().unwrap();
-                if let Err(e) = p.wait().and_then(|r| r.ok()) {
-                    first_err = Some(e);
-                    break;
+                if let Some(p) = inflight.pop_front() {
+                    if let Err(e) = p.wait().and_then(|r| r.ok()) {
+                        first_err = Some(e);
+                        break;
+                    }
                 }
             }
             let off = (i * chunk) as u64;
@@ -853,6 +795,198 @@ impl Drop for Conn {
     }
 }
 
+/// The ssh process's stdin and stdout, which carry SFTP.
+struct Pipes {
+    stdin: BufWriter<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+/// Starts the ssh command `argv` (never empty) with its stdin, stdout and stderr piped.
+fn spawn_ssh(argv: &[String], shown: &str) -> Result<(Child, Pipes, ChildStderr), ConnectError> {
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| ConnectError {
+            kind: e.kind(),
+            message: format!(
+                "could not run `{shown}`: {e}\n  hint: install the OpenSSH client (`ssh`), or set the command with sftp.command"
+            ),
+            transient: false,
+        })?;
+    // All three were set to `Stdio::piped()` just above, so each is there to be taken, once.
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let pipes = Pipes {
+        stdin: BufWriter::new(child.stdin.take().expect("stdin is piped")),
+        stdout: BufReader::new(child.stdout.take().expect("stdout is piped")),
+    };
+    Ok((child, pipes, stderr))
+}
+
+/// Starts a thread of the session named `name`.
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, ConnectError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| ConnectError {
+            kind: e.kind(),
+            message: format!("could not start the thread {name} of the SFTP session: {e}"),
+            transient: false,
+        })
+}
+
+/// How much of what ssh prints on stderr is kept for messages (its last bytes).
+const STDERR_KEEP: usize = 8192;
+
+/// Collects what ssh prints on stderr until the pipe closes, keeping the last
+/// [`STDERR_KEEP`] bytes.
+fn collect_stderr(mut stderr: ChildStderr, shared: Arc<Shared>) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stderr.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let mut s = shared.stderr();
+        s.push_str(&String::from_utf8_lossy(&buf[..n]));
+        keep_tail(&mut s, STDERR_KEEP);
+    }
+}
+
+/// Cuts `s` to its last `max` bytes, or a little fewer so that it starts on a character.
+fn keep_tail(s: &mut String, max: usize) {
+    if s.len() > max {
+        let cut = s.len() - max;
+        let cut = (cut..s.len()).find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+        s.drain(..cut);
+    }
+}
+
+/// What the handshake thread hands back: the VERSION packet's body (or why there is none), and
+/// the pipes.
+type Handshake = (io::Result<Vec<u8>>, Pipes);
+
+/// Runs the SFTP handshake in a thread of its own, so that a server that never answers (or a
+/// command whose children keep the pipes open after it is killed) cannot hold us, and waits
+/// for it up to `shared.timeout`. On failure ssh is ended and the error says why (`classify`,
+/// `timed_out`).
+fn handshake(
+    shared: &Shared,
+    mut pipes: Pipes,
+    err_thread: JoinHandle<()>,
+    shown: &str,
+    target: &str,
+) -> Result<(Vec<u8>, Pipes), ConnectError> {
+    let (tx, rx) = std::sync::mpsc::channel::<Handshake>();
+    let started = spawn("sftp-handshake", move || {
+        let r = exchange_versions(&mut pipes.stdin, &mut pipes.stdout);
+        let _ = tx.send((r, pipes));
+    });
+    if let Err(e) = started {
+        shared.kill_child();
+        return Err(e);
+    }
+    match rx.recv_timeout(shared.timeout) {
+        Ok((Ok(v), pipes)) => Ok((v, pipes)),
+        Ok((Err(e), _)) => {
+            let status = {
+                let mut c = shared.child();
+                let _ = c.kill();
+                c.wait().ok()
+            };
+            let _ = err_thread.join();
+            Err(classify(shown, target, status, &shared.stderr_text(), e))
+        }
+        Err(_) => {
+            shared.kill_child();
+            std::thread::sleep(Duration::from_millis(50));
+            let said = shared.stderr_text();
+            Err(timed_out(shown, target, shared.timeout, &said))
+        }
+    }
+}
+
+/// Sends INIT (version 3) and reads the server's answer; returns the body of its VERSION.
+fn exchange_versions(w: &mut impl Write, r: &mut impl Read) -> io::Result<Vec<u8>> {
+    let init = Buf::default().u32(3).0;
+    write_packet(w, FXP_INIT, &init)?;
+    w.flush()?;
+    let (typ, body) = read_packet(r)?;
+    if typ != FXP_VERSION {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the server's first packet is type {typ}, not VERSION (is something printing on login, e.g. in .bashrc?)"),
+        ));
+    }
+    Ok(body)
+}
+
+/// The error for a handshake that got no answer within `timeout`; `said` is what ssh printed.
+fn timed_out(shown: &str, target: &str, timeout: Duration, said: &str) -> ConnectError {
+    let said = if said.is_empty() {
+        "it printed nothing".to_string()
+    } else {
+        format!("ssh said: {said}")
+    };
+    ConnectError {
+        kind: io::ErrorKind::TimedOut,
+        message: format!(
+            "the SSH/SFTP session did not start within {}s: `{shown}` ({target}) got no SFTP answer and was stopped; {said}\n  hint: check that the host and port are an SSH server that answers (`ssh -v` with the same arguments shows where it stops), and that the sftp subsystem starts; a slow server may need a longer BACKUPD_SFTP_TIMEOUT or sftp_timeout",
+            timeout.as_secs()
+        ),
+        transient: false,
+    }
+}
+
+/// The server's VERSION body: what the client may use (with the default chunk sizes), and
+/// whether the server offers limits@openssh.com. Refuses a protocol version below 3.
+fn parse_version(body: &[u8], target: &str) -> Result<(Features, bool), ConnectError> {
+    let mut r = Rd::new(body);
+    let v = r.u32().unwrap_or(0);
+    if v < 3 {
+        return Err(ConnectError {
+            kind: io::ErrorKind::Unsupported,
+            message: format!(
+                "{target}: the SFTP server speaks protocol version {v}; version 3 is needed"
+            ),
+            transient: false,
+        });
+    }
+    let mut exts = Vec::new();
+    while !r.rest().is_empty() {
+        match (r.string(), r.string()) {
+            (Ok(name), Ok(data)) => exts.push((name, data)),
+            _ => break,
+        }
+    }
+    let has = |n: &str, v: &str| exts.iter().any(|(a, b)| a == n && b == v);
+    let features = Features {
+        posix_rename: has("posix-rename@openssh.com", "1"),
+        fsync: has("fsync@openssh.com", "1"),
+        statvfs: has("statvfs@openssh.com", "2"),
+        read_chunk: DEFAULT_CHUNK,
+        write_chunk: DEFAULT_CHUNK,
+    };
+    Ok((features, has("limits@openssh.com", "1")))
+}
+
+/// The read and write sizes from a limits@openssh.com reply (max-packet-length,
+/// max-read-length, max-write-length, max-open-handles): 0 (no limit given) is
+/// [`DEFAULT_CHUNK`], more than [`MAX_CHUNK`] is cut to it; `None` for a short reply.
+fn chunk_limits(body: &[u8]) -> Option<(u32, u32)> {
+    let mut r = Rd::new(body);
+    let (_packet, read, write) = (r.u64().ok()?, r.u64().ok()?, r.u64().ok()?);
+    let pick = |v: u64| {
+        if v == 0 {
+            DEFAULT_CHUNK
+        } else {
+            v.min(MAX_CHUNK as u64) as u32
+        }
+    };
+    Some((pick(read), pick(write)))
+}
+
 fn write_packet(w: &mut impl Write, typ: u8, payload: &[u8]) -> io::Result<()> {
     let len = (payload.len() + 1) as u32;
     w.write_all(&len.to_be_bytes())?;
@@ -876,17 +1010,16 @@ fn read_packet(r: &mut impl Read) -> io::Result<(u8, Vec<u8>)> {
     Ok((typ, buf))
 }
 
-fn reader_loop(mut stdout: BufReader<std::process::ChildStdout>, shared: Arc<Shared>) {
+fn reader_loop(mut stdout: BufReader<ChildStdout>, shared: Arc<Shared>) {
     let why = loop {
         match read_packet(&mut stdout) {
             Ok((typ, mut body)) => {
-                if body.len() < 4 {
+                let Ok(id) = Rd::new(&body).u32() else {
                     break "the server sent a reply without a request id".to_string();
-                }
-                let id = u32::from_be_bytes(body[..4].try_into().unwrap());
+                };
                 body.drain(..4);
                 let slot = {
-                    let mut t = shared.table.lock().unwrap();
+                    let mut t = shared.table();
                     t.progress = Instant::now();
                     t.slots.remove(&id)
                 };
@@ -913,7 +1046,7 @@ fn watchdog(shared: Arc<Shared>) {
     loop {
         std::thread::sleep(tick);
         let stalled = {
-            let t = shared.table.lock().unwrap();
+            let t = shared.table();
             if t.dead.is_some() {
                 return;
             }
@@ -1002,5 +1135,143 @@ fn classify(
             "{what}: `{shown}` ({target}) ended with {exit}; {said_line}\n  hint: {hint}"
         ),
         transient,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version_body(v: u32, exts: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = Buf::default().u32(v);
+        for (n, d) in exts {
+            b = b.str(n).str(d);
+        }
+        b.0
+    }
+
+    #[test]
+    fn the_stderr_tail_keeps_the_last_bytes_on_a_character() {
+        let mut s = "abcdef".to_string();
+        keep_tail(&mut s, 10);
+        assert_eq!(s, "abcdef");
+        keep_tail(&mut s, 4);
+        assert_eq!(s, "cdef");
+        // "é" is two bytes: a cut inside it moves past it.
+        let mut s = "aébc".to_string();
+        keep_tail(&mut s, 3);
+        assert_eq!(s, "bc");
+    }
+
+    #[test]
+    fn the_handshake_sends_init_and_wants_version_first() {
+        let mut sent = Vec::new();
+        let mut reply = Vec::new();
+        write_packet(&mut reply, FXP_VERSION, &version_body(3, &[])).unwrap();
+        let body = exchange_versions(&mut sent, &mut io::Cursor::new(reply)).unwrap();
+        assert_eq!(body, version_body(3, &[]));
+        assert_eq!(sent, [0, 0, 0, 5, FXP_INIT, 0, 0, 0, 3]);
+
+        let mut reply = Vec::new();
+        write_packet(&mut reply, FXP_STATUS, &[0; 8]).unwrap();
+        let e = exchange_versions(&mut Vec::new(), &mut io::Cursor::new(reply)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains(".bashrc"), "{e}");
+        // Text printed on login is no SFTP packet length.
+        let e = exchange_versions(
+            &mut Vec::new(),
+            &mut io::Cursor::new(b"Welcome!\n".to_vec()),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("printed on login"), "{e}");
+    }
+
+    #[test]
+    fn the_version_gives_the_features_the_server_offers() {
+        let body = version_body(
+            3,
+            &[
+                ("posix-rename@openssh.com", "1"),
+                ("statvfs@openssh.com", "2"),
+                ("fsync@openssh.com", "2"),
+                ("limits@openssh.com", "1"),
+            ],
+        );
+        let (f, limits) = parse_version(&body, "host").unwrap();
+        assert!(f.posix_rename && f.statvfs && !f.fsync && limits);
+        assert_eq!(
+            (f.read_chunk, f.write_chunk),
+            (DEFAULT_CHUNK, DEFAULT_CHUNK)
+        );
+        let (f, limits) = parse_version(&version_body(3, &[]), "host").unwrap();
+        assert!(!f.posix_rename && !f.statvfs && !f.fsync && !limits);
+        for old in [version_body(2, &[]), Vec::new()] {
+            let e = parse_version(&old, "sftp:h:/r").unwrap_err();
+            assert_eq!(e.kind, io::ErrorKind::Unsupported);
+            assert!(e
+                .message
+                .starts_with("sftp:h:/r: the SFTP server speaks protocol version"));
+        }
+    }
+
+    #[test]
+    fn chunk_sizes_follow_the_servers_limits_within_bounds() {
+        let limits = |rd: u64, wr: u64| Buf::default().u64(1 << 18).u64(rd).u64(wr).u64(64).0;
+        assert_eq!(
+            chunk_limits(&limits(64 * 1024, 1 << 30)),
+            Some((64 * 1024, MAX_CHUNK))
+        );
+        assert_eq!(
+            chunk_limits(&limits(0, 0)),
+            Some((DEFAULT_CHUNK, DEFAULT_CHUNK))
+        );
+        assert_eq!(chunk_limits(&Buf::default().u64(1).u64(2).0), None);
+    }
+
+    #[test]
+    fn a_handshake_timeout_says_what_ssh_printed() {
+        let e = timed_out("ssh h -s sftp", "sftp:h:/r", Duration::from_secs(7), "");
+        assert_eq!(e.kind, io::ErrorKind::TimedOut);
+        assert!(!e.transient);
+        assert!(e.message.starts_with(
+            "the SSH/SFTP session did not start within 7s: `ssh h -s sftp` (sftp:h:/r) got no SFTP answer and was stopped; it printed nothing\n"
+        ));
+        let e = timed_out("ssh", "t", Duration::from_secs(1), "banner");
+        assert!(e.message.contains("; ssh said: banner\n"), "{}", e.message);
+    }
+
+    #[test]
+    fn short_replies_are_protocol_errors() {
+        let mut r = Rd::new(&[0, 0, 1]);
+        assert!(matches!(r.u32(), Err(SftpError::Protocol(_))));
+        let mut r = Rd::new(&[0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 9]);
+        assert_eq!(r.u32().unwrap(), 7);
+        assert_eq!(r.u64().unwrap(), 9);
+        assert!(r.u32().is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_poisoned_request_table_ends_the_session_with_an_error() {
+        let child = Command::new("true").spawn().unwrap();
+        let shared = Shared::new(child, DEFAULT_TIMEOUT);
+        let (tx, _rx) = sync_channel(1);
+        shared.table().slots.insert(1, tx);
+        let sh = shared.clone();
+        let _ = std::thread::spawn(move || {
+            let _t = sh.table.lock().unwrap();
+            panic!("poison the table");
+        })
+        .join();
+        assert!(shared.table.is_poisoned());
+        let t = shared.table();
+        assert!(t.slots.is_empty());
+        assert!(t.dead.as_deref().is_some_and(|d| d.contains("panicked")));
+        drop(t);
+        match shared.lost() {
+            SftpError::Lost(why) => assert!(why.contains("SFTP session panicked"), "{why}"),
+            e => panic!("{e:?}"),
+        }
+        shared.kill_child();
     }
 }

@@ -15,7 +15,7 @@ use crate::repo::http::{RemoteClass, RemoteError};
 pub use client::DEFAULT_TIMEOUT;
 use client::{Conn, ConnectError, SftpError, FXF_CREAT, FXF_EXCL, FXF_READ, FXF_TRUNC, FXF_WRITE};
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// How many times an operation is tried again after the connection dropped (or the host did
@@ -111,6 +111,48 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + rand::random::<u64>() % (base / 2 + 1))
 }
 
+/// The error for a connection that could not be set up, the last of `attempt + 1` tries: a
+/// host that cannot be reached or does not answer is classed unreachable (exit code 15).
+fn connect_failed(e: ConnectError, attempt: u32) -> io::Error {
+    let msg = if attempt > 0 {
+        format!("{} (after {} attempts)", e.message, attempt + 1)
+    } else {
+        e.message
+    };
+    if e.transient || e.kind == io::ErrorKind::TimedOut {
+        return io::Error::new(e.kind, RemoteError::new(RemoteClass::Unreachable, msg));
+    }
+    io::Error::new(e.kind, msg)
+}
+
+/// The error for a request that failed for good, on the last of `attempt + 1` tries: a denied
+/// permission gets a hint naming the repository's directory `root`, and a session that kept
+/// dying is classed unreachable (exit code 15).
+fn request_failed(e: &SftpError, attempt: u32, root: &str) -> io::Error {
+    let mut io = e.to_io();
+    if attempt > 0 {
+        io = io::Error::new(io.kind(), format!("{io} (after {} attempts)", attempt + 1));
+    }
+    if io.kind() == io::ErrorKind::PermissionDenied {
+        io = io::Error::new(
+            io.kind(),
+            format!(
+                "{io}\n  hint: the login user needs read and write access to {root} on the server"
+            ),
+        );
+    }
+    if matches!(e, SftpError::Lost(_)) {
+        io = io::Error::new(
+            io.kind(),
+            RemoteError::new(
+                RemoteClass::Unreachable,
+                format!("{io}; check that the SSH server is up and the network to it holds"),
+            ),
+        );
+    }
+    io
+}
+
 impl SftpBackend {
     /// Connects to `[user@]host[:port]` and uses the directory `path` there (which need not
     /// exist yet: `create` makes it). `command`, when given, replaces the ssh command line
@@ -185,7 +227,7 @@ impl SftpBackend {
     /// Ends the ssh process, as a dropped network connection would (for tests of reconnecting).
     #[doc(hidden)]
     pub fn kill_connection_for_test(&self) {
-        if let Some(c) = self.conn.lock().unwrap().as_ref() {
+        if let Some(c) = self.slot().as_ref() {
             c.kill();
         }
     }
@@ -195,14 +237,21 @@ impl SftpBackend {
     #[doc(hidden)]
     #[cfg(unix)]
     pub fn pause_connection_for_test(&self) {
-        if let Some(c) = self.conn.lock().unwrap().as_ref() {
+        if let Some(c) = self.slot().as_ref() {
             c.pause_for_test();
         }
     }
 
+    /// The connection slot. It holds a connection or none, and either is valid (a dead
+    /// connection is replaced on its next use), so a lock poisoned by a thread that panicked
+    /// while holding it is recovered.
+    fn slot(&self) -> MutexGuard<'_, Option<Arc<Conn>>> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The live connection, or a new one.
     fn get_conn(&self) -> Result<Arc<Conn>, ConnectError> {
-        let mut g = self.conn.lock().unwrap();
+        let mut g = self.slot();
         if let Some(c) = g.as_ref() {
             if !c.is_dead() {
                 return Ok(c.clone());
@@ -215,7 +264,7 @@ impl SftpBackend {
     }
 
     fn forget_conn(&self, c: &Arc<Conn>) {
-        let mut g = self.conn.lock().unwrap();
+        let mut g = self.slot();
         if g.as_ref().map(|x| Arc::ptr_eq(x, c)).unwrap_or(false) {
             *g = None;
         }
@@ -230,35 +279,21 @@ impl SftpBackend {
         mut f: impl FnMut(&Conn, u32) -> Result<T, SftpError>,
     ) -> BResult<T> {
         let mut attempt = 0u32;
+        let err = |source: io::Error| BackendError {
+            op,
+            path: path.to_string(),
+            source,
+        };
         loop {
-            let err = |source: io::Error| BackendError {
-                op,
-                path: path.to_string(),
-                source,
-            };
             let conn = match self.get_conn() {
                 Ok(c) => c,
-                Err(e) => {
-                    if e.transient && attempt < RECONNECT_ATTEMPTS {
-                        tracing::warn!(location = %self.shown, attempt, "sftp: connecting failed, trying again: {}", e.message);
-                        std::thread::sleep(backoff(attempt));
-                        attempt += 1;
-                        continue;
-                    }
-                    let msg = if attempt > 0 {
-                        format!("{} (after {} attempts)", e.message, attempt + 1)
-                    } else {
-                        e.message
-                    };
-                    // A host that cannot be reached or does not answer: exit code 15.
-                    if e.transient || e.kind == io::ErrorKind::TimedOut {
-                        return Err(err(io::Error::new(
-                            e.kind,
-                            RemoteError::new(RemoteClass::Unreachable, msg),
-                        )));
-                    }
-                    return Err(err(io::Error::new(e.kind, msg)));
+                Err(e) if e.transient && attempt < RECONNECT_ATTEMPTS => {
+                    tracing::warn!(location = %self.shown, attempt, "sftp: connecting failed, trying again: {}", e.message);
+                    std::thread::sleep(backoff(attempt));
+                    attempt += 1;
+                    continue;
                 }
+                Err(e) => return Err(err(connect_failed(e, attempt))),
             };
             match f(&conn, attempt) {
                 Ok(v) => return Ok(v),
@@ -269,34 +304,10 @@ impl SftpBackend {
                     attempt += 1;
                 }
                 Err(e) => {
-                    let lost = matches!(e, SftpError::Lost(_));
-                    if lost {
+                    if matches!(e, SftpError::Lost(_)) {
                         self.forget_conn(&conn);
                     }
-                    let mut io = e.to_io();
-                    if attempt > 0 {
-                        io = io::Error::new(
-                            io.kind(),
-                            format!("{io} (after {} attempts)", attempt + 1),
-                        );
-                    }
-                    if io.kind() == io::ErrorKind::PermissionDenied {
-                        io = io::Error::new(
-                            io.kind(),
-                            format!("{io}\n  hint: the login user needs read and write access to {} on the server", self.root),
-                        );
-                    }
-                    // The session kept dying: the server is as good as unreachable (exit 15).
-                    if lost {
-                        io = io::Error::new(
-                            io.kind(),
-                            RemoteError::new(
-                                RemoteClass::Unreachable,
-                                format!("{io}; check that the SSH server is up and the network to it holds"),
-                            ),
-                        );
-                    }
-                    return Err(err(io));
+                    return Err(err(request_failed(&e, attempt, &self.root)));
                 }
             }
         }
@@ -592,5 +603,50 @@ mod tests {
             default_command(Some("u"), "h", Some(2222)),
             vec!["ssh", "-p", "2222", "-l", "u", "h", "-s", "sftp"]
         );
+    }
+
+    fn class(e: &io::Error) -> Option<RemoteClass> {
+        e.get_ref()
+            .and_then(|i| i.downcast_ref::<RemoteError>())
+            .map(|r| r.class)
+    }
+
+    #[test]
+    fn unreachable_hosts_and_dying_sessions_are_classed_unreachable() {
+        let refused = |transient, kind| ConnectError {
+            kind,
+            message: "no".into(),
+            transient,
+        };
+        let e = connect_failed(refused(true, io::ErrorKind::ConnectionRefused), 3);
+        assert_eq!(class(&e), Some(RemoteClass::Unreachable));
+        assert_eq!(e.to_string(), "no (after 4 attempts)");
+        let e = connect_failed(refused(false, io::ErrorKind::TimedOut), 0);
+        assert_eq!(class(&e), Some(RemoteClass::Unreachable));
+        assert_eq!(e.to_string(), "no");
+        let e = connect_failed(refused(false, io::ErrorKind::PermissionDenied), 0);
+        assert_eq!(
+            (e.kind(), class(&e)),
+            (io::ErrorKind::PermissionDenied, None)
+        );
+
+        let lost = SftpError::Lost("ssh closed the connection".into());
+        let e = request_failed(&lost, 3, "/r");
+        assert_eq!(class(&e), Some(RemoteClass::Unreachable));
+        assert!(e
+            .to_string()
+            .contains("(after 4 attempts); check that the SSH server is up"));
+        let denied = SftpError::Status {
+            code: client::FX_PERMISSION_DENIED,
+            message: "Permission denied".into(),
+        };
+        let e = request_failed(&denied, 0, "/srv/repo");
+        assert_eq!(
+            (e.kind(), class(&e)),
+            (io::ErrorKind::PermissionDenied, None)
+        );
+        assert!(e.to_string().ends_with(
+            "\n  hint: the login user needs read and write access to /srv/repo on the server"
+        ));
     }
 }

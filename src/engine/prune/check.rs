@@ -5,12 +5,29 @@
 //! require. Prune decides nothing unless every used blob has such a copy; otherwise the check
 //! names every problem it found, so that the caller can refuse with all of them at once.
 
-use super::decide::expected_pack_size;
 use super::{BlobKey, LIST_MAX, REFUSE};
 use crate::error::{Error, Result};
+use crate::repo::crypto::OVERHEAD;
 use crate::repo::id::Id;
 use crate::repo::index::{IndexBlob, IndexFile};
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// The size a pack must have if the index lists all its blobs: the blobs, the sealed header
+/// (one entry per blob: type, length, [uncompressed length,] id) and the 4-byte header length.
+pub(super) fn expected_pack_size(blobs: &[IndexBlob]) -> u64 {
+    let entries: u64 = blobs
+        .iter()
+        .map(|b| {
+            if b.uncompressed_length.is_some() {
+                1 + 4 + 4 + 32
+            } else {
+                1 + 4 + 32
+            }
+        })
+        .sum();
+    let data: u64 = blobs.iter().map(|b| b.length as u64).sum();
+    data + entries + OVERHEAD as u64 + 4
+}
 
 /// What the repository holds, as the index files and the pack listing say.
 #[derive(Debug, Default)]

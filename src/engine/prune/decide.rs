@@ -12,7 +12,7 @@
 //!   share first, until the unused bytes left are within `max_unused` percent of the used bytes
 //!   of the repository after pruning.
 
-use super::check::{Inventory, UsedCopies};
+use super::check::{expected_pack_size, Inventory, UsedCopies};
 use super::{BlobKey, PruneReport};
 use crate::error::{Error, Result};
 use crate::repo::crypto::OVERHEAD;
@@ -24,23 +24,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// For each used blob, the copy that stays: (pack, offset).
 pub(super) type Homes = HashMap<BlobKey, (Id, u32)>;
-
-/// The size a pack must have if the index lists all its blobs: the blobs, the sealed header
-/// (one entry per blob: type, length, [uncompressed length,] id) and the 4-byte header length.
-pub(super) fn expected_pack_size(blobs: &[IndexBlob]) -> u64 {
-    let entries: u64 = blobs
-        .iter()
-        .map(|b| {
-            if b.uncompressed_length.is_some() {
-                1 + 4 + 4 + 32
-            } else {
-                1 + 4 + 32
-            }
-        })
-        .sum();
-    let data: u64 = blobs.iter().map(|b| b.length as u64).sum();
-    data + entries + OVERHEAD as u64 + 4
-}
 
 /// What becomes of a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -212,8 +212,8 @@ pub fn prune(
 
 #[cfg(test)]
 mod tests {
+    use super::check::expected_pack_size;
     use super::cleanup::find_stale_temps;
-    use super::decide::expected_pack_size;
     use super::*;
     use crate::cancel::NoProgress;
     use crate::engine::walk;

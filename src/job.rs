@@ -25,8 +25,8 @@ use crate::engine::forget::{self, GroupBy};
 use crate::engine::prune::{self, PruneOptions};
 use crate::error::{exit, Error, Result};
 use crate::repo::backend::FileType;
+use crate::repo::open::{open_repository, LockMode};
 use crate::repo::snapshot::SnapshotSummary;
-use crate::repo::Repository;
 use crate::sources::command::{self, CommandSource};
 use crate::sources::hooks::{run_hooks, HookEnv, HookKind};
 use crate::sources::locked::LockedFiles;
@@ -309,10 +309,7 @@ fn apply_retention(
     progress: &dyn Progress,
     cancel: &CancelToken,
 ) -> Result<RetentionReport> {
-    let be = repo_cfg.backend()?;
-    let pw = repo_cfg.password()?;
-    let mut repo = Repository::open(be, &pw)?;
-    let _lock = crate::repo::lock::lock(&repo, true, repo_cfg.lock_wait)?;
+    let (mut repo, _lock) = open_repository(&repo_cfg.settings()?, LockMode::Exclusive)?;
     repo.backend().check_deletable()?;
     let tag = format!("job:{job_name}");
     let mine: Vec<_> = repo
@@ -427,10 +424,7 @@ fn backup_job(
         }
     }
 
-    let be = repo_cfg.backend()?;
-    let pw = repo_cfg.password()?;
-    let mut repo = Repository::open(be, &pw)?;
-    let _lock = crate::repo::lock::lock(&repo, false, repo_cfg.lock_wait)?;
+    let (mut repo, _lock) = open_repository(&repo_cfg.settings()?, LockMode::Shared)?;
     let mut extras: Vec<_> = captured.iter().map(|c| c.extra()).collect();
     // Commands last: they start producing as soon as they run, and the backup reads them.
     for c in &job.commands {

@@ -33,6 +33,7 @@ use crate::engine::restore::{self, Overwrite, RestoreOptions};
 use crate::error::{Error, Result};
 use crate::repo::backend::{Backend, FileType};
 use crate::repo::id::Id;
+use crate::repo::open::{open_repository, LockMode};
 use crate::repo::pack::BlobType;
 use crate::repo::Repository;
 use crate::schedule::Slot;
@@ -363,14 +364,6 @@ pub struct DrillOutcome {
     pub coverage: Option<Coverage>,
 }
 
-/// The repository, opened and locked (shared) for a drill.
-fn open(cfg: &RepositoryConfig) -> Result<(Repository, crate::repo::lock::RepoLock)> {
-    let pw = cfg.password()?;
-    let repo = Repository::open(backend_of(cfg)?, &pw)?;
-    let lock = crate::repo::lock::lock(&repo, false, cfg.lock_wait)?;
-    Ok((repo, lock))
-}
-
 /// Runs the structure check: every index, pack header and tree.
 pub fn run_check(
     cfg: &RepositoryConfig,
@@ -378,7 +371,7 @@ pub fn run_check(
     cancel: &CancelToken,
 ) -> Result<DrillOutcome> {
     let started = Utc::now();
-    let (mut repo, _lock) = open(cfg)?;
+    let (mut repo, _lock) = open_repository(&cfg.settings()?, LockMode::Shared)?;
     let rep = check::check(
         &mut repo,
         &CheckOptions {
@@ -441,7 +434,7 @@ pub fn run_read_data(
     cancel: &CancelToken,
 ) -> Result<DrillOutcome> {
     let started = Utc::now();
-    let (mut repo, _lock) = open(cfg)?;
+    let (mut repo, _lock) = open_repository(&cfg.settings()?, LockMode::Shared)?;
     let existing: Vec<Id> = repo
         .backend()
         .list(FileType::Pack)?
@@ -509,7 +502,7 @@ pub fn run_restore_drill(
     cancel: &CancelToken,
 ) -> Result<DrillOutcome> {
     let started = Utc::now();
-    let (mut repo, _lock) = open(cfg)?;
+    let (mut repo, _lock) = open_repository(&cfg.settings()?, LockMode::Shared)?;
     repo.load_index()?;
     let Some((sid, snap)) = repo
         .list_snapshots()?

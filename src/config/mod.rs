@@ -771,6 +771,18 @@ impl RepositoryConfig {
         crate::repo::open::open_location(&self.path, &self.credentials()?)
     }
 
+    /// What [`crate::repo::open::open_repository`] takes to open this repository: its location,
+    /// its credentials (secrets read now), its password (read when opening) and its lock wait.
+    pub fn settings(&self) -> Result<crate::repo::open::RepoSettings<'_>> {
+        Ok(crate::repo::open::RepoSettings {
+            location: self.path.clone(),
+            credentials: self.credentials()?,
+            password: Box::new(|| self.password()),
+            lock_wait: self.lock_wait,
+            compression: None,
+        })
+    }
+
     /// The password, from the first line of the password file or command.
     pub fn password(&self) -> Result<Vec<u8>> {
         let of = format!(" of the repository {}", self.path);

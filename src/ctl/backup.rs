@@ -5,6 +5,7 @@ use super::Ctx;
 use crate::engine::backup::{backup_with, BackupOptions};
 use crate::engine::exclude::ExcludeOptions;
 use crate::error::{exit, Error, Result};
+use crate::repo::open::{open_repository, LockMode};
 use crate::repo::snapshot;
 use crate::sources::command::CommandSource;
 use crate::sources::locked::{LockedAction, LockedFiles};
@@ -73,7 +74,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if a.paths.is_empty() && a.sqlite.is_empty() && a.command.is_empty() {
         return Err(Error::Input("nothing to back up\n  hint: give one or more files or folders: `backupctl backup PATH...`".into()));
     }
-    let (mut repo, _lock) = ctx.open_locked(false)?;
+    let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
     let parent = match &a.parent {
         None => None,
         Some(spec) => {

@@ -4,6 +4,7 @@
 use super::{util, Ctx};
 use crate::engine::check::{self, CheckIssue, CheckOptions, CheckReport, IssueKind, ReadData};
 use crate::error::{exit, Error, Result};
+use crate::repo::open::{open_repository, LockMode};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -30,7 +31,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         (None, true) => ReadData::All,
         (None, false) => ReadData::No,
     };
-    let (mut repo, _lock) = ctx.open_locked(false)?;
+    let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
     let progress = ctx.progress();
     let report = check::check(
         &mut repo,

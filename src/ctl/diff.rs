@@ -5,6 +5,7 @@ use crate::engine::diff::{self, Change, DiffStats};
 use crate::engine::walk;
 use crate::error::{exit, Error, Result};
 use crate::repo::id::Id;
+use crate::repo::open::{open_repository, LockMode};
 use crate::repo::snapshot::{self, Snapshot, SnapshotFilter};
 use crate::repo::Repository;
 use serde::Serialize;
@@ -54,7 +55,7 @@ fn resolve(repo: &Repository, snaps: &[(Id, Snapshot)], spec: &str) -> Result<(I
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let (mut repo, _lock) = ctx.open_locked(false)?;
+    let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
     let snaps = repo.list_snapshots()?;
     repo.load_index()?;
     let (id_a, tree_a, path_a) = resolve(&repo, &snaps, &a.a)?;

@@ -7,6 +7,7 @@ use crate::engine::prune::{self, PruneOptions, PruneReport};
 use crate::error::{exit, Error, Result};
 use crate::repo::backend::FileType;
 use crate::repo::id::Id;
+use crate::repo::open::{open_repository, LockMode};
 use crate::repo::snapshot;
 use serde::Serialize;
 
@@ -89,7 +90,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             "give snapshot ids or a keep policy, not both\n  hint: run forget twice".into(),
         ));
     }
-    let (mut repo, lock) = ctx.open_locked(!a.dry_run)?;
+    let (mut repo, lock) =
+        open_repository(&ctx.repo_settings()?, LockMode::exclusive_if(!a.dry_run))?;
     if !a.dry_run {
         // An append-only server refuses deletions: say so before changing anything.
         repo.backend().check_deletable()?;

@@ -4,6 +4,7 @@ use super::snapshots::FilterArgs;
 use super::{util, Ctx};
 use crate::engine::walk;
 use crate::error::{exit, Error, Result};
+use crate::repo::open::{open_repository, LockMode};
 use crate::repo::snapshot;
 use serde::Serialize;
 
@@ -32,7 +33,7 @@ struct Entry<'a> {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let (spec, sub) = util::split_snapshot_path(&a.snapshot);
-    let (mut repo, _lock) = ctx.open_locked(false)?;
+    let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
     let snaps = repo.list_snapshots()?;
     let (id, snap) = snapshot::find(&snaps, spec, &a.filter.filter())
         .map_err(|e| Error::Input(format!("{e}\n  hint: `backupctl snapshots` lists them")))?

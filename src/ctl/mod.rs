@@ -21,14 +21,11 @@ pub mod util;
 
 use crate::cancel::{CancelToken, Progress};
 use crate::error::{exit, Error, Result};
-use crate::repo::backend::Backend;
-use crate::repo::lock::RepoLock;
+use crate::repo::open::RepoSettings;
 use crate::repo::pack::Compression;
-use crate::repo::Repository;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -148,11 +145,6 @@ impl Ctx {
         })
     }
 
-    pub fn backend(&self) -> Result<Arc<dyn Backend>> {
-        let loc = self.location()?;
-        crate::repo::open::open_location(&loc, &self.credentials())
-    }
-
     /// Credentials and connection settings for remote storage: the environment's and --cacert.
     pub fn credentials(&self) -> crate::repo::open::Credentials {
         let mut c = crate::repo::open::Credentials::from_env();
@@ -166,22 +158,17 @@ impl Ctx {
         util::read_password(&self.global)
     }
 
-    /// Opens the repository named by the global options.
-    pub fn open(&self) -> Result<Repository> {
-        let be = self.backend()?;
-        let pw = self.password()?;
-        let mut repo = Repository::open(be, &pw)?;
-        if repo.config().version >= 2 {
-            repo.compression = self.global.compression;
-        }
-        Ok(repo)
-    }
-
-    /// Opens the repository and takes a lock on it (shared or exclusive).
-    pub fn open_locked(&self, exclusive: bool) -> Result<(Repository, RepoLock)> {
-        let repo = self.open()?;
-        let lock = crate::repo::lock::lock(&repo, exclusive, self.global.lock_wait)?;
-        Ok((repo, lock))
+    /// What opening the repository named by the global options takes (for
+    /// [`open_repository`](crate::repo::open::open_repository)): -r, the credentials, the
+    /// password options (read when opening), --lock-wait and --compression.
+    pub fn repo_settings(&self) -> Result<RepoSettings<'_>> {
+        Ok(RepoSettings {
+            location: self.location()?,
+            credentials: self.credentials(),
+            password: Box::new(|| self.password()),
+            lock_wait: self.global.lock_wait,
+            compression: Some(self.global.compression),
+        })
     }
 
     pub fn progress(&self) -> Box<dyn Progress> {

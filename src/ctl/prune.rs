@@ -4,6 +4,7 @@ use super::util::human_bytes;
 use super::Ctx;
 use crate::engine::prune::{self, PruneOptions, PruneReport};
 use crate::error::{exit, Result};
+use crate::repo::open::{open_repository, LockMode};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -21,7 +22,8 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     // A dry run changes nothing, so a shared lock is enough (it still keeps prunes out).
-    let (mut repo, _lock) = ctx.open_locked(!a.dry_run)?;
+    let (mut repo, _lock) =
+        open_repository(&ctx.repo_settings()?, LockMode::exclusive_if(!a.dry_run))?;
     if !a.dry_run {
         // An append-only server refuses deletions: say so before changing anything.
         repo.backend().check_deletable()?;

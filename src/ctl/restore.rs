@@ -8,6 +8,7 @@ use crate::engine::backup::{self, BackupOptions};
 use crate::engine::restore::{self as engine, Overwrite, RestoreOptions, RestoreReport};
 use crate::error::{Error, Result};
 use crate::repo::id::Id;
+use crate::repo::open::{open_repository, LockMode};
 use crate::repo::snapshot;
 use std::path::{Path, PathBuf};
 
@@ -95,7 +96,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             )));
         }
     }
-    let (mut repo, _lock) = ctx.open_locked(false)?;
+    let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
     let snaps = repo.list_snapshots()?;
     let (id, snap) = snapshot::find(&snaps, spec, &a.filter.filter())
         .map_err(|e| Error::Input(format!("{e}\n  hint: `backupctl snapshots` lists them")))?

@@ -3,6 +3,7 @@
 use super::Ctx;
 use crate::error::{exit, Result};
 use crate::repo::id::Id;
+use crate::repo::open::open_unlocked;
 use crate::repo::snapshot::{Snapshot, SnapshotFilter};
 use serde::Serialize;
 
@@ -53,7 +54,7 @@ pub struct SnapshotJson<'a> {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let repo = ctx.open()?;
+    let repo = open_unlocked(&ctx.repo_settings()?)?;
     let f = a.filter.filter();
     let mut list: Vec<_> = repo
         .list_snapshots()?

@@ -4,6 +4,7 @@ use super::snapshots::FilterArgs;
 use super::{util, Ctx};
 use crate::engine::stats::{self, Mode};
 use crate::error::{exit, Error, Result};
+use crate::repo::open::{open_repository, LockMode};
 use crate::repo::snapshot;
 
 #[derive(clap::Args, Debug)]
@@ -19,7 +20,7 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let mode = Mode::parse(&a.mode)?;
-    let (mut repo, _lock) = ctx.open_locked(false)?;
+    let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
     let all = repo.list_snapshots()?;
     let filter = a.filter.filter();
     let mut chosen = Vec::new();

@@ -3,6 +3,7 @@
 use super::Ctx;
 use crate::error::{exit, Result};
 use crate::repo::lock;
+use crate::repo::open::open_unlocked;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -12,7 +13,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let repo = ctx.open()?;
+    let repo = open_unlocked(&ctx.repo_settings()?)?;
     let n = if a.remove_all {
         lock::remove_all(&repo)?
     } else {

@@ -27,13 +27,14 @@ use crate::error::{exit, Error, Result};
 use crate::repo::backend::FileType;
 use crate::repo::open::{open_repository, LockMode};
 use crate::repo::snapshot::SnapshotSummary;
-use crate::sources::command::{self, CommandSource};
+use crate::sources::command::CommandSource;
 use crate::sources::hooks::{run_hooks, HookEnv, HookKind};
 use crate::sources::locked::LockedFiles;
-use crate::sources::sqlite::{self, SqliteOptions};
+use crate::sources::prepare::{attribute_failure, prepare, SourceSpecs, SqliteSpec};
+use crate::sources::retry::Waiting;
+use crate::sources::sqlite::SqliteOptions;
 use chrono::{DateTime, Local};
 use serde::Serialize;
-use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,29 +55,7 @@ impl Outcome {
     }
 }
 
-/// One consistent source of a run (a database copy or a command's output).
-#[derive(Debug, Clone, Serialize)]
-pub struct SourceReport {
-    /// `sqlite` or `command`.
-    pub kind: &'static str,
-    /// The path in the snapshot.
-    pub path: PathBuf,
-    /// The command line (commands only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub command: Option<String>,
-    /// Time spent waiting for a busy or locked source, in seconds.
-    pub waited_seconds: f64,
-    /// How many times it was found busy.
-    pub waits: u32,
-    /// The size of the copy (databases).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<u64>,
-    /// Time spent copying, in seconds (databases).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub copy_seconds: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+pub use crate::sources::prepare::SourceReport;
 
 /// What a run did.
 #[derive(Debug, Clone, Serialize)]
@@ -352,16 +331,9 @@ fn apply_retention(
     })
 }
 
-/// The sources and the backup of a run (between the before- and the after-hooks).
-fn backup_job(
-    job_name: &str,
-    job: &JobConfig,
-    repo_cfg: &RepositoryConfig,
-    rep: &mut JobReport,
-    progress: &dyn Progress,
-    cancel: &CancelToken,
-) -> Result<BackupResult> {
-    let mut opts = BackupOptions {
+/// The backup options of a job (its paths, tags, excludes and locked-file policy).
+fn backup_options(job_name: &str, job: &JobConfig) -> BackupOptions {
+    BackupOptions {
         paths: job.paths.clone(),
         tags: job.tags.clone(),
         host: job.host.clone(),
@@ -378,92 +350,65 @@ fn backup_job(
             retry: job.retry.policy(job.locked_files.wait),
         },
         ..Default::default()
-    };
-
-    // Databases first: each is copied consistently (waiting while it is busy) before the lock.
-    let mut captured = Vec::new();
-    for s in &job.sqlite {
-        let db = absolute(&s.path)?;
-        let sq = SqliteOptions {
-            check: s.check,
-            retry: job.retry.policy(s.wait),
-            staging_dir: None,
-        };
-        let t = Instant::now();
-        let mut waits = 0u32;
-        let r = sqlite::capture(&db, &sq, cancel, &mut |w| {
-            waits += 1;
-            let msg = w.message();
-            progress.note(&msg);
-            tracing::info!("{msg}");
-        });
-        let mut src = SourceReport {
-            kind: "sqlite",
-            path: db.clone(),
-            command: None,
-            waited_seconds: t.elapsed().as_secs_f64(),
-            waits,
-            bytes: None,
-            copy_seconds: None,
-            error: None,
-        };
-        match r {
-            Ok(c) => {
-                src.waited_seconds = c.waited.as_secs_f64();
-                src.bytes = Some(c.bytes);
-                src.copy_seconds = Some(c.copy_time.as_secs_f64());
-                rep.sources.push(src);
-                opts.excludes.exact.extend(sqlite::sibling_files(&db));
-                captured.push(c);
-            }
-            Err(e) => {
-                src.error = Some(e.to_string());
-                rep.sources.push(src);
-                return Err(e);
-            }
-        }
     }
+}
 
-    let (mut repo, _lock) = open_repository(&repo_cfg.settings()?, LockMode::Shared)?;
-    let mut extras: Vec<_> = captured.iter().map(|c| c.extra()).collect();
-    // Commands last: they start producing as soon as they run, and the backup reads them.
-    for c in &job.commands {
-        let src = CommandSource {
+/// The job's databases (each with its check and its wait) and commands.
+fn source_specs(job: &JobConfig) -> Result<SourceSpecs> {
+    let sqlite = job
+        .sqlite
+        .iter()
+        .map(|s| {
+            Ok(SqliteSpec {
+                path: absolute(&s.path)?,
+                options: SqliteOptions {
+                    check: s.check,
+                    retry: job.retry.policy(s.wait),
+                    staging_dir: None,
+                },
+            })
+        })
+        .collect::<Result<_>>()?;
+    let commands = job
+        .commands
+        .iter()
+        .map(|c| CommandSource {
             snapshot_path: c.path.clone(),
             shell: c.run.clone(),
             timeout: c.timeout,
-        };
-        rep.sources.push(SourceReport {
-            kind: "command",
-            path: c.path.clone(),
-            command: Some(c.run.clone()),
-            waited_seconds: 0.0,
-            waits: 0,
-            bytes: None,
-            copy_seconds: None,
-            error: None,
-        });
-        match command::start_with_cancel(&src, cancel) {
-            Ok(x) => extras.push(x),
-            Err(e) => {
-                if let Some(s) = rep.sources.last_mut() {
-                    s.error = Some(e.to_string());
-                }
-                return Err(e);
-            }
-        }
-    }
+        })
+        .collect();
+    Ok(SourceSpecs { sqlite, commands })
+}
+
+/// The sources and the backup of a run (between the before- and the after-hooks).
+fn backup_job(
+    job_name: &str,
+    job: &JobConfig,
+    repo_cfg: &RepositoryConfig,
+    rep: &mut JobReport,
+    progress: &dyn Progress,
+    cancel: &CancelToken,
+) -> Result<BackupResult> {
+    let mut opts = backup_options(job_name, job);
+    // Databases first: each is copied consistently (waiting while it is busy) before the lock.
+    let mut on_wait = |w: &Waiting| {
+        let msg = w.message();
+        progress.note(&msg);
+        tracing::info!("{msg}");
+    };
+    let prepared = prepare(&source_specs(job)?, cancel, &mut on_wait, &mut rep.sources)?;
+    opts.excludes.exact.extend(prepared.excludes());
+    let (mut repo, _lock) = open_repository(&repo_cfg.settings()?, LockMode::Shared)?;
+    // Commands last: they start producing as soon as they run, and the backup reads them.
+    let extras = prepared.start(cancel, &mut rep.sources)?;
     let mut r = backup_with(&mut repo, &opts, extras, progress, cancel);
     if r.is_err() && cancel.is_cancelled() {
         r = Err(Error::Interrupted);
     }
-    if let Err(Error::Source { what, message }) = &r {
-        for s in &mut rep.sources {
-            if s.kind == "command" && what.contains(&format!("(for {})", s.path.display())) {
-                s.error = Some(message.clone());
-            }
-        }
+    if let Err(e) = &r {
+        attribute_failure(&mut rep.sources, e);
     }
-    drop(captured);
+    drop(prepared);
     r
 }

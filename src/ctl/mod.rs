@@ -2,20 +2,26 @@
 
 pub mod backup;
 pub mod check;
+mod client;
 pub mod copy;
-pub mod daemon;
 pub mod diff;
 pub mod forget;
 pub mod generate;
+pub mod health;
+pub mod history;
 pub mod init;
+pub mod logs;
 pub mod ls;
 pub mod progress;
 pub mod prune;
+pub mod reload;
 pub mod restore;
+pub mod run;
 pub mod run_job;
 pub mod service;
 pub mod snapshots;
 pub mod stats;
+pub mod status;
 pub mod unlock;
 pub mod util;
 
@@ -105,21 +111,21 @@ pub enum Command {
     /// Run a job of a configuration file once, in the foreground.
     RunJob(run_job::Args),
     /// The daemon and every job: state, last run and why, next run, progress.
-    Status(daemon::StatusArgs),
+    Status(client::StatusArgs),
     /// Health of every job, one line each; exit 0 healthy, 1 warning, 2 error (for monitoring).
-    Health(daemon::StatusArgs),
+    Health(client::StatusArgs),
     /// The daemon's jobs, their schedules and next runs.
-    Jobs(daemon::StatusArgs),
+    Jobs(client::StatusArgs),
     /// Ask the daemon to run a job now (--wait follows it and exits with its outcome).
-    Run(daemon::RunArgs),
+    Run(run::RunArgs),
     /// Ask the daemon to stop a job's current run at its next safe point.
-    Cancel(daemon::JobArgs),
+    Cancel(run::JobArgs),
     /// Ask the daemon to read its configuration again.
-    Reload(daemon::StatusArgs),
+    Reload(client::StatusArgs),
     /// A job's recent runs: why each ran, outcome, snapshot, error.
-    History(daemon::HistoryArgs),
+    History(history::HistoryArgs),
     /// The daemon's log (-f follows it; --job filters).
-    Logs(daemon::LogsArgs),
+    Logs(logs::LogsArgs),
     /// Install backupd as an OS service (systemd, launchd, Windows), remove, start, stop it.
     Service(service::ServiceArgs),
     /// The OS-timer mode: an OS timer runs `backupd run-due` every minute (no resident daemon).
@@ -237,14 +243,14 @@ pub fn main() -> i32 {
         Command::Copy(a) => copy::run(&ctx, a),
         Command::Unlock(a) => unlock::run(&ctx, a),
         Command::RunJob(a) => run_job::run(&ctx, a),
-        Command::Status(a) => daemon::status(&ctx, a),
-        Command::Health(a) => daemon::health(&ctx, a),
-        Command::Jobs(a) => daemon::jobs(&ctx, a),
-        Command::Run(a) => daemon::run(&ctx, a),
-        Command::Cancel(a) => daemon::cancel(&ctx, a),
-        Command::Reload(a) => daemon::reload(&ctx, a),
-        Command::History(a) => daemon::history(&ctx, a),
-        Command::Logs(a) => daemon::logs(&ctx, a),
+        Command::Status(a) => status::status(&ctx, a),
+        Command::Health(a) => health::health(&ctx, a),
+        Command::Jobs(a) => status::jobs(&ctx, a),
+        Command::Run(a) => run::run(&ctx, a),
+        Command::Cancel(a) => run::cancel(&ctx, a),
+        Command::Reload(a) => reload::reload(&ctx, a),
+        Command::History(a) => history::history(&ctx, a),
+        Command::Logs(a) => logs::logs(&ctx, a),
         Command::Service(a) => service::service(&ctx, a),
         Command::Schedule(a) => service::schedule(&ctx, a),
         Command::Generate(a) => generate::run(a),

@@ -39,7 +39,7 @@ use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Success,
     Partial,
     Failed,
@@ -55,11 +55,11 @@ impl Outcome {
     }
 }
 
-pub use crate::sources::prepare::SourceReport;
+pub(crate) use crate::sources::prepare::SourceReport;
 
 /// What a run did.
 #[derive(Debug, Clone, Serialize)]
-pub struct JobReport {
+pub(crate) struct JobReport {
     pub job: String,
     pub run_id: String,
     /// Why it ran (`manual`, `schedule`, ...).
@@ -85,7 +85,7 @@ pub struct JobReport {
 
 /// The job's retention, applied after a successful backup.
 #[derive(Debug, Clone, Serialize)]
-pub struct RetentionReport {
+pub(crate) struct RetentionReport {
     /// The job's snapshots kept.
     pub kept: usize,
     /// The snapshots forgotten.
@@ -95,7 +95,7 @@ pub struct RetentionReport {
 }
 
 /// A new run id: the job, the local time and a random suffix (`app-20240101T020000-3f9a`).
-pub fn new_run_id(job: &str) -> String {
+pub(crate) fn new_run_id(job: &str) -> String {
     format!(
         "{job}-{}-{:04x}",
         Local::now().format("%Y%m%dT%H%M%S"),
@@ -205,7 +205,7 @@ impl Failure {
 
 /// Runs the job `job_name` of `cfg` once. Never panics on a failure: everything is in the
 /// report.
-pub fn run_job(
+pub(crate) fn run_job(
     cfg: &Config,
     job_name: &str,
     run_id: &str,

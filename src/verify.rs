@@ -48,11 +48,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The format version of a repository state file.
-pub const REPO_STATE_VERSION: u32 = 1;
+pub(crate) const REPO_STATE_VERSION: u32 = 1;
 
 /// The outcome of one drill.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DrillResult {
+pub(crate) struct DrillResult {
     pub kind: DrillKind,
     pub started: DateTime<Utc>,
     pub ended: DateTime<Utc>,
@@ -65,7 +65,7 @@ pub struct DrillResult {
 
 /// A drill's schedule position and its newest result.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct DrillState {
+pub(crate) struct DrillState {
     /// The schedule (and zone) its slots were computed with; a change rebases them.
     pub schedule: Option<String>,
     /// Slots before this instant are not held against the drill.
@@ -79,7 +79,7 @@ pub struct DrillState {
 
 /// Which packs were re-read in the current read-data cycle.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Coverage {
+pub(crate) struct Coverage {
     /// When the current cycle started (None: no read-data run yet).
     pub cycle_start: Option<DateTime<Utc>>,
     /// Packs (hex ids) read whole and found intact in this cycle.
@@ -105,7 +105,7 @@ pub struct RepoSize {
 
 /// Everything the daemon keeps about a repository, in `STATE_DIR/repos/NAME.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RepoState {
+pub(crate) struct RepoState {
     pub version: u32,
     pub repository: String,
     #[serde(default)]
@@ -149,7 +149,7 @@ impl RepoState {
 
 /// Repository state files: one JSON file per configured repository.
 #[derive(Debug, Clone)]
-pub struct RepoStateStore {
+pub(crate) struct RepoStateStore {
     dir: PathBuf,
 }
 
@@ -232,7 +232,7 @@ impl RepoStateStore {
 
 /// The share of packs a read-data run at `now` reads, and whether a new cycle starts with it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReadPlan {
+pub(crate) struct ReadPlan {
     /// The cycle this run belongs to starts here (a new one when it differs from the state's).
     pub cycle_start: DateTime<Utc>,
     /// The packs already read in this cycle, kept (those that still exist).
@@ -246,7 +246,7 @@ pub struct ReadPlan {
 /// Plans the share of a read-data run at `now`. `existing`: the packs now in the repository;
 /// `runs_left(cycle_end)`: how many read-data slots fall in `(now, cycle_end)` (this run not
 /// counted).
-pub fn plan_read(
+pub(crate) fn plan_read(
     cov: &Coverage,
     existing: &[Id],
     cycle: Duration,
@@ -295,7 +295,7 @@ pub fn plan_read(
 }
 
 /// The share of `existing` packs read in the current cycle (1.0 for an empty repository).
-pub fn coverage_ratio(cov: &Coverage, existing: &[Id]) -> f64 {
+pub(crate) fn coverage_ratio(cov: &Coverage, existing: &[Id]) -> f64 {
     if existing.is_empty() {
         return 1.0;
     }
@@ -310,7 +310,7 @@ pub fn coverage_ratio(cov: &Coverage, existing: &[Id]) -> f64 {
 // Runs (blocking)
 
 /// The storage of a configured repository (with its credentials).
-pub fn backend_of(cfg: &RepositoryConfig) -> Result<Arc<dyn Backend>> {
+pub(crate) fn backend_of(cfg: &RepositoryConfig) -> Result<Arc<dyn Backend>> {
     cfg.backend()
 }
 
@@ -360,14 +360,14 @@ pub fn measure(be: &dyn Backend, now: DateTime<Utc>) -> Result<(RepoSize, Vec<Id
 
 /// What a drill run reports back.
 #[derive(Debug)]
-pub struct DrillOutcome {
+pub(crate) struct DrillOutcome {
     pub result: DrillResult,
     /// Read-data: the coverage after the run (to be saved).
     pub coverage: Option<Coverage>,
 }
 
 /// Runs the structure check: every index, pack header and tree.
-pub fn run_check(
+pub(crate) fn run_check(
     cfg: &RepositoryConfig,
     progress: &dyn Progress,
     cancel: &CancelToken,
@@ -427,7 +427,7 @@ fn check_result(
 }
 
 /// Runs a read-data share (see the module's rules); `runs_left` as for [`plan_read`].
-pub fn run_read_data(
+pub(crate) fn run_read_data(
     cfg: &RepositoryConfig,
     cov: &Coverage,
     cycle: Duration,
@@ -496,7 +496,7 @@ pub fn run_read_data(
 }
 
 /// Runs a restore drill into a scratch folder below `scratch_parent` (removed afterwards).
-pub fn run_restore_drill(
+pub(crate) fn run_restore_drill(
     cfg: &RepositoryConfig,
     files: usize,
     scratch_parent: &Path,

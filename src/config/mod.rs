@@ -765,7 +765,7 @@ impl Config {
 
 impl RepositoryConfig {
     /// Credentials for remote storage: the environment's, overridden by this table's keys.
-    pub fn credentials(&self) -> Result<crate::repo::open::Credentials> {
+    pub(crate) fn credentials(&self) -> Result<crate::repo::open::Credentials> {
         let mut c = crate::repo::open::Credentials::from_env();
         let of = format!(" (S3 secret key) of the repository {}", self.path);
         if let Some(id) = &self.s3_access_key_id {
@@ -806,13 +806,13 @@ impl RepositoryConfig {
     }
 
     /// The repository's storage, with its credentials.
-    pub fn backend(&self) -> Result<std::sync::Arc<dyn crate::repo::backend::Backend>> {
+    pub(crate) fn backend(&self) -> Result<std::sync::Arc<dyn crate::repo::backend::Backend>> {
         crate::repo::open::open_location(&self.path, &self.credentials()?)
     }
 
     /// What [`crate::repo::open::open_repository`] takes to open this repository: its location,
     /// its credentials (secrets read now), its password (read when opening) and its lock wait.
-    pub fn settings(&self) -> Result<crate::repo::open::RepoSettings<'_>> {
+    pub(crate) fn settings(&self) -> Result<crate::repo::open::RepoSettings<'_>> {
         Ok(crate::repo::open::RepoSettings {
             location: self.path.clone(),
             credentials: self.credentials()?,
@@ -823,7 +823,7 @@ impl RepositoryConfig {
     }
 
     /// The password, from the first line of the password file or command.
-    pub fn password(&self) -> Result<Vec<u8>> {
+    pub(crate) fn password(&self) -> Result<Vec<u8>> {
         let of = format!(" of the repository {}", self.path);
         match (&self.password_file, &self.password_command) {
             (Some(f), _) => crate::config::secrets::from_file(

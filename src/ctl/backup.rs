@@ -18,7 +18,7 @@ use serde::Serialize;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Files and folders to back up.
     pub paths: Vec<PathBuf>,
     /// Add a tag to the snapshot (repeatable).
@@ -176,7 +176,7 @@ impl DatabaseCopy {
 
 /// Backs up: the databases are captured first, then the repository is locked (shared), then
 /// the commands start and the backup reads everything, as a job does.
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if a.paths.is_empty() && a.sqlite.is_empty() && a.command.is_empty() {
         return Err(Error::Input("nothing to back up\n  hint: give one or more files or folders: `backupctl backup PATH...`".into()));
     }

@@ -7,7 +7,7 @@ use crate::error::{exit, Error, Result};
 use crate::repo::open::{open_repository, LockMode};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Read every pack and re-hash every blob.
     #[arg(long, conflicts_with = "read_data_subset")]
     pub read_data: bool,
@@ -24,7 +24,7 @@ fn subset_arg(s: &str) -> std::result::Result<String, String> {
 /// How many paths (or blobs) to show per issue and per snapshot; --json has them all.
 const SHOW: usize = 20;
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let read_data = match (&a.read_data_subset, a.read_data) {
         (Some(s), _) => ReadData::parse_subset(s)
             .map_err(|e| Error::Input(format!("--read-data-subset: {e}")))?,

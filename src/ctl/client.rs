@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 /// Where the daemon is: its configuration file, or its socket directly.
 #[derive(clap::Args, Debug, Clone)]
-pub struct Where {
+pub(crate) struct Where {
     /// The daemon's configuration file (its [daemon] table names the socket, state and logs).
     #[arg(long, short = 'c', env = "BACKUPD_CONFIG")]
     pub config: Option<PathBuf>,
@@ -66,7 +66,7 @@ impl Where {
 // The arguments of the commands that only need to know where the daemon is (no doc comment:
 // clap would show it as their help).
 #[derive(clap::Args, Debug)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     #[command(flatten)]
     pub at: Where,
 }

@@ -9,7 +9,7 @@ use crate::repo::snapshot::find;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// The source repository (a directory, s3:…, rest:…).
     #[arg(long)]
     pub from: String,
@@ -31,7 +31,7 @@ pub struct Args {
     pub snapshots: Vec<String>,
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if a.all != a.snapshots.is_empty() {
         return Err(Error::Input(
             "copy needs snapshot ids or --all (not both)\n  hint: `backupctl copy --from SRC --to DST --all`".into(),

@@ -15,7 +15,7 @@ use serde::Serialize;
     after_help = "Markers: + added, - removed, M content changed, U metadata only \
                         (mode, owner, mtime), T type changed. Directories end in '/'."
 )]
-pub struct Args {
+pub(crate) struct Args {
     /// The older snapshot (id, prefix or `latest`), optionally with `:PATH` to compare only
     /// below that directory.
     pub a: String,
@@ -54,7 +54,7 @@ fn resolve(repo: &Repository, snaps: &[(Id, Snapshot)], spec: &str) -> Result<(I
     }
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
     let snaps = repo.list_snapshots()?;
     repo.load_index()?;

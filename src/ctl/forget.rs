@@ -14,7 +14,7 @@ use crate::repo::Repository;
 use serde::Serialize;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Snapshot ids to remove (instead of a policy).
     pub snapshots: Vec<String>,
     /// Keep the N newest snapshots.
@@ -84,7 +84,7 @@ struct Output<'a> {
 
 /// Forgets the snapshots given by id, or those the keep policy does not keep (per group), then
 /// prunes with --prune. A dry run removes nothing and takes only a shared lock.
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let policy = a.policy();
     let group_by = GroupBy::parse(&a.group_by).map_err(Error::Input)?;
     if a.snapshots.is_empty() {

@@ -12,7 +12,7 @@ use chrono::Utc;
 
 /// `backupctl health`: one line per job, exit 0 healthy, 1 warning, 2 error (Nagios-style).
 /// Without a daemon the state files are judged, and "backupd is not running" is an error.
-pub fn health(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
+pub(crate) fn health(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
     let (jobs, overall) = match connect(&a.at, Request::Status) {
         Ok(c) => match c.one()? {
             Response::Status(s) => of_status(&s),

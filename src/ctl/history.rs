@@ -7,7 +7,7 @@ use crate::protocol::{Request, Response};
 use crate::state::StateStore;
 
 #[derive(clap::Args, Debug)]
-pub struct HistoryArgs {
+pub(crate) struct HistoryArgs {
     /// The job.
     pub job: String,
     /// How many runs (newest last).
@@ -19,7 +19,7 @@ pub struct HistoryArgs {
 
 /// `backupctl history JOB`: its newest runs, oldest first; from the job's state file when no
 /// daemon runs.
-pub fn history(ctx: &Ctx, a: HistoryArgs) -> Result<i32> {
+pub(crate) fn history(ctx: &Ctx, a: HistoryArgs) -> Result<i32> {
     let runs = match connect(
         &a.at,
         Request::History {

@@ -6,9 +6,9 @@ use crate::error::{exit, Result};
 use crate::repo::Repository;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub(crate) struct Args {}
 
-pub fn run(ctx: &Ctx, _a: Args) -> Result<i32> {
+pub(crate) fn run(ctx: &Ctx, _a: Args) -> Result<i32> {
     let settings = ctx.repo_settings()?;
     let be = settings.backend()?;
     let pw = settings.password()?;

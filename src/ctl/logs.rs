@@ -7,7 +7,7 @@ use crate::logfiles::{self, LogFilter};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
-pub struct LogsArgs {
+pub(crate) struct LogsArgs {
     /// Keep printing new lines as the daemon writes them (Ctrl-C to stop).
     #[arg(long, short = 'f')]
     pub follow: bool,
@@ -28,7 +28,7 @@ pub struct LogsArgs {
 }
 
 /// `backupctl logs`: the last lines of the daemon's logs (filtered), then with -f the new ones.
-pub fn logs(ctx: &Ctx, a: LogsArgs) -> Result<i32> {
+pub(crate) fn logs(ctx: &Ctx, a: LogsArgs) -> Result<i32> {
     let dir = match &a.log_dir {
         Some(d) => d.clone(),
         None => {

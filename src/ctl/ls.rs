@@ -9,7 +9,7 @@ use crate::repo::snapshot;
 use serde::Serialize;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Snapshot id (or prefix) or `latest`, optionally with `:PATH` to list only below PATH.
     pub snapshot: String,
     /// Show mode, size, owner and modification time.
@@ -31,7 +31,7 @@ struct Entry<'a> {
     gid: u32,
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let (spec, sub) = util::split_snapshot_path(&a.snapshot);
     let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
     let snaps = repo.list_snapshots()?;

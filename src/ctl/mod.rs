@@ -1,29 +1,29 @@
 //! `backupctl`: the command line (global options, password sources, output, exit codes) and dispatch.
 
-pub mod backup;
-pub mod check;
+mod backup;
+mod check;
 mod client;
-pub mod copy;
-pub mod diff;
-pub mod forget;
-pub mod generate;
-pub mod health;
-pub mod history;
-pub mod init;
-pub mod logs;
-pub mod ls;
-pub mod progress;
-pub mod prune;
-pub mod reload;
-pub mod restore;
-pub mod run;
-pub mod run_job;
-pub mod service;
-pub mod snapshots;
-pub mod stats;
-pub mod status;
-pub mod unlock;
-pub mod util;
+mod copy;
+mod diff;
+mod forget;
+mod generate;
+mod health;
+mod history;
+mod init;
+mod logs;
+mod ls;
+mod progress;
+mod prune;
+mod reload;
+mod restore;
+mod run;
+mod run_job;
+mod service;
+mod snapshots;
+mod stats;
+mod status;
+mod unlock;
+mod util;
 
 use crate::cancel::{CancelToken, Progress};
 use crate::error::{exit, Error, Result};
@@ -43,7 +43,7 @@ use std::time::Duration;
                   5 source failed, 10 no repository, 11 locked, 12 wrong password, 13 backupd not running, 14 storage access denied, 15 storage unreachable, 16 storage full, \
                   130 interrupted."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     pub global: Global,
     #[command(subcommand)]
@@ -51,7 +51,7 @@ pub struct Cli {
 }
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct Global {
+pub(crate) struct Global {
     /// Repository location: a directory, s3:https://host/bucket[/prefix], rest:http://host:port/.
     #[arg(short = 'r', long = "repo", env = "BACKUPD_REPOSITORY", global = true)]
     pub repo: Option<String>,
@@ -83,7 +83,7 @@ pub struct Global {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Create a new repository.
     Init(init::Args),
     /// Back up files and folders into a new snapshot.
@@ -137,7 +137,7 @@ pub enum Command {
 
 /// What every command gets: the global options, a cancel token wired to SIGINT/SIGTERM, and a
 /// progress sink.
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub global: Global,
     pub cancel: CancelToken,
 }

@@ -6,7 +6,7 @@ use crate::error::{exit, Result};
 use crate::protocol::{Request, Response};
 
 /// `backupctl reload`: the daemon reads its configuration again and names its jobs.
-pub fn reload(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
+pub(crate) fn reload(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
     match connect(&a.at, Request::Reload)?.one()? {
         Response::Reloaded { jobs } => {
             if ctx.global.json {

@@ -14,13 +14,13 @@ use crate::repo::Repository;
 use std::path::{Path, PathBuf};
 
 /// The tag of the snapshots `restore` takes of the target before changing it.
-pub const PRE_RESTORE_TAG: &str = "pre-restore";
+pub(crate) const PRE_RESTORE_TAG: &str = "pre-restore";
 
 /// How many skipped entries the text output lists (--json lists all).
 const SHOW_SKIPPED: usize = 20;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Snapshot id (or prefix) or `latest`, optionally with `:PATH` to restore only that path
     /// (a folder's contents go directly into the target).
     pub snapshot: String,
@@ -88,7 +88,7 @@ fn shell_quote(s: &str) -> String {
 
 /// Restores, after a safety snapshot of what the restore would replace or delete (unless a dry
 /// run or --no-safety-snapshot).
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let (spec, sub) = util::split_snapshot_path(&a.snapshot);
     let target = absolute_target(&a.target)?;
     if let Ok(md) = std::fs::metadata(&target) {

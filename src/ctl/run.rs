@@ -6,7 +6,7 @@ use crate::error::{exit, Error, Result};
 use crate::protocol::{Request, Response};
 
 #[derive(clap::Args, Debug)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The job to run now.
     pub job: String,
     /// Follow the run to its end and exit with its outcome (0 success, 3 partial, 5 source failed, ...).
@@ -17,7 +17,7 @@ pub struct RunArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct JobArgs {
+pub(crate) struct JobArgs {
     /// The job.
     pub job: String,
     #[command(flatten)]
@@ -26,7 +26,7 @@ pub struct JobArgs {
 
 /// `backupctl run JOB`: the daemon starts the job now; with --wait, its events are shown and the
 /// exit code is the run's.
-pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
+pub(crate) fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     let mut c = connect(
         &a.at,
         Request::Run {
@@ -85,7 +85,7 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
 }
 
 /// `backupctl cancel JOB`: the daemon stops the job's current run at its next safe point.
-pub fn cancel(ctx: &Ctx, a: JobArgs) -> Result<i32> {
+pub(crate) fn cancel(ctx: &Ctx, a: JobArgs) -> Result<i32> {
     match connect(&a.at, Request::Cancel { job: a.job.clone() })?.one()? {
         Response::Cancelled { job, run_id } => {
             if ctx.global.json {

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 /// `backupctl status`: the daemon, every job and every repository; exit 13 (and what the state
 /// files say) when no daemon runs.
-pub fn status(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
+pub(crate) fn status(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
     match connect(&a.at, Request::Status) {
         Ok(c) => match c.one()? {
             Response::Status(s) => {
@@ -81,7 +81,7 @@ impl OfflineJob {
 }
 
 /// `backupctl jobs`: the daemon's jobs, their schedules and next runs.
-pub fn jobs(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
+pub(crate) fn jobs(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
     let s = match connect(&a.at, Request::Status)?.one()? {
         Response::Status(s) => s,
         other => return Err(daemon_error(other)),

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The region signed for when neither the environment nor the configuration names one.
-pub const DEFAULT_REGION: &str = "us-east-1";
+pub(crate) const DEFAULT_REGION: &str = "us-east-1";
 
 /// Credentials for remote backends. Debug never shows a secret.
 #[derive(Clone, Debug, Default)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     pub s3_access_key_id: Option<String>,
     pub s3_secret_access_key: Option<Secret>,
     pub s3_region: Option<String>,
@@ -85,7 +85,7 @@ impl Credentials {
 /// The storage for `loc`. For S3, REST and Google Drive nothing is contacted yet: the first
 /// request tells whether the server, bucket and credentials are right; SFTP connects at once
 /// (and fails fast, naming why).
-pub fn open_backend(loc: &Location, creds: &Credentials) -> Result<Arc<dyn Backend>> {
+pub(crate) fn open_backend(loc: &Location, creds: &Credentials) -> Result<Arc<dyn Backend>> {
     match loc {
         Location::Local(p) => Ok(Arc::new(LocalBackend::new(p))),
         Location::S3 {
@@ -149,14 +149,14 @@ pub fn open_backend(loc: &Location, creds: &Credentials) -> Result<Arc<dyn Backe
 }
 
 /// Parses `s` and opens its storage.
-pub fn open_location(s: &str, creds: &Credentials) -> Result<Arc<dyn Backend>> {
+pub(crate) fn open_location(s: &str, creds: &Credentials) -> Result<Arc<dyn Backend>> {
     let loc = Location::parse(s).map_err(|e| Error::Input(e.to_string()))?;
     open_backend(&loc, creds)
 }
 
 /// How an opened repository is locked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockMode {
+pub(crate) enum LockMode {
     /// Excludes only exclusive locks: backups, restores, checks, reading.
     Shared,
     /// Excludes every other lock: forget and prune.
@@ -177,7 +177,7 @@ impl LockMode {
 /// Everything opening a repository takes: where it is, the credentials of its storage, its
 /// password, how long to wait for a lock, and the compression of new data. `backupctl` makes one
 /// of its global options, the jobs and the drills of a repository's configuration.
-pub struct RepoSettings<'a> {
+pub(crate) struct RepoSettings<'a> {
     /// A directory, or `s3:…`, `rest:…`, `sftp:…`, `gdrive:…` (see `repo::location`).
     pub location: String,
     pub credentials: Credentials,
@@ -204,7 +204,7 @@ impl RepoSettings<'_> {
 
 /// Opens the repository without locking it (`unlock`, `snapshots`, `copy` before its check that
 /// the two repositories differ).
-pub fn open_unlocked(s: &RepoSettings) -> Result<Repository> {
+pub(crate) fn open_unlocked(s: &RepoSettings) -> Result<Repository> {
     let be = s.backend()?;
     let pw = s.password()?;
     let mut repo = Repository::open(be, &pw)?;
@@ -218,7 +218,7 @@ pub fn open_unlocked(s: &RepoSettings) -> Result<Repository> {
 
 /// Opens the repository and locks it, waiting up to the settings' `lock_wait` for a conflicting
 /// lock to go. The lock is released when the [`RepoLock`] is dropped.
-pub fn open_repository(s: &RepoSettings, mode: LockMode) -> Result<(Repository, RepoLock)> {
+pub(crate) fn open_repository(s: &RepoSettings, mode: LockMode) -> Result<(Repository, RepoLock)> {
     let repo = open_unlocked(s)?;
     let lock = super::lock::lock(&repo, mode == LockMode::Exclusive, s.lock_wait)?;
     Ok((repo, lock))

@@ -4,6 +4,6 @@ pub mod command;
 pub mod extra;
 pub mod hooks;
 pub mod locked;
-pub mod prepare;
+pub(crate) mod prepare;
 pub mod retry;
 pub mod sqlite;

@@ -526,14 +526,12 @@ pub(crate) fn run_restore_drill(
             ),
         ));
     }
-    std::fs::create_dir_all(scratch_parent)
-        .map_err(|e| Error::io(format!("create {}", scratch_parent.display()), e))?;
     let scratch = scratch_parent.join(format!(
         "restore-drill-{}-{}",
         sanitize(&cfg.path),
         started.format("%Y%m%dT%H%M%S")
     ));
-    let _cleanup = RemoveOnDrop(scratch.clone());
+    let _cleanup = RemoveOnDrop::below(scratch_parent, scratch.clone())?;
     let opts = RestoreOptions {
         target: scratch.clone(),
         includes: chosen.iter().map(|(p, _)| globset::escape(p)).collect(),
@@ -703,7 +701,17 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// A scratch folder, removed (with all it holds) when this is dropped.
 struct RemoveOnDrop(PathBuf);
+
+impl RemoveOnDrop {
+    /// Creates `parent` if need be; `scratch`, inside it, is the restore's to create.
+    fn below(parent: &Path, scratch: PathBuf) -> Result<RemoveOnDrop> {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
+        Ok(RemoveOnDrop(scratch))
+    }
+}
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {

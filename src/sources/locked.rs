@@ -1,6 +1,7 @@
 //! Locked regular files: who holds a write lock on one, and the policy once the wait is over.
 
 use crate::sources::retry::RetryPolicy;
+#[cfg(unix)]
 use std::fs::{self, File};
 use std::path::Path;
 

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-pub use crate::record::RunRecord;
+use crate::record::RunRecord;
 
 /// The protocol's version. Bump it whenever a type here changes incompatibly.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -16,9 +16,9 @@ use crate::job::Outcome;
 use crate::monitor::notifications::Notification;
 use crate::paths::DaemonPaths;
 use crate::protocol::{
-    DaemonInfo, DeliveryInfo, ErrorKind, JobStatus, NextRun, Response, RunRecord, RunningInfo,
-    StatusReport,
+    DaemonInfo, DeliveryInfo, ErrorKind, JobStatus, NextRun, Response, RunningInfo, StatusReport,
 };
+use crate::record::RunRecord;
 use crate::schedule::{self, Decision, JobTiming, PendingRetry, RunReason, Schedule, Slot, Wake};
 use crate::state::{JobState, RunClaim, StateStore};
 use chrono::{DateTime, Utc};

@@ -252,7 +252,7 @@ fn parse(line: &str) -> Result<Envelope, Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::RunRecord;
+    use crate::record::RunRecord;
     use serde_json::Value;
 
     /// Sends `request` (a raw line) over an in-memory connection whose event loop hands its one

@@ -25,20 +25,21 @@ use crate::engine::forget::{self, GroupBy};
 use crate::engine::prune::{self, PruneOptions};
 use crate::error::{exit, Error, Result};
 use crate::repo::backend::FileType;
+use crate::repo::open::{open_repository, LockMode};
 use crate::repo::snapshot::SnapshotSummary;
-use crate::repo::Repository;
-use crate::sources::command::{self, CommandSource};
-use crate::sources::hooks::{run_hooks, HookEnv, HookKind};
+use crate::sources::command::CommandSource;
+use crate::sources::hooks::{run_hooks, HookEnv, HookKind, Hooks};
 use crate::sources::locked::LockedFiles;
-use crate::sources::sqlite::{self, SqliteOptions};
+use crate::sources::prepare::{attribute_failure, prepare, SourceSpecs, SqliteSpec};
+use crate::sources::retry::Waiting;
+use crate::sources::sqlite::SqliteOptions;
 use chrono::{DateTime, Local};
 use serde::Serialize;
-use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Success,
     Partial,
     Failed,
@@ -54,33 +55,11 @@ impl Outcome {
     }
 }
 
-/// One consistent source of a run (a database copy or a command's output).
-#[derive(Debug, Clone, Serialize)]
-pub struct SourceReport {
-    /// `sqlite` or `command`.
-    pub kind: &'static str,
-    /// The path in the snapshot.
-    pub path: PathBuf,
-    /// The command line (commands only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub command: Option<String>,
-    /// Time spent waiting for a busy or locked source, in seconds.
-    pub waited_seconds: f64,
-    /// How many times it was found busy.
-    pub waits: u32,
-    /// The size of the copy (databases).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<u64>,
-    /// Time spent copying, in seconds (databases).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub copy_seconds: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+pub(crate) use crate::sources::prepare::SourceReport;
 
 /// What a run did.
 #[derive(Debug, Clone, Serialize)]
-pub struct JobReport {
+pub(crate) struct JobReport {
     pub job: String,
     pub run_id: String,
     /// Why it ran (`manual`, `schedule`, ...).
@@ -106,7 +85,7 @@ pub struct JobReport {
 
 /// The job's retention, applied after a successful backup.
 #[derive(Debug, Clone, Serialize)]
-pub struct RetentionReport {
+pub(crate) struct RetentionReport {
     /// The job's snapshots kept.
     pub kept: usize,
     /// The snapshots forgotten.
@@ -116,7 +95,7 @@ pub struct RetentionReport {
 }
 
 /// A new run id: the job, the local time and a random suffix (`app-20240101T020000-3f9a`).
-pub fn new_run_id(job: &str) -> String {
+pub(crate) fn new_run_id(job: &str) -> String {
     format!(
         "{job}-{}-{:04x}",
         Local::now().format("%Y%m%dT%H%M%S"),
@@ -124,9 +103,109 @@ pub fn new_run_id(job: &str) -> String {
     )
 }
 
+impl JobReport {
+    /// The report of a run that starts now; failed until something succeeds.
+    fn started(job: &str, run_id: &str, reason: &str) -> JobReport {
+        let start = Local::now();
+        JobReport {
+            job: job.to_string(),
+            run_id: run_id.to_string(),
+            reason: reason.to_string(),
+            repository: String::new(),
+            start,
+            end: start,
+            duration_seconds: 0.0,
+            outcome: Outcome::Failed,
+            exit_code: exit::FAILURE,
+            snapshot_id: None,
+            parent: None,
+            error: None,
+            summary: None,
+            warnings: Vec::new(),
+            sources: Vec::new(),
+            retention: None,
+        }
+    }
+
+    /// The first 8 characters of the snapshot's id ("" without a snapshot).
+    fn short_snapshot(&self) -> &str {
+        self.snapshot_id
+            .as_deref()
+            .map_or("", |s| &s[..8.min(s.len())])
+    }
+
+    /// Records the snapshot a backup saved and decides the outcome: success, or partial (which
+    /// fails the run unless the job allows partial snapshots).
+    fn record_backup(&mut self, r: &BackupResult, allow_partial: bool) -> Option<Failure> {
+        self.snapshot_id = Some(r.snapshot_id.to_hex());
+        self.parent = r.parent.map(|p| p.to_hex());
+        self.summary = Some(r.summary().clone());
+        self.warnings = r.warnings.clone();
+        if !r.is_partial() {
+            self.outcome = Outcome::Success;
+            self.exit_code = exit::OK;
+            return None;
+        }
+        self.outcome = Outcome::Partial;
+        self.exit_code = exit::PARTIAL;
+        (!allow_partial).then(|| Failure {
+            message: format!(
+                "snapshot {} is partial: {} file(s) could not be read consistently ({}); the job does not allow partial snapshots\n  hint: the snapshot was kept; fix the cause, or set allow_partial = true in the job",
+                r.snapshot_id.short(),
+                r.warnings.len(),
+                r.warnings.first().map(String::as_str).unwrap_or("")
+            ),
+            code: exit::PARTIAL,
+        })
+    }
+
+    /// The report as the run ends: its end, its duration, and the failure if there is one.
+    fn finish(mut self, failure: Option<Failure>, t0: Instant) -> JobReport {
+        if let Some(f) = failure {
+            self.outcome = Outcome::Failed;
+            self.error = Some(f.message);
+            self.exit_code = f.code;
+        }
+        self.end = Local::now();
+        self.duration_seconds = t0.elapsed().as_secs_f64();
+        let snapshot = match self.short_snapshot() {
+            "" => String::new(),
+            s => format!(", snapshot {s}"),
+        };
+        tracing::info!(
+            "job {} run {}: {}{snapshot}",
+            self.job,
+            self.run_id,
+            self.outcome.as_str()
+        );
+        self
+    }
+}
+
+/// What failed a run so far: the message and the exit code.
+#[derive(Debug, Clone, PartialEq)]
+struct Failure {
+    message: String,
+    code: i32,
+}
+
+impl Failure {
+    fn of(e: &Error) -> Failure {
+        Failure {
+            message: e.to_string(),
+            code: e.exit_code(),
+        }
+    }
+
+    /// A later error (an after_failure or always hook's) joins the message; the code stays.
+    fn also(&mut self, e: &Error) {
+        self.message.push_str(&format!("\nalso: {e}"));
+    }
+}
+
 /// Runs the job `job_name` of `cfg` once. Never panics on a failure: everything is in the
 /// report.
-pub fn run_job(
+pub(crate) fn run_job(
     cfg: &Config,
     job_name: &str,
     run_id: &str,
@@ -134,49 +213,11 @@ pub fn run_job(
     progress: &dyn Progress,
     cancel: &CancelToken,
 ) -> JobReport {
-    let start = Local::now();
     let t0 = Instant::now();
-    let mut rep = JobReport {
-        job: job_name.to_string(),
-        run_id: run_id.to_string(),
-        reason: reason.to_string(),
-        repository: String::new(),
-        start,
-        end: start,
-        duration_seconds: 0.0,
-        outcome: Outcome::Failed,
-        exit_code: exit::FAILURE,
-        snapshot_id: None,
-        parent: None,
-        error: None,
-        summary: None,
-        warnings: Vec::new(),
-        sources: Vec::new(),
-        retention: None,
-    };
-    let finish = |mut rep: JobReport| {
-        rep.end = Local::now();
-        rep.duration_seconds = t0.elapsed().as_secs_f64();
-        let msg = format!(
-            "job {} run {}: {}{}",
-            rep.job,
-            rep.run_id,
-            rep.outcome.as_str(),
-            rep.snapshot_id
-                .as_deref()
-                .map(|s| format!(", snapshot {}", &s[..8.min(s.len())]))
-                .unwrap_or_default()
-        );
-        tracing::info!("{msg}");
-        rep
-    };
+    let mut rep = JobReport::started(job_name, run_id, reason);
     let job = match cfg.job(job_name) {
         Ok(j) => j,
-        Err(e) => {
-            rep.exit_code = e.exit_code();
-            rep.error = Some(e.to_string());
-            return finish(rep);
-        }
+        Err(e) => return rep.finish(Some(Failure::of(&e)), t0),
     };
     let repo_cfg = cfg.repository_of(job);
     rep.repository = repo_cfg.path.clone();
@@ -187,117 +228,79 @@ pub fn run_job(
         repository: repo_cfg.path.clone(),
         ..Default::default()
     };
-
-    // The failure of the run so far: its message and exit code.
-    let mut failure: Option<(String, i32)> = None;
-    match run_hooks(
+    let mut failure = match run_hooks(
         HookKind::Before,
         &hooks.before,
         &env,
         hooks.timeout,
         progress,
     ) {
-        Err(e) => failure = Some((e.to_string(), e.exit_code())),
+        Err(e) => Some(Failure::of(&e)),
         Ok(()) => match backup_job(job_name, job, repo_cfg, &mut rep, progress, cancel) {
-            Err(e) => failure = Some((e.to_string(), e.exit_code())),
+            Err(e) => Some(Failure::of(&e)),
             Ok(r) => {
-                rep.snapshot_id = Some(r.snapshot_id.to_hex());
-                rep.parent = r.parent.map(|p| p.to_hex());
-                rep.summary = Some(r.summary().clone());
-                rep.warnings = r.warnings.clone();
-                env.snapshot_id = rep.snapshot_id.clone();
-                if r.is_partial() {
-                    rep.outcome = Outcome::Partial;
-                    rep.exit_code = exit::PARTIAL;
-                    if !job.allow_partial {
-                        failure = Some((
-                            format!(
-                                "snapshot {} is partial: {} file(s) could not be read consistently ({}); the job does not allow partial snapshots\n  hint: the snapshot was kept; fix the cause, or set allow_partial = true in the job",
-                                r.snapshot_id.short(),
-                                r.warnings.len(),
-                                r.warnings.first().map(String::as_str).unwrap_or("")
-                            ),
-                            exit::PARTIAL,
-                        ));
-                    }
-                } else {
-                    rep.outcome = Outcome::Success;
-                    rep.exit_code = exit::OK;
-                }
+                env.snapshot_id = Some(r.snapshot_id.to_hex());
+                rep.record_backup(&r, job.allow_partial)
             }
         },
-    }
-
+    };
     if let (None, Some(ret)) = (&failure, &job.retention) {
         match apply_retention(job_name, ret, repo_cfg, progress, cancel) {
             Ok(r) => rep.retention = Some(r),
             Err(e) => {
-                failure = Some((
-                    format!(
+                failure = Some(Failure {
+                    message: format!(
                         "snapshot {} was saved, but the job's retention failed: {e}",
-                        rep.snapshot_id
-                            .as_deref()
-                            .map_or("", |s| &s[..8.min(s.len())])
+                        rep.short_snapshot()
                     ),
-                    e.exit_code(),
-                ))
+                    code: e.exit_code(),
+                })
             }
         }
     }
+    let failure = run_after_hooks(&hooks, &mut env, rep.outcome, failure, progress);
+    rep.finish(failure, t0)
+}
 
-    match &failure {
+/// The hooks that end a run: after_success (the run has not failed so far; `outcome` is success
+/// or an allowed partial) or after_failure, then always. Returns the run's failure with theirs:
+/// a failed after_success or always hook fails the run; a failed after_failure or always hook
+/// after a failure joins its message.
+fn run_after_hooks(
+    hooks: &Hooks,
+    env: &mut HookEnv,
+    outcome: Outcome,
+    mut failure: Option<Failure>,
+    progress: &dyn Progress,
+) -> Option<Failure> {
+    let run =
+        |kind, list: &[String], env: &HookEnv| run_hooks(kind, list, env, hooks.timeout, progress);
+    match &mut failure {
         None => {
-            env.outcome = Some(rep.outcome.as_str().to_string());
-            if let Err(e) = run_hooks(
-                HookKind::AfterSuccess,
-                &hooks.after_success,
-                &env,
-                hooks.timeout,
-                progress,
-            ) {
-                failure = Some((e.to_string(), e.exit_code()));
+            env.outcome = Some(outcome.as_str().to_string());
+            if let Err(e) = run(HookKind::AfterSuccess, &hooks.after_success, env) {
+                failure = Some(Failure::of(&e));
             }
         }
-        Some((msg, _)) => {
+        Some(f) => {
             env.outcome = Some(Outcome::Failed.as_str().to_string());
-            env.error = Some(msg.clone());
-            if let Err(e) = run_hooks(
-                HookKind::AfterFailure,
-                &hooks.after_failure,
-                &env,
-                hooks.timeout,
-                progress,
-            ) {
-                if let Some((m, _)) = &mut failure {
-                    m.push_str(&format!("\nalso: {e}"));
-                }
+            env.error = Some(f.message.clone());
+            if let Err(e) = run(HookKind::AfterFailure, &hooks.after_failure, env) {
+                f.also(&e);
             }
         }
     }
-
-    if let Some((msg, _)) = &failure {
+    if let Some(f) = &failure {
         env.outcome = Some(Outcome::Failed.as_str().to_string());
-        env.error = Some(msg.clone());
+        env.error = Some(f.message.clone());
     }
-    if let Err(e) = run_hooks(
-        HookKind::Always,
-        &hooks.always,
-        &env,
-        hooks.timeout,
-        progress,
-    ) {
+    if let Err(e) = run(HookKind::Always, &hooks.always, env) {
         match &mut failure {
-            Some((m, _)) => m.push_str(&format!("\nalso: {e}")),
-            None => failure = Some((e.to_string(), e.exit_code())),
+            Some(f) => f.also(&e),
+            None => failure = Some(Failure::of(&e)),
         }
     }
-
-    if let Some((msg, code)) = failure {
-        rep.outcome = Outcome::Failed;
-        rep.error = Some(msg);
-        rep.exit_code = code;
-    }
-    finish(rep)
+    failure
 }
 
 /// Forgets the job's snapshots (tag `job:NAME`) that its retention does not keep, grouped by
@@ -309,10 +312,7 @@ fn apply_retention(
     progress: &dyn Progress,
     cancel: &CancelToken,
 ) -> Result<RetentionReport> {
-    let be = repo_cfg.backend()?;
-    let pw = repo_cfg.password()?;
-    let mut repo = Repository::open(be, &pw)?;
-    let _lock = crate::repo::lock::lock(&repo, true, repo_cfg.lock_wait)?;
+    let (mut repo, _lock) = open_repository(&repo_cfg.settings()?, LockMode::Exclusive)?;
     repo.backend().check_deletable()?;
     let tag = format!("job:{job_name}");
     let mine: Vec<_> = repo
@@ -355,16 +355,9 @@ fn apply_retention(
     })
 }
 
-/// The sources and the backup of a run (between the before- and the after-hooks).
-fn backup_job(
-    job_name: &str,
-    job: &JobConfig,
-    repo_cfg: &RepositoryConfig,
-    rep: &mut JobReport,
-    progress: &dyn Progress,
-    cancel: &CancelToken,
-) -> Result<BackupResult> {
-    let mut opts = BackupOptions {
+/// The backup options of a job (its paths, tags, excludes and locked-file policy).
+fn backup_options(job_name: &str, job: &JobConfig) -> BackupOptions {
+    BackupOptions {
         paths: job.paths.clone(),
         tags: job.tags.clone(),
         host: job.host.clone(),
@@ -381,95 +374,171 @@ fn backup_job(
             retry: job.retry.policy(job.locked_files.wait),
         },
         ..Default::default()
-    };
-
-    // Databases first: each is copied consistently (waiting while it is busy) before the lock.
-    let mut captured = Vec::new();
-    for s in &job.sqlite {
-        let db = absolute(&s.path)?;
-        let sq = SqliteOptions {
-            check: s.check,
-            retry: job.retry.policy(s.wait),
-            staging_dir: None,
-        };
-        let t = Instant::now();
-        let mut waits = 0u32;
-        let r = sqlite::capture(&db, &sq, cancel, &mut |w| {
-            waits += 1;
-            let msg = w.message();
-            progress.note(&msg);
-            tracing::info!("{msg}");
-        });
-        let mut src = SourceReport {
-            kind: "sqlite",
-            path: db.clone(),
-            command: None,
-            waited_seconds: t.elapsed().as_secs_f64(),
-            waits,
-            bytes: None,
-            copy_seconds: None,
-            error: None,
-        };
-        match r {
-            Ok(c) => {
-                src.waited_seconds = c.waited.as_secs_f64();
-                src.bytes = Some(c.bytes);
-                src.copy_seconds = Some(c.copy_time.as_secs_f64());
-                rep.sources.push(src);
-                opts.excludes.exact.extend(sqlite::sibling_files(&db));
-                captured.push(c);
-            }
-            Err(e) => {
-                src.error = Some(e.to_string());
-                rep.sources.push(src);
-                return Err(e);
-            }
-        }
     }
+}
 
-    let be = repo_cfg.backend()?;
-    let pw = repo_cfg.password()?;
-    let mut repo = Repository::open(be, &pw)?;
-    let _lock = crate::repo::lock::lock(&repo, false, repo_cfg.lock_wait)?;
-    let mut extras: Vec<_> = captured.iter().map(|c| c.extra()).collect();
-    // Commands last: they start producing as soon as they run, and the backup reads them.
-    for c in &job.commands {
-        let src = CommandSource {
+/// The job's databases (each with its check and its wait) and commands.
+fn source_specs(job: &JobConfig) -> Result<SourceSpecs> {
+    let sqlite = job
+        .sqlite
+        .iter()
+        .map(|s| {
+            Ok(SqliteSpec {
+                path: absolute(&s.path)?,
+                options: SqliteOptions {
+                    check: s.check,
+                    retry: job.retry.policy(s.wait),
+                    staging_dir: None,
+                },
+            })
+        })
+        .collect::<Result<_>>()?;
+    let commands = job
+        .commands
+        .iter()
+        .map(|c| CommandSource {
             snapshot_path: c.path.clone(),
             shell: c.run.clone(),
             timeout: c.timeout,
-        };
-        rep.sources.push(SourceReport {
-            kind: "command",
-            path: c.path.clone(),
-            command: Some(c.run.clone()),
-            waited_seconds: 0.0,
-            waits: 0,
-            bytes: None,
-            copy_seconds: None,
-            error: None,
-        });
-        match command::start_with_cancel(&src, cancel) {
-            Ok(x) => extras.push(x),
-            Err(e) => {
-                if let Some(s) = rep.sources.last_mut() {
-                    s.error = Some(e.to_string());
-                }
-                return Err(e);
-            }
-        }
-    }
+        })
+        .collect();
+    Ok(SourceSpecs { sqlite, commands })
+}
+
+/// The sources and the backup of a run (between the before- and the after-hooks).
+fn backup_job(
+    job_name: &str,
+    job: &JobConfig,
+    repo_cfg: &RepositoryConfig,
+    rep: &mut JobReport,
+    progress: &dyn Progress,
+    cancel: &CancelToken,
+) -> Result<BackupResult> {
+    let mut opts = backup_options(job_name, job);
+    // Databases first: each is copied consistently (waiting while it is busy) before the lock.
+    let mut on_wait = |w: &Waiting| {
+        let msg = w.message();
+        progress.note(&msg);
+        tracing::info!("{msg}");
+    };
+    let prepared = prepare(&source_specs(job)?, cancel, &mut on_wait, &mut rep.sources)?;
+    opts.excludes.exact.extend(prepared.excludes());
+    let (mut repo, _lock) = open_repository(&repo_cfg.settings()?, LockMode::Shared)?;
+    // Commands last: they start producing as soon as they run, and the backup reads them.
+    let extras = prepared.start(cancel, &mut rep.sources)?;
     let mut r = backup_with(&mut repo, &opts, extras, progress, cancel);
     if r.is_err() && cancel.is_cancelled() {
         r = Err(Error::Interrupted);
     }
-    if let Err(Error::Source { what, message }) = &r {
-        for s in &mut rep.sources {
-            if s.kind == "command" && what.contains(&format!("(for {})", s.path.display())) {
-                s.error = Some(message.clone());
-            }
+    if let Err(e) = &r {
+        attribute_failure(&mut rep.sources, e);
+    }
+    drop(prepared);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cancel::NoProgress;
+    use crate::repo::id::Id;
+    use crate::repo::snapshot::Snapshot;
+
+    fn saved(warnings: &[&str]) -> BackupResult {
+        BackupResult {
+            snapshot_id: Id([7; 32]),
+            snapshot: Snapshot {
+                time: Local::now().fixed_offset(),
+                parent: None,
+                tree: Id([1; 32]),
+                paths: vec!["/srv".into()],
+                hostname: String::new(),
+                username: String::new(),
+                uid: 0,
+                gid: 0,
+                excludes: Vec::new(),
+                tags: Vec::new(),
+                original: None,
+                program_version: String::new(),
+                summary: Some(SnapshotSummary::default()),
+            },
+            parent: Some(Id([2; 32])),
+            warnings: warnings.iter().map(|w| w.to_string()).collect(),
         }
     }
-    drop(captured);
-    r
+
+    #[test]
+    fn a_partial_snapshot_fails_the_run_unless_the_job_allows_it() {
+        let mut rep = JobReport::started("app", "app-1", "manual");
+        assert_eq!(rep.record_backup(&saved(&[]), false), None);
+        assert_eq!((rep.outcome, rep.exit_code), (Outcome::Success, exit::OK));
+        assert_eq!(rep.short_snapshot(), "07070707");
+        assert_eq!(rep.parent, Some(Id([2; 32]).to_hex()));
+
+        let mut rep = JobReport::started("app", "app-1", "manual");
+        assert_eq!(rep.record_backup(&saved(&["/srv/a: locked"]), true), None);
+        assert_eq!(
+            (rep.outcome, rep.exit_code),
+            (Outcome::Partial, exit::PARTIAL)
+        );
+
+        let mut rep = JobReport::started("app", "app-1", "manual");
+        let f = rep
+            .record_backup(&saved(&["/srv/a: locked"]), false)
+            .unwrap();
+        assert_eq!(f.code, exit::PARTIAL);
+        assert!(f
+            .message
+            .contains("1 file(s) could not be read consistently (/srv/a: locked)"));
+        let rep = rep.finish(Some(f), Instant::now());
+        assert_eq!(
+            (rep.outcome, rep.exit_code),
+            (Outcome::Failed, exit::PARTIAL)
+        );
+        assert_eq!(rep.warnings, vec!["/srv/a: locked".to_string()]);
+        assert!(rep.snapshot_id.is_some(), "a partial snapshot is kept");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_after_hooks_see_the_outcome_and_add_their_failures() {
+        let hooks = |after_success: &str, after_failure: &str, always: &str| Hooks {
+            after_success: vec![after_success.into()],
+            after_failure: vec![after_failure.into()],
+            always: vec![always.into()],
+            ..Hooks::default()
+        };
+        let env = || HookEnv {
+            job: "app".into(),
+            ..Default::default()
+        };
+        let outcome_is = |o: &str| format!("test \"$BACKUPD_OUTCOME\" = {o}");
+        // A success: after_success and always see it.
+        let h = hooks(&outcome_is("partial"), "false", &outcome_is("partial"));
+        let f = run_after_hooks(&h, &mut env(), Outcome::Partial, None, &NoProgress);
+        assert_eq!(f, None);
+        // A failed after_success hook fails the run, and always sees the failure.
+        let h = hooks("exit 4", "false", &outcome_is("failed"));
+        let f = run_after_hooks(&h, &mut env(), Outcome::Success, None, &NoProgress).unwrap();
+        assert!(!f.message.contains("also:"), "{}", f.message);
+        // After a failure, failed after_failure and always hooks join its message; its code stays.
+        let before = Failure {
+            message: "the backup failed".into(),
+            code: exit::SOURCE_FAILED,
+        };
+        let h = hooks("true", "false", "false");
+        let mut e = env();
+        let f = run_after_hooks(&h, &mut e, Outcome::Failed, Some(before), &NoProgress).unwrap();
+        assert_eq!(f.code, exit::SOURCE_FAILED);
+        assert!(
+            f.message.starts_with("the backup failed\nalso: "),
+            "{}",
+            f.message
+        );
+        assert_eq!(f.message.matches("\nalso: ").count(), 2, "{}", f.message);
+        assert_eq!(e.outcome.as_deref(), Some("failed"));
+        // The always hooks were given the failure as it stood before them.
+        let seen = e.error.unwrap();
+        assert!(f.message.starts_with(&seen) && seen.matches("\nalso: ").count() == 1);
+    }
 }

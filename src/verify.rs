@@ -33,7 +33,10 @@ use crate::engine::restore::{self, Overwrite, RestoreOptions};
 use crate::error::{Error, Result};
 use crate::repo::backend::{Backend, FileType};
 use crate::repo::id::Id;
+use crate::repo::open::{open_repository, LockMode};
 use crate::repo::pack::BlobType;
+use crate::repo::snapshot::Snapshot;
+use crate::repo::tree::Node;
 use crate::repo::Repository;
 use crate::schedule::Slot;
 use chrono::{DateTime, Utc};
@@ -45,11 +48,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The format version of a repository state file.
-pub const REPO_STATE_VERSION: u32 = 1;
+pub(crate) const REPO_STATE_VERSION: u32 = 1;
 
 /// The outcome of one drill.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DrillResult {
+pub(crate) struct DrillResult {
     pub kind: DrillKind,
     pub started: DateTime<Utc>,
     pub ended: DateTime<Utc>,
@@ -62,7 +65,7 @@ pub struct DrillResult {
 
 /// A drill's schedule position and its newest result.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct DrillState {
+pub(crate) struct DrillState {
     /// The schedule (and zone) its slots were computed with; a change rebases them.
     pub schedule: Option<String>,
     /// Slots before this instant are not held against the drill.
@@ -76,7 +79,7 @@ pub struct DrillState {
 
 /// Which packs were re-read in the current read-data cycle.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Coverage {
+pub(crate) struct Coverage {
     /// When the current cycle started (None: no read-data run yet).
     pub cycle_start: Option<DateTime<Utc>>,
     /// Packs (hex ids) read whole and found intact in this cycle.
@@ -102,7 +105,7 @@ pub struct RepoSize {
 
 /// Everything the daemon keeps about a repository, in `STATE_DIR/repos/NAME.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RepoState {
+pub(crate) struct RepoState {
     pub version: u32,
     pub repository: String,
     #[serde(default)]
@@ -146,7 +149,7 @@ impl RepoState {
 
 /// Repository state files: one JSON file per configured repository.
 #[derive(Debug, Clone)]
-pub struct RepoStateStore {
+pub(crate) struct RepoStateStore {
     dir: PathBuf,
 }
 
@@ -229,7 +232,7 @@ impl RepoStateStore {
 
 /// The share of packs a read-data run at `now` reads, and whether a new cycle starts with it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReadPlan {
+pub(crate) struct ReadPlan {
     /// The cycle this run belongs to starts here (a new one when it differs from the state's).
     pub cycle_start: DateTime<Utc>,
     /// The packs already read in this cycle, kept (those that still exist).
@@ -243,7 +246,7 @@ pub struct ReadPlan {
 /// Plans the share of a read-data run at `now`. `existing`: the packs now in the repository;
 /// `runs_left(cycle_end)`: how many read-data slots fall in `(now, cycle_end)` (this run not
 /// counted).
-pub fn plan_read(
+pub(crate) fn plan_read(
     cov: &Coverage,
     existing: &[Id],
     cycle: Duration,
@@ -292,7 +295,7 @@ pub fn plan_read(
 }
 
 /// The share of `existing` packs read in the current cycle (1.0 for an empty repository).
-pub fn coverage_ratio(cov: &Coverage, existing: &[Id]) -> f64 {
+pub(crate) fn coverage_ratio(cov: &Coverage, existing: &[Id]) -> f64 {
     if existing.is_empty() {
         return 1.0;
     }
@@ -307,7 +310,7 @@ pub fn coverage_ratio(cov: &Coverage, existing: &[Id]) -> f64 {
 // Runs (blocking)
 
 /// The storage of a configured repository (with its credentials).
-pub fn backend_of(cfg: &RepositoryConfig) -> Result<Arc<dyn Backend>> {
+pub(crate) fn backend_of(cfg: &RepositoryConfig) -> Result<Arc<dyn Backend>> {
     cfg.backend()
 }
 
@@ -357,28 +360,20 @@ pub fn measure(be: &dyn Backend, now: DateTime<Utc>) -> Result<(RepoSize, Vec<Id
 
 /// What a drill run reports back.
 #[derive(Debug)]
-pub struct DrillOutcome {
+pub(crate) struct DrillOutcome {
     pub result: DrillResult,
     /// Read-data: the coverage after the run (to be saved).
     pub coverage: Option<Coverage>,
 }
 
-/// The repository, opened and locked (shared) for a drill.
-fn open(cfg: &RepositoryConfig) -> Result<(Repository, crate::repo::lock::RepoLock)> {
-    let pw = cfg.password()?;
-    let repo = Repository::open(backend_of(cfg)?, &pw)?;
-    let lock = crate::repo::lock::lock(&repo, false, cfg.lock_wait)?;
-    Ok((repo, lock))
-}
-
 /// Runs the structure check: every index, pack header and tree.
-pub fn run_check(
+pub(crate) fn run_check(
     cfg: &RepositoryConfig,
     progress: &dyn Progress,
     cancel: &CancelToken,
 ) -> Result<DrillOutcome> {
     let started = Utc::now();
-    let (mut repo, _lock) = open(cfg)?;
+    let (mut repo, _lock) = open_repository(&cfg.settings()?, LockMode::Shared)?;
     let rep = check::check(
         &mut repo,
         &CheckOptions {
@@ -432,7 +427,7 @@ fn check_result(
 }
 
 /// Runs a read-data share (see the module's rules); `runs_left` as for [`plan_read`].
-pub fn run_read_data(
+pub(crate) fn run_read_data(
     cfg: &RepositoryConfig,
     cov: &Coverage,
     cycle: Duration,
@@ -441,7 +436,7 @@ pub fn run_read_data(
     cancel: &CancelToken,
 ) -> Result<DrillOutcome> {
     let started = Utc::now();
-    let (mut repo, _lock) = open(cfg)?;
+    let (mut repo, _lock) = open_repository(&cfg.settings()?, LockMode::Shared)?;
     let existing: Vec<Id> = repo
         .backend()
         .list(FileType::Pack)?
@@ -501,7 +496,7 @@ pub fn run_read_data(
 }
 
 /// Runs a restore drill into a scratch folder below `scratch_parent` (removed afterwards).
-pub fn run_restore_drill(
+pub(crate) fn run_restore_drill(
     cfg: &RepositoryConfig,
     files: usize,
     scratch_parent: &Path,
@@ -509,115 +504,73 @@ pub fn run_restore_drill(
     cancel: &CancelToken,
 ) -> Result<DrillOutcome> {
     let started = Utc::now();
-    let (mut repo, _lock) = open(cfg)?;
+    let (mut repo, _lock) = open_repository(&cfg.settings()?, LockMode::Shared)?;
     repo.load_index()?;
     let Some((sid, snap)) = repo
         .list_snapshots()?
         .into_iter()
         .max_by_key(|(_, s)| s.time)
     else {
-        return Ok(DrillOutcome {
-            result: DrillResult {
-                kind: DrillKind::RestoreDrill,
-                started,
-                ended: Utc::now(),
-                ok: true,
-                summary: "the repository has no snapshot yet: nothing to restore".into(),
-                error: None,
-            },
-            coverage: None,
-        });
+        return Ok(nothing_to_restore(
+            started,
+            "the repository has no snapshot yet: nothing to restore".into(),
+        ));
     };
-    // Every file of the snapshot, then a random choice of them.
-    let mut all: Vec<(String, crate::repo::tree::Node)> = Vec::new();
-    crate::engine::walk::walk_tree(&repo, &snap.tree, "", &mut |path, node| {
-        cancel.check()?;
-        if node.is_file() {
-            all.push((path.to_string(), node.clone()));
-        }
-        Ok(true)
-    })?;
-    let pick = rand::seq::index::sample(&mut rand::thread_rng(), all.len(), files.min(all.len()))
-        .into_vec();
-    let chosen: Vec<&(String, crate::repo::tree::Node)> = pick.iter().map(|&i| &all[i]).collect();
+    let chosen = pick_files(&repo, &snap, files, cancel)?;
     if chosen.is_empty() {
-        return Ok(DrillOutcome {
-            result: DrillResult {
-                kind: DrillKind::RestoreDrill,
-                started,
-                ended: Utc::now(),
-                ok: true,
-                summary: format!(
-                    "snapshot {} holds no files: nothing to restore",
-                    sid.short()
-                ),
-                error: None,
-            },
-            coverage: None,
-        });
+        return Ok(nothing_to_restore(
+            started,
+            format!(
+                "snapshot {} holds no files: nothing to restore",
+                sid.short()
+            ),
+        ));
     }
-    std::fs::create_dir_all(scratch_parent)
-        .map_err(|e| Error::io(format!("create {}", scratch_parent.display()), e))?;
     let scratch = scratch_parent.join(format!(
         "restore-drill-{}-{}",
         sanitize(&cfg.path),
         started.format("%Y%m%dT%H%M%S")
     ));
-    let _cleanup = RemoveOnDrop(scratch.clone());
+    let _cleanup = RemoveOnDrop::below(scratch_parent, scratch.clone())?;
     let opts = RestoreOptions {
         target: scratch.clone(),
         includes: chosen.iter().map(|(p, _)| globset::escape(p)).collect(),
         overwrite: Overwrite::Always,
         ..RestoreOptions::new(scratch.clone())
     };
-    let restored = restore::restore(&repo, &snap, &opts, progress, cancel);
-    let mut problems = Vec::new();
-    let mut against_source = 0usize;
-    if let Err(e) = &restored {
-        problems.push(format!("the restore itself failed: {e}"));
-    } else {
-        for (path, node) in &chosen {
-            cancel.check()?;
-            let on_disk = scratch.join(path.trim_start_matches('/'));
-            let got = match sha256_file(&on_disk) {
-                Ok(h) => h,
-                Err(e) => {
-                    problems.push(format!("{path}: the restored file cannot be read: {e}"));
-                    continue;
-                }
-            };
-            let want = match content_hash(&repo, node) {
-                Ok(h) => h,
-                Err(e) => {
-                    problems.push(format!("{path}: its content cannot be loaded: {e}"));
-                    continue;
-                }
-            };
-            if got != want {
-                problems.push(format!(
-                    "{path}: the restored file's SHA-256 {} differs from the snapshot's content {}",
-                    hex::encode(got),
-                    hex::encode(want)
-                ));
-                continue;
-            }
-            if unchanged_source(path, node) {
-                against_source += 1;
-                match sha256_file(Path::new(path)) {
-                    Ok(h) if h == got => {}
-                    Ok(_) => problems.push(format!(
-                        "{path}: the source file has the snapshot's size and modification time but other content than the restored file (silent corruption of the source or of the backup)"
-                    )),
-                    Err(_) => against_source -= 1,
-                }
-            }
-        }
-    }
+    let (problems, against_source) = match restore::restore(&repo, &snap, &opts, progress, cancel) {
+        Err(e) => (vec![format!("the restore itself failed: {e}")], 0),
+        Ok(_) => compare_restored(&repo, &scratch, &chosen, cancel)?,
+    };
+    Ok(DrillOutcome {
+        result: restore_drill_result(
+            started,
+            &cfg.path,
+            &sid,
+            &snap,
+            chosen.len(),
+            &problems,
+            against_source,
+        ),
+        coverage: None,
+    })
+}
+
+/// The verdict of a restore drill of `files` files of the snapshot `sid`: ok without problems,
+/// else failed naming each (at most `files` of them, one per file).
+fn restore_drill_result(
+    started: DateTime<Utc>,
+    repo: &str,
+    sid: &Id,
+    snap: &Snapshot,
+    files: usize,
+    problems: &[String],
+    against_source: usize,
+) -> DrillResult {
     let ok = problems.is_empty();
     let summary = format!(
-        "restored {} random file{} of snapshot {} ({} {}) and compared their SHA-256 with the repository's content{}",
-        chosen.len(),
-        if chosen.len() == 1 { "" } else { "s" },
+        "restored {files} random file{} of snapshot {} ({} {}) and compared their SHA-256 with the repository's content{}",
+        if files == 1 { "" } else { "s" },
         sid.short(),
         snap.hostname,
         snap.time.format("%Y-%m-%d %H:%M"),
@@ -627,26 +580,109 @@ pub fn run_restore_drill(
             String::new()
         }
     );
-    Ok(DrillOutcome {
+    let error = (!ok).then(|| {
+        format!(
+            "{} of {files} files failed the restore drill of {repo}: {}\n  hint: run `backupctl -r {repo} check --read-data`; the snapshot may be damaged",
+            problems.len(),
+            problems.join("; "),
+        )
+    });
+    DrillResult {
+        kind: DrillKind::RestoreDrill,
+        started,
+        ended: Utc::now(),
+        ok,
+        summary,
+        error,
+    }
+}
+
+/// A restore drill that found nothing to restore: it passes, saying why.
+fn nothing_to_restore(started: DateTime<Utc>, summary: String) -> DrillOutcome {
+    DrillOutcome {
         result: DrillResult {
             kind: DrillKind::RestoreDrill,
             started,
             ended: Utc::now(),
-            ok,
+            ok: true,
             summary,
-            error: (!ok).then(|| {
-                format!(
-                    "{} of {} files failed the restore drill of {}: {}\n  hint: run `backupctl -r {} check --read-data`; the snapshot may be damaged",
-                    problems.len(),
-                    chosen.len(),
-                    cfg.path,
-                    problems.join("; "),
-                    cfg.path
-                )
-            }),
+            error: None,
         },
         coverage: None,
-    })
+    }
+}
+
+/// Up to `files` files of the snapshot, chosen at random.
+fn pick_files(
+    repo: &Repository,
+    snap: &Snapshot,
+    files: usize,
+    cancel: &CancelToken,
+) -> Result<Vec<(String, Node)>> {
+    let mut all: Vec<(String, Node)> = Vec::new();
+    crate::engine::walk::walk_tree(repo, &snap.tree, "", &mut |path, node| {
+        cancel.check()?;
+        if node.is_file() {
+            all.push((path.to_string(), node.clone()));
+        }
+        Ok(true)
+    })?;
+    let pick = rand::seq::index::sample(&mut rand::thread_rng(), all.len(), files.min(all.len()))
+        .into_vec();
+    Ok(pick.into_iter().map(|i| all[i].clone()).collect())
+}
+
+/// Compares each restored file below `scratch` with the repository's content and, where the
+/// source is unchanged, with the source. Returns the problems found and how many files were
+/// also compared with their source.
+fn compare_restored(
+    repo: &Repository,
+    scratch: &Path,
+    chosen: &[(String, Node)],
+    cancel: &CancelToken,
+) -> Result<(Vec<String>, usize)> {
+    let mut problems = Vec::new();
+    let mut against_source = 0usize;
+    for (path, node) in chosen {
+        cancel.check()?;
+        let on_disk = scratch.join(path.trim_start_matches('/'));
+        let got = match sha256_file(&on_disk) {
+            Ok(h) => h,
+            Err(e) => {
+                problems.push(format!("{path}: the restored file cannot be read: {e}"));
+                continue;
+            }
+        };
+        let want = match content_hash(repo, node) {
+            Ok(h) => h,
+            Err(e) => {
+                problems.push(format!("{path}: its content cannot be loaded: {e}"));
+                continue;
+            }
+        };
+        if got != want {
+            problems.push(format!(
+                "{path}: the restored file's SHA-256 {} differs from the snapshot's content {}",
+                hex::encode(got),
+                hex::encode(want)
+            ));
+            continue;
+        }
+        if !unchanged_source(path, node) {
+            continue;
+        }
+        match sha256_file(Path::new(path)) {
+            Ok(h) if h == got => against_source += 1,
+            Ok(_) => {
+                against_source += 1;
+                problems.push(format!(
+                    "{path}: the source file has the snapshot's size and modification time but other content than the restored file (silent corruption of the source or of the backup)"
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok((problems, against_source))
 }
 
 /// A file name made of a repository path.
@@ -665,7 +701,17 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// A scratch folder, removed (with all it holds) when this is dropped.
 struct RemoveOnDrop(PathBuf);
+
+impl RemoveOnDrop {
+    /// Creates `parent` if need be; `scratch`, inside it, is the restore's to create.
+    fn below(parent: &Path, scratch: PathBuf) -> Result<RemoveOnDrop> {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::io(format!("create {}", parent.display()), e))?;
+        Ok(RemoveOnDrop(scratch))
+    }
+}
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
@@ -688,7 +734,7 @@ fn sha256_file(p: &Path) -> std::io::Result<[u8; 32]> {
 }
 
 /// The SHA-256 of a file's content as the repository holds it (each blob loaded and verified).
-fn content_hash(repo: &Repository, node: &crate::repo::tree::Node) -> Result<[u8; 32]> {
+fn content_hash(repo: &Repository, node: &Node) -> Result<[u8; 32]> {
     let mut h = Sha256::new();
     for id in node.content.iter().flatten() {
         h.update(repo.load_blob(id, BlobType::Data)?);
@@ -697,7 +743,7 @@ fn content_hash(repo: &Repository, node: &crate::repo::tree::Node) -> Result<[u8
 }
 
 /// The source file at the snapshot path still has the node's size and modification time.
-fn unchanged_source(path: &str, node: &crate::repo::tree::Node) -> bool {
+fn unchanged_source(path: &str, node: &Node) -> bool {
     let Ok(md) = std::fs::symlink_metadata(path) else {
         return false;
     };
@@ -847,6 +893,87 @@ mod tests {
                 "restore-drill of repository main failed at 2026-12-01 06:00 UTC: 1 of 3"
             ),
             "{f}"
+        );
+    }
+
+    #[test]
+    fn a_restore_drill_compares_random_files_with_the_repository_and_the_source() {
+        use crate::cancel::NoProgress;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("a.txt"), "alpha").unwrap();
+        std::fs::write(src.join("b.txt"), "beta").unwrap();
+        std::fs::write(dir.path().join("pw"), "pw\n").unwrap();
+        let text = format!(
+            "[repositories.r]\npath = {:?}\npassword_file = {:?}\n",
+            dir.path().join("repo").display().to_string(),
+            dir.path().join("pw").display().to_string()
+        );
+        let cfg = crate::config::Config::parse(&text, Path::new("t.toml")).unwrap();
+        let rc = &cfg.repositories["r"];
+        let cancel = CancelToken::new();
+        let scratch = dir.path().join("scratch");
+        let drill = |files| run_restore_drill(rc, files, &scratch, &NoProgress, &cancel);
+
+        let be = rc.backend().unwrap();
+        let mut repo = Repository::init_with_kdf(be, b"pw", 1024, 8, 1).unwrap();
+        let r = drill(3).unwrap().result;
+        assert!(r.ok && r.summary.contains("no snapshot yet"), "{r:?}");
+        let opts = crate::engine::backup::BackupOptions {
+            paths: vec![src.clone()],
+            ..Default::default()
+        };
+        crate::engine::backup::backup(&mut repo, &opts, &NoProgress, &cancel).unwrap();
+
+        let r = drill(5).unwrap().result;
+        assert!(r.ok, "{r:?}");
+        assert!(
+            r.summary.starts_with("restored 2 random files of snapshot")
+                && r.summary.ends_with(", 2 also with the unchanged source"),
+            "{}",
+            r.summary
+        );
+        assert_eq!(
+            std::fs::read_dir(&scratch).unwrap().count(),
+            0,
+            "scratch left behind"
+        );
+        let r = drill(1).unwrap().result;
+        assert!(
+            r.summary.starts_with("restored 1 random file of"),
+            "{}",
+            r.summary
+        );
+    }
+
+    #[test]
+    fn a_failed_restore_drill_names_each_problem_and_what_to_run() {
+        let snap: crate::repo::snapshot::Snapshot = serde_json::from_value(serde_json::json!({
+            "time": "2026-12-01T06:00:00+00:00",
+            "tree": id(1).to_hex(),
+            "paths": ["/srv"],
+            "hostname": "h1",
+        }))
+        .unwrap();
+        let problems = vec![
+            "/srv/a: differs".to_string(),
+            "/srv/b: unreadable".to_string(),
+        ];
+        let r = restore_drill_result(t(1, 6), "/repo", &id(2), &snap, 3, &problems, 0);
+        assert!(!r.ok);
+        assert_eq!(r.kind, DrillKind::RestoreDrill);
+        assert!(r.summary.contains("(h1 2026-12-01 06:00)"), "{}", r.summary);
+        let e = r.error.unwrap();
+        assert!(
+            e.starts_with(
+                "2 of 3 files failed the restore drill of /repo: /srv/a: differs; /srv/b"
+            ) && e.contains("backupctl -r /repo check --read-data"),
+            "{e}"
+        );
+        let r = restore_drill_result(t(1, 6), "/repo", &id(2), &snap, 3, &[], 1);
+        assert!(
+            r.ok && r.error.is_none() && r.summary.ends_with(", 1 also with the unchanged source")
         );
     }
 }

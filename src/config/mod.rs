@@ -494,6 +494,187 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// The text of a configuration file and its name: where an error is.
+struct Source<'a> {
+    text: &'a str,
+    file: &'a Path,
+}
+
+impl Source<'_> {
+    /// `FILE:LINE:COLUMN` of a byte offset.
+    fn at(&self, offset: usize) -> String {
+        let (l, c) = line_col(self.text, offset);
+        format!("{}:{l}:{c}", self.file.display())
+    }
+
+    /// An error of the file as a whole.
+    fn invalid(&self, msg: impl std::fmt::Display) -> Error {
+        Error::Input(format!(
+            "invalid configuration in {}: {msg}",
+            self.file.display()
+        ))
+    }
+
+    /// An error at a place in the file.
+    fn invalid_at(&self, offset: usize, msg: impl std::fmt::Display) -> Error {
+        Error::Input(format!(
+            "invalid configuration at {}: {msg}",
+            self.at(offset)
+        ))
+    }
+}
+
+/// A `[repositories.NAME]` table: a location that parses, at most one S3 secret source, exactly
+/// one password source.
+fn check_repository(src: &Source, name: &str, r: &RepositoryConfig) -> Result<()> {
+    if let Err(e) = crate::repo::location::Location::parse(&r.path) {
+        return Err(src.invalid(format!("[repositories.{name}] path: {e}")));
+    }
+    if r.s3_secret_access_key_file.is_some() && r.s3_secret_access_key_command.is_some() {
+        return Err(src.invalid(format!(
+            "[repositories.{name}] takes at most one of s3_secret_access_key_file and s3_secret_access_key_command"
+        )));
+    }
+    if r.password_file.is_some() == r.password_command.is_some() {
+        return Err(src.invalid(format!(
+            "[repositories.{name}] needs exactly one of password_file and password_command"
+        )));
+    }
+    Ok(())
+}
+
+/// The `[daemon]` table: metrics on loopback only, a `.prom` metrics file, its notifications,
+/// at least one run at a time.
+fn check_daemon(src: &Source, d: &DaemonConfig) -> Result<()> {
+    if let Some(l) = &d.metrics_listen {
+        match l.get_ref().parse::<std::net::SocketAddr>() {
+            Ok(a) if a.ip().is_loopback() => {}
+            Ok(a) => {
+                return Err(src.invalid_at(l.span().start, format!(
+                    "[daemon] metrics_listen {a} is not a loopback address: the metrics endpoint has no authentication, so it listens on loopback only\n  hint: use 127.0.0.1:PORT or [::1]:PORT, and a reverse proxy (or node_exporter's textfile collector with metrics_file) to publish it"
+                )))
+            }
+            Err(e) => {
+                return Err(src.invalid_at(l.span().start, format!(
+                    "[daemon] metrics_listen {:?}: {e}\n  hint: an address and port such as \"127.0.0.1:9909\"",
+                    l.get_ref()
+                )))
+            }
+        }
+    }
+    if let Some(m) = &d.metrics_file {
+        if m.extension().is_none_or(|e| e != "prom") {
+            return Err(src.invalid(format!(
+                "[daemon] metrics_file {} must end in .prom (node_exporter's textfile collector reads only those)",
+                m.display()
+            )));
+        }
+    }
+    if let Some(n) = &d.notify {
+        n.validate("daemon.notify").map_err(|e| src.invalid(e))?;
+    }
+    if d.max_parallel == 0 {
+        return Err(src.invalid("[daemon] max_parallel must be at least 1"));
+    }
+    Ok(())
+}
+
+/// A repository's `verify` table: schedules that parse in its zone, files for a restore drill.
+fn check_verify(src: &Source, name: &str, v: &verify::VerifyConfig) -> Result<()> {
+    let tz = v.timezone.as_ref().map(|t| t.get_ref().as_str());
+    for kind in verify::DrillKind::ALL {
+        let Some(expr) = v.expr(kind) else { continue };
+        if let Err(e) = Schedule::parse(expr.get_ref(), tz) {
+            let span = match (&v.timezone, e.is_timezone()) {
+                (Some(t), true) => t.span(),
+                _ => expr.span(),
+            };
+            return Err(src.invalid_at(
+                span.start,
+                format!("repositories.{name}.verify.{}: {e}", kind.key()),
+            ));
+        }
+    }
+    if v.restore_drill.is_some() && v.restore_drill_files == 0 {
+        return Err(src.invalid(format!(
+            "repositories.{name}.verify: restore_drill_files must be at least 1\n  hint: e.g. restore_drill_files = 10, or remove restore_drill"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a job name may name a state file: letters, digits, '-', '_' and '.', not first.
+fn valid_job_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A `[jobs.NAME]` table: its name, its repository, something to back up, its schedule and
+/// zone, notifications, a retention that keeps something, absolute command paths.
+fn check_job(src: &Source, cfg: &Config, name: &str, j: &JobConfig) -> Result<()> {
+    let repo_at = j.repository.span().start;
+    if !valid_job_name(name) {
+        return Err(src.invalid_at(repo_at, format!(
+            "the job name {name:?} may only use letters, digits, '-', '_' and '.' (it names the job's state file)\n  hint: rename the [jobs.{name}] table"
+        )));
+    }
+    if !cfg.repositories.contains_key(j.repository.get_ref()) {
+        let known: Vec<&str> = cfg.repositories.keys().map(|s| s.as_str()).collect();
+        return Err(src.invalid_at(repo_at, format!(
+            "job {name:?} names the repository {:?}, which is not defined (defined: {})\n  hint: add a [repositories.{}] table or fix the name",
+            j.repository.get_ref(),
+            if known.is_empty() { "none".to_string() } else { known.join(", ") },
+            j.repository.get_ref()
+        )));
+    }
+    if j.paths.is_empty() && j.sqlite.is_empty() && j.commands.is_empty() {
+        return Err(src.invalid(format!(
+            "job {name:?} has nothing to back up\n  hint: give it paths, sqlite or commands"
+        )));
+    }
+    check_job_schedule(src, name, j)?;
+    if let Some(n) = &j.notify {
+        n.validate(&format!("jobs.{name}.notify"))
+            .map_err(|e| src.invalid(e))?;
+    }
+    if let Some(r) = &j.retention {
+        if r.policy().is_empty() {
+            return Err(src.invalid(format!(
+                "job {name:?}: retention keeps nothing — it needs at least one keep_* rule (a retention that removes every snapshot is refused)\n  hint: e.g. retention = {{ keep_daily = 7, keep_weekly = 4 }}"
+            )));
+        }
+    }
+    if let Some(c) = j.commands.iter().find(|c| !c.path.is_absolute()) {
+        return Err(src.invalid(format!(
+            "job {name:?}: the command path {} must be absolute, e.g. /dumps/app.sql",
+            c.path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A job's schedule parses in its zone; a zone needs a schedule.
+fn check_job_schedule(src: &Source, name: &str, j: &JobConfig) -> Result<()> {
+    if let Some(expr) = &j.schedule {
+        let tz = j.timezone.as_ref().map(|t| t.get_ref().as_str());
+        if let Err(e) = Schedule::parse(expr.get_ref(), tz) {
+            let span = match (&j.timezone, e.is_timezone()) {
+                (Some(t), true) => t.span(),
+                _ => expr.span(),
+            };
+            return Err(src.invalid_at(span.start, format!("job {name:?}: {e}")));
+        }
+    } else if let Some(t) = &j.timezone {
+        return Err(src.invalid_at(t.span().start, format!(
+            "job {name:?} has a timezone but no schedule\n  hint: add schedule = \"30 2 * * *\" or remove the timezone"
+        )));
+    }
+    Ok(())
+}
+
 impl Config {
     /// The state folder, log folder and control socket this configuration resolves to.
     pub fn paths(&self) -> crate::paths::DaemonPaths {
@@ -518,13 +699,10 @@ impl Config {
 
     /// Parses and checks configuration text; `file` names it in messages.
     pub fn parse(text: &str, file: &Path) -> Result<Config> {
-        let at = |offset: usize| {
-            let (l, c) = line_col(text, offset);
-            format!("{}:{l}:{c}", file.display())
-        };
+        let src = Source { text, file };
         let mut cfg: Config = toml::from_str(text).map_err(|e| {
             let place = match e.span() {
-                Some(s) => at(s.start),
+                Some(s) => src.at(s.start),
                 None => file.display().to_string(),
             };
             Error::Input(format!(
@@ -534,155 +712,16 @@ impl Config {
         })?;
         cfg.file = file.to_path_buf();
         for (name, r) in &cfg.repositories {
-            if let Err(e) = crate::repo::location::Location::parse(&r.path) {
-                return Err(Error::Input(format!(
-                    "invalid configuration in {}: [repositories.{name}] path: {e}",
-                    file.display()
-                )));
-            }
-            if r.s3_secret_access_key_file.is_some() && r.s3_secret_access_key_command.is_some() {
-                return Err(Error::Input(format!(
-                    "invalid configuration in {}: [repositories.{name}] takes at most one of s3_secret_access_key_file and s3_secret_access_key_command",
-                    file.display()
-                )));
-            }
-            if r.password_file.is_some() == r.password_command.is_some() {
-                return Err(Error::Input(format!(
-                    "invalid configuration in {}: [repositories.{name}] needs exactly one of password_file and password_command",
-                    file.display()
-                )));
-            }
+            check_repository(&src, name, r)?;
         }
-        if let Some(l) = &cfg.daemon.metrics_listen {
-            match l.get_ref().parse::<std::net::SocketAddr>() {
-                Ok(a) if a.ip().is_loopback() => {}
-                Ok(a) => {
-                    return Err(Error::Input(format!(
-                        "invalid configuration at {}: [daemon] metrics_listen {a} is not a loopback address: the metrics endpoint has no authentication, so it listens on loopback only\n  hint: use 127.0.0.1:PORT or [::1]:PORT, and a reverse proxy (or node_exporter's textfile collector with metrics_file) to publish it",
-                        at(l.span().start)
-                    )))
-                }
-                Err(e) => {
-                    return Err(Error::Input(format!(
-                        "invalid configuration at {}: [daemon] metrics_listen {:?}: {e}\n  hint: an address and port such as \"127.0.0.1:9909\"",
-                        at(l.span().start),
-                        l.get_ref()
-                    )))
-                }
-            }
-        }
-        if let Some(m) = &cfg.daemon.metrics_file {
-            if m.extension().is_none_or(|e| e != "prom") {
-                return Err(Error::Input(format!(
-                    "invalid configuration in {}: [daemon] metrics_file {} must end in .prom (node_exporter's textfile collector reads only those)",
-                    file.display(),
-                    m.display()
-                )));
-            }
-        }
-        if let Some(n) = &cfg.daemon.notify {
-            n.validate("daemon.notify").map_err(|e| {
-                Error::Input(format!("invalid configuration in {}: {e}", file.display()))
-            })?;
-        }
-        if cfg.daemon.max_parallel == 0 {
-            return Err(Error::Input(format!(
-                "invalid configuration in {}: [daemon] max_parallel must be at least 1",
-                file.display()
-            )));
-        }
+        check_daemon(&src, &cfg.daemon)?;
         for (name, r) in &cfg.repositories {
-            let Some(v) = &r.verify else { continue };
-            let tz = v.timezone.as_ref().map(|t| t.get_ref().as_str());
-            for kind in verify::DrillKind::ALL {
-                let Some(expr) = v.expr(kind) else { continue };
-                if let Err(e) = Schedule::parse(expr.get_ref(), tz) {
-                    let span = match (&v.timezone, e.is_timezone()) {
-                        (Some(t), true) => t.span(),
-                        _ => expr.span(),
-                    };
-                    return Err(Error::Input(format!(
-                        "invalid configuration at {}: repositories.{name}.verify.{}: {e}",
-                        at(span.start),
-                        kind.key()
-                    )));
-                }
-            }
-            if v.restore_drill.is_some() && v.restore_drill_files == 0 {
-                return Err(Error::Input(format!(
-                    "invalid configuration in {}: repositories.{name}.verify: restore_drill_files must be at least 1\n  hint: e.g. restore_drill_files = 10, or remove restore_drill",
-                    file.display()
-                )));
+            if let Some(v) = &r.verify {
+                check_verify(&src, name, v)?;
             }
         }
         for (name, j) in &cfg.jobs {
-            let valid = !name.is_empty()
-                && !name.starts_with('.')
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-            if !valid {
-                return Err(Error::Input(format!(
-                    "invalid configuration at {}: the job name {name:?} may only use letters, digits, '-', '_' and '.' (it names the job's state file)\n  hint: rename the [jobs.{name}] table",
-                    at(j.repository.span().start)
-                )));
-            }
-            if !cfg.repositories.contains_key(j.repository.get_ref()) {
-                let known: Vec<&str> = cfg.repositories.keys().map(|s| s.as_str()).collect();
-                return Err(Error::Input(format!(
-                    "invalid configuration at {}: job {name:?} names the repository {:?}, which is not defined (defined: {})\n  hint: add a [repositories.{}] table or fix the name",
-                    at(j.repository.span().start),
-                    j.repository.get_ref(),
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") },
-                    j.repository.get_ref()
-                )));
-            }
-            if j.paths.is_empty() && j.sqlite.is_empty() && j.commands.is_empty() {
-                return Err(Error::Input(format!(
-                    "invalid configuration in {}: job {name:?} has nothing to back up\n  hint: give it paths, sqlite or commands",
-                    file.display()
-                )));
-            }
-            if let Some(expr) = &j.schedule {
-                let tz = j.timezone.as_ref().map(|t| t.get_ref().as_str());
-                if let Err(e) = Schedule::parse(expr.get_ref(), tz) {
-                    let span = match (&j.timezone, e.is_timezone()) {
-                        (Some(t), true) => t.span(),
-                        _ => expr.span(),
-                    };
-                    return Err(Error::Input(format!(
-                        "invalid configuration at {}: job {name:?}: {e}",
-                        at(span.start)
-                    )));
-                }
-            } else if let Some(t) = &j.timezone {
-                return Err(Error::Input(format!(
-                    "invalid configuration at {}: job {name:?} has a timezone but no schedule\n  hint: add schedule = \"30 2 * * *\" or remove the timezone",
-                    at(t.span().start)
-                )));
-            }
-            if let Some(n) = &j.notify {
-                n.validate(&format!("jobs.{name}.notify")).map_err(|e| {
-                    Error::Input(format!("invalid configuration in {}: {e}", file.display()))
-                })?;
-            }
-            if let Some(r) = &j.retention {
-                if r.policy().is_empty() {
-                    return Err(Error::Input(format!(
-                        "invalid configuration in {}: job {name:?}: retention keeps nothing — it needs at least one keep_* rule (a retention that removes every snapshot is refused)\n  hint: e.g. retention = {{ keep_daily = 7, keep_weekly = 4 }}",
-                        file.display()
-                    )));
-                }
-            }
-            for c in &j.commands {
-                if !c.path.is_absolute() {
-                    return Err(Error::Input(format!(
-                        "invalid configuration in {}: job {name:?}: the command path {} must be absolute, e.g. /dumps/app.sql",
-                        file.display(),
-                        c.path.display()
-                    )));
-                }
-            }
+            check_job(&src, &cfg, name, j)?;
         }
         Ok(cfg)
     }
@@ -726,7 +765,7 @@ impl Config {
 
 impl RepositoryConfig {
     /// Credentials for remote storage: the environment's, overridden by this table's keys.
-    pub fn credentials(&self) -> Result<crate::repo::open::Credentials> {
+    pub(crate) fn credentials(&self) -> Result<crate::repo::open::Credentials> {
         let mut c = crate::repo::open::Credentials::from_env();
         let of = format!(" (S3 secret key) of the repository {}", self.path);
         if let Some(id) = &self.s3_access_key_id {
@@ -767,12 +806,24 @@ impl RepositoryConfig {
     }
 
     /// The repository's storage, with its credentials.
-    pub fn backend(&self) -> Result<std::sync::Arc<dyn crate::repo::backend::Backend>> {
+    pub(crate) fn backend(&self) -> Result<std::sync::Arc<dyn crate::repo::backend::Backend>> {
         crate::repo::open::open_location(&self.path, &self.credentials()?)
     }
 
+    /// What [`crate::repo::open::open_repository`] takes to open this repository: its location,
+    /// its credentials (secrets read now), its password (read when opening) and its lock wait.
+    pub(crate) fn settings(&self) -> Result<crate::repo::open::RepoSettings<'_>> {
+        Ok(crate::repo::open::RepoSettings {
+            location: self.path.clone(),
+            credentials: self.credentials()?,
+            password: Box::new(|| self.password()),
+            lock_wait: self.lock_wait,
+            compression: None,
+        })
+    }
+
     /// The password, from the first line of the password file or command.
-    pub fn password(&self) -> Result<Vec<u8>> {
+    pub(crate) fn password(&self) -> Result<Vec<u8>> {
         let of = format!(" of the repository {}", self.path);
         match (&self.password_file, &self.password_command) {
             (Some(f), _) => crate::config::secrets::from_file(
@@ -924,5 +975,59 @@ timeout = "5m"
             "{e}"
         );
         assert!(verify("check = \"0 4 * * 0\", read_data_cycle = \"7d\"").is_ok());
+    }
+
+    #[test]
+    fn job_and_repository_errors_name_the_table_and_the_place() {
+        let err = |text: &str| {
+            Config::parse(text, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let repo = "[repositories.r]\npath = \"/r\"\npassword_file = \"/p\"\n";
+        let job = |body: &str| format!("{repo}[jobs.j]\nrepository = \"r\"\n{body}");
+        assert!(valid_job_name("app-1_x.y") && !valid_job_name(".hidden"));
+        assert!(!valid_job_name("a/b") && !valid_job_name(""));
+        let e = err(&format!(
+            "{repo}[jobs.\"a/b\"]\nrepository = \"r\"\npaths = [\"/x\"]\n"
+        ));
+        assert!(
+            e.starts_with("invalid configuration at c.toml:5:14: the job name \"a/b\""),
+            "{e}"
+        );
+        let e = err(&job(""));
+        assert!(
+            e.starts_with("invalid configuration in c.toml: job \"j\" has nothing to back up"),
+            "{e}"
+        );
+        let e = err(&job("paths = [\"/x\"]\ntimezone = \"UTC\"\n"));
+        assert!(
+            e.contains("c.toml:7:12: job \"j\" has a timezone but no schedule"),
+            "{e}"
+        );
+        let e = err(&job("paths = [\"/x\"]\nschedule = \"daily\"\n"));
+        assert!(e.contains("c.toml:7:12: job \"j\": "), "{e}");
+        let e = err(&job(
+            "commands = [{ path = \"dump.sql\", run = \"true\" }]\n",
+        ));
+        assert!(
+            e.ends_with("the command path dump.sql must be absolute, e.g. /dumps/app.sql"),
+            "{e}"
+        );
+        let e = err(&job("paths = [\"/x\"]\nretention = { prune = true }\n"));
+        assert!(e.contains("retention keeps nothing"), "{e}");
+        let e = err(&repo.replace(
+            "password_file = \"/p\"",
+            "password_command = \"x\"\npassword_file = \"/p\"",
+        ));
+        assert!(
+            e.ends_with("[repositories.r] needs exactly one of password_file and password_command"),
+            "{e}"
+        );
+        let e = err(&format!("[daemon]\nmax_parallel = 0\n{repo}"));
+        assert_eq!(
+            e,
+            "invalid configuration in c.toml: [daemon] max_parallel must be at least 1"
+        );
     }
 }

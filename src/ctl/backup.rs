@@ -2,18 +2,23 @@
 
 use super::util::human_bytes;
 use super::Ctx;
-use crate::engine::backup::{backup_with, BackupOptions};
+use crate::engine::backup::{absolute, backup_with, BackupOptions, BackupResult};
 use crate::engine::exclude::ExcludeOptions;
 use crate::error::{exit, Error, Result};
+use crate::repo::id::Id;
+use crate::repo::open::{open_repository, LockMode};
 use crate::repo::snapshot;
+use crate::repo::Repository;
 use crate::sources::command::CommandSource;
 use crate::sources::locked::{LockedAction, LockedFiles};
-use crate::sources::retry::RetryPolicy;
-use crate::sources::sqlite::{self, IntegrityCheck, SqliteOptions};
+use crate::sources::prepare::{prepare, SourceSpecs, SqliteSpec};
+use crate::sources::retry::{RetryPolicy, Waiting};
+use crate::sources::sqlite::{Captured, IntegrityCheck, SqliteOptions};
+use serde::Serialize;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Files and folders to back up.
     pub paths: Vec<PathBuf>,
     /// Add a tag to the snapshot (repeatable).
@@ -69,21 +74,60 @@ pub struct Args {
     pub locked_wait: std::time::Duration,
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    if a.paths.is_empty() && a.sqlite.is_empty() && a.command.is_empty() {
-        return Err(Error::Input("nothing to back up\n  hint: give one or more files or folders: `backupctl backup PATH...`".into()));
-    }
-    let (mut repo, _lock) = ctx.open_locked(false)?;
-    let parent = match &a.parent {
-        None => None,
-        Some(spec) => {
-            let snaps = repo.list_snapshots()?;
-            let (id, _) = snapshot::find(&snaps, spec, &Default::default())
-                .map_err(|e| Error::Input(format!("--parent: {e}")))?;
-            Some(*id)
-        }
+/// The databases (--sqlite, with --sqlite-check and --sqlite-wait) and commands (--command).
+fn source_specs(a: &Args) -> Result<SourceSpecs> {
+    let options = SqliteOptions {
+        check: a.sqlite_check,
+        retry: RetryPolicy {
+            deadline: a.sqlite_wait,
+            ..RetryPolicy::default()
+        },
+        staging_dir: None,
     };
-    let opts = BackupOptions {
+    let sqlite = a
+        .sqlite
+        .iter()
+        .map(|db| {
+            Ok(SqliteSpec {
+                path: absolute(db)?,
+                options: options.clone(),
+            })
+        })
+        .collect::<Result<_>>()?;
+    let commands = a
+        .command
+        .iter()
+        .map(|spec| parse_command(spec))
+        .collect::<Result<_>>()?;
+    Ok(SourceSpecs { sqlite, commands })
+}
+
+/// `SNAPSHOT_PATH=SHELL COMMAND` (the first `=` splits them).
+fn parse_command(spec: &str) -> Result<CommandSource> {
+    let (path, shell) = spec.split_once('=').ok_or_else(|| {
+        Error::Input(format!(
+            "--command {spec:?}: expected SNAPSHOT_PATH=COMMAND, e.g. /dumps/app.sql=pg_dump app"
+        ))
+    })?;
+    Ok(CommandSource {
+        snapshot_path: PathBuf::from(path),
+        shell: shell.to_string(),
+        timeout: None,
+    })
+}
+
+/// The snapshot named by --parent (None: the backup finds the latest with its host and paths).
+fn parent_of(repo: &Repository, spec: Option<&str>) -> Result<Option<Id>> {
+    let Some(spec) = spec else { return Ok(None) };
+    let snaps = repo.list_snapshots()?;
+    let (id, _) = snapshot::find(&snaps, spec, &Default::default())
+        .map_err(|e| Error::Input(format!("--parent: {e}")))?;
+    Ok(Some(*id))
+}
+
+/// The backup options of the command line; `exact` excludes the databases' own files.
+fn backup_options(a: Args, parent: Option<Id>, exact: Vec<PathBuf>) -> BackupOptions {
+    BackupOptions {
         paths: a.paths,
         tags: a.tag,
         host: a.host,
@@ -92,7 +136,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             patterns: a.exclude,
             exclude_files: a.exclude_file,
             exclude_caches: a.exclude_caches,
-            exact: Vec::new(),
+            exact,
         },
         one_file_system: a.one_file_system,
         parent,
@@ -105,121 +149,126 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             },
         },
         ..Default::default()
-    };
+    }
+}
+
+/// A database copy as the output shows it.
+#[derive(Serialize)]
+struct DatabaseCopy {
+    path: String,
+    bytes: u64,
+    copy_seconds: f64,
+    waited_seconds: f64,
+    journal_mode: String,
+}
+
+impl DatabaseCopy {
+    fn of(c: &Captured) -> DatabaseCopy {
+        DatabaseCopy {
+            path: c.original.display().to_string(),
+            bytes: c.bytes,
+            copy_seconds: c.copy_time.as_secs_f64(),
+            waited_seconds: c.waited.as_secs_f64(),
+            journal_mode: c.journal_mode.clone(),
+        }
+    }
+}
+
+/// Backs up: the databases are captured first, then the repository is locked (shared), then
+/// the commands start and the backup reads everything, as a job does.
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    if a.paths.is_empty() && a.sqlite.is_empty() && a.command.is_empty() {
+        return Err(Error::Input("nothing to back up\n  hint: give one or more files or folders: `backupctl backup PATH...`".into()));
+    }
+    let specs = source_specs(&a)?;
     let progress = ctx.progress();
     let started = std::time::Instant::now();
-    let mut opts = opts;
-    // Databases first: each is copied consistently (waiting while it is busy) before the walk.
-    let sq = SqliteOptions {
-        check: a.sqlite_check,
-        retry: RetryPolicy {
-            deadline: a.sqlite_wait,
-            ..RetryPolicy::default()
-        },
-        staging_dir: None,
-    };
-    let mut captured = Vec::new();
-    for db in &a.sqlite {
-        let db = crate::engine::backup::absolute(db)?;
-        let c = sqlite::capture(&db, &sq, &ctx.cancel, &mut |w| progress.note(&w.message()))?;
-        opts.excludes.exact.extend(sqlite::sibling_files(&db));
-        captured.push(c);
-    }
-    let mut extras: Vec<_> = captured.iter().map(|c| c.extra()).collect();
-    for spec in &a.command {
-        let (path, shell) = spec.split_once('=').ok_or_else(|| {
-            Error::Input(format!(
-                "--command {spec:?}: expected SNAPSHOT_PATH=COMMAND, e.g. /dumps/app.sql=pg_dump app"
-            ))
-        })?;
-        let src = CommandSource {
-            snapshot_path: PathBuf::from(path),
-            shell: shell.to_string(),
-            timeout: None,
-        };
-        extras.push(crate::sources::command::start_with_cancel(
-            &src,
-            &ctx.cancel,
-        )?);
-    }
+    // Databases first: each is copied consistently (waiting while it is busy) before the lock.
+    let mut reports = Vec::new();
+    let mut on_wait = |w: &Waiting| progress.note(&w.message());
+    let prepared = prepare(&specs, &ctx.cancel, &mut on_wait, &mut reports)?;
+    let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
+    let parent = parent_of(&repo, a.parent.as_deref())?;
+    let opts = backup_options(a, parent, prepared.excludes());
+    let extras = prepared.start(&ctx.cancel, &mut reports)?;
     let r = backup_with(&mut repo, &opts, extras, progress.as_ref(), &ctx.cancel)?;
-    let databases: Vec<serde_json::Value> = captured
-        .iter()
-        .map(|c| {
-            serde_json::json!({
-                "path": c.original.display().to_string(),
-                "bytes": c.bytes,
-                "copy_seconds": c.copy_time.as_secs_f64(),
-                "waited_seconds": c.waited.as_secs_f64(),
-                "journal_mode": c.journal_mode,
-            })
-        })
-        .collect();
-    drop(captured);
+    let databases: Vec<DatabaseCopy> = prepared.databases().iter().map(DatabaseCopy::of).collect();
+    drop(prepared);
     drop(progress);
-    let s = r.summary();
     let code = if r.is_partial() {
         exit::PARTIAL
     } else {
         exit::OK
     };
+    let elapsed = started.elapsed().as_secs_f64();
     if ctx.global.json {
-        let mut v = serde_json::to_value(s).expect("summary serializes");
-        let o = v.as_object_mut().expect("summary is an object");
-        o.insert("message_type".into(), "summary".into());
-        o.insert("snapshot_id".into(), r.snapshot_id.to_hex().into());
-        o.insert("parent".into(), r.parent.map(|p| p.to_hex()).into());
-        o.insert(
-            "total_duration".into(),
-            started.elapsed().as_secs_f64().into(),
-        );
-        o.insert("exit_code".into(), code.into());
-        o.insert("sqlite".into(), databases.into());
-        ctx.print_json(&v);
+        print_json(ctx, &r, &databases, elapsed, code);
     } else {
-        // The warnings were shown on stderr as they happened.
-        for d in &databases {
-            ctx.say(format!(
-                "SQLite database {}: {} copied in {:.2}s (journal mode {}, waited {:.1}s)",
-                d["path"].as_str().unwrap_or_default(),
-                human_bytes(d["bytes"].as_u64().unwrap_or(0)),
-                d["copy_seconds"].as_f64().unwrap_or(0.0),
-                d["journal_mode"].as_str().unwrap_or_default(),
-                d["waited_seconds"].as_f64().unwrap_or(0.0)
-            ));
-        }
-        match r.parent {
-            Some(p) => ctx.say(format!("using parent snapshot {}", p.short())),
-            None => ctx.say("no parent snapshot: reading every file"),
-        }
-        ctx.say(format!(
-            "Files:  {:>6} new, {:>6} changed, {:>6} unmodified",
-            s.files_new, s.files_changed, s.files_unmodified
-        ));
-        ctx.say(format!(
-            "Dirs:   {:>6} new, {:>6} changed, {:>6} unmodified",
-            s.dirs_new, s.dirs_changed, s.dirs_unmodified
-        ));
-        ctx.say(format!(
-            "Added to the repository: {} ({} stored)",
-            human_bytes(s.data_added),
-            human_bytes(s.data_added_packed)
-        ));
-        ctx.say(format!(
-            "processed {} files, {} in {:.1}s",
-            s.total_files_processed,
-            human_bytes(s.total_bytes_processed),
-            started.elapsed().as_secs_f64()
-        ));
-        if r.is_partial() {
-            ctx.say(format!(
-                "snapshot {} saved, but it is PARTIAL: {} file(s) could not be read consistently (see the warnings above)",
-                r.snapshot_id.short(),
-                r.warnings.len()
-            ));
-        } else {
-            ctx.say(format!("snapshot {} saved", r.snapshot_id.short()));
-        }
+        print_text(ctx, &r, &databases, elapsed);
     }
     Ok(code)
+}
+
+/// The summary as restic's `backup --json` ends, with the databases.
+fn print_json(ctx: &Ctx, r: &BackupResult, databases: &[DatabaseCopy], elapsed: f64, code: i32) {
+    // A struct of numbers serializes to an object, always.
+    let mut v = serde_json::to_value(r.summary()).expect("summary serializes");
+    let o = v.as_object_mut().expect("summary is an object");
+    o.insert("message_type".into(), "summary".into());
+    o.insert("snapshot_id".into(), r.snapshot_id.to_hex().into());
+    o.insert("parent".into(), r.parent.map(|p| p.to_hex()).into());
+    o.insert("total_duration".into(), elapsed.into());
+    o.insert("exit_code".into(), code.into());
+    o.insert(
+        "sqlite".into(),
+        serde_json::to_value(databases).expect("the copies serialize"),
+    );
+    ctx.print_json(&v);
+}
+
+fn print_text(ctx: &Ctx, r: &BackupResult, databases: &[DatabaseCopy], elapsed: f64) {
+    let s = r.summary();
+    // The warnings were shown on stderr as they happened.
+    for d in databases {
+        ctx.say(format!(
+            "SQLite database {}: {} copied in {:.2}s (journal mode {}, waited {:.1}s)",
+            d.path,
+            human_bytes(d.bytes),
+            d.copy_seconds,
+            d.journal_mode,
+            d.waited_seconds
+        ));
+    }
+    match r.parent {
+        Some(p) => ctx.say(format!("using parent snapshot {}", p.short())),
+        None => ctx.say("no parent snapshot: reading every file"),
+    }
+    ctx.say(format!(
+        "Files:  {:>6} new, {:>6} changed, {:>6} unmodified",
+        s.files_new, s.files_changed, s.files_unmodified
+    ));
+    ctx.say(format!(
+        "Dirs:   {:>6} new, {:>6} changed, {:>6} unmodified",
+        s.dirs_new, s.dirs_changed, s.dirs_unmodified
+    ));
+    ctx.say(format!(
+        "Added to the repository: {} ({} stored)",
+        human_bytes(s.data_added),
+        human_bytes(s.data_added_packed)
+    ));
+    ctx.say(format!(
+        "processed {} files, {} in {:.1}s",
+        s.total_files_processed,
+        human_bytes(s.total_bytes_processed),
+        elapsed
+    ));
+    if r.is_partial() {
+        ctx.say(format!(
+            "snapshot {} saved, but it is PARTIAL: {} file(s) could not be read consistently (see the warnings above)",
+            r.snapshot_id.short(),
+            r.warnings.len()
+        ));
+    } else {
+        ctx.say(format!("snapshot {} saved", r.snapshot_id.short()));
+    }
 }

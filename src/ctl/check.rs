@@ -4,9 +4,10 @@
 use super::{util, Ctx};
 use crate::engine::check::{self, CheckIssue, CheckOptions, CheckReport, IssueKind, ReadData};
 use crate::error::{exit, Error, Result};
+use crate::repo::open::{open_repository, LockMode};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Read every pack and re-hash every blob.
     #[arg(long, conflicts_with = "read_data_subset")]
     pub read_data: bool,
@@ -23,14 +24,14 @@ fn subset_arg(s: &str) -> std::result::Result<String, String> {
 /// How many paths (or blobs) to show per issue and per snapshot; --json has them all.
 const SHOW: usize = 20;
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let read_data = match (&a.read_data_subset, a.read_data) {
         (Some(s), _) => ReadData::parse_subset(s)
             .map_err(|e| Error::Input(format!("--read-data-subset: {e}")))?,
         (None, true) => ReadData::All,
         (None, false) => ReadData::No,
     };
-    let (mut repo, _lock) = ctx.open_locked(false)?;
+    let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
     let progress = ctx.progress();
     let report = check::check(
         &mut repo,
@@ -103,6 +104,8 @@ fn count(n: u64, what: &str) -> String {
     }
 }
 
+/// The report as text: what was checked and read, the packs in no index, then every error and
+/// the snapshots they affect, with what to do.
 fn print_human(ctx: &Ctx, location: &str, r: &CheckReport) {
     if ctx.global.quiet && r.is_ok() {
         return;
@@ -125,44 +128,7 @@ fn print_human(ctx: &Ctx, location: &str, r: &CheckReport) {
         );
     }
     if !r.orphaned_packs.is_empty() {
-        let needed: Vec<_> = r
-            .orphaned_packs
-            .iter()
-            .filter(|o| o.needed_blobs > 0)
-            .collect();
-        println!(
-            "{} in no index (not an error):",
-            if r.orphaned_packs.len() == 1 {
-                "1 pack is".to_string()
-            } else {
-                format!("{} packs are", r.orphaned_packs.len())
-            }
-        );
-        for o in r.orphaned_packs.iter().take(SHOW) {
-            let mut line = format!("  {} ({})", o.id.short(), util::human_bytes(o.size));
-            if o.needed_blobs > 0 {
-                line.push_str(&format!(", holds {} blobs snapshots need", o.needed_blobs));
-            }
-            if o.damaged.is_some() {
-                line.push_str(", damaged");
-            }
-            println!("{line}");
-        }
-        if r.orphaned_packs.len() > SHOW {
-            println!("  ... and {} more", r.orphaned_packs.len() - SHOW);
-        }
-        if needed.is_empty() {
-            println!(
-                "  hint: they likely hold duplicate data left by an interrupted backup or prune; \
-                 `backupctl prune` removes them"
-            );
-        } else {
-            println!(
-                "  hint: do NOT prune yet: {} of them hold data snapshots need; run `restic -r \
-                 REPO rebuild-index` first",
-                needed.len()
-            );
-        }
+        print_orphans(r);
     }
     if r.is_ok() {
         println!("no errors found");
@@ -182,46 +148,94 @@ fn print_human(ctx: &Ctx, location: &str, r: &CheckReport) {
         }
     );
     if !r.affected_snapshots.is_empty() {
-        println!(
-            "damaged or missing data affects {} of {} snapshots:",
-            r.affected_snapshots.len(),
-            r.snapshots
-        );
-        for s in &r.affected_snapshots {
-            println!(
-                "  snapshot {} of {} at {} ({}): {}",
-                s.id.short(),
-                s.hostname,
-                s.time
-                    .with_timezone(&chrono::Local)
-                    .format("%Y-%m-%d %H:%M:%S"),
-                s.paths.join(" "),
-                if s.damaged_paths.len() == 1 {
-                    "1 damaged path".to_string()
-                } else {
-                    format!("{} damaged paths", s.damaged_paths.len())
-                }
-            );
-            println!("    {}", list_capped(&s.damaged_paths, "    "));
-        }
-        let index_only = |e: &CheckIssue| {
-            matches!(
-                e.kind,
-                IssueKind::IndexDamaged | IssueKind::PackIndexMismatch
-            ) || (e.kind == IssueKind::BlobsNotIndexed && e.pack.is_some())
-        };
-        if r.errors.iter().any(index_only) {
-            println!(
-                "hint: some data is only missing from the index: run `restic -r REPO \
-                 rebuild-index` first, then `backupctl check` again; do NOT prune before that"
-            );
-        }
-        if !r.errors.iter().all(index_only) {
-            println!(
-                "hint: run `backupctl prune` after forgetting the affected snapshots \
-                 (`backupctl forget ID...`), or back up the affected files again; each error \
-                 above says which applies"
-            );
-        }
+        print_affected(r);
     }
+}
+
+/// The packs in no index (not an error), and whether prune may remove them.
+fn print_orphans(r: &CheckReport) {
+    let needed = r
+        .orphaned_packs
+        .iter()
+        .filter(|o| o.needed_blobs > 0)
+        .count();
+    println!(
+        "{} in no index (not an error):",
+        if r.orphaned_packs.len() == 1 {
+            "1 pack is".to_string()
+        } else {
+            format!("{} packs are", r.orphaned_packs.len())
+        }
+    );
+    for o in r.orphaned_packs.iter().take(SHOW) {
+        let mut line = format!("  {} ({})", o.id.short(), util::human_bytes(o.size));
+        if o.needed_blobs > 0 {
+            line.push_str(&format!(", holds {} blobs snapshots need", o.needed_blobs));
+        }
+        if o.damaged.is_some() {
+            line.push_str(", damaged");
+        }
+        println!("{line}");
+    }
+    if r.orphaned_packs.len() > SHOW {
+        println!("  ... and {} more", r.orphaned_packs.len() - SHOW);
+    }
+    if needed == 0 {
+        println!(
+            "  hint: they likely hold duplicate data left by an interrupted backup or prune; \
+             `backupctl prune` removes them"
+        );
+    } else {
+        println!(
+            "  hint: do NOT prune yet: {needed} of them hold data snapshots need; run `restic -r \
+             REPO rebuild-index` first"
+        );
+    }
+}
+
+/// The snapshots damaged or missing data affects, and what to do first.
+fn print_affected(r: &CheckReport) {
+    println!(
+        "damaged or missing data affects {} of {} snapshots:",
+        r.affected_snapshots.len(),
+        r.snapshots
+    );
+    for s in &r.affected_snapshots {
+        println!(
+            "  snapshot {} of {} at {} ({}): {}",
+            s.id.short(),
+            s.hostname,
+            s.time
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S"),
+            s.paths.join(" "),
+            if s.damaged_paths.len() == 1 {
+                "1 damaged path".to_string()
+            } else {
+                format!("{} damaged paths", s.damaged_paths.len())
+            }
+        );
+        println!("    {}", list_capped(&s.damaged_paths, "    "));
+    }
+    if r.errors.iter().any(index_only) {
+        println!(
+            "hint: some data is only missing from the index: run `restic -r REPO \
+             rebuild-index` first, then `backupctl check` again; do NOT prune before that"
+        );
+    }
+    if !r.errors.iter().all(index_only) {
+        println!(
+            "hint: run `backupctl prune` after forgetting the affected snapshots \
+             (`backupctl forget ID...`), or back up the affected files again; each error \
+             above says which applies"
+        );
+    }
+}
+
+/// A problem of the index only (the data is in the packs): rebuilding the index repairs it.
+fn index_only(e: &CheckIssue) -> bool {
+    matches!(
+        e.kind,
+        IssueKind::IndexDamaged | IssueKind::PackIndexMismatch
+    ) || (e.kind == IssueKind::BlobsNotIndexed && e.pack.is_some())
 }

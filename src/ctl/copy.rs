@@ -4,13 +4,12 @@ use super::snapshots::FilterArgs;
 use super::Ctx;
 use crate::engine::copy;
 use crate::error::{exit, Error, Result};
-use crate::repo::open::open_location;
+use crate::repo::open::{open_unlocked, RepoSettings};
 use crate::repo::snapshot::find;
-use crate::repo::Repository;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// The source repository (a directory, s3:…, rest:…, sftp:…, gdrive:…).
     #[arg(long)]
     pub from: String,
@@ -32,7 +31,7 @@ pub struct Args {
     pub snapshots: Vec<String>,
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if a.all != a.snapshots.is_empty() {
         return Err(Error::Input(
             "copy needs snapshot ids or --all (not both)\n  hint: `backupctl copy --from SRC --to DST --all`".into(),
@@ -59,11 +58,16 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     } else {
         dst_pw.clone()
     };
-    let mut src = Repository::open(open_location(&a.from, &creds)?, &src_pw)?;
-    let mut dst = Repository::open(open_location(&to, &creds)?, &dst_pw)?;
-    if dst.config().version >= 2 {
-        dst.compression = ctx.global.compression;
-    }
+    // Both passwords were read first: the settings only hand them over.
+    let settings = |location: &str, pw: Vec<u8>, compression| RepoSettings {
+        location: location.to_string(),
+        credentials: creds.clone(),
+        password: Box::new(move || Ok(pw.clone())),
+        lock_wait: ctx.global.lock_wait,
+        compression,
+    };
+    let mut src = open_unlocked(&settings(&a.from, src_pw, None))?;
+    let mut dst = open_unlocked(&settings(&to, dst_pw, Some(ctx.global.compression)))?;
     if src.config().id == dst.config().id {
         return Err(Error::Input(format!(
             "{} and {to} are the same repository (id {})",

@@ -5,6 +5,7 @@ use crate::engine::diff::{self, Change, DiffStats};
 use crate::engine::walk;
 use crate::error::{exit, Error, Result};
 use crate::repo::id::Id;
+use crate::repo::open::{open_repository, LockMode};
 use crate::repo::snapshot::{self, Snapshot, SnapshotFilter};
 use crate::repo::Repository;
 use serde::Serialize;
@@ -14,7 +15,7 @@ use serde::Serialize;
     after_help = "Markers: + added, - removed, M content changed, U metadata only \
                         (mode, owner, mtime), T type changed. Directories end in '/'."
 )]
-pub struct Args {
+pub(crate) struct Args {
     /// The older snapshot (id, prefix or `latest`), optionally with `:PATH` to compare only
     /// below that directory.
     pub a: String,
@@ -53,8 +54,8 @@ fn resolve(repo: &Repository, snaps: &[(Id, Snapshot)], spec: &str) -> Result<(I
     }
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let (mut repo, _lock) = ctx.open_locked(false)?;
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
     let snaps = repo.list_snapshots()?;
     repo.load_index()?;
     let (id_a, tree_a, path_a) = resolve(&repo, &snaps, &a.a)?;

@@ -2,16 +2,19 @@
 
 use super::snapshots::FilterArgs;
 use super::Ctx;
+use crate::cancel::CancelToken;
 use crate::engine::forget::{self, ForgetGroup, GroupBy, KeepPolicy, KeepWithin, Planned};
 use crate::engine::prune::{self, PruneOptions, PruneReport};
 use crate::error::{exit, Error, Result};
 use crate::repo::backend::FileType;
 use crate::repo::id::Id;
-use crate::repo::snapshot;
+use crate::repo::open::{open_repository, LockMode};
+use crate::repo::snapshot::{self, Snapshot};
+use crate::repo::Repository;
 use serde::Serialize;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Snapshot ids to remove (instead of a policy).
     pub snapshots: Vec<String>,
     /// Keep the N newest snapshots.
@@ -79,7 +82,9 @@ struct Output<'a> {
     prune: Option<&'a PruneReport>,
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+/// Forgets the snapshots given by id, or those the keep policy does not keep (per group), then
+/// prunes with --prune. A dry run removes nothing and takes only a shared lock.
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let policy = a.policy();
     let group_by = GroupBy::parse(&a.group_by).map_err(Error::Input)?;
     if a.snapshots.is_empty() {
@@ -89,101 +94,41 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             "give snapshot ids or a keep policy, not both\n  hint: run forget twice".into(),
         ));
     }
-    let (mut repo, lock) = ctx.open_locked(!a.dry_run)?;
+    let mode = LockMode::exclusive_if(!a.dry_run);
+    let (mut repo, lock) = open_repository(&ctx.repo_settings()?, mode)?;
     if !a.dry_run {
         // An append-only server refuses deletions: say so before changing anything.
         repo.backend().check_deletable()?;
     }
     let all = repo.list_snapshots()?;
-    let filter = a.filter.filter();
-
-    let (groups, remove): (Vec<ForgetGroup>, Vec<Id>) = if a.snapshots.is_empty() {
-        let selected: Vec<_> = all
-            .iter()
-            .filter(|(_, s)| filter.matches(s))
-            .cloned()
-            .collect();
-        let groups = forget::plan(&selected, &policy, &group_by)?;
-        let remove = groups
-            .iter()
-            .flat_map(|g| g.remove.iter().map(|p| p.id))
-            .collect();
-        (groups, remove)
-    } else {
-        let mut ids = Vec::new();
-        for spec in &a.snapshots {
-            let (id, _) = snapshot::find(&all, spec, &filter).map_err(|e| {
-                Error::Input(format!(
-                    "{e}; nothing was removed\n  hint: `backupctl snapshots` lists them"
-                ))
-            })?;
-            if !ids.contains(id) {
-                ids.push(*id);
-            }
-        }
-        (Vec::new(), ids)
-    };
-
+    let (groups, remove) = select(&all, &a, &policy, &group_by)?;
     if !ctx.global.json {
         print_groups(ctx, &groups);
         if !a.snapshots.is_empty() {
+            let verb = if a.dry_run {
+                "would remove"
+            } else {
+                "removing"
+            };
             for id in &remove {
-                ctx.say(format!(
-                    "{} snapshot {}",
-                    if a.dry_run {
-                        "would remove"
-                    } else {
-                        "removing"
-                    },
-                    id.short()
-                ));
+                ctx.say(format!("{verb} snapshot {}", id.short()));
             }
         }
     }
-
     if !a.dry_run {
-        for id in &remove {
-            ctx.cancel.check()?;
-            match repo.backend().remove(FileType::Snapshot, &id.to_hex()) {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        remove_snapshots(&repo, &remove, &ctx.cancel)?;
     }
     ctx.say(format!(
         "{} {} snapshot(s)",
         if a.dry_run { "would remove" } else { "removed" },
         remove.len()
     ));
-
-    let mut report = None;
-    if a.prune {
-        let opts = PruneOptions {
-            max_unused: a.max_unused,
-            dry_run: a.dry_run,
-            assume_removed: if a.dry_run {
-                remove.clone()
-            } else {
-                Vec::new()
-            },
-            ..Default::default()
-        };
-        ctx.say(if a.dry_run {
-            "prune (dry run, as if those snapshots were gone):"
-        } else {
-            "prune:"
-        });
-        let progress = ctx.progress();
-        let r = prune::prune(&mut repo, &opts, progress.as_ref(), &ctx.cancel)?;
-        drop(progress);
-        if !ctx.global.json {
-            super::prune::print_report(ctx, &r);
-        }
-        report = Some(r);
-    }
+    let report = if a.prune {
+        Some(prune_after(ctx, &mut repo, &a, &remove)?)
+    } else {
+        None
+    };
     drop(lock);
-
     if ctx.global.json {
         ctx.print_json(&Output {
             dry_run: a.dry_run,
@@ -193,6 +138,81 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         });
     }
     Ok(exit::OK)
+}
+
+/// What to remove, of the snapshots that match the filters: the ids given (each once, in the
+/// order given), or what the policy does not keep in each group (with the groups, for output).
+fn select(
+    all: &[(Id, Snapshot)],
+    a: &Args,
+    policy: &KeepPolicy,
+    group_by: &GroupBy,
+) -> Result<(Vec<ForgetGroup>, Vec<Id>)> {
+    let filter = a.filter.filter();
+    if a.snapshots.is_empty() {
+        let selected: Vec<_> = all
+            .iter()
+            .filter(|(_, s)| filter.matches(s))
+            .cloned()
+            .collect();
+        let groups = forget::plan(&selected, policy, group_by)?;
+        let remove = groups
+            .iter()
+            .flat_map(|g| g.remove.iter().map(|p| p.id))
+            .collect();
+        return Ok((groups, remove));
+    }
+    let mut ids = Vec::new();
+    for spec in &a.snapshots {
+        let (id, _) = snapshot::find(all, spec, &filter).map_err(|e| {
+            Error::Input(format!(
+                "{e}; nothing was removed\n  hint: `backupctl snapshots` lists them"
+            ))
+        })?;
+        if !ids.contains(id) {
+            ids.push(*id);
+        }
+    }
+    Ok((Vec::new(), ids))
+}
+
+/// Removes the snapshot files (one already gone is fine).
+fn remove_snapshots(repo: &Repository, remove: &[Id], cancel: &CancelToken) -> Result<()> {
+    for id in remove {
+        cancel.check()?;
+        match repo.backend().remove(FileType::Snapshot, &id.to_hex()) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// --prune: a dry run prunes as if the snapshots were gone.
+fn prune_after(ctx: &Ctx, repo: &mut Repository, a: &Args, remove: &[Id]) -> Result<PruneReport> {
+    let opts = PruneOptions {
+        max_unused: a.max_unused,
+        dry_run: a.dry_run,
+        assume_removed: if a.dry_run {
+            remove.to_vec()
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    };
+    ctx.say(if a.dry_run {
+        "prune (dry run, as if those snapshots were gone):"
+    } else {
+        "prune:"
+    });
+    let progress = ctx.progress();
+    let r = prune::prune(repo, &opts, progress.as_ref(), &ctx.cancel)?;
+    drop(progress);
+    if !ctx.global.json {
+        super::prune::print_report(ctx, &r);
+    }
+    Ok(r)
 }
 
 fn print_list(ctx: &Ctx, list: &[Planned], reasons: bool) {

@@ -5,7 +5,7 @@ use clap::{CommandFactory, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand, Debug)]
-pub enum GenerateCommand {
+pub(crate) enum GenerateCommand {
     /// Shell completions of backupctl and backupd (bash, zsh, fish) into DIR.
     Completions { dir: PathBuf },
     /// Man pages backupctl.1 and backupd.1 into DIR.
@@ -15,7 +15,7 @@ pub enum GenerateCommand {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(subcommand)]
     pub command: GenerateCommand,
 }
@@ -28,7 +28,7 @@ fn commands() -> [clap::Command; 2] {
     [super::Cli::command(), crate::daemon::Cli::command()]
 }
 
-pub fn run(a: Args) -> Result<i32> {
+pub(crate) fn run(a: Args) -> Result<i32> {
     match a.command {
         GenerateCommand::Completions { dir } => {
             std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;

@@ -1,15 +1,17 @@
 //! `backupctl init`: create a repository.
 
 use super::Ctx;
+
 use crate::error::{exit, Result};
 use crate::repo::Repository;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub(crate) struct Args {}
 
-pub fn run(ctx: &Ctx, _a: Args) -> Result<i32> {
-    let be = ctx.backend()?;
-    let pw = ctx.password()?;
+pub(crate) fn run(ctx: &Ctx, _a: Args) -> Result<i32> {
+    let settings = ctx.repo_settings()?;
+    let be = settings.backend()?;
+    let pw = settings.password()?;
     let repo = Repository::init(be, &pw)?;
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({

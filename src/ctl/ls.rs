@@ -4,11 +4,12 @@ use super::snapshots::FilterArgs;
 use super::{util, Ctx};
 use crate::engine::walk;
 use crate::error::{exit, Error, Result};
+use crate::repo::open::{open_repository, LockMode};
 use crate::repo::snapshot;
 use serde::Serialize;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Snapshot id (or prefix) or `latest`, optionally with `:PATH` to list only below PATH.
     pub snapshot: String,
     /// Show mode, size, owner and modification time.
@@ -30,9 +31,9 @@ struct Entry<'a> {
     gid: u32,
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let (spec, sub) = util::split_snapshot_path(&a.snapshot);
-    let (mut repo, _lock) = ctx.open_locked(false)?;
+    let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
     let snaps = repo.list_snapshots()?;
     let (id, snap) = snapshot::find(&snaps, spec, &a.filter.filter())
         .map_err(|e| Error::Input(format!("{e}\n  hint: `backupctl snapshots` lists them")))?

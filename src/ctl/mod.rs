@@ -1,34 +1,37 @@
 //! `backupctl`: the command line (global options, password sources, output, exit codes) and dispatch.
 
-pub mod backup;
-pub mod check;
-pub mod copy;
-pub mod daemon;
-pub mod diff;
-pub mod forget;
-pub mod generate;
-pub mod init;
-pub mod ls;
-pub mod progress;
-pub mod prune;
-pub mod restore;
-pub mod run_job;
-pub mod service;
-pub mod snapshots;
-pub mod stats;
-pub mod unlock;
-pub mod util;
+mod backup;
+mod check;
+mod client;
+mod copy;
+mod diff;
+mod forget;
+mod generate;
+mod health;
+mod history;
+mod init;
+mod logs;
+mod ls;
+mod progress;
+mod prune;
+mod reload;
+mod restore;
+mod run;
+mod run_job;
+mod service;
+mod snapshots;
+mod stats;
+mod status;
+mod unlock;
+mod util;
 
 use crate::cancel::{CancelToken, Progress};
 use crate::error::{exit, Error, Result};
-use crate::repo::backend::Backend;
-use crate::repo::lock::RepoLock;
+use crate::repo::open::RepoSettings;
 use crate::repo::pack::Compression;
-use crate::repo::Repository;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -40,7 +43,7 @@ use std::time::Duration;
                   5 source failed, 10 no repository, 11 locked, 12 wrong password, 13 backupd not running, 14 storage access denied, 15 storage unreachable, 16 storage full, \
                   130 interrupted."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     pub global: Global,
     #[command(subcommand)]
@@ -48,7 +51,7 @@ pub struct Cli {
 }
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct Global {
+pub(crate) struct Global {
     /// Repository location: a directory, s3:https://host/bucket[/prefix], rest:http://host:port/,
     /// sftp:user@host:/path, gdrive:PATH.
     #[arg(short = 'r', long = "repo", env = "BACKUPD_REPOSITORY", global = true)]
@@ -81,7 +84,7 @@ pub struct Global {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Create a new repository.
     Init(init::Args),
     /// Back up files and folders into a new snapshot.
@@ -109,21 +112,21 @@ pub enum Command {
     /// Run a job of a configuration file once, in the foreground.
     RunJob(run_job::Args),
     /// The daemon and every job: state, last run and why, next run, progress.
-    Status(daemon::StatusArgs),
+    Status(client::StatusArgs),
     /// Health of every job, one line each; exit 0 healthy, 1 warning, 2 error (for monitoring).
-    Health(daemon::StatusArgs),
+    Health(client::StatusArgs),
     /// The daemon's jobs, their schedules and next runs.
-    Jobs(daemon::StatusArgs),
+    Jobs(client::StatusArgs),
     /// Ask the daemon to run a job now (--wait follows it and exits with its outcome).
-    Run(daemon::RunArgs),
+    Run(run::RunArgs),
     /// Ask the daemon to stop a job's current run at its next safe point.
-    Cancel(daemon::JobArgs),
+    Cancel(run::JobArgs),
     /// Ask the daemon to read its configuration again.
-    Reload(daemon::StatusArgs),
+    Reload(client::StatusArgs),
     /// A job's recent runs: why each ran, outcome, snapshot, error.
-    History(daemon::HistoryArgs),
+    History(history::HistoryArgs),
     /// The daemon's log (-f follows it; --job filters).
-    Logs(daemon::LogsArgs),
+    Logs(logs::LogsArgs),
     /// Install backupd as an OS service (systemd, launchd, Windows), remove, start, stop it.
     Service(service::ServiceArgs),
     /// The OS-timer mode: an OS timer runs `backupd run-due` every minute (no resident daemon).
@@ -135,7 +138,7 @@ pub enum Command {
 
 /// What every command gets: the global options, a cancel token wired to SIGINT/SIGTERM, and a
 /// progress sink.
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub global: Global,
     pub cancel: CancelToken,
 }
@@ -147,11 +150,6 @@ impl Ctx {
                 "no repository given\n  hint: pass -r/--repo PATH or set BACKUPD_REPOSITORY".into(),
             )
         })
-    }
-
-    pub fn backend(&self) -> Result<Arc<dyn Backend>> {
-        let loc = self.location()?;
-        crate::repo::open::open_location(&loc, &self.credentials())
     }
 
     /// Credentials and connection settings for remote storage: the environment's and --cacert.
@@ -167,22 +165,17 @@ impl Ctx {
         util::read_password(&self.global)
     }
 
-    /// Opens the repository named by the global options.
-    pub fn open(&self) -> Result<Repository> {
-        let be = self.backend()?;
-        let pw = self.password()?;
-        let mut repo = Repository::open(be, &pw)?;
-        if repo.config().version >= 2 {
-            repo.compression = self.global.compression;
-        }
-        Ok(repo)
-    }
-
-    /// Opens the repository and takes a lock on it (shared or exclusive).
-    pub fn open_locked(&self, exclusive: bool) -> Result<(Repository, RepoLock)> {
-        let repo = self.open()?;
-        let lock = crate::repo::lock::lock(&repo, exclusive, self.global.lock_wait)?;
-        Ok((repo, lock))
+    /// What opening the repository named by the global options takes (for
+    /// [`open_repository`](crate::repo::open::open_repository)): -r, the credentials, the
+    /// password options (read when opening), --lock-wait and --compression.
+    pub fn repo_settings(&self) -> Result<RepoSettings<'_>> {
+        Ok(RepoSettings {
+            location: self.location()?,
+            credentials: self.credentials(),
+            password: Box::new(|| self.password()),
+            lock_wait: self.global.lock_wait,
+            compression: Some(self.global.compression),
+        })
     }
 
     pub fn progress(&self) -> Box<dyn Progress> {
@@ -251,14 +244,14 @@ pub fn main() -> i32 {
         Command::Copy(a) => copy::run(&ctx, a),
         Command::Unlock(a) => unlock::run(&ctx, a),
         Command::RunJob(a) => run_job::run(&ctx, a),
-        Command::Status(a) => daemon::status(&ctx, a),
-        Command::Health(a) => daemon::health(&ctx, a),
-        Command::Jobs(a) => daemon::jobs(&ctx, a),
-        Command::Run(a) => daemon::run(&ctx, a),
-        Command::Cancel(a) => daemon::cancel(&ctx, a),
-        Command::Reload(a) => daemon::reload(&ctx, a),
-        Command::History(a) => daemon::history(&ctx, a),
-        Command::Logs(a) => daemon::logs(&ctx, a),
+        Command::Status(a) => status::status(&ctx, a),
+        Command::Health(a) => health::health(&ctx, a),
+        Command::Jobs(a) => status::jobs(&ctx, a),
+        Command::Run(a) => run::run(&ctx, a),
+        Command::Cancel(a) => run::cancel(&ctx, a),
+        Command::Reload(a) => reload::reload(&ctx, a),
+        Command::History(a) => history::history(&ctx, a),
+        Command::Logs(a) => logs::logs(&ctx, a),
         Command::Service(a) => service::service(&ctx, a),
         Command::Schedule(a) => service::schedule(&ctx, a),
         Command::Generate(a) => generate::run(a),

@@ -63,7 +63,7 @@ impl Progress for Lines {
 
 /// A progress sink: nothing when `quiet`; bars when `bars` and stderr is a terminal; otherwise
 /// notes as plain lines on stderr (so waits and warnings are seen in logs and scripts too).
-pub fn make(quiet: bool, bars: bool) -> Box<dyn Progress> {
+pub(crate) fn make(quiet: bool, bars: bool) -> Box<dyn Progress> {
     if quiet {
         Box::new(NoProgress)
     } else if bars && std::io::stderr().is_terminal() {

@@ -4,9 +4,10 @@ use super::util::human_bytes;
 use super::Ctx;
 use crate::engine::prune::{self, PruneOptions, PruneReport};
 use crate::error::{exit, Result};
+use crate::repo::open::{open_repository, LockMode};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Show what would be repacked and deleted; change nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
@@ -19,9 +20,10 @@ pub struct Args {
     pub stale_upload_secs: u64,
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     // A dry run changes nothing, so a shared lock is enough (it still keeps prunes out).
-    let (mut repo, _lock) = ctx.open_locked(!a.dry_run)?;
+    let (mut repo, _lock) =
+        open_repository(&ctx.repo_settings()?, LockMode::exclusive_if(!a.dry_run))?;
     if !a.dry_run {
         // An append-only server refuses deletions: say so before changing anything.
         repo.backend().check_deletable()?;
@@ -52,7 +54,7 @@ fn pct(part: u64, whole: u64) -> String {
 }
 
 /// The human-readable summary of a prune (also used by `forget --prune`).
-pub fn print_report(ctx: &Ctx, r: &PruneReport) {
+pub(crate) fn print_report(ctx: &Ctx, r: &PruneReport) {
     let would = if r.dry_run { "would " } else { "" };
     ctx.say(format!(
         "{} snapshot(s); {} pack(s), {}",

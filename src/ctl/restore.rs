@@ -8,17 +8,19 @@ use crate::engine::backup::{self, BackupOptions};
 use crate::engine::restore::{self as engine, Overwrite, RestoreOptions, RestoreReport};
 use crate::error::{Error, Result};
 use crate::repo::id::Id;
-use crate::repo::snapshot;
+use crate::repo::open::{open_repository, LockMode};
+use crate::repo::snapshot::{self, Snapshot};
+use crate::repo::Repository;
 use std::path::{Path, PathBuf};
 
 /// The tag of the snapshots `restore` takes of the target before changing it.
-pub const PRE_RESTORE_TAG: &str = "pre-restore";
+pub(crate) const PRE_RESTORE_TAG: &str = "pre-restore";
 
 /// How many skipped entries the text output lists (--json lists all).
 const SHOW_SKIPPED: usize = 20;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Snapshot id (or prefix) or `latest`, optionally with `:PATH` to restore only that path
     /// (a folder's contents go directly into the target).
     pub snapshot: String,
@@ -84,7 +86,9 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+/// Restores, after a safety snapshot of what the restore would replace or delete (unless a dry
+/// run or --no-safety-snapshot).
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let (spec, sub) = util::split_snapshot_path(&a.snapshot);
     let target = absolute_target(&a.target)?;
     if let Ok(md) = std::fs::metadata(&target) {
@@ -95,7 +99,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             )));
         }
     }
-    let (mut repo, _lock) = ctx.open_locked(false)?;
+    let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
     let snaps = repo.list_snapshots()?;
     let (id, snap) = snapshot::find(&snaps, spec, &a.filter.filter())
         .map_err(|e| Error::Input(format!("{e}\n  hint: `backupctl snapshots` lists them")))?
@@ -110,98 +114,122 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         overwrite: a.overwrite,
         delete: a.delete,
     };
-
-    let mut safety = None;
-    if !a.dry_run && !a.no_safety_snapshot {
-        let impact = engine::in_place_impact(&repo, &snap, &opts, &ctx.cancel)?;
-        if !impact.is_empty() {
-            ctx.say(format!(
-                "the restore would replace {} and delete {} existing entries below {}: taking a safety snapshot of it first",
-                impact.replaced.len(),
-                impact.deleted.len(),
-                impact.undo_root.display()
-            ));
-            let progress = ctx.progress();
-            let bopts = BackupOptions {
-                paths: vec![impact.undo_root.clone()],
-                tags: vec![PRE_RESTORE_TAG.to_string()],
-                ..Default::default()
-            };
-            let r = backup::backup(&mut repo, &bopts, progress.as_ref(), &ctx.cancel).map_err(|e| {
-                if matches!(e, Error::Interrupted) {
-                    return e;
-                }
-                Error::Input(format!(
-                    "could not take the safety snapshot of {} before restoring over it: {e}\n  nothing was restored\n  hint: fix the cause, or pass --no-safety-snapshot to restore without one",
-                    impact.undo_root.display()
-                ))
-            })?;
-            drop(progress);
-            if r.is_partial() {
-                return Err(Error::Input(format!(
-                    "the safety snapshot {} of {} is partial: {}\n  nothing was restored\n  hint: fix the cause, or pass --no-safety-snapshot to restore without one",
-                    r.snapshot_id.short(),
-                    impact.undo_root.display(),
-                    r.warnings.join("; ")
-                )));
-            }
-            let root = impact.undo_root.display().to_string();
-            let location = repo
-                .backend()
-                .local_path()
-                .and_then(|p| std::fs::canonicalize(p).ok())
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| repo.location());
-            let undo = format!(
-                "backupctl -r {} restore {}:{} --target {} --overwrite always --delete",
-                shell_quote(&location),
-                r.snapshot_id.short(),
-                shell_quote(&root),
-                shell_quote(&root)
-            );
-            ctx.say(format!(
-                "safety snapshot {} of {} saved (tag {PRE_RESTORE_TAG}); to undo this restore run:\n  {undo}",
-                r.snapshot_id.short(),
-                root
-            ));
-            safety = Some(Safety {
-                id: r.snapshot_id,
-                root: impact.undo_root,
-                undo,
-            });
-        }
-    }
+    let safety = if a.dry_run || a.no_safety_snapshot {
+        None
+    } else {
+        safety_snapshot(ctx, &mut repo, &snap, &opts)?
+    };
 
     let progress = ctx.progress();
     let report = engine::restore(&repo, &snap, &opts, progress.as_ref(), &ctx.cancel)?;
     drop(progress);
     let code = report.exit_code();
     if ctx.global.json {
-        let mut v = serde_json::to_value(&report).expect("the report serializes");
-        let o = v.as_object_mut().expect("the report is an object");
-        o.insert("message_type".into(), "summary".into());
-        o.insert("snapshot_id".into(), id.to_hex().into());
-        o.insert("target".into(), target.display().to_string().into());
-        o.insert(
-            "safety_snapshot".into(),
-            match &safety {
-                None => serde_json::Value::Null,
-                Some(s) => serde_json::json!({
-                    "id": s.id.to_hex(),
-                    "path": s.root.display().to_string(),
-                    "undo": s.undo,
-                }),
-            },
-        );
-        o.insert("exit_code".into(), code.into());
-        ctx.print_json(&v);
-        for e in &report.errors {
-            eprintln!("error: {}", e.message);
-        }
+        print_json(ctx, &report, &id, &target, safety.as_ref(), code);
     } else {
         print_text(ctx, &id, sub, &target, &report);
     }
     Ok(code)
+}
+
+/// Backs up what the restore would replace or delete (tag pre-restore) and says how to undo the
+/// restore; None when it would change nothing that exists.
+fn safety_snapshot(
+    ctx: &Ctx,
+    repo: &mut Repository,
+    snap: &Snapshot,
+    opts: &RestoreOptions,
+) -> Result<Option<Safety>> {
+    let impact = engine::in_place_impact(repo, snap, opts, &ctx.cancel)?;
+    if impact.is_empty() {
+        return Ok(None);
+    }
+    ctx.say(format!(
+        "the restore would replace {} and delete {} existing entries below {}: taking a safety snapshot of it first",
+        impact.replaced.len(),
+        impact.deleted.len(),
+        impact.undo_root.display()
+    ));
+    let progress = ctx.progress();
+    let bopts = BackupOptions {
+        paths: vec![impact.undo_root.clone()],
+        tags: vec![PRE_RESTORE_TAG.to_string()],
+        ..Default::default()
+    };
+    let r = backup::backup(repo, &bopts, progress.as_ref(), &ctx.cancel).map_err(|e| {
+        if matches!(e, Error::Interrupted) {
+            return e;
+        }
+        Error::Input(format!(
+            "could not take the safety snapshot of {} before restoring over it: {e}\n  nothing was restored\n  hint: fix the cause, or pass --no-safety-snapshot to restore without one",
+            impact.undo_root.display()
+        ))
+    })?;
+    drop(progress);
+    if r.is_partial() {
+        return Err(Error::Input(format!(
+            "the safety snapshot {} of {} is partial: {}\n  nothing was restored\n  hint: fix the cause, or pass --no-safety-snapshot to restore without one",
+            r.snapshot_id.short(),
+            impact.undo_root.display(),
+            r.warnings.join("; ")
+        )));
+    }
+    let root = impact.undo_root.display().to_string();
+    let location = repo
+        .backend()
+        .local_path()
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| repo.location());
+    let undo = format!(
+        "backupctl -r {} restore {}:{} --target {} --overwrite always --delete",
+        shell_quote(&location),
+        r.snapshot_id.short(),
+        shell_quote(&root),
+        shell_quote(&root)
+    );
+    ctx.say(format!(
+        "safety snapshot {} of {} saved (tag {PRE_RESTORE_TAG}); to undo this restore run:\n  {undo}",
+        r.snapshot_id.short(),
+        root
+    ));
+    Ok(Some(Safety {
+        id: r.snapshot_id,
+        root: impact.undo_root,
+        undo,
+    }))
+}
+
+fn print_json(
+    ctx: &Ctx,
+    report: &RestoreReport,
+    id: &Id,
+    target: &Path,
+    safety: Option<&Safety>,
+    code: i32,
+) {
+    // A struct serializes to an object, always.
+    let mut v = serde_json::to_value(report).expect("the report serializes");
+    let o = v.as_object_mut().expect("the report is an object");
+    o.insert("message_type".into(), "summary".into());
+    o.insert("snapshot_id".into(), id.to_hex().into());
+    o.insert("target".into(), target.display().to_string().into());
+    o.insert(
+        "safety_snapshot".into(),
+        match safety {
+            None => serde_json::Value::Null,
+            Some(s) => serde_json::json!({
+                "id": s.id.to_hex(),
+                "path": s.root.display().to_string(),
+                "undo": s.undo,
+            }),
+        },
+    );
+    o.insert("exit_code".into(), code.into());
+    ctx.print_json(&v);
+    for e in &report.errors {
+        eprintln!("error: {}", e.message);
+    }
 }
 
 fn print_text(ctx: &Ctx, id: &Id, sub: Option<&str>, target: &Path, r: &RestoreReport) {

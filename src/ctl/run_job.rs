@@ -8,7 +8,7 @@ use crate::job::{new_run_id, run_job, Outcome};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// The job's name (a `[jobs.NAME]` table of the configuration file).
     pub job: String,
     /// The configuration file.
@@ -24,7 +24,7 @@ pub struct Args {
 
 /// Exit codes: 0 success, 3 partial snapshot, 5 a source or hook failed, otherwise the error's
 /// code (10 no repository, 11 locked, 12 wrong password, 130 interrupted, 1 other failures).
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let cfg = Config::load(&a.config)?;
     cfg.job(&a.job)?;
     let run_id = a.run_id.unwrap_or_else(|| new_run_id(&a.job));

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// For the current user: a systemd user unit (with linger), a LaunchAgent, a per-user task
     /// (the default when not root).
     #[arg(long, conflicts_with = "system")]
@@ -27,7 +27,7 @@ pub struct Target {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum ServiceCommand {
+pub(crate) enum ServiceCommand {
     /// Register backupd with the OS service manager and start it (again: updates, harmless).
     Install(Target),
     /// Stop the service and remove it; repositories, state and logs stay where they are.
@@ -43,13 +43,13 @@ pub enum ServiceCommand {
 }
 
 #[derive(Args, Debug)]
-pub struct ServiceArgs {
+pub(crate) struct ServiceArgs {
     #[command(subcommand)]
     pub command: ServiceCommand,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum ScheduleCommand {
+pub(crate) enum ScheduleCommand {
     /// Install the OS timer that starts `backupd run-due` every minute (no resident process).
     Install(Target),
     /// Remove the OS timer; repositories, state and logs stay where they are.
@@ -59,12 +59,12 @@ pub enum ScheduleCommand {
 }
 
 #[derive(Args, Debug)]
-pub struct ScheduleArgs {
+pub(crate) struct ScheduleArgs {
     #[command(subcommand)]
     pub command: ScheduleCommand,
 }
 
-pub fn service(ctx: &Ctx, a: ServiceArgs) -> Result<i32> {
+pub(crate) fn service(ctx: &Ctx, a: ServiceArgs) -> Result<i32> {
     let (verb, t) = match a.command {
         ServiceCommand::Install(t) => ("install", t),
         ServiceCommand::Uninstall(t) => ("uninstall", t),
@@ -76,7 +76,7 @@ pub fn service(ctx: &Ctx, a: ServiceArgs) -> Result<i32> {
     Ok(act(ctx, Mode::Daemon, verb, &t))
 }
 
-pub fn schedule(ctx: &Ctx, a: ScheduleArgs) -> Result<i32> {
+pub(crate) fn schedule(ctx: &Ctx, a: ScheduleArgs) -> Result<i32> {
     let (verb, t) = match a.command {
         ScheduleCommand::Install(t) => ("install", t),
         ScheduleCommand::Uninstall(t) => ("uninstall", t),

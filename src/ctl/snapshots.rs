@@ -3,12 +3,13 @@
 use super::Ctx;
 use crate::error::{exit, Result};
 use crate::repo::id::Id;
+use crate::repo::open::open_unlocked;
 use crate::repo::snapshot::{Snapshot, SnapshotFilter};
 use serde::Serialize;
 
 /// Snapshot selection options shared by several commands.
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct FilterArgs {
+pub(crate) struct FilterArgs {
     /// Only snapshots of this host (repeatable).
     #[arg(long = "host")]
     pub hosts: Vec<String>,
@@ -35,7 +36,7 @@ impl FilterArgs {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     pub filter: FilterArgs,
     /// Only the newest N snapshots of each host and path set.
@@ -45,15 +46,15 @@ pub struct Args {
 
 /// A snapshot as `--json` prints it: the stored document plus its id.
 #[derive(Serialize)]
-pub struct SnapshotJson<'a> {
+pub(crate) struct SnapshotJson<'a> {
     pub id: Id,
     pub short_id: String,
     #[serde(flatten)]
     pub snapshot: &'a Snapshot,
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let repo = ctx.open()?;
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let repo = open_unlocked(&ctx.repo_settings()?)?;
     let f = a.filter.filter();
     let mut list: Vec<_> = repo
         .list_snapshots()?

@@ -4,10 +4,11 @@ use super::snapshots::FilterArgs;
 use super::{util, Ctx};
 use crate::engine::stats::{self, Mode};
 use crate::error::{exit, Error, Result};
+use crate::repo::open::{open_repository, LockMode};
 use crate::repo::snapshot;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Snapshots to count (default: all matching the filter).
     pub snapshots: Vec<String>,
     /// restore-size (files as restored), files-by-contents (unique files), raw-data (stored blobs).
@@ -17,9 +18,9 @@ pub struct Args {
     pub filter: FilterArgs,
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let mode = Mode::parse(&a.mode)?;
-    let (mut repo, _lock) = ctx.open_locked(false)?;
+    let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
     let all = repo.list_snapshots()?;
     let filter = a.filter.filter();
     let mut chosen = Vec::new();

@@ -3,16 +3,17 @@
 use super::Ctx;
 use crate::error::{exit, Result};
 use crate::repo::lock;
+use crate::repo::open::open_unlocked;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Remove every lock, even ones held by running processes (dangerous).
     #[arg(long)]
     pub remove_all: bool,
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let repo = ctx.open()?;
+pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let repo = open_unlocked(&ctx.repo_settings()?)?;
     let n = if a.remove_all {
         lock::remove_all(&repo)?
     } else {

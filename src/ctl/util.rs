@@ -4,9 +4,9 @@ use super::Global;
 use crate::error::{Error, Result};
 use crate::repo::pack::Compression;
 
-pub use crate::duration::parse_duration;
+pub(crate) use crate::duration::parse_duration;
 
-pub fn parse_compression(s: &str) -> std::result::Result<Compression, String> {
+pub(crate) fn parse_compression(s: &str) -> std::result::Result<Compression, String> {
     match s {
         "auto" => Ok(Compression::Level(3)),
         "off" => Ok(Compression::Off),
@@ -22,7 +22,7 @@ pub fn parse_compression(s: &str) -> std::result::Result<Compression, String> {
 }
 
 /// The password from --password-file, --password-command or BACKUPD_PASSWORD (never an argument).
-pub fn read_password(g: &Global) -> Result<Vec<u8>> {
+pub(crate) fn read_password(g: &Global) -> Result<Vec<u8>> {
     if let Some(f) = &g.password_file {
         return crate::config::secrets::from_file(
             f,
@@ -48,7 +48,7 @@ pub fn read_password(g: &Global) -> Result<Vec<u8>> {
 }
 
 /// Splits `SNAPSHOT[:PATH]`.
-pub fn split_snapshot_path(s: &str) -> (&str, Option<&str>) {
+pub(crate) fn split_snapshot_path(s: &str) -> (&str, Option<&str>) {
     match s.split_once(':') {
         Some((id, p)) => (id, Some(p)),
         None => (s, None),
@@ -56,7 +56,7 @@ pub fn split_snapshot_path(s: &str) -> (&str, Option<&str>) {
 }
 
 /// Human-readable bytes (KiB, MiB, ...).
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
     let mut i = 0;

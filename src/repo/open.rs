@@ -1,20 +1,24 @@
-//! Opening the storage of a repository location: one opener for `backupctl` and the daemon's jobs, and the credentials it needs.
+//! Opening a repository: its storage from a location and the credentials it needs, then the repository itself, locked; one opener for `backupctl`, the jobs and the drills.
 
 use super::backend::{Backend, LocalBackend};
 use super::http::{CaCerts, Http};
 use super::location::Location;
+use super::lock::RepoLock;
+use super::pack::Compression;
 use super::rest::RestBackend;
 use super::s3::{Addressing, S3Backend, S3Credentials, Secret};
+use super::Repository;
 use crate::error::{Error, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The region signed for when neither the environment nor the configuration names one.
-pub const DEFAULT_REGION: &str = "us-east-1";
+pub(crate) const DEFAULT_REGION: &str = "us-east-1";
 
 /// Credentials for remote backends. Debug never shows a secret.
 #[derive(Clone, Debug, Default)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     pub s3_access_key_id: Option<String>,
     pub s3_secret_access_key: Option<Secret>,
     pub s3_region: Option<String>,
@@ -81,7 +85,7 @@ impl Credentials {
 /// The storage for `loc`. For S3, REST and Google Drive nothing is contacted yet: the first
 /// request tells whether the server, bucket and credentials are right; SFTP connects at once
 /// (and fails fast, naming why).
-pub fn open_backend(loc: &Location, creds: &Credentials) -> Result<Arc<dyn Backend>> {
+pub(crate) fn open_backend(loc: &Location, creds: &Credentials) -> Result<Arc<dyn Backend>> {
     match loc {
         Location::Local(p) => Ok(Arc::new(LocalBackend::new(p))),
         Location::S3 {
@@ -145,9 +149,79 @@ pub fn open_backend(loc: &Location, creds: &Credentials) -> Result<Arc<dyn Backe
 }
 
 /// Parses `s` and opens its storage.
-pub fn open_location(s: &str, creds: &Credentials) -> Result<Arc<dyn Backend>> {
+pub(crate) fn open_location(s: &str, creds: &Credentials) -> Result<Arc<dyn Backend>> {
     let loc = Location::parse(s).map_err(|e| Error::Input(e.to_string()))?;
     open_backend(&loc, creds)
+}
+
+/// How an opened repository is locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockMode {
+    /// Excludes only exclusive locks: backups, restores, checks, reading.
+    Shared,
+    /// Excludes every other lock: forget and prune.
+    Exclusive,
+}
+
+impl LockMode {
+    /// Exclusive when the operation changes or deletes what others read, shared otherwise.
+    pub fn exclusive_if(exclusive: bool) -> LockMode {
+        if exclusive {
+            LockMode::Exclusive
+        } else {
+            LockMode::Shared
+        }
+    }
+}
+
+/// Everything opening a repository takes: where it is, the credentials of its storage, its
+/// password, how long to wait for a lock, and the compression of new data. `backupctl` makes one
+/// of its global options, the jobs and the drills of a repository's configuration.
+pub(crate) struct RepoSettings<'a> {
+    /// A directory, or `s3:…`, `rest:…`, `sftp:…`, `gdrive:…` (see `repo::location`).
+    pub location: String,
+    pub credentials: Credentials,
+    /// Reads the password. Called once the storage is open, so that a storage that cannot be
+    /// reached is reported before a password that cannot be read.
+    pub password: Box<dyn Fn() -> Result<Vec<u8>> + 'a>,
+    /// How long to wait for a conflicting lock to go.
+    pub lock_wait: Duration,
+    /// The compression of new data in a version-2 repository (None: the repository's default).
+    pub compression: Option<Compression>,
+}
+
+impl RepoSettings<'_> {
+    /// The storage of the location (not contacted yet, except SFTP: see [`open_backend`]).
+    pub fn backend(&self) -> Result<Arc<dyn Backend>> {
+        open_location(&self.location, &self.credentials)
+    }
+
+    /// The password.
+    pub fn password(&self) -> Result<Vec<u8>> {
+        (self.password)()
+    }
+}
+
+/// Opens the repository without locking it (`unlock`, `snapshots`, `copy` before its check that
+/// the two repositories differ).
+pub(crate) fn open_unlocked(s: &RepoSettings) -> Result<Repository> {
+    let be = s.backend()?;
+    let pw = s.password()?;
+    let mut repo = Repository::open(be, &pw)?;
+    if let Some(c) = s.compression {
+        if repo.config().version >= 2 {
+            repo.compression = c;
+        }
+    }
+    Ok(repo)
+}
+
+/// Opens the repository and locks it, waiting up to the settings' `lock_wait` for a conflicting
+/// lock to go. The lock is released when the [`RepoLock`] is dropped.
+pub(crate) fn open_repository(s: &RepoSettings, mode: LockMode) -> Result<(Repository, RepoLock)> {
+    let repo = open_unlocked(s)?;
+    let lock = super::lock::lock(&repo, mode == LockMode::Exclusive, s.lock_wait)?;
+    Ok((repo, lock))
 }
 
 #[cfg(test)]
@@ -181,5 +255,48 @@ mod tests {
             let e = e.err().unwrap().to_string();
             assert!(e.contains("GOOGLE_DRIVE_REFRESH_TOKEN"), "{e}");
         }
+    }
+
+    fn settings<'a>(location: &str, password: &'a dyn Fn() -> Result<Vec<u8>>) -> RepoSettings<'a> {
+        RepoSettings {
+            location: location.to_string(),
+            credentials: Credentials::default(),
+            password: Box::new(password),
+            lock_wait: Duration::ZERO,
+            compression: Some(Compression::Off),
+        }
+    }
+
+    #[test]
+    fn one_opener_locks_as_asked_and_reads_the_password_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = dir.path().join("r").display().to_string();
+        let be: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path().join("r")));
+        Repository::init_with_kdf(be, b"pw", 1024, 8, 1).unwrap();
+        let pw = || Ok(b"pw".to_vec());
+        let (repo, shared) = open_repository(&settings(&loc, &pw), LockMode::Shared).unwrap();
+        // The compression asked for applies to a version-2 repository.
+        assert_eq!(repo.config().version, 2);
+        assert_eq!(repo.compression, Compression::Off);
+        // A second shared lock coexists with the first; an exclusive one does not.
+        let (_, shared2) = open_repository(&settings(&loc, &pw), LockMode::Shared).unwrap();
+        let e = open_repository(&settings(&loc, &pw), LockMode::exclusive_if(true));
+        assert!(matches!(e, Err(Error::Locked { .. })), "{:?}", e.err());
+        drop((shared, shared2));
+        let (_, excl) = open_repository(&settings(&loc, &pw), LockMode::Exclusive).unwrap();
+        assert!(open_repository(&settings(&loc, &pw), LockMode::Shared).is_err());
+        drop(excl);
+        assert!(open_unlocked(&settings(&loc, &pw)).is_ok());
+
+        // A location that does not parse fails before the password is read.
+        let asked = std::cell::Cell::new(false);
+        let no_pw = || {
+            asked.set(true);
+            Err(Error::Input("no password".into()))
+        };
+        assert!(open_unlocked(&settings("s3:", &no_pw)).is_err());
+        assert!(!asked.get());
+        let e = open_unlocked(&settings(&loc, &no_pw)).err().unwrap();
+        assert!(asked.get() && e.to_string().contains("no password"), "{e}");
     }
 }

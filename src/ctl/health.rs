@@ -1,0 +1,111 @@
+//! `backupctl health`: one line of health per job, and an exit code for monitoring.
+
+use super::client::{connect, daemon_error, StatusArgs};
+use super::Ctx;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::monitor::health::{self, JobHealth, Level, RepoFacts};
+use crate::protocol::{Request, Response, StatusReport};
+use crate::state::{JobState, StateStore};
+use crate::verify::RepoStateStore;
+use chrono::Utc;
+
+/// `backupctl health`: one line per job, exit 0 healthy, 1 warning, 2 error (Nagios-style).
+/// Without a daemon the state files are judged, and "backupd is not running" is an error.
+pub(crate) fn health(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
+    let (jobs, overall) = match connect(&a.at, Request::Status) {
+        Ok(c) => match c.one()? {
+            Response::Status(s) => of_status(&s),
+            other => return Err(daemon_error(other)),
+        },
+        Err(e @ Error::NoDaemon { .. }) => {
+            let jobs = of_state_files(&a.at.config()?)?;
+            let mut overall = health::overall(&jobs);
+            overall.level = Level::Error;
+            let down = e.to_string();
+            overall.reasons.insert(
+                0,
+                down.lines()
+                    .next()
+                    .unwrap_or("backupd is not running")
+                    .to_string(),
+            );
+            (jobs, overall)
+        }
+        Err(e) => return Err(e),
+    };
+    if ctx.global.json {
+        ctx.print_json(&serde_json::json!({"level": overall.level, "health": overall, "jobs": jobs.iter().map(|(n, h)| serde_json::json!({"job": n, "health": h})).collect::<Vec<_>>()}));
+    } else {
+        print_text(&jobs, &overall);
+    }
+    Ok(overall.level.exit_code())
+}
+
+/// Every job's health and the overall health, as the daemon judged them.
+fn of_status(s: &StatusReport) -> (Vec<(String, JobHealth)>, JobHealth) {
+    let jobs: Vec<(String, JobHealth)> = s
+        .jobs
+        .iter()
+        .map(|j| {
+            (
+                j.name.clone(),
+                j.health.clone().unwrap_or_else(JobHealth::healthy),
+            )
+        })
+        .collect();
+    let overall = s.health.clone().unwrap_or_else(|| health::overall(&jobs));
+    (jobs, overall)
+}
+
+/// Every job's health judged from the state files of the job and its repository.
+fn of_state_files(cfg: &Config) -> Result<Vec<(String, JobHealth)>> {
+    let paths = cfg.paths();
+    let store = StateStore::at(&paths.state_dir);
+    let repos = RepoStateStore::at(&paths.state_dir);
+    let now = Utc::now();
+    let mut jobs = Vec::new();
+    for (name, job) in &cfg.jobs {
+        let sched = cfg.schedule_of(job)?;
+        let st = store
+            .load(name)?
+            .unwrap_or_else(|| JobState::new(name, now));
+        let rs = repos.peek(job.repository.get_ref());
+        let failing = rs.as_ref().and_then(|r| r.failing());
+        let facts = RepoFacts {
+            last_check_failed: failing.as_deref(),
+            repository_bytes: rs.as_ref().and_then(|r| r.size).map(|s| s.bytes),
+            space: rs.as_ref().and_then(|r| r.size).and_then(|s| s.space),
+        };
+        let h = health::of_state(&st, &job.health, sched.as_ref(), None, facts, now);
+        jobs.push((name.clone(), h));
+    }
+    Ok(jobs)
+}
+
+fn print_text(jobs: &[(String, JobHealth)], overall: &JobHealth) {
+    for (name, h) in jobs {
+        println!(
+            "{name}: {}{}",
+            h.level.as_str(),
+            h.reasons
+                .first()
+                .map(|r| format!(" - {r}"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "overall: {}{}",
+        overall.level.as_str(),
+        if overall.reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} reason(s))", overall.reasons.len())
+        }
+    );
+    if overall.level != Level::Healthy {
+        if let Some(r) = overall.reasons.first() {
+            println!("  {r}");
+        }
+    }
+}

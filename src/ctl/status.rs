@@ -1,0 +1,267 @@
+//! `backupctl status` and `backupctl jobs`: the daemon's view of every job and repository (status also works from the state files when no daemon runs).
+
+use super::client::{connect, daemon_error, describe_run, local, StatusArgs};
+use super::util::human_bytes;
+use super::Ctx;
+use crate::error::{exit, Error, Result};
+use crate::protocol::{JobStatus, Request, Response, RunRecord, StatusReport};
+use crate::state::{JobState, StateStore};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// `backupctl status`: the daemon, every job and every repository; exit 13 (and what the state
+/// files say) when no daemon runs.
+pub(crate) fn status(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
+    match connect(&a.at, Request::Status) {
+        Ok(c) => match c.one()? {
+            Response::Status(s) => {
+                if ctx.global.json {
+                    ctx.print_json(&s);
+                } else {
+                    print_status(&s);
+                }
+                Ok(exit::OK)
+            }
+            other => Err(daemon_error(other)),
+        },
+        Err(e @ Error::NoDaemon { .. }) => {
+            // Without a daemon: what its state files say.
+            let Ok(paths) = a.at.paths() else {
+                return Err(e);
+            };
+            let cfg = a.at.config()?;
+            let store = StateStore::at(&paths.state_dir);
+            let jobs: Vec<OfflineJob> = cfg
+                .jobs
+                .keys()
+                .map(|name| OfflineJob::of(name, store.load(name).ok().flatten()))
+                .collect();
+            if ctx.global.json {
+                ctx.print_json(
+                    &serde_json::json!({"daemon": null, "error": e.to_string(), "jobs": jobs}),
+                );
+            } else {
+                eprintln!("error: {e}");
+                println!("from the state files in {}:", paths.state_dir.display());
+                for j in &jobs {
+                    println!(
+                        "  {:<16} last run: {}",
+                        j.name,
+                        j.last_run
+                            .as_ref()
+                            .map(describe_run)
+                            .unwrap_or_else(|| "never".into())
+                    );
+                }
+            }
+            Ok(exit::NO_DAEMON)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A job as its state file tells it, when no daemon runs.
+#[derive(Serialize)]
+struct OfflineJob {
+    name: String,
+    last_run: Option<RunRecord>,
+    last_success: Option<DateTime<Utc>>,
+    consecutive_failures: u32,
+}
+
+impl OfflineJob {
+    fn of(name: &str, st: Option<JobState>) -> OfflineJob {
+        OfflineJob {
+            name: name.to_string(),
+            last_run: st.as_ref().and_then(|s| s.history.last().cloned()),
+            last_success: st.as_ref().and_then(|s| s.last_success),
+            consecutive_failures: st.as_ref().map_or(0, |s| s.consecutive_failures),
+        }
+    }
+}
+
+/// `backupctl jobs`: the daemon's jobs, their schedules and next runs.
+pub(crate) fn jobs(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
+    let s = match connect(&a.at, Request::Status)?.one()? {
+        Response::Status(s) => s,
+        other => return Err(daemon_error(other)),
+    };
+    if ctx.global.json {
+        ctx.print_json(&s.jobs);
+    } else {
+        println!(
+            "{:<16} {:<20} {:<16} {:<14} next run",
+            "job", "schedule", "timezone", "state"
+        );
+        for j in &s.jobs {
+            println!(
+                "{:<16} {:<20} {:<16} {:<14} {}",
+                j.name,
+                j.schedule.as_deref().unwrap_or("(manual)"),
+                j.timezone.as_deref().unwrap_or("-"),
+                j.state,
+                j.next_run
+                    .as_ref()
+                    .map(|n| local(n.at))
+                    .unwrap_or_else(|| "-".into())
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn print_status(s: &StatusReport) {
+    let d = &s.daemon;
+    println!(
+        "backupd {} (PID {}), up since {}; config {}",
+        d.version,
+        d.pid,
+        local(d.started),
+        d.config_file.display()
+    );
+    if let Some(h) = &s.health {
+        println!("health: {}", h.level.as_str());
+    }
+    if let Some(e) = &d.config_error {
+        println!("  CONFIGURATION ERROR (the previous configuration stays in force): {e}");
+    }
+    for j in &s.jobs {
+        print_job(j);
+    }
+    for r in &s.repositories {
+        print_repo(r);
+    }
+}
+
+fn print_repo(r: &crate::protocol::RepoStatus) {
+    println!("\nrepository {}  {}", r.name, r.location);
+    if let Some(b) = r.size_bytes {
+        println!(
+            "  size          {} ({} packs, {} snapshots; measured {})",
+            human_bytes(b),
+            r.packs.unwrap_or(0),
+            r.snapshots.unwrap_or(0),
+            r.measured.map(local).unwrap_or_else(|| "-".into())
+        );
+    }
+    if let (Some(free), Some(total)) = (r.free_bytes, r.capacity_bytes) {
+        println!(
+            "  storage       {} free of {} ({} %)",
+            human_bytes(free),
+            human_bytes(total),
+            (u128::from(free) * 100 / u128::from(total.max(1))) as u64
+        );
+    }
+    if let Some(c) = r.coverage {
+        println!(
+            "  coverage      {:.0} % of the packs re-read in the cycle since {}{}",
+            c * 100.0,
+            r.cycle_start.map(local).unwrap_or_else(|| "-".into()),
+            r.last_complete_cycle
+                .map(|t| format!("; last complete cycle ended {}", local(t)))
+                .unwrap_or_default()
+        );
+    }
+    for d in &r.drills {
+        let last = match (d.last_ok, d.last_end) {
+            (Some(true), Some(t)) => format!("passed {}", local(t)),
+            (Some(false), Some(t)) => format!("FAILED {}", local(t)),
+            _ => "never run".to_string(),
+        };
+        println!(
+            "  {:<13} {}  [{}]{}{}",
+            d.kind,
+            d.schedule,
+            if d.running { "running" } else { "idle" },
+            format_args!(" last: {last}"),
+            d.next
+                .map(|t| format!("; next {}", local(t)))
+                .unwrap_or_default()
+        );
+        if let Some(s) = &d.last_summary {
+            println!("                {s}");
+        }
+        if let (Some(false), Some(e)) = (d.last_ok, &d.last_error) {
+            println!("                error: {}", e.lines().next().unwrap_or(""));
+        }
+    }
+}
+
+fn print_job(j: &JobStatus) {
+    println!(
+        "\njob {}  [{}]  {} {}",
+        j.name,
+        j.state,
+        j.schedule.as_deref().unwrap_or("(manual only)"),
+        j.timezone
+            .as_deref()
+            .map(|t| format!("({t})"))
+            .unwrap_or_default()
+    );
+    println!("  repository    {}", j.repository);
+    if let Some(h) = &j.health {
+        println!("  health        {}", h.level.as_str());
+        for r in &h.reasons {
+            println!("                {r}");
+        }
+    }
+    if let Some(st) = &j.stats {
+        if let Some(rate) = st.success_rate {
+            println!(
+                "  success rate  {:.0} % of the last {} run(s){}",
+                rate * 100.0,
+                st.runs,
+                st.mean_duration_seconds
+                    .map(|d| format!(", {d:.1} s on average"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if let Some(r) = &j.running {
+        let mut line = format!(
+            "  running       {} since {}",
+            r.run_id,
+            r.started.map(local).unwrap_or_else(|| "-".into())
+        );
+        if let Some(q) = &r.queued {
+            line = format!("  queued        {} ({q})", r.run_id);
+        }
+        println!("{line}: {}", r.reason);
+        if let Some(p) = &r.phase {
+            let total = r.total.map(|t| format!(" of {t}")).unwrap_or_default();
+            println!("  progress      {p}: {}{total}", r.done);
+        }
+        if let Some(n) = &r.note {
+            println!("  last note     {n}");
+        }
+    }
+    match &j.last_run {
+        Some(r) => {
+            println!("  last run      {}", describe_run(r));
+            if let Some(e) = &r.error {
+                println!("  last error    {}", e.lines().next().unwrap_or(""));
+            }
+        }
+        None => println!("  last run      never"),
+    }
+    println!(
+        "  last success  {}",
+        j.last_success.map(local).unwrap_or_else(|| "never".into())
+    );
+    if j.consecutive_failures > 0 {
+        println!("  failures      {} in a row", j.consecutive_failures);
+    }
+    if let Some(n) = &j.next_run {
+        println!("  next run      {}: {}", local(n.at), n.reason);
+    }
+    for d in j.notifications.iter().filter(|d| !d.ok) {
+        println!(
+            "  notification  {} {} NOT DELIVERED ({}, {} attempt(s)): {}",
+            local(d.time),
+            d.event,
+            d.channel,
+            d.attempts,
+            d.error.as_deref().unwrap_or("?")
+        );
+    }
+}

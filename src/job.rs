@@ -24,6 +24,7 @@ use crate::engine::exclude::ExcludeOptions;
 use crate::engine::forget::{self, GroupBy};
 use crate::engine::prune::{self, PruneOptions};
 use crate::error::{exit, Error, Result};
+use crate::record::Outcome;
 use crate::repo::backend::FileType;
 use crate::repo::open::{open_repository, LockMode};
 use crate::repo::snapshot::SnapshotSummary;
@@ -36,24 +37,6 @@ use crate::sources::sqlite::SqliteOptions;
 use chrono::{DateTime, Local};
 use serde::Serialize;
 use std::time::Instant;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Outcome {
-    Success,
-    Partial,
-    Failed,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Partial => "partial",
-            Outcome::Failed => "failed",
-        }
-    }
-}
 
 pub(crate) use crate::sources::prepare::SourceReport;
 
@@ -69,6 +52,7 @@ pub(crate) struct JobReport {
     pub start: DateTime<Local>,
     pub end: DateTime<Local>,
     pub duration_seconds: f64,
+    /// `success`, `partial` or `failed`: the outcomes a run of a job ends in.
     pub outcome: Outcome,
     /// The exit code `backupctl run-job` returns for this run.
     pub exit_code: i32,
@@ -258,7 +242,7 @@ pub(crate) fn run_job(
             }
         }
     }
-    let failure = run_after_hooks(&hooks, &mut env, rep.outcome, failure, progress);
+    let failure = run_after_hooks(&hooks, &mut env, &rep.outcome, failure, progress);
     rep.finish(failure, t0)
 }
 
@@ -269,7 +253,7 @@ pub(crate) fn run_job(
 fn run_after_hooks(
     hooks: &Hooks,
     env: &mut HookEnv,
-    outcome: Outcome,
+    outcome: &Outcome,
     mut failure: Option<Failure>,
     progress: &dyn Progress,
 ) -> Option<Failure> {
@@ -471,14 +455,17 @@ mod tests {
     fn a_partial_snapshot_fails_the_run_unless_the_job_allows_it() {
         let mut rep = JobReport::started("app", "app-1", "manual");
         assert_eq!(rep.record_backup(&saved(&[]), false), None);
-        assert_eq!((rep.outcome, rep.exit_code), (Outcome::Success, exit::OK));
+        assert_eq!(
+            (rep.outcome.clone(), rep.exit_code),
+            (Outcome::Success, exit::OK)
+        );
         assert_eq!(rep.short_snapshot(), "07070707");
         assert_eq!(rep.parent, Some(Id([2; 32]).to_hex()));
 
         let mut rep = JobReport::started("app", "app-1", "manual");
         assert_eq!(rep.record_backup(&saved(&["/srv/a: locked"]), true), None);
         assert_eq!(
-            (rep.outcome, rep.exit_code),
+            (rep.outcome.clone(), rep.exit_code),
             (Outcome::Partial, exit::PARTIAL)
         );
 
@@ -492,7 +479,7 @@ mod tests {
             .contains("1 file(s) could not be read consistently (/srv/a: locked)"));
         let rep = rep.finish(Some(f), Instant::now());
         assert_eq!(
-            (rep.outcome, rep.exit_code),
+            (rep.outcome.clone(), rep.exit_code),
             (Outcome::Failed, exit::PARTIAL)
         );
         assert_eq!(rep.warnings, vec!["/srv/a: locked".to_string()]);
@@ -515,11 +502,11 @@ mod tests {
         let outcome_is = |o: &str| format!("test \"$BACKUPD_OUTCOME\" = {o}");
         // A success: after_success and always see it.
         let h = hooks(&outcome_is("partial"), "false", &outcome_is("partial"));
-        let f = run_after_hooks(&h, &mut env(), Outcome::Partial, None, &NoProgress);
+        let f = run_after_hooks(&h, &mut env(), &Outcome::Partial, None, &NoProgress);
         assert_eq!(f, None);
         // A failed after_success hook fails the run, and always sees the failure.
         let h = hooks("exit 4", "false", &outcome_is("failed"));
-        let f = run_after_hooks(&h, &mut env(), Outcome::Success, None, &NoProgress).unwrap();
+        let f = run_after_hooks(&h, &mut env(), &Outcome::Success, None, &NoProgress).unwrap();
         assert!(!f.message.contains("also:"), "{}", f.message);
         // After a failure, failed after_failure and always hooks join its message; its code stays.
         let before = Failure {
@@ -528,7 +515,7 @@ mod tests {
         };
         let h = hooks("true", "false", "false");
         let mut e = env();
-        let f = run_after_hooks(&h, &mut e, Outcome::Failed, Some(before), &NoProgress).unwrap();
+        let f = run_after_hooks(&h, &mut e, &Outcome::Failed, Some(before), &NoProgress).unwrap();
         assert_eq!(f.code, exit::SOURCE_FAILED);
         assert!(
             f.message.starts_with("the backup failed\nalso: "),

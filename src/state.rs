@@ -173,7 +173,7 @@ mod tests {
             "j",
             "manual".into(),
             Utc::now(),
-            "success",
+            crate::record::Outcome::Success,
             0,
         )
     }
@@ -212,5 +212,20 @@ mod tests {
         assert!(store.load("j").unwrap().is_none());
         let kept = std::fs::read_dir(d.path().join("jobs")).unwrap().count();
         assert_eq!(kept, 1, "the damaged file is kept for inspection");
+    }
+
+    #[test]
+    fn an_outcome_this_version_does_not_know_is_kept_not_damage() {
+        let d = tempfile::tempdir().unwrap();
+        let store = StateStore::open(d.path()).unwrap();
+        let mut st = JobState::new("j", Utc::now());
+        st.push_history(rec(0), 5);
+        let text = serde_json::to_string(&st).unwrap();
+        let text = text.replace("\"outcome\":\"success\"", "\"outcome\":\"timeout\"");
+        std::fs::write(store.path_of("j"), &text).unwrap();
+        let back = store.load("j").unwrap().unwrap();
+        let outcome = &back.history[0].outcome;
+        assert_eq!(outcome, &crate::record::Outcome::Other("timeout".into()));
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
     }
 }

@@ -4,7 +4,8 @@ use super::util::human_bytes;
 use super::Ctx;
 use crate::config::Config;
 use crate::error::Result;
-use crate::job::{new_run_id, run_job, Outcome};
+use crate::job::{new_run_id, run_job};
+use crate::record::Outcome;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]

@@ -12,13 +12,12 @@ use crate::cancel::CancelToken;
 use crate::config::notify::Event;
 use crate::config::Config;
 use crate::error::exit;
-use crate::job::Outcome;
 use crate::monitor::notifications::Notification;
 use crate::paths::DaemonPaths;
 use crate::protocol::{
     DaemonInfo, DeliveryInfo, ErrorKind, JobStatus, NextRun, Response, RunningInfo, StatusReport,
 };
-use crate::record::RunRecord;
+use crate::record::{Outcome, RunRecord};
 use crate::schedule::{self, Decision, JobTiming, PendingRetry, RunReason, Schedule, Slot, Wake};
 use crate::state::{JobState, RunClaim, StateStore};
 use chrono::{DateTime, Utc};
@@ -531,7 +530,7 @@ impl Daemon {
             let mut n = Notification::new(notice.event, &done.job, notice.message);
             n.run_id = Some(rec.run_id.clone());
             n.reason = Some(rec.reason.clone());
-            n.outcome = Some(rec.outcome.clone());
+            n.outcome = Some(rec.outcome.to_string());
             n.snapshot_id = rec.snapshot_id.clone();
             n.error = rec.error.clone();
             self.notify(&done.job, n, true);
@@ -931,7 +930,12 @@ impl Daemon {
                 };
                 let mut n = Notification::new(ev, &job, t.message.clone());
                 n.reason = Some(format!("verification drill: {}", t.kind.as_str()));
-                n.outcome = Some(if t.failed { "failed" } else { "success" }.to_string());
+                let outcome = if t.failed {
+                    Outcome::Failed
+                } else {
+                    Outcome::Success
+                };
+                n.outcome = Some(outcome.to_string());
                 if t.failed {
                     n.error = Some(t.message.clone());
                 }
@@ -981,7 +985,7 @@ impl Daemon {
             .history
             .iter()
             .rev()
-            .find(|r| r.outcome != "skipped");
+            .find(|r| r.outcome != Outcome::Skipped);
         let health = self.health_of(name, e, now);
         crate::monitor::metrics::JobMetrics {
             job: name.to_string(),
@@ -1207,7 +1211,7 @@ fn skipped_record(
             job,
             reason.to_string(),
             now,
-            "skipped",
+            Outcome::Skipped,
             exit::OK,
         )
     }
@@ -1371,7 +1375,7 @@ mod tests {
     fn a_skipped_slot_is_recorded_as_skipped() {
         let rec = skipped_record("app", &slot(2, 30), 3, "catch_up = skip", t(4, 0));
         assert_eq!(rec.run_id, "app-skipped-20260301T023000");
-        assert_eq!(rec.outcome, "skipped");
+        assert_eq!(rec.outcome, Outcome::Skipped);
         assert_eq!(rec.slot.as_deref(), Some("2026-03-01 02:30"));
         assert_eq!((rec.missed, rec.start, rec.end), (3, t(4, 0), t(4, 0)));
     }

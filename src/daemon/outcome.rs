@@ -6,8 +6,8 @@
 
 use crate::config::notify::Event;
 use crate::error::exit;
-use crate::job::{JobReport, Outcome};
-use crate::record::RunRecord;
+use crate::job::JobReport;
+use crate::record::{Outcome, RunRecord};
 use crate::schedule::{PendingRetry, RetryPolicy, RunReason};
 use crate::state::{JobState, RunClaim};
 use chrono::{DateTime, Utc};
@@ -168,9 +168,9 @@ fn record_of(run: &FinishedRun, now: DateTime<Utc>) -> RunRecord {
     let rep = run.report;
     let interrupted = rep.exit_code == exit::INTERRUPTED;
     let outcome = match (interrupted, run.stopped) {
-        (true, Stopped::ByUser) => "cancelled",
-        (true, _) => "interrupted",
-        (false, _) => rep.outcome.as_str(),
+        (true, Stopped::ByUser) => Outcome::Cancelled,
+        (true, _) => Outcome::Interrupted,
+        (false, _) => rep.outcome.clone(),
     };
     let (missed, first_missed) = missed_of(&run.claim.reason);
     let sum = rep.summary.as_ref();
@@ -185,7 +185,7 @@ fn record_of(run: &FinishedRun, now: DateTime<Utc>) -> RunRecord {
         start: rep.start.with_timezone(&Utc),
         end: now,
         duration_seconds: rep.duration_seconds,
-        outcome: outcome.to_string(),
+        outcome,
         exit_code: rep.exit_code,
         snapshot_id: rep.snapshot_id.clone(),
         error: rep.error.clone(),
@@ -281,7 +281,7 @@ pub fn settle_lost(
             &before.job,
             claim.reason.describe(),
             claim.started,
-            "interrupted",
+            Outcome::Interrupted,
             exit::INTERRUPTED,
         )
     };
@@ -397,6 +397,7 @@ mod tests {
 
     fn report(outcome: Outcome, exit_code: i32, error: Option<&str>) -> JobReport {
         let start = t(2, 31).with_timezone(&Local);
+        let snapshot_id = (outcome != Outcome::Failed).then(|| "0123456789abcdef".into());
         JobReport {
             job: "app".into(),
             run_id: "app-1".into(),
@@ -407,7 +408,7 @@ mod tests {
             duration_seconds: 12.5,
             outcome,
             exit_code,
-            snapshot_id: (outcome != Outcome::Failed).then(|| "0123456789abcdef".into()),
+            snapshot_id,
             parent: None,
             error: error.map(str::to_string),
             summary: None,
@@ -538,7 +539,7 @@ mod tests {
         let c = scheduled();
         let s = settle(&before, &run(&c, &r, Stopped::No), &policy(3), now());
         assert_eq!(s.verdict, Verdict::Succeeded);
-        assert_eq!(s.record.outcome, "partial");
+        assert_eq!(s.record.outcome, Outcome::Partial);
         assert_eq!(s.record.warnings, 2);
         assert_eq!(s.state.consecutive_failures, 0);
         assert_eq!(s.state.last_success, Some(now()));
@@ -561,7 +562,7 @@ mod tests {
         assert_eq!(s.state.retry, Some(want));
         assert_eq!(s.state.consecutive_failures, 1);
         assert!(s.state.last_success.is_none());
-        assert_eq!(s.record.outcome, "failed");
+        assert_eq!(s.record.outcome, Outcome::Failed);
         assert_eq!(events(&s), vec![Event::Failure]);
         assert_eq!(s.notices[0].message, "backup job app failed (scheduled 2026-03-01 02:30): the repository is gone; retry 1 of 3 at 2026-03-01 02:50:00 UTC");
     }
@@ -621,7 +622,7 @@ mod tests {
         assert!(matches!(s.verdict, Verdict::Retry(_)));
         assert_eq!(s.state.consecutive_failures, 1);
         assert_eq!(s.state.last_snapshot.as_deref(), Some("feedfacecafebeef"));
-        assert_eq!(s.record.outcome, "success");
+        assert_eq!(s.record.outcome, Outcome::Success);
         assert_eq!(events(&s), vec![Event::Failure]);
     }
 
@@ -639,7 +640,7 @@ mod tests {
         let (c, r) = (scheduled(), interrupted());
         let s = settle(&state(), &run(&c, &r, Stopped::ByUser), &policy(3), now());
         assert_eq!(s.verdict, Verdict::CancelledByUser);
-        assert_eq!(s.record.outcome, "cancelled");
+        assert_eq!(s.record.outcome, Outcome::Cancelled);
         assert_eq!(s.record.exit_code, exit::INTERRUPTED);
         assert!(s.state.retry.is_none());
         // today: a user's cancel counts as a consecutive failure, so health may turn to warning.
@@ -663,7 +664,7 @@ mod tests {
         let (c, r) = (scheduled(), success());
         let s = settle(&before, &run(&c, &r, Stopped::ByUser), &policy(3), now());
         assert_eq!(s.verdict, Verdict::Succeeded);
-        assert_eq!(s.record.outcome, "success");
+        assert_eq!(s.record.outcome, Outcome::Success);
         assert_eq!(s.state.consecutive_failures, 0);
         // today: no success and no recovered notification, although the run succeeded.
         assert!(s.notices.is_empty());
@@ -673,7 +674,7 @@ mod tests {
     fn user_cancel_that_failed_otherwise_is_recorded_failed_not_cancelled() {
         let (c, r) = (scheduled(), failure());
         let s = settle(&state(), &run(&c, &r, Stopped::ByUser), &policy(3), now());
-        assert_eq!(s.record.outcome, "failed");
+        assert_eq!(s.record.outcome, Outcome::Failed);
         assert_eq!(s.verdict, Verdict::CancelledByUser);
         assert!(s.state.retry.is_none());
         assert!(s.notices.is_empty());
@@ -689,7 +690,7 @@ mod tests {
             now(),
         );
         assert_eq!(s.verdict, Verdict::Resumes);
-        assert_eq!(s.record.outcome, "interrupted");
+        assert_eq!(s.record.outcome, Outcome::Interrupted);
         assert_eq!(
             s.state.retry,
             Some(PendingRetry {
@@ -726,7 +727,7 @@ mod tests {
             &policy(3),
             now(),
         );
-        assert_eq!(s.record.outcome, "failed");
+        assert_eq!(s.record.outcome, Outcome::Failed);
         assert_eq!(s.verdict, Verdict::Resumes);
         assert_eq!(s.state.retry.as_ref().map(|r| r.due), Some(now()));
         assert!(s.notices.is_empty());
@@ -749,7 +750,7 @@ mod tests {
     fn interrupted_exit_without_a_cancel_is_an_ordinary_failure() {
         let (c, r) = (scheduled(), interrupted());
         let s = settle(&state(), &run(&c, &r, Stopped::No), &policy(2), now());
-        assert_eq!(s.record.outcome, "interrupted");
+        assert_eq!(s.record.outcome, Outcome::Interrupted);
         assert!(matches!(s.verdict, Verdict::Retry(_)));
         assert_eq!(events(&s), vec![Event::Failure]);
     }
@@ -847,7 +848,7 @@ mod tests {
         let s = settle_lost(&before, &c, &policy(1), now());
         assert_eq!(s.verdict, Verdict::Resumes);
         assert!(s.state.running.is_none());
-        assert_eq!(s.record.outcome, "interrupted");
+        assert_eq!(s.record.outcome, Outcome::Interrupted);
         assert_eq!(s.record.exit_code, exit::INTERRUPTED);
         assert_eq!((s.record.start, s.record.end), (t(2, 30), now()));
         assert_eq!(s.record.duration_seconds, 900.0);

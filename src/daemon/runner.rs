@@ -195,7 +195,7 @@ fn failed_report(job: &str, run_id: &str, repo: &str, error: String, exit_code: 
         start: now,
         end: now,
         duration_seconds: 0.0,
-        outcome: crate::job::Outcome::Failed,
+        outcome: crate::record::Outcome::Failed,
         exit_code,
         snapshot_id: None,
         parent: None,

@@ -390,7 +390,7 @@ mod tests {
             "app",
             "manual".into(),
             chrono::Utc::now(),
-            "success",
+            crate::record::Outcome::Success,
             0,
         );
         let events = vec![

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::health::HealthConfig;
-use crate::record::RunRecord;
+use crate::record::{Outcome, RunRecord};
 use crate::schedule::Schedule;
 
 /// How a job (or the whole daemon) is doing. Ordered: `Healthy < Warning < Error`.
@@ -93,9 +93,8 @@ pub struct JobFacts<'a> {
     pub last_success: Option<DateTime<Utc>>,
     /// Failed runs since the last success.
     pub consecutive_failures: u32,
-    /// The newest run's outcome: "success", "partial", "failed", "interrupted", "cancelled",
-    /// "skipped".
-    pub last_outcome: Option<&'a str>,
+    /// The newest run's outcome.
+    pub last_outcome: Option<&'a Outcome>,
     /// The newest failed run's error.
     pub last_error: Option<&'a str>,
     /// A run in progress, since then (a slot whose run is running is not missed yet).
@@ -381,7 +380,7 @@ fn room_reason(cfg: &HealthConfig, f: &JobFacts) -> Option<Reason> {
 
 /// **partial**: the last run was partial and `partial_is_warning` is set.
 fn partial_reason(cfg: &HealthConfig, f: &JobFacts) -> Option<Reason> {
-    if !cfg.partial_is_warning || f.last_outcome != Some("partial") {
+    if !cfg.partial_is_warning || f.last_outcome != Some(&Outcome::Partial) {
         return None;
     }
     let job = f.job;
@@ -441,10 +440,6 @@ pub struct RunStats {
     pub last_data_added: Option<u64>,
 }
 
-fn is_success(outcome: &str) -> bool {
-    outcome == "success" || outcome == "partial"
-}
-
 /// Statistics over `history` (oldest first): its newest `n` real runs, i.e. not `skipped`.
 /// Means are over the successful runs (`success` or `partial`) only, since a failed run's
 /// duration and size say nothing about the backup; `last_*` are the newest real run's.
@@ -452,10 +447,10 @@ pub fn run_stats(history: &[RunRecord], n: usize) -> RunStats {
     let runs: Vec<&RunRecord> = history
         .iter()
         .rev()
-        .filter(|r| r.outcome != "skipped")
+        .filter(|r| r.outcome != Outcome::Skipped)
         .take(n)
         .collect();
-    let ok: Vec<&&RunRecord> = runs.iter().filter(|r| is_success(&r.outcome)).collect();
+    let ok: Vec<&&RunRecord> = runs.iter().filter(|r| r.outcome.is_success()).collect();
     let mean_duration_seconds = (!ok.is_empty())
         .then(|| ok.iter().map(|r| r.duration_seconds).sum::<f64>() / ok.len() as f64);
     let added: Vec<u64> = ok.iter().filter_map(|r| r.data_added).collect();
@@ -484,14 +479,16 @@ pub fn of_state(
     let runs: Vec<&RunRecord> = state
         .history
         .iter()
-        .filter(|r| r.outcome != "skipped")
+        .filter(|r| r.outcome != Outcome::Skipped)
         .collect();
     let last = runs.last();
     let last_error = runs
         .iter()
         .rev()
-        .find(|r| r.outcome != "success")
-        .filter(|_| state.consecutive_failures > 0 || last.is_some_and(|l| l.outcome == "partial"))
+        .find(|r| r.outcome != Outcome::Success)
+        .filter(|_| {
+            state.consecutive_failures > 0 || last.is_some_and(|l| l.outcome == Outcome::Partial)
+        })
         .and_then(|r| r.error.as_deref());
     job_health(
         cfg,
@@ -501,7 +498,7 @@ pub fn of_state(
             baseline: state.baseline,
             last_success: state.last_success,
             consecutive_failures: state.consecutive_failures,
-            last_outcome: last.map(|r| r.outcome.as_str()),
+            last_outcome: last.map(|r| &r.outcome),
             last_error,
             running_since,
             last_check_failed: repo.last_check_failed,
@@ -534,7 +531,7 @@ mod tests {
             baseline: t(2020, 1, 1, 0, 0),
             last_success: None,
             consecutive_failures: 0,
-            last_outcome: Some("success"),
+            last_outcome: Some(&Outcome::Success),
             last_error: None,
             running_since: None,
             last_check_failed: None,
@@ -732,7 +729,7 @@ mod tests {
         let one = JobFacts {
             last_success: Some(t(2026, 12, 1, 2, 35)),
             consecutive_failures: 1,
-            last_outcome: Some("failed"),
+            last_outcome: Some(&Outcome::Failed),
             last_error: Some("repository /srv/repo is locked\nby pid 42"),
             ..facts(Some(&s))
         };
@@ -771,7 +768,7 @@ mod tests {
         let s = daily();
         let f = JobFacts {
             last_success: Some(t(2026, 12, 2, 2, 40)),
-            last_outcome: Some("partial"),
+            last_outcome: Some(&Outcome::Partial),
             last_error: Some("2 files could not be read"),
             ..facts(Some(&s))
         };
@@ -930,7 +927,7 @@ mod tests {
         let known = JobFacts {
             last_success: Some(t(2026, 12, 1, 2, 35)),
             consecutive_failures: 3,
-            last_outcome: Some("partial"),
+            last_outcome: Some(&Outcome::Partial),
             last_error: Some("disk\n  on fire"),
             last_check_failed: Some("pack 1f\nis damaged"),
             repository_bytes: Some(950),
@@ -943,7 +940,7 @@ mod tests {
         let never = JobFacts {
             baseline: t(2026, 12, 3, 0, 0),
             consecutive_failures: 1,
-            last_outcome: Some("partial"),
+            last_outcome: Some(&Outcome::Partial),
             repository_bytes: Some(1000),
             space: Some(Space {
                 total: 1000,
@@ -1009,7 +1006,7 @@ mod tests {
         let s = daily();
         let f = JobFacts {
             last_success: Some(t(2026, 12, 1, 2, 35)),
-            last_outcome: Some("partial"),
+            last_outcome: Some(&Outcome::Partial),
             last_check_failed: Some("index damaged"),
             consecutive_failures: 1,
             ..facts(Some(&s))
@@ -1036,7 +1033,7 @@ mod tests {
         let f = JobFacts {
             last_success: Some(t(2026, 11, 1, 2, 35)),
             consecutive_failures: 9,
-            last_outcome: Some("failed"),
+            last_outcome: Some(&Outcome::Failed),
             ..facts(Some(&s))
         };
         let h = job_health(&cfg, &f, t(2026, 12, 2, 4, 35));
@@ -1107,7 +1104,7 @@ mod tests {
         assert_eq!(overall(&[]), JobHealth::healthy());
     }
 
-    fn record(outcome: &str, secs: f64, added: Option<u64>) -> RunRecord {
+    fn record(outcome: Outcome, secs: f64, added: Option<u64>) -> RunRecord {
         let mut r = RunRecord::new(
             "r",
             "app",
@@ -1124,14 +1121,14 @@ mod tests {
     #[test]
     fn run_stats_over_the_newest_real_runs() {
         let history = vec![
-            record("success", 1000.0, Some(1_000_000)), // beyond n
-            record("success", 10.0, Some(100)),
-            record("failed", 2.0, None),
-            record("skipped", 0.0, None),
-            record("partial", 20.0, Some(301)),
-            record("interrupted", 5.0, None),
-            record("success", 30.0, None),
-            record("skipped", 0.0, None),
+            record(Outcome::Success, 1000.0, Some(1_000_000)), // beyond n
+            record(Outcome::Success, 10.0, Some(100)),
+            record(Outcome::Failed, 2.0, None),
+            record(Outcome::Skipped, 0.0, None),
+            record(Outcome::Partial, 20.0, Some(301)),
+            record(Outcome::Interrupted, 5.0, None),
+            record(Outcome::Success, 30.0, None),
+            record(Outcome::Skipped, 0.0, None),
         ];
         let s = run_stats(&history, 5);
         assert_eq!(s.runs, 5);
@@ -1145,12 +1142,12 @@ mod tests {
         let all = run_stats(&history, 100);
         assert_eq!((all.runs, all.successes), (6, 4));
 
-        let failed = run_stats(&[record("failed", 3.0, None)], 10);
+        let failed = run_stats(&[record(Outcome::Failed, 3.0, None)], 10);
         assert_eq!(failed.success_rate, Some(0.0));
         assert_eq!(failed.mean_duration_seconds, None);
         assert_eq!(failed.last_duration_seconds, Some(3.0));
 
-        let none = run_stats(&[record("skipped", 0.0, None)], 10);
+        let none = run_stats(&[record(Outcome::Skipped, 0.0, None)], 10);
         assert_eq!(
             none,
             RunStats {

@@ -12,16 +12,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 
 use crate::monitor::health::Level;
-
-/// The outcomes `backupd_job_last_run_outcome` always has a series for (state-set style).
-pub const OUTCOMES: [&str; 6] = [
-    "success",
-    "partial",
-    "failed",
-    "interrupted",
-    "cancelled",
-    "skipped",
-];
+use crate::record::Outcome;
 
 /// What is known about one job.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,8 +27,8 @@ pub struct JobMetrics {
     pub last_run_end: Option<DateTime<Utc>>,
     /// How long that run took.
     pub last_duration_seconds: Option<f64>,
-    /// That run's outcome (`success`, `partial`, `failed`, ...).
-    pub last_outcome: Option<String>,
+    /// That run's outcome.
+    pub last_outcome: Option<Outcome>,
     /// Bytes that run added to the repository.
     pub last_data_added: Option<u64>,
     /// Bytes that run read from the sources.
@@ -204,10 +195,6 @@ fn job_family(
     }
 }
 
-fn is_success(outcome: &str) -> bool {
-    outcome == "success" || outcome == "partial"
-}
-
 /// The metrics in the text exposition format (version 0.0.4), ending with a newline.
 ///
 /// Jobs are sorted by (job, repository) and repositories by name; of several entries with the
@@ -280,8 +267,8 @@ const JOB_RUN_FAMILIES: [JobFamily; 4] = [
         "1 if the job's newest run succeeded (success or partial), else 0.",
         |j| {
             j.last_outcome
-                .as_deref()
-                .map(|s| u8::from(is_success(s)).to_string())
+                .as_ref()
+                .map(|o| u8::from(o.is_success()).to_string())
         },
     ),
 ];
@@ -326,11 +313,11 @@ const JOB_STATE_FAMILIES: [JobFamily; 7] = [
 ];
 
 /// `backupd_job_last_run_outcome`: per job with a known outcome, one series per outcome
-/// ([`OUTCOMES`] and its own), 1 for its outcome and 0 for the others.
+/// ([`Outcome::KNOWN`], state-set style, and its own), 1 for its outcome and 0 for the others.
 fn outcome_family(out: &mut String, jobs: &[&JobMetrics]) {
     let with_outcome: Vec<(&JobMetrics, &str)> = jobs
         .iter()
-        .filter_map(|j| j.last_outcome.as_deref().map(|o| (*j, o)))
+        .filter_map(|j| j.last_outcome.as_ref().map(|o| (*j, o.as_str())))
         .collect();
     if with_outcome.is_empty() {
         return;
@@ -356,9 +343,9 @@ fn outcome_family(out: &mut String, jobs: &[&JobMetrics]) {
     }
 }
 
-/// [`OUTCOMES`] and `last` if it is not one of them, sorted.
+/// The words of [`Outcome::KNOWN`] and `last` if it is not one of them, sorted.
 fn outcomes_with(last: &str) -> Vec<&str> {
-    let mut outcomes: Vec<&str> = OUTCOMES.to_vec();
+    let mut outcomes: Vec<&str> = Outcome::KNOWN.iter().map(Outcome::as_str).collect();
     if !outcomes.contains(&last) {
         outcomes.push(last);
     }
@@ -568,7 +555,7 @@ mod tests {
             last_success: Some(t(2026, 12, 1, 2, 31)),
             last_run_end: Some(t(2026, 12, 1, 2, 31) + chrono::Duration::milliseconds(500)),
             last_duration_seconds: Some(60.5),
-            last_outcome: Some("success".to_string()),
+            last_outcome: Some(Outcome::Success),
             last_data_added: Some(1_048_576),
             last_bytes_processed: Some(10_737_418_240),
             last_files_new: Some(12),
@@ -821,7 +808,7 @@ mod tests {
         let mut failing = fresh("db", "/srv/repo");
         failing.last_run_end = Some(t(2026, 12, 1, 2, 45));
         failing.last_duration_seconds = Some(3.0);
-        failing.last_outcome = Some("failed".to_string());
+        failing.last_outcome = Some(Outcome::Failed);
         failing.consecutive_failures = 2;
         failing.health = Level::Warning;
         failing.running = true;
@@ -914,16 +901,16 @@ backupd_build_info{version="0.1.0"} 1
         assert_eq!(render(&reversed), text);
     }
 
-    /// Every family, with duplicates, an outcome outside [`OUTCOMES`] and drills: the whole
+    /// Every family, with duplicates, an outcome outside [`Outcome::KNOWN`] and drills: the whole
     /// output pinned, so a change in wording, order or number format shows.
     #[test]
     fn golden_every_family() {
         let mut partial = ran("web", "/srv/b");
-        partial.last_outcome = Some("partial".to_string());
+        partial.last_outcome = Some(Outcome::Partial);
         partial.last_data_added = None;
         partial.health = Level::Error;
         let mut odd = fresh("odd", "/srv/a");
-        odd.last_outcome = Some("exploded".to_string());
+        odd.last_outcome = Some(Outcome::Other("exploded".to_string()));
         odd.last_run_end = Some(t(2026, 12, 1, 1, 0));
         let mut shadow = ran("app", "/srv/a");
         shadow.consecutive_failures = 9;
@@ -1121,7 +1108,7 @@ backupd_build_info{version="0.1.0"} 1
                 fresh(name, "/repo\n\"x\"")
             };
             if i == 3 {
-                j.last_outcome = Some("weird \"outcome\"\n".to_string());
+                j.last_outcome = Some(Outcome::Other("weird \"outcome\"\n".to_string()));
                 j.last_duration_seconds = Some(f64::NAN);
             }
             if i == 4 {
@@ -1270,7 +1257,7 @@ backupd_build_info{version="0.1.0"} 1
         let jobs = (0..40)
             .map(|i| {
                 let mut j = ran(&format!("job{i}"), &format!("/repo{}", i % 2));
-                j.last_outcome = Some(OUTCOMES[i % OUTCOMES.len()].to_string());
+                j.last_outcome = Some(Outcome::KNOWN[i % Outcome::KNOWN.len()].clone());
                 j.health = [Level::Healthy, Level::Warning, Level::Error][i % 3];
                 j
             })
@@ -1282,7 +1269,7 @@ backupd_build_info{version="0.1.0"} 1
                 .iter()
                 .filter(|s| s.name == "backupd_job_last_run_outcome")
                 .count(),
-            40 * OUTCOMES.len()
+            40 * Outcome::KNOWN.len()
         );
         assert_eq!(
             value_of(

@@ -36,6 +36,7 @@ use crate::sources::locked::LockedAction;
 use crate::sources::sqlite::IntegrityCheck;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -134,6 +135,10 @@ pub struct JobConfig {
     pub schedule: Option<toml::Spanned<String>>,
     /// The IANA time zone the schedule is read in (default: the local zone).
     pub timezone: Option<toml::Spanned<String>>,
+    /// `schedule` read in `timezone`, parsed once when the file is checked ([`Config::parse`]);
+    /// None: only when asked.
+    #[serde(skip)]
+    pub parsed_schedule: Option<Schedule>,
     /// What to do about slots missed while the daemon was stopped: "once" (one run now),
     /// "skip", or "within 6h" (once, only if the newest missed slot is that recent).
     #[serde(default, deserialize_with = "catch_up")]
@@ -273,6 +278,9 @@ pub struct DaemonConfig {
     /// Serve the same metrics over HTTP at `http://ADDR/metrics`; a loopback address only
     /// (e.g. "127.0.0.1:9909"). Read at start-up.
     pub metrics_listen: Option<toml::Spanned<String>>,
+    /// `metrics_listen` parsed, a loopback address, when the file is checked ([`Config::parse`]).
+    #[serde(skip)]
+    pub metrics_addr: Option<SocketAddr>,
     /// Notifications for every job without a `notify` table of its own.
     pub notify: Option<notify::NotifyConfig>,
     /// On SIGTERM, how long running jobs get to stop at a safe point before the daemon exits.
@@ -294,6 +302,7 @@ impl Default for DaemonConfig {
             history_keep: hundred(),
             metrics_file: None,
             metrics_listen: None,
+            metrics_addr: None,
             notify: None,
             shutdown_timeout: thirty_seconds(),
         }
@@ -543,25 +552,28 @@ fn check_repository(src: &Source, name: &str, r: &RepositoryConfig) -> Result<()
     Ok(())
 }
 
-/// The `[daemon]` table: metrics on loopback only, a `.prom` metrics file, its notifications,
-/// at least one run at a time.
-fn check_daemon(src: &Source, d: &DaemonConfig) -> Result<()> {
-    if let Some(l) = &d.metrics_listen {
-        match l.get_ref().parse::<std::net::SocketAddr>() {
-            Ok(a) if a.ip().is_loopback() => {}
-            Ok(a) => {
-                return Err(src.invalid_at(l.span().start, format!(
-                    "[daemon] metrics_listen {a} is not a loopback address: the metrics endpoint has no authentication, so it listens on loopback only\n  hint: use 127.0.0.1:PORT or [::1]:PORT, and a reverse proxy (or node_exporter's textfile collector with metrics_file) to publish it"
-                )))
-            }
-            Err(e) => {
-                return Err(src.invalid_at(l.span().start, format!(
-                    "[daemon] metrics_listen {:?}: {e}\n  hint: an address and port such as \"127.0.0.1:9909\"",
-                    l.get_ref()
-                )))
-            }
-        }
+/// `[daemon] metrics_listen`: an address and port, on loopback only.
+fn check_metrics_listen(src: &Source, l: &toml::Spanned<String>) -> Result<SocketAddr> {
+    match l.get_ref().parse::<SocketAddr>() {
+        Ok(a) if a.ip().is_loopback() => Ok(a),
+        Ok(a) => Err(src.invalid_at(l.span().start, format!(
+            "[daemon] metrics_listen {a} is not a loopback address: the metrics endpoint has no authentication, so it listens on loopback only\n  hint: use 127.0.0.1:PORT or [::1]:PORT, and a reverse proxy (or node_exporter's textfile collector with metrics_file) to publish it"
+        ))),
+        Err(e) => Err(src.invalid_at(l.span().start, format!(
+            "[daemon] metrics_listen {:?}: {e}\n  hint: an address and port such as \"127.0.0.1:9909\"",
+            l.get_ref()
+        ))),
     }
+}
+
+/// The `[daemon]` table: metrics on loopback only, a `.prom` metrics file, its notifications,
+/// at least one run at a time. Gives the metrics address, parsed.
+fn check_daemon(src: &Source, d: &DaemonConfig) -> Result<Option<SocketAddr>> {
+    let metrics_addr = d
+        .metrics_listen
+        .as_ref()
+        .map(|l| check_metrics_listen(src, l))
+        .transpose()?;
     if let Some(m) = &d.metrics_file {
         if m.extension().is_none_or(|e| e != "prom") {
             return Err(src.invalid(format!(
@@ -576,7 +588,7 @@ fn check_daemon(src: &Source, d: &DaemonConfig) -> Result<()> {
     if d.max_parallel == 0 {
         return Err(src.invalid("[daemon] max_parallel must be at least 1"));
     }
-    Ok(())
+    Ok(metrics_addr)
 }
 
 /// A repository's `verify` table: schedules that parse in its zone, files for a restore drill.
@@ -613,16 +625,22 @@ fn valid_job_name(name: &str) -> bool {
 }
 
 /// A `[jobs.NAME]` table: its name, its repository, something to back up, its schedule and
-/// zone, notifications, a retention that keeps something, absolute command paths.
-fn check_job(src: &Source, cfg: &Config, name: &str, j: &JobConfig) -> Result<()> {
+/// zone, notifications, a retention that keeps something, absolute command paths. Gives its
+/// schedule, parsed.
+fn check_job(
+    src: &Source,
+    repositories: &BTreeMap<String, RepositoryConfig>,
+    name: &str,
+    j: &JobConfig,
+) -> Result<Option<Schedule>> {
     let repo_at = j.repository.span().start;
     if !valid_job_name(name) {
         return Err(src.invalid_at(repo_at, format!(
             "the job name {name:?} may only use letters, digits, '-', '_' and '.' (it names the job's state file)\n  hint: rename the [jobs.{name}] table"
         )));
     }
-    if !cfg.repositories.contains_key(j.repository.get_ref()) {
-        let known: Vec<&str> = cfg.repositories.keys().map(|s| s.as_str()).collect();
+    if !repositories.contains_key(j.repository.get_ref()) {
+        let known: Vec<&str> = repositories.keys().map(|s| s.as_str()).collect();
         return Err(src.invalid_at(repo_at, format!(
             "job {name:?} names the repository {:?}, which is not defined (defined: {})\n  hint: add a [repositories.{}] table or fix the name",
             j.repository.get_ref(),
@@ -635,7 +653,7 @@ fn check_job(src: &Source, cfg: &Config, name: &str, j: &JobConfig) -> Result<()
             "job {name:?} has nothing to back up\n  hint: give it paths, sqlite or commands"
         )));
     }
-    check_job_schedule(src, name, j)?;
+    let schedule = check_job_schedule(src, name, j)?;
     if let Some(n) = &j.notify {
         n.validate(&format!("jobs.{name}.notify"))
             .map_err(|e| src.invalid(e))?;
@@ -653,26 +671,27 @@ fn check_job(src: &Source, cfg: &Config, name: &str, j: &JobConfig) -> Result<()
             c.path.display()
         )));
     }
-    Ok(())
+    Ok(schedule)
 }
 
-/// A job's schedule parses in its zone; a zone needs a schedule.
-fn check_job_schedule(src: &Source, name: &str, j: &JobConfig) -> Result<()> {
-    if let Some(expr) = &j.schedule {
-        let tz = j.timezone.as_ref().map(|t| t.get_ref().as_str());
-        if let Err(e) = Schedule::parse(expr.get_ref(), tz) {
-            let span = match (&j.timezone, e.is_timezone()) {
-                (Some(t), true) => t.span(),
-                _ => expr.span(),
-            };
-            return Err(src.invalid_at(span.start, format!("job {name:?}: {e}")));
-        }
-    } else if let Some(t) = &j.timezone {
-        return Err(src.invalid_at(t.span().start, format!(
-            "job {name:?} has a timezone but no schedule\n  hint: add schedule = \"30 2 * * *\" or remove the timezone"
-        )));
-    }
-    Ok(())
+/// A job's schedule parses in its zone (and is given, parsed); a zone needs a schedule.
+fn check_job_schedule(src: &Source, name: &str, j: &JobConfig) -> Result<Option<Schedule>> {
+    let Some(expr) = &j.schedule else {
+        return match &j.timezone {
+            Some(t) => Err(src.invalid_at(t.span().start, format!(
+                "job {name:?} has a timezone but no schedule\n  hint: add schedule = \"30 2 * * *\" or remove the timezone"
+            ))),
+            None => Ok(None),
+        };
+    };
+    let tz = j.timezone.as_ref().map(|t| t.get_ref().as_str());
+    Schedule::parse(expr.get_ref(), tz).map(Some).map_err(|e| {
+        let span = match (&j.timezone, e.is_timezone()) {
+            (Some(t), true) => t.span(),
+            _ => expr.span(),
+        };
+        src.invalid_at(span.start, format!("job {name:?}: {e}"))
+    })
 }
 
 impl Config {
@@ -714,14 +733,14 @@ impl Config {
         for (name, r) in &cfg.repositories {
             check_repository(&src, name, r)?;
         }
-        check_daemon(&src, &cfg.daemon)?;
+        cfg.daemon.metrics_addr = check_daemon(&src, &cfg.daemon)?;
         for (name, r) in &cfg.repositories {
             if let Some(v) = &r.verify {
                 check_verify(&src, name, v)?;
             }
         }
-        for (name, j) in &cfg.jobs {
-            check_job(&src, &cfg, name, j)?;
+        for (name, j) in cfg.jobs.iter_mut() {
+            j.parsed_schedule = check_job(&src, &cfg.repositories, name, j)?;
         }
         Ok(cfg)
     }
@@ -736,20 +755,6 @@ impl Config {
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
             ))
         })
-    }
-
-    /// The parsed schedule of a job (None: the job only runs when asked). The configuration was
-    /// checked when loaded, so this does not fail for a loaded configuration.
-    pub fn schedule_of(&self, job: &JobConfig) -> Result<Option<Schedule>> {
-        match &job.schedule {
-            None => Ok(None),
-            Some(expr) => {
-                let tz = job.timezone.as_ref().map(|t| t.get_ref().as_str());
-                Schedule::parse(expr.get_ref(), tz)
-                    .map(Some)
-                    .map_err(|e| Error::Input(e.to_string()))
-            }
-        }
     }
 
     /// Where a job's notifications go: its own table, else the daemon's.
@@ -931,6 +936,40 @@ timeout = "5m"
             .unwrap_err()
             .to_string();
         assert!(e.contains("b.toml:7:14") && e.contains("\"mian\""), "{e}");
+    }
+
+    #[test]
+    fn the_checked_file_holds_the_parsed_schedule_and_metrics_address() {
+        let text = GOOD.replace(
+            "allow_partial = false\n",
+            "allow_partial = false\nschedule = \"30 2 * * *\"\ntimezone = \"Europe/Berlin\"\n",
+        );
+        let c = Config::parse(
+            &format!("[daemon]\nmetrics_listen = \"[::1]:9909\"\n{text}"),
+            Path::new("b.toml"),
+        )
+        .unwrap();
+        let addr: SocketAddr = "[::1]:9909".parse().unwrap();
+        assert_eq!(c.daemon.metrics_addr, Some(addr));
+        let s = c.job("app").unwrap().parsed_schedule.as_ref().unwrap();
+        assert_eq!((s.expr(), s.tz_name()), ("30 2 * * *", "Europe/Berlin"));
+        let manual = Config::parse(GOOD, Path::new("b.toml")).unwrap();
+        assert!(manual.job("app").unwrap().parsed_schedule.is_none());
+        assert!(manual.daemon.metrics_addr.is_none());
+    }
+
+    #[test]
+    fn the_parsed_values_are_not_keys_of_the_file() {
+        let daemon = format!("[daemon]\nmetrics_addr = \"x\"\n{GOOD}");
+        let job = GOOD.replace("[jobs.app]\n", "[jobs.app]\nparsed_schedule = \"x\"\n");
+        for (text, key) in [(daemon, "metrics_addr"), (job, "parsed_schedule")] {
+            let e = Config::parse(&text, Path::new("b.toml"))
+                .unwrap_err()
+                .to_string();
+            let (unknown, expected) = e.split_once("expected").unwrap_or((&e, ""));
+            assert!(unknown.contains(&format!("unknown field `{key}`")), "{e}");
+            assert!(!expected.is_empty() && !expected.contains(key), "{e}");
+        }
     }
 
     #[test]

@@ -66,7 +66,6 @@ fn of_state_files(cfg: &Config) -> Result<Vec<(String, JobHealth)>> {
     let now = Utc::now();
     let mut jobs = Vec::new();
     for (name, job) in &cfg.jobs {
-        let sched = cfg.schedule_of(job)?;
         let st = store
             .load(name)?
             .unwrap_or_else(|| JobState::new(name, now));
@@ -77,7 +76,14 @@ fn of_state_files(cfg: &Config) -> Result<Vec<(String, JobHealth)>> {
             repository_bytes: rs.as_ref().and_then(|r| r.size).map(|s| s.bytes),
             space: rs.as_ref().and_then(|r| r.size).and_then(|s| s.space),
         };
-        let h = health::of_state(&st, &job.health, sched.as_ref(), None, facts, now);
+        let h = health::of_state(
+            &st,
+            &job.health,
+            job.parsed_schedule.as_ref(),
+            None,
+            facts,
+            now,
+        );
         jobs.push((name.clone(), h));
     }
     Ok(jobs)

@@ -174,13 +174,7 @@ impl Daemon {
         let now = Utc::now();
         let cfg = self.config.clone();
         for (name, job) in &cfg.jobs {
-            let sched = match cfg.schedule_of(job) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(job = %name, "{e}");
-                    None
-                }
-            };
+            let sched = job.parsed_schedule.clone();
             match self.jobs.get_mut(name) {
                 Some(e) => {
                     e.removed = false;
@@ -279,13 +273,11 @@ impl Daemon {
             self.paths.socket.display()
         );
         self.drills.measure_all(&self.config);
-        if let Some(l) = &self.config.daemon.metrics_listen {
-            // Validated at load; a port in use is logged and the daemon goes on without it.
-            if let Ok(addr) = l.get_ref().parse() {
-                match super::metrics_http::serve(addr, self.metrics_text.clone()).await {
-                    Ok(a) => tracing::info!("metrics served at http://{a}/metrics"),
-                    Err(e) => tracing::error!("cannot serve the metrics on {addr}: {e}; backupd goes on without the endpoint\n  hint: choose a free port in [daemon] metrics_listen and restart backupd"),
-                }
+        if let Some(addr) = self.config.daemon.metrics_addr {
+            // A port in use is logged and the daemon goes on without it.
+            match super::metrics_http::serve(addr, self.metrics_text.clone()).await {
+                Ok(a) => tracing::info!("metrics served at http://{a}/metrics"),
+                Err(e) => tracing::error!("cannot serve the metrics on {addr}: {e}; backupd goes on without the endpoint\n  hint: choose a free port in [daemon] metrics_listen and restart backupd"),
             }
         }
         self.write_metrics();
@@ -948,7 +940,7 @@ impl Daemon {
     /// Rewrites the metrics file, when one is configured (on a blocking thread: it fsyncs).
     fn write_metrics(&self) {
         let path = self.config.daemon.metrics_file.clone();
-        if path.is_none() && self.config.daemon.metrics_listen.is_none() {
+        if path.is_none() && self.config.daemon.metrics_addr.is_none() {
             return;
         }
         let now = Utc::now();

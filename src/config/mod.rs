@@ -591,20 +591,29 @@ fn check_daemon(src: &Source, d: &DaemonConfig) -> Result<Option<SocketAddr>> {
     Ok(metrics_addr)
 }
 
-/// A repository's `verify` table: schedules that parse in its zone, files for a restore drill.
-fn check_verify(src: &Source, name: &str, v: &verify::VerifyConfig) -> Result<()> {
+/// A repository's `verify` table: schedules that parse in its zone (given, parsed), files for
+/// a restore drill.
+fn check_verify(
+    src: &Source,
+    name: &str,
+    v: &verify::VerifyConfig,
+) -> Result<Vec<(verify::DrillKind, Schedule)>> {
     let tz = v.timezone.as_ref().map(|t| t.get_ref().as_str());
+    let mut schedules = Vec::new();
     for kind in verify::DrillKind::ALL {
         let Some(expr) = v.expr(kind) else { continue };
-        if let Err(e) = Schedule::parse(expr.get_ref(), tz) {
-            let span = match (&v.timezone, e.is_timezone()) {
-                (Some(t), true) => t.span(),
-                _ => expr.span(),
-            };
-            return Err(src.invalid_at(
-                span.start,
-                format!("repositories.{name}.verify.{}: {e}", kind.key()),
-            ));
+        match Schedule::parse(expr.get_ref(), tz) {
+            Ok(s) => schedules.push((kind, s)),
+            Err(e) => {
+                let span = match (&v.timezone, e.is_timezone()) {
+                    (Some(t), true) => t.span(),
+                    _ => expr.span(),
+                };
+                return Err(src.invalid_at(
+                    span.start,
+                    format!("repositories.{name}.verify.{}: {e}", kind.key()),
+                ));
+            }
         }
     }
     if v.restore_drill.is_some() && v.restore_drill_files == 0 {
@@ -612,7 +621,7 @@ fn check_verify(src: &Source, name: &str, v: &verify::VerifyConfig) -> Result<()
             "repositories.{name}.verify: restore_drill_files must be at least 1\n  hint: e.g. restore_drill_files = 10, or remove restore_drill"
         )));
     }
-    Ok(())
+    Ok(schedules)
 }
 
 /// Whether a job name may name a state file: letters, digits, '-', '_' and '.', not first.
@@ -734,9 +743,9 @@ impl Config {
             check_repository(&src, name, r)?;
         }
         cfg.daemon.metrics_addr = check_daemon(&src, &cfg.daemon)?;
-        for (name, r) in &cfg.repositories {
-            if let Some(v) = &r.verify {
-                check_verify(&src, name, v)?;
+        for (name, r) in cfg.repositories.iter_mut() {
+            if let Some(v) = r.verify.as_mut() {
+                v.parsed_schedules = check_verify(&src, name, v)?;
             }
         }
         for (name, j) in cfg.jobs.iter_mut() {
@@ -1013,7 +1022,14 @@ timeout = "5m"
             e.contains("restore_drill_files must be at least 1") && e.contains("hint:"),
             "{e}"
         );
-        assert!(verify("check = \"0 4 * * 0\", read_data_cycle = \"7d\"").is_ok());
+        let c = verify("check = \"0 4 * * 0\", read_data_cycle = \"7d\"").unwrap();
+        let v = c.repositories["main"].verify.as_ref().unwrap();
+        let kinds: Vec<_> = v
+            .parsed_schedules
+            .iter()
+            .map(|(k, s)| (*k, s.expr()))
+            .collect();
+        assert_eq!(kinds, [(verify::DrillKind::Check, "0 4 * * 0")]);
     }
 
     #[test]

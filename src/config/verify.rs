@@ -24,6 +24,10 @@ pub struct VerifyConfig {
     pub restore_drill_files: usize,
     /// The IANA zone the schedules are read in (default: the local zone).
     pub timezone: Option<toml::Spanned<String>>,
+    /// The configured drills' schedules read in `timezone`, in [`DrillKind::ALL`]'s order,
+    /// parsed once when the file is checked ([`crate::config::Config::parse`]).
+    #[serde(skip)]
+    pub parsed_schedules: Vec<(DrillKind, Schedule)>,
 }
 
 impl Default for VerifyConfig {
@@ -35,6 +39,7 @@ impl Default for VerifyConfig {
             restore_drill: None,
             restore_drill_files: 10,
             timezone: None,
+            parsed_schedules: Vec::new(),
         }
     }
 }
@@ -87,18 +92,5 @@ impl VerifyConfig {
             DrillKind::ReadData => self.read_data.as_ref(),
             DrillKind::RestoreDrill => self.restore_drill.as_ref(),
         }
-    }
-
-    /// The parsed schedules of the configured drills (validated at load, so errors are rare).
-    pub fn schedules(&self) -> std::result::Result<Vec<(DrillKind, Schedule)>, String> {
-        let tz = self.timezone.as_ref().map(|t| t.get_ref().as_str());
-        let mut out = Vec::new();
-        for kind in DrillKind::ALL {
-            if let Some(e) = self.expr(kind) {
-                let s = Schedule::parse(e.get_ref(), tz).map_err(|e| e.to_string())?;
-                out.push((kind, s));
-            }
-        }
-        Ok(out)
     }
 }

@@ -72,13 +72,11 @@ impl Drills {
         self.repos
             .retain(|name, e| config.repositories.contains_key(name) || e.active.is_some());
         for (name, rc) in &config.repositories {
-            let schedules = match rc.verify.as_ref().map(|v| v.schedules()).transpose() {
-                Ok(s) => s.unwrap_or_default(),
-                Err(e) => {
-                    tracing::error!(repository = %name, "verification schedules: {e}");
-                    Vec::new()
-                }
-            };
+            let schedules = rc
+                .verify
+                .as_ref()
+                .map(|v| v.parsed_schedules.clone())
+                .unwrap_or_default();
             let tz = rc
                 .verify
                 .as_ref()

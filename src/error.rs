@@ -38,6 +38,9 @@ pub mod exit {
     pub const STORAGE_FULL: i32 = 16;
     /// Interrupted by a signal (SIGINT or SIGTERM).
     pub const INTERRUPTED: i32 = 130;
+    /// Standard output was closed by its reader (`backupctl ls | head`): backupctl stops quietly,
+    /// with the code a shell reports for a process that SIGPIPE ended (128 + 13), as restic does.
+    pub const CLOSED_PIPE: i32 = 141;
 }
 
 #[derive(Debug, thiserror::Error)]

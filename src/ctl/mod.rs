@@ -41,7 +41,7 @@ use std::time::Duration;
     about = "Control backupd and work on backup repositories (restic format, version 2)",
     after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 partial snapshot, 4 damage found, \
                   5 source failed, 10 no repository, 11 locked, 12 wrong password, 13 backupd not running, 14 storage access denied, 15 storage unreachable, 16 storage full, \
-                  130 interrupted."
+                  130 interrupted, 141 output closed by its reader."
 )]
 /// `backupctl`'s command line. `bin/backupctl.rs` parses it from argv and hands it to [`run`].
 pub struct Cli {

@@ -4,6 +4,12 @@ use crate::repo::backend::BackendError;
 use crate::repo::http::RemoteClass;
 use std::io;
 
+/// What `expect` says of a poisoned lock. A `Mutex` is poisoned only when a thread panicked while
+/// holding it: that is a bug, the panic already fails the run (threads are joined and their panics
+/// re-raised), and going on with data a panicking thread left half-changed could commit it.
+pub const POISONED: &str =
+    "a lock is poisoned only after a thread panicked holding it, which already fails this run";
+
 /// Exit codes of `backupctl` (documented in docs/exit-codes.md; stable).
 pub mod exit {
     pub const OK: i32 = 0;

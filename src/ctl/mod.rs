@@ -43,7 +43,7 @@ use std::time::Duration;
                   5 source failed, 10 no repository, 11 locked, 12 wrong password, 13 backupd not running, 14 storage access denied, 15 storage unreachable, 16 storage full, \
                   130 interrupted, 141 output closed by its reader."
 )]
-/// `backupctl`'s command line. `bin/backupctl.rs` parses it from argv and hands it to [`run`].
+/// `backupctl`'s command line. `bin/backupctl.rs` parses it from argv and hands it to [`run()`].
 pub struct Cli {
     #[command(flatten)]
     pub(crate) global: Global,

@@ -4,6 +4,12 @@ use crate::repo::backend::BackendError;
 use crate::repo::http::RemoteClass;
 use std::io;
 
+/// What `expect` says of a poisoned lock. A `Mutex` is poisoned only when a thread panicked while
+/// holding it: that is a bug, the panic already fails the run (threads are joined and their panics
+/// re-raised), and going on with data a panicking thread left half-changed could commit it.
+pub const POISONED: &str =
+    "a lock is poisoned only after a thread panicked holding it, which already fails this run";
+
 /// Exit codes of `backupctl` (documented in docs/exit-codes.md; stable).
 pub mod exit {
     pub const OK: i32 = 0;
@@ -38,6 +44,9 @@ pub mod exit {
     pub const STORAGE_FULL: i32 = 16;
     /// Interrupted by a signal (SIGINT or SIGTERM).
     pub const INTERRUPTED: i32 = 130;
+    /// Standard output was closed by its reader (`backupctl ls | head`): backupctl stops quietly,
+    /// with the code a shell reports for a process that SIGPIPE ended (128 + 13), as restic does.
+    pub const CLOSED_PIPE: i32 = 141;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -133,6 +133,8 @@ impl DaemonPaths {
 /// The named pipe a control socket path stands for on Windows: the path itself when it is a
 /// pipe name (`\\.\pipe\NAME`), else `\\.\pipe\backupd-` and 16 hex digits of the path's
 /// SHA-256 (so each state folder has its own pipe, as it has its own socket on Unix).
+// Used by the Windows control pipe only; unit-tested on every platform.
+#[cfg_attr(not(windows), allow(dead_code))]
 pub fn pipe_name(socket: &Path) -> String {
     let s = socket.to_string_lossy();
     if s.len() > PIPE_PREFIX.len() && s[..PIPE_PREFIX.len()].eq_ignore_ascii_case(PIPE_PREFIX) {

@@ -1,5 +1,6 @@
 //! Child processes: `sh -c` (or `cmd /C`) commands in their own process group, killing a group, a watchdog for timeouts, how a command ended, and the tail of its output.
 
+use crate::error::POISONED;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, ExitStatus};
@@ -128,7 +129,7 @@ impl Watchdog {
             std::thread::spawn(move || {
                 let deadline = std::time::Instant::now() + t;
                 let (m, cv) = &*state;
-                let mut stopped = m.lock().unwrap();
+                let mut stopped = m.lock().expect(POISONED);
                 while !*stopped {
                     let now = std::time::Instant::now();
                     if now >= deadline {
@@ -136,7 +137,7 @@ impl Watchdog {
                         kill_group(pid);
                         return;
                     }
-                    stopped = cv.wait_timeout(stopped, deadline - now).unwrap().0;
+                    stopped = cv.wait_timeout(stopped, deadline - now).expect(POISONED).0;
                 }
             })
         });
@@ -151,7 +152,7 @@ impl Watchdog {
     pub fn stop(&mut self) -> bool {
         {
             let (m, cv) = &*self.state;
-            *m.lock().unwrap() = true;
+            *m.lock().expect(POISONED) = true;
             cv.notify_all();
         }
         if let Some(t) = self.thread.take() {

@@ -53,7 +53,7 @@ pub struct HealthConfig {
     /// A last run that was `partial` (some sources unreadable) is a warning (default true).
     pub partial_is_warning: bool,
     /// The repository size limit: a warning at 90 %, an error at 100 %. A number of bytes or
-    /// a string such as `"500G"` (see [`parse_size`]).
+    /// a string such as `"500G"` (see `size::parse_size`).
     #[serde(deserialize_with = "de_opt_size")]
     pub max_repository_bytes: Option<u64>,
     /// The room that must stay free on the repository's storage: `"10%"` (the default) of the

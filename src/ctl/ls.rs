@@ -56,7 +56,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                     uid: n.uid,
                     gid: n.gid,
                 })
-                .unwrap(),
+                .expect("an entry of strings and numbers serializes"),
             );
         } else if a.long {
             println!(

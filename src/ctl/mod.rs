@@ -41,13 +41,14 @@ use std::time::Duration;
     about = "Control backupd and work on backup repositories (restic format, version 2)",
     after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 partial snapshot, 4 damage found, \
                   5 source failed, 10 no repository, 11 locked, 12 wrong password, 13 backupd not running, 14 storage access denied, 15 storage unreachable, 16 storage full, \
-                  130 interrupted."
+                  130 interrupted, 141 output closed by its reader."
 )]
-pub(crate) struct Cli {
+/// `backupctl`'s command line. `bin/backupctl.rs` parses it from argv and hands it to [`run()`].
+pub struct Cli {
     #[command(flatten)]
-    pub global: Global,
+    pub(crate) global: Global,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -207,24 +208,19 @@ impl Ctx {
     }
 }
 
-/// Runs `backupctl` with the process's arguments; returns the exit code.
-pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
-            let _ = e.print();
-            return code;
-        }
-    };
-    let cancel = CancelToken::new();
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register(sig, cancel.flag());
+/// The exit code for a command line clap refused (usage, 2) or answered itself (--help,
+/// --version: 0).
+pub fn usage_exit_code(e: &clap::Error) -> i32 {
+    if e.use_stderr() {
+        exit::USAGE
+    } else {
+        exit::OK
     }
+}
+
+/// Runs the parsed command line; `cancel` is set when the user interrupts (the binary wires it to
+/// SIGINT and SIGTERM). Returns the exit code.
+pub fn run(cli: Cli, cancel: CancelToken) -> i32 {
     let json = cli.global.json;
     let ctx = Ctx {
         global: cli.global,
@@ -262,7 +258,11 @@ pub fn main() -> i32 {
             let code = e.exit_code();
             if json {
                 let v = serde_json::json!({"error": e.to_string(), "exit_code": code});
-                println!("{}", serde_json::to_string_pretty(&v).unwrap());
+                // A json! value of two strings and a number always serializes.
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).expect("a json! value serializes")
+                );
             }
             eprintln!("error: {e}");
             code

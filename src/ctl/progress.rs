@@ -1,6 +1,7 @@
 //! Progress bars on a terminal (indicatif), silence otherwise.
 
 use crate::cancel::{NoProgress, Progress};
+use crate::error::POISONED;
 use indicatif::{ProgressBar, ProgressStyle};
 use is_terminal::IsTerminal;
 use std::sync::Mutex;
@@ -11,7 +12,7 @@ struct Bar {
 
 impl Progress for Bar {
     fn phase(&self, name: &str, total: Option<u64>) {
-        let mut g = self.bar.lock().unwrap();
+        let mut g = self.bar.lock().expect(POISONED);
         if let Some(b) = g.take() {
             b.finish_and_clear();
         }
@@ -20,11 +21,12 @@ impl Progress for Bar {
                 ProgressStyle::with_template(
                     "{msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
                 )
-                .unwrap()
+                .expect("the template is a valid constant")
                 .progress_chars("=> "),
             ),
             None => ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template("{msg:12} {spinner} {bytes} {bytes_per_sec}").unwrap(),
+                ProgressStyle::with_template("{msg:12} {spinner} {bytes} {bytes_per_sec}")
+                    .expect("the template is a valid constant"),
             ),
         };
         b.set_message(name.to_string());
@@ -32,12 +34,12 @@ impl Progress for Bar {
         *g = Some(b);
     }
     fn inc(&self, n: u64) {
-        if let Some(b) = &*self.bar.lock().unwrap() {
+        if let Some(b) = &*self.bar.lock().expect(POISONED) {
             b.inc(n);
         }
     }
     fn note(&self, msg: &str) {
-        match &*self.bar.lock().unwrap() {
+        match &*self.bar.lock().expect(POISONED) {
             Some(b) => b.println(msg),
             None => eprintln!("{msg}"),
         }
@@ -46,7 +48,7 @@ impl Progress for Bar {
 
 impl Drop for Bar {
     fn drop(&mut self) {
-        if let Some(b) = self.bar.lock().unwrap().take() {
+        if let Some(b) = self.bar.lock().expect(POISONED).take() {
             b.finish_and_clear();
         }
     }

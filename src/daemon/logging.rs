@@ -1,12 +1,12 @@
 //! The daemon's logging setup: a level filter, a text layer on stderr and a daily rolling log file (text or JSON lines).
 //!
 //! The files are named `backupd.YYYY-MM-DD.log` (the prefix and suffix of
-//! [`crate::logfiles`], which reads them for `backupctl logs`) and rotate at midnight UTC.
+//! `crate::logfiles`, which reads them for `backupctl logs`) and rotate at midnight UTC.
 //! Both formats carry the fields of the current spans, so the `job` and `run_id` of a
 //! `run` span appear on every line logged inside it: `run{job=app run_id=app-2026...}:`
 //! in text, `"span"` and `"spans"` in JSON. (Record names with `%`, as in
 //! `info_span!("run", job = %name)`: a plain `&str` field is written quoted in text,
-//! `job="app"`, which [`crate::logfiles::LogFilter`] matches too.)
+//! `job="app"`, which `logfiles::LogFilter` matches too.)
 
 use crate::logfiles::{FILE_PREFIX, FILE_SUFFIX};
 use std::io::IsTerminal;

@@ -9,6 +9,7 @@
 
 use super::exclude::{ExcludeOptions, Excluder};
 use crate::cancel::{CancelToken, Progress};
+use crate::error::POISONED;
 use crate::error::{Error, Result};
 use crate::repo::backend::FileType;
 use crate::repo::crypto::Key;
@@ -210,13 +211,13 @@ impl<'a> Shared<'a> {
 
     /// The first error a thread of the pipeline met, if any.
     fn take_error(&self) -> Option<Error> {
-        self.error.lock().unwrap().take()
+        self.error.lock().expect(POISONED).take()
     }
 
     /// After the pipeline: the packs it uploaded and the warnings it collected.
     fn take_results(&self) -> (Vec<IndexPack>, Vec<String>) {
-        let written = std::mem::take(&mut *self.written.lock().unwrap());
-        let warnings = std::mem::take(&mut *self.warnings.lock().unwrap());
+        let written = std::mem::take(&mut *self.written.lock().expect(POISONED));
+        let warnings = std::mem::take(&mut *self.warnings.lock().expect(POISONED));
         (written, warnings)
     }
 
@@ -301,11 +302,11 @@ impl<'a> Shared<'a> {
         if self.repo.index().has(&id, tpe) {
             return false;
         }
-        self.new_blobs.lock().unwrap().insert((id, tpe))
+        self.new_blobs.lock().expect(POISONED).insert((id, tpe))
     }
 
     fn fail(&self, e: Error) {
-        let mut g = self.error.lock().unwrap();
+        let mut g = self.error.lock().expect(POISONED);
         if g.is_none() {
             *g = Some(e);
         }
@@ -315,7 +316,7 @@ impl<'a> Shared<'a> {
     fn warn(&self, msg: String) {
         self.progress.note(&format!("warning: {msg}"));
         tracing::warn!("{msg}");
-        self.warnings.lock().unwrap().push(msg);
+        self.warnings.lock().expect(POISONED).push(msg);
     }
 
     fn stop_requested(&self) -> bool {
@@ -381,7 +382,7 @@ fn sealer(sh: &Shared, rx: Receiver<BlobJob>, up: Sender<PackWriter>) {
             add(&sh.counters.tree_blobs, 1);
         }
         let full = {
-            let mut p = sh.packer(job.tpe).lock().unwrap();
+            let mut p = sh.packer(job.tpe).lock().expect(POISONED);
             let sealed = p.add_sealing(&sh.key, job.id, job.tpe, payload, ulen);
             add(&sh.counters.data_added_packed, sealed as u64);
             if p.size() >= PACK_TARGET {
@@ -410,7 +411,7 @@ fn uploader(sh: &Shared, rx: Receiver<PackWriter>) {
             Ok(()) => sh
                 .written
                 .lock()
-                .unwrap()
+                .expect(POISONED)
                 .push(IndexPack::from_packed(id, &blobs)),
             Err(e) => sh.fail(e),
         }
@@ -1021,7 +1022,7 @@ impl Walker<'_, '_> {
                                     .sh
                                     .new_blobs
                                     .lock()
-                                    .unwrap()
+                                    .expect(POISONED)
                                     .contains(&(*b, BlobType::Data))
                         })
                     });
@@ -1634,7 +1635,7 @@ impl<'scope> Stages<'scope> {
             let _ = h.join();
         }
         for p in &sh.packers {
-            let pw = std::mem::take(&mut *p.lock().unwrap());
+            let pw = std::mem::take(&mut *p.lock().expect(POISONED));
             if !pw.is_empty() {
                 let _ = self.packs.send(pw);
             }

@@ -499,7 +499,7 @@ fn daemon_families(out: &mut String, m: &Metrics) {
     );
 }
 
-/// Writes [`render`]'s output to `path` atomically ([`crate::fsutil::atomic_write`]: a temp
+/// Writes [`render`]'s output to `path` atomically (`fsutil::atomic_write`: a temp
 /// file in the same folder, fsync, rename, fsync of the folder), so the collector never reads
 /// half a file. The temp file's name does not end in `.prom`, so the collector ignores it.
 /// `path` must end in `.prom` ([`MetricsError::NotProm`] otherwise).

@@ -13,6 +13,7 @@
 
 use super::backend::{BResult, Backend, FileType};
 use super::id::Id;
+use crate::error::POISONED;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -113,10 +114,10 @@ impl CachedBackend {
     /// not kept. A second thread asking for the same pack waits and reads the cached copy.
     pub fn fetch_pack(&self, name: &str) -> BResult<Vec<u8>> {
         let gate = {
-            let mut m = self.fetching.lock().unwrap();
+            let mut m = self.fetching.lock().expect(POISONED);
             m.entry(name.to_string()).or_default().clone()
         };
-        let guard = gate.lock().unwrap();
+        let guard = gate.lock().expect(POISONED);
         let p = self.path(FileType::Pack, name);
         let out = match std::fs::read(&p) {
             Ok(d) => Ok(d),
@@ -131,7 +132,7 @@ impl CachedBackend {
             }
         };
         drop(guard);
-        self.fetching.lock().unwrap().remove(name);
+        self.fetching.lock().expect(POISONED).remove(name);
         out
     }
 

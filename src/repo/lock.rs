@@ -3,6 +3,7 @@
 use super::backend::FileType;
 use super::id::Id;
 use super::Repository;
+use crate::error::POISONED;
 use crate::error::{Error, Result};
 use chrono::{DateTime, FixedOffset, Local};
 use serde::{Deserialize, Serialize};
@@ -132,7 +133,7 @@ pub struct RepoLock {
 
 impl RepoLock {
     pub fn id(&self) -> Id {
-        *self.current.lock().unwrap()
+        *self.current.lock().expect(POISONED)
     }
 }
 
@@ -206,7 +207,7 @@ fn start_refresher(repo: &Repository, id: Id, exclusive: bool) -> RepoLock {
                     tracing::warn!(error = %e, "could not refresh the repository lock; will try again");
                     continue;
                 }
-                let old = std::mem::replace(&mut *cur2.lock().unwrap(), new_id);
+                let old = std::mem::replace(&mut *cur2.lock().expect(POISONED), new_id);
                 let _ = be2.remove(FileType::Lock, &old.to_hex());
             }
         })
@@ -226,7 +227,7 @@ impl Drop for RepoLock {
             h.thread().unpark();
             let _ = h.join();
         }
-        let id = *self.current.lock().unwrap();
+        let id = *self.current.lock().expect(POISONED);
         let _ = self.be.remove(FileType::Lock, &id.to_hex());
     }
 }

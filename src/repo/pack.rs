@@ -268,7 +268,11 @@ pub fn parse_header(
     if pack_size < 4 + OVERHEAD as u64 || tail.len() < 4 {
         return Err(PackError::TooShort(pack_size));
     }
-    let hl = u32::from_le_bytes(tail[tail.len() - 4..].try_into().unwrap());
+    let hl = u32::from_le_bytes(
+        tail[tail.len() - 4..]
+            .try_into()
+            .expect("a slice of the width read"),
+    );
     if hl as u64 + 4 > pack_size || (hl as usize) < OVERHEAD {
         return Err(PackError::BadHeaderLength {
             header_len: hl,
@@ -303,9 +307,14 @@ pub fn parse_header(
             return Err(PackError::TruncatedHeader(i));
         }
         let e = &header[pos..pos + size];
-        let length = u32::from_le_bytes(e[1..5].try_into().unwrap());
+        let length = u32::from_le_bytes(e[1..5].try_into().expect("a slice of the width read"));
         let (ul, idpos) = if compressed {
-            (Some(u32::from_le_bytes(e[5..9].try_into().unwrap())), 9)
+            (
+                Some(u32::from_le_bytes(
+                    e[5..9].try_into().expect("a slice of the width read"),
+                )),
+                9,
+            )
         } else {
             (None, 5)
         };

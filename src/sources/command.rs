@@ -7,6 +7,7 @@
 //! timeout. After the end of the stream the exit status decides whether the source succeeded.
 
 use crate::cancel::CancelToken;
+use crate::error::POISONED;
 use crate::error::{Error, Result};
 use crate::process::{describe_status, kill_group, read_lines, shell_command, Tail, Watchdog};
 use crate::sources::extra::{ExtraContent, ExtraFile, StreamSource};
@@ -110,7 +111,7 @@ impl StreamSource for Running {
         if status.success() && !fired {
             return Ok(());
         }
-        let tail = self.tail.lock().unwrap();
+        let tail = self.tail.lock().expect(POISONED);
         let mut msg = format!(
             "the command `{}` failed: {}",
             self.shell,
@@ -183,7 +184,7 @@ pub fn start_with_cancel(src: &CommandSource, cancel: &CancelToken) -> Result<Ex
     let stderr_thread = std::thread::spawn(move || {
         read_lines(stderr, |line| {
             tracing::info!(command = %shell, "stderr: {line}");
-            tail2.lock().unwrap().push(line);
+            tail2.lock().expect(POISONED).push(line);
         })
     });
     let watchdog = Watchdog::start(child.id(), src.timeout);

@@ -10,6 +10,7 @@
 //! run's error) and `BACKUPD_OUTCOME` (success, partial, failed; after-hooks only).
 
 use crate::cancel::Progress;
+use crate::error::POISONED;
 use crate::error::{Error, Result};
 use crate::process::{describe_status, read_lines, shell_command, Tail, Watchdog};
 use std::process::Stdio;
@@ -167,7 +168,7 @@ pub fn run_hook(
         let (tail, tx) = (tail.clone(), tx.clone());
         readers.push(std::thread::spawn(move || {
             read_lines(r, |line| {
-                tail.lock().unwrap().push(line);
+                tail.lock().expect(POISONED).push(line);
                 let _ = tx.send(line.to_string());
             })
         }));
@@ -188,7 +189,7 @@ pub fn run_hook(
     if status.success() && !fired {
         return Ok(());
     }
-    let tail = tail.lock().unwrap();
+    let tail = tail.lock().expect(POISONED);
     let mut message = format!(
         "failed: {}",
         describe_status(&status, if fired { Some(timeout) } else { None })

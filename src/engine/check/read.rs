@@ -6,6 +6,7 @@ use super::packs::OrphanBlobs;
 use super::{IssueKind, OrphanedPack};
 use crate::cancel::CancelToken;
 use crate::error::Result;
+use crate::error::POISONED;
 use crate::repo::backend::FileType;
 use crate::repo::crypto::Key;
 use crate::repo::id::Id;
@@ -45,13 +46,13 @@ pub(super) fn parallel_map<T: Sync, R: Send>(
                 let r = f(item);
                 // Poisoned only if another worker panicked while pushing; the scope then
                 // panics anyway.
-                out.lock().unwrap().push(r);
+                out.lock().expect(POISONED).push(r);
             });
         }
     });
     cancel.check()?;
     // Poisoned only if a worker panicked, and then the scope above has panicked already.
-    Ok(out.into_inner().unwrap())
+    Ok(out.into_inner().expect(POISONED))
 }
 
 /// The headers of `packs` (id, size), read `threads` at a time.

@@ -16,6 +16,7 @@ pub mod process;
 pub mod protocol;
 pub mod record;
 pub mod repo;
+pub mod retry;
 pub mod schedule;
 pub mod service;
 pub mod size;

@@ -16,6 +16,7 @@ pub(crate) mod process;
 pub(crate) mod protocol;
 pub(crate) mod record;
 pub mod repo;
+pub(crate) mod retry;
 pub(crate) mod schedule;
 pub mod service;
 pub(crate) mod size;

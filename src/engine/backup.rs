@@ -19,9 +19,10 @@ use crate::repo::pack::{BlobType, Compression, PackWriter};
 use crate::repo::snapshot::{Snapshot, SnapshotSummary, JOB_TAG_PREFIX, PARTIAL_TAG};
 use crate::repo::tree::{gomode, kind, Node, Tree};
 use crate::repo::Repository;
+use crate::retry::Attempt;
 use crate::sources::extra::{ExtraContent, ExtraFile};
 use crate::sources::locked::{lock_holder, LockedAction, LockedFiles};
-use crate::sources::retry::{retry, Attempt, RetryError, RetryPolicy};
+use crate::sources::retry::{retry, RetryError, RetryPolicy};
 use chrono::{DateTime, FixedOffset, Local};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -262,7 +263,7 @@ impl<'a> Shared<'a> {
             },
             || match first.take().or_else(|| lock_holder(path)) {
                 None => Attempt::Done(()),
-                Some(holder) => Attempt::Busy { holder },
+                Some(holder) => Attempt::Retry(holder),
             },
         );
         match r {

@@ -19,6 +19,7 @@
 
 use crate::repo::backend::{BResult, Backend, BackendError, FileType};
 use crate::repo::http::{fault, Fault};
+use crate::retry::{self, Attempt, GaveUp};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -306,14 +307,18 @@ impl GDriveBackend {
         }
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
-        let base = self
-            .opts
-            .backoff
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.opts.max_backoff);
-        let jitter = base.as_millis() as u64 / 2 + 1;
-        base + Duration::from_millis(rand::random::<u64>() % jitter)
+    /// The waits between attempts: `backoff`, doubling up to `max_backoff`, each plus up to
+    /// 50 % jitter; `attempts` in all (at least one).
+    fn retry_policy(&self) -> retry::Policy {
+        retry::Policy {
+            backoff: retry::Backoff {
+                first: self.opts.backoff,
+                factor: 2.0,
+                max: self.opts.max_backoff,
+                jitter: retry::Jitter::Above(0.5),
+            },
+            limit: retry::Limit::Retries(self.opts.attempts.saturating_sub(1)),
+        }
     }
 
     /// An access token, fetched (with retries) when there is none or it is about to expire.
@@ -424,44 +429,59 @@ impl GDriveBackend {
         url: &str,
         attempt: &mut dyn FnMut(u32) -> Result<Answer, Failure>,
     ) -> io::Result<Answer> {
-        let mut last = String::new();
         let mut reauthed = false;
-        let mut n = 0;
-        while n < self.opts.attempts {
+        let r = retry::run(
+            &self.retry_policy(),
+            None,
+            |_: &String, _: &retry::Wait| {},
+            |n| self.try_once(what, url, n, &mut reauthed, attempt),
+        );
+        r.map_err(|g| match g {
+            GaveUp::Failed { error, .. } => error,
+            GaveUp::Exhausted { last, attempts, .. } | GaveUp::Cancelled { last, attempts, .. } => {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{what} {url}: gave up after {attempts} attempts; the last: {last}"),
+                )
+            }
+        })
+    }
+
+    /// Attempt `n` (0 first) of `retrying`. A refused access token is renewed once per
+    /// `retrying` (`reauthed`) and the request sent again at once, as the same attempt.
+    fn try_once(
+        &self,
+        what: &str,
+        url: &str,
+        n: u32,
+        reauthed: &mut bool,
+        attempt: &mut dyn FnMut(u32) -> Result<Answer, Failure>,
+    ) -> Attempt<Answer, io::Error, String> {
+        loop {
             match attempt(n) {
-                Ok(a) => return Ok(a),
+                Ok(a) => return Attempt::Done(a),
                 Err(Failure::Fatal(e)) => {
-                    return Err(io::Error::new(e.kind(), format!("{what} {url}: {e}")))
+                    return Attempt::Fail(io::Error::new(e.kind(), format!("{what} {url}: {e}")))
                 }
-                Err(Failure::Reauth(m)) if !reauthed => {
-                    reauthed = true;
-                    last = m;
-                    self.access_token(true)?;
-                    continue;
+                Err(Failure::Reauth(_)) if !*reauthed => {
+                    *reauthed = true;
+                    if let Err(e) = self.access_token(true) {
+                        return Attempt::Fail(e);
+                    }
                 }
                 Err(Failure::Reauth(m)) => {
-                    return Err(io::Error::new(
+                    return Attempt::Fail(io::Error::new(
                         io::ErrorKind::PermissionDenied,
                         format!("{what} {url}: Google Drive refused a fresh access token ({m})\n  hint: authorize backupd again (docs/remote-storage.md, \"Google Drive\")"),
                     ))
                 }
                 Err(Failure::Retry(m)) => {
+                    // Logged for every failed attempt, the last one too (as it always was).
                     tracing::warn!(url, attempt = n + 1, "Google Drive: {m}; trying again");
-                    last = m;
-                    n += 1;
-                    if n < self.opts.attempts {
-                        std::thread::sleep(self.backoff(n - 1));
-                    }
+                    return Attempt::Retry(m);
                 }
             }
         }
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!(
-                "{what} {url}: gave up after {} attempts; the last: {last}",
-                self.opts.attempts
-            ),
-        ))
     }
 
     /// One API request with a bearer token, retried.

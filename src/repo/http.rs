@@ -1,6 +1,7 @@
 //! The HTTP plumbing remote backends share: one request with `ureq`, classification of failures (also for Google Drive and the webhooks), and retries with backoff and jitter.
 
 use super::backend::BackendError;
+use crate::retry::{self, GaveUp};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -91,11 +92,7 @@ impl Reply {
 }
 
 /// The outcome of one attempt: done, worth another try, or final.
-pub enum Attempt<T> {
-    Done(T),
-    Retry(RemoteError),
-    Fail(RemoteError),
-}
+pub type Attempt<T> = retry::Attempt<T, RemoteError>;
 
 /// Extra trusted roots for HTTPS (a private CA, restic's `--cacert`), added to Mozilla's.
 #[derive(Clone)]
@@ -178,7 +175,8 @@ pub struct Http {
     ca: Option<CaCerts>,
     /// Retries after the first attempt.
     pub retries: u32,
-    /// The first backoff delay; it doubles each retry up to `max_delay`, with ±50 % jitter.
+    /// The first backoff delay; it doubles each retry up to `max_delay`, with ±50 % jitter
+    /// (`crate::retry`).
     pub base_delay: Duration,
     pub max_delay: Duration,
     /// Set when a request gave up as unreachable after all its retries; cleared when a request
@@ -309,32 +307,37 @@ impl Http {
         say_attempts: bool,
         mut f: impl FnMut() -> Attempt<T>,
     ) -> Result<T, RemoteError> {
-        let mut delay = self.base_delay;
-        let mut attempt = 0;
-        loop {
-            match f() {
-                Attempt::Done(t) => {
-                    self.gave_up.store(false, Ordering::Relaxed);
-                    return Ok(t);
-                }
-                Attempt::Fail(e) => return Err(e),
-                Attempt::Retry(e) => {
-                    if attempt >= retries {
-                        let mut e = e;
-                        if e.class == RemoteClass::Unreachable {
-                            self.gave_up.store(true, Ordering::Relaxed);
-                        }
-                        if say_attempts {
-                            e.message = format!("{} (after {} attempts)", e.message, attempt + 1);
-                        }
-                        return Err(e);
-                    }
-                    attempt += 1;
-                    tracing::debug!("remote request failed, retry {attempt} in ~{delay:?}: {e}");
-                    std::thread::sleep(jitter(delay));
-                    delay = (delay * 2).min(self.max_delay);
-                }
+        let policy = retry::Policy {
+            backoff: retry::Backoff {
+                first: self.base_delay,
+                factor: 2.0,
+                max: self.max_delay,
+                jitter: retry::Jitter::Around(0.5),
+            },
+            limit: retry::Limit::Retries(retries),
+        };
+        let log = |e: &RemoteError, w: &retry::Wait| {
+            let (n, delay) = (w.attempts, w.delay);
+            tracing::debug!("remote request failed, retry {n} in ~{delay:?}: {e}");
+        };
+        match retry::run(&policy, None, log, |_| f()) {
+            Ok(t) => {
+                self.gave_up.store(false, Ordering::Relaxed);
+                Ok(t)
             }
+            Err(GaveUp::Exhausted {
+                mut last, attempts, ..
+            }) => {
+                if last.class == RemoteClass::Unreachable {
+                    self.gave_up.store(true, Ordering::Relaxed);
+                }
+                if say_attempts {
+                    last.message = format!("{} (after {attempts} attempts)", last.message);
+                }
+                Err(last)
+            }
+            // Without a cancel token `run` is never cancelled; a final failure is as it came.
+            Err(g) => Err(g.into_error()),
         }
     }
 }
@@ -343,12 +346,6 @@ impl Default for Http {
     fn default() -> Self {
         Http::new()
     }
-}
-
-/// `d` scaled by a random factor in [0.5, 1.5).
-pub fn jitter(d: Duration) -> Duration {
-    use rand::Rng;
-    d.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
 }
 
 /// Whether an HTTP status is worth retrying: 5xx, 429 and 408.

@@ -1,9 +1,10 @@
-//! Retrying a busy source: exponential backoff with jitter until a deadline, saying what it waits for.
+//! Retrying a busy source: its retry policy (part of the configuration and state format), the `Waiting` report, and the loop (`crate::retry`'s, until a deadline) that names what it waits for.
 
 use crate::cancel::CancelToken;
+use crate::retry::{self, Attempt, GaveUp};
 use chrono::{DateTime, Local};
 use serde::{Deserialize, Serialize};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long and how often to retry a source that is locked or busy.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -53,28 +54,21 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The wait before attempt `n + 1` (n ≥ 1), without jitter.
     pub fn delay(&self, n: u32) -> Duration {
-        let f = self
-            .factor
-            .max(1.0)
-            .powi(n.saturating_sub(1).min(64) as i32);
-        let secs = self.initial_delay.as_secs_f64() * f;
-        if !secs.is_finite() || secs >= self.max_delay.as_secs_f64() {
-            self.max_delay
-        } else {
-            Duration::from_secs_f64(secs)
+        self.policy().backoff.nominal(n)
+    }
+
+    /// As the retry foundation's policy: this backoff with ±20 % jitter, until the deadline.
+    pub fn policy(&self) -> retry::Policy {
+        retry::Policy {
+            backoff: retry::Backoff {
+                first: self.initial_delay,
+                factor: self.factor,
+                max: self.max_delay,
+                jitter: retry::Jitter::Around(0.2),
+            },
+            limit: retry::Limit::Deadline(self.deadline),
         }
     }
-}
-
-/// The result of one attempt.
-pub enum Attempt<T, E> {
-    Done(T),
-    /// Busy or locked: `holder` says by what or whom (for the log and the final error).
-    Busy {
-        holder: String,
-    },
-    /// Failed for a reason that waiting will not fix.
-    Failed(E),
 }
 
 /// What a retry loop is waiting for, reported before each wait.
@@ -123,56 +117,41 @@ pub enum RetryError<E> {
 }
 
 /// Runs `attempt` until it is done, fails, or the deadline passes; waits with exponential backoff
-/// and ±20 % jitter between attempts, calling `on_wait` before each wait.
+/// and ±20 % jitter between attempts (never past the deadline), calling `on_wait` before each
+/// wait. A busy attempt is `Attempt::Retry(holder)`: by what or whom it is held.
 pub fn retry<T, E>(
     policy: &RetryPolicy,
     what: &str,
     cancel: &CancelToken,
     on_wait: &mut dyn FnMut(&Waiting),
-    mut attempt: impl FnMut() -> Attempt<T, E>,
+    mut attempt: impl FnMut() -> Attempt<T, E, String>,
 ) -> Result<T, RetryError<E>> {
-    let start = Instant::now();
     let since = Local::now();
-    let mut n = 0u32;
-    loop {
-        n += 1;
-        let holder = match attempt() {
-            Attempt::Done(v) => return Ok(v),
-            Attempt::Failed(e) => return Err(RetryError::Failed(e)),
-            Attempt::Busy { holder } => holder,
-        };
-        let elapsed = start.elapsed();
-        if elapsed >= policy.deadline {
-            return Err(RetryError::Deadline {
-                what: what.to_string(),
-                holder,
-                waited: elapsed,
-                attempts: n,
-                deadline: policy.deadline,
-            });
-        }
-        let jitter = 0.8 + rand::random::<f64>() * 0.4;
-        let delay = policy
-            .delay(n)
-            .mul_f64(jitter)
-            .min(policy.deadline - elapsed);
+    let report = |holder: &String, w: &retry::Wait| {
         on_wait(&Waiting {
             what: what.to_string(),
-            holder,
+            holder: holder.clone(),
             since,
-            attempt: n,
-            next_delay: delay,
-            deadline_in: policy.deadline - elapsed,
-        });
-        // Sleep in small steps so that a cancel is seen quickly.
-        let until = Instant::now() + delay;
-        while Instant::now() < until {
-            if cancel.is_cancelled() {
-                return Err(RetryError::Cancelled(what.to_string()));
-            }
-            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
-        }
-    }
+            attempt: w.attempts,
+            next_delay: w.delay,
+            deadline_in: policy.deadline.saturating_sub(w.elapsed),
+        })
+    };
+    retry::run(&policy.policy(), Some(cancel), report, |_| attempt()).map_err(|g| match g {
+        GaveUp::Failed { error, .. } => RetryError::Failed(error),
+        GaveUp::Exhausted {
+            last,
+            attempts,
+            waited,
+        } => RetryError::Deadline {
+            what: what.to_string(),
+            holder: last,
+            waited,
+            attempts,
+            deadline: policy.deadline,
+        },
+        GaveUp::Cancelled { .. } => RetryError::Cancelled(what.to_string()),
+    })
 }
 
 #[cfg(test)]
@@ -207,9 +186,7 @@ mod tests {
             || {
                 calls += 1;
                 if calls < 4 {
-                    Attempt::Busy {
-                        holder: "PID 7".into(),
-                    }
+                    Attempt::Retry("PID 7".into())
                 } else {
                     Attempt::Done(calls)
                 }
@@ -234,9 +211,7 @@ mod tests {
             "the database /x.db",
             &CancelToken::new(),
             &mut |_| {},
-            || Attempt::Busy {
-                holder: "an exclusive lock".into(),
-            },
+            || Attempt::Retry("an exclusive lock".into()),
         );
         let e = r.unwrap_err();
         assert!(matches!(e, RetryError::Deadline { .. }));
@@ -249,7 +224,7 @@ mod tests {
         let r: Result<(), RetryError<String>> =
             retry(&p, "x", &CancelToken::new(), &mut |_| {}, || {
                 calls += 1;
-                Attempt::Failed("not a database".into())
+                Attempt::Fail("not a database".into())
             });
         assert!(matches!(r, Err(RetryError::Failed(_))));
         assert_eq!(calls, 1);

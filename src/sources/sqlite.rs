@@ -1,8 +1,9 @@
 //! SQLite sources: a consistent copy through SQLite's online backup API, checked, retried while busy.
 
-use super::retry::{retry, Attempt, RetryError, RetryPolicy, Waiting};
+use super::retry::{retry, RetryError, RetryPolicy, Waiting};
 use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
+use crate::retry::Attempt;
 use crate::sources::extra::{ExtraContent, ExtraFile};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
@@ -230,7 +231,7 @@ const QUICK_PAUSE: Duration = Duration::from_millis(5);
 
 /// One attempt: opens the source, copies it in one backup step into `staging`. Returns the
 /// source's journal mode.
-fn attempt(db: &Path, staging: &Path) -> Attempt<String, Error> {
+fn attempt(db: &Path, staging: &Path) -> Attempt<String, Error, String> {
     let what = || format!("SQLite database {}", db.display());
     // Start from an empty file: an earlier attempt may have left a partial copy.
     if let Err(e) = std::fs::OpenOptions::new()
@@ -238,7 +239,7 @@ fn attempt(db: &Path, staging: &Path) -> Attempt<String, Error> {
         .open(staging)
         .and_then(|f| f.set_len(0))
     {
-        return Attempt::Failed(Error::io(
+        return Attempt::Fail(Error::io(
             format!(
                 "empty the staging file {} for {}",
                 staging.display(),
@@ -303,10 +304,8 @@ fn attempt(db: &Path, staging: &Path) -> Attempt<String, Error> {
     // holder (closing any descriptor of it would drop this process's POSIX locks).
     match r {
         Ok(mode) => Attempt::Done(mode),
-        Err(e) if is_busy(&e) => Attempt::Busy {
-            holder: holder(db, &e),
-        },
-        Err(e) => Attempt::Failed(Error::Source {
+        Err(e) if is_busy(&e) => Attempt::Retry(holder(db, &e)),
+        Err(e) => Attempt::Fail(Error::Source {
             what: what(),
             message: describe(&e, staging),
         }),

@@ -10,7 +10,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "foundations",
         &[
-            "fsutil", "duration", "size", "process", "cancel", "paths", "sysinfo", "error",
+            "fsutil", "duration", "size", "process", "cancel", "retry", "paths", "sysinfo", "error",
         ],
     ),
     ("repo", &["repo"]),

@@ -79,6 +79,7 @@ mod webhook;
 
 use crate::config::notify::{redacted_url, Event, NotifyConfig};
 use crate::process::human_duration;
+use crate::retry::{self, Attempt};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -347,13 +348,18 @@ pub fn send(cfg: &NotifyConfig, n: &Notification) -> Vec<Delivery> {
     })
 }
 
-/// The wait before attempt `attempt + 1` (attempt ≥ 1): 1 s, 2 s, 4 s, … (at most 60 s), plus
-/// up to 25 % jitter.
-fn backoff(attempt: u32) -> Duration {
-    use rand::Rng;
-    let base = Duration::from_secs(1u64 << (attempt - 1).min(6)).min(Duration::from_secs(60));
-    let jitter = rand::thread_rng().gen_range(0.0..0.25);
-    base + base.mul_f64(jitter)
+/// The waits between a channel's attempts: 1 s, 2 s, 4 s, … (at most 60 s), each plus up to
+/// 25 % jitter; `max` attempts in all (at least one).
+fn retry_policy(max: u32) -> retry::Policy {
+    retry::Policy {
+        backoff: retry::Backoff {
+            first: Duration::from_secs(1),
+            factor: 2.0,
+            max: Duration::from_secs(60),
+            jitter: retry::Jitter::Above(0.25),
+        },
+        limit: retry::Limit::Retries(max.saturating_sub(1)),
+    }
 }
 
 /// Runs `attempt` until it succeeds, fails permanently, or `max` attempts were made.
@@ -362,32 +368,33 @@ fn with_retries(
     max: u32,
     mut attempt: impl FnMut() -> Result<(), NotifyError>,
 ) -> Delivery {
-    let mut n = 0;
-    loop {
-        n += 1;
-        match attempt() {
-            Ok(()) => {
-                return Delivery {
-                    channel,
-                    ok: true,
-                    attempts: n,
-                    error: None,
-                }
+    let mut made = 0;
+    let r = retry::run(
+        &retry_policy(max),
+        None,
+        |_: &NotifyError, _: &retry::Wait| {},
+        |n| {
+            made = n + 1;
+            match attempt() {
+                Ok(()) => Attempt::Done(()),
+                Err(e) if e.is_transient() => Attempt::Retry(e),
+                Err(e) => Attempt::Fail(e),
             }
-            Err(e) if e.is_transient() && n < max => std::thread::sleep(backoff(n)),
-            Err(e) => {
-                let mut error = e.to_string();
-                if n > 1 {
-                    error += &format!(" (gave up after {n} attempts)");
-                }
-                return Delivery {
-                    channel,
-                    ok: false,
-                    attempts: n,
-                    error: Some(error),
-                };
-            }
+        },
+    );
+    let error = r.err().map(|g| {
+        let n = g.attempts();
+        let mut error = g.into_error().to_string();
+        if n > 1 {
+            error += &format!(" (gave up after {n} attempts)");
         }
+        error
+    });
+    Delivery {
+        channel,
+        ok: error.is_none(),
+        attempts: made,
+        error,
     }
 }
 

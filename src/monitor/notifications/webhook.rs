@@ -139,7 +139,9 @@ fn http_error(e: ureq::Error, url: &str, host: &str, timeout: Duration) -> Notif
         Fault::Timeout(t) => timed_out(url, host, timeout_phase(t)),
         // A TLS failure in the handshake comes inside an I/O error and has always been taken
         // as one here (a connection failure, retried), though the module docs call TLS
-        // errors permanent; kept so until the retry policies are unified.
+        // errors permanent. The waits are crate::retry's now, but what is transient stays this
+        // file's: repo::http's classification would change it (it fails TLS at once, retries
+        // 408 and Fault::Other), see crate::retry's module docs.
         Fault::Io(io) | Fault::Tls { io: Some(io), .. } if io.kind() == ErrorKind::TimedOut => {
             timed_out(url, host, "talking to")
         }

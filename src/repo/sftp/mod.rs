@@ -12,6 +12,7 @@ mod client;
 
 use crate::repo::backend::{BResult, Backend, BackendError, FileType};
 use crate::repo::http::{RemoteClass, RemoteError};
+use crate::retry::{self, Attempt, GaveUp};
 pub use client::DEFAULT_TIMEOUT;
 use client::{Conn, ConnectError, SftpError, FXF_CREAT, FXF_EXCL, FXF_READ, FXF_TRUNC, FXF_WRITE};
 use std::io;
@@ -106,9 +107,35 @@ fn is_hex_name(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn backoff(attempt: u32) -> Duration {
-    let base = 500u64 << attempt.min(6);
-    Duration::from_millis(base + rand::random::<u64>() % (base / 2 + 1))
+/// The waits between reconnects: 0.5 s, 1 s, 2 s, … (at most 32 s), each plus up to 50 %
+/// jitter, for [`RECONNECT_ATTEMPTS`] retries.
+fn reconnect_policy() -> retry::Policy {
+    retry::Policy {
+        backoff: retry::Backoff {
+            first: Duration::from_millis(500),
+            factor: 2.0,
+            max: Duration::from_secs(32),
+            jitter: retry::Jitter::Above(0.5),
+        },
+        limit: retry::Limit::Retries(RECONNECT_ATTEMPTS),
+    }
+}
+
+/// Why an attempt is worth another: the host did not answer (the connection could not be
+/// set up), or the connection was lost during the request (what was seen).
+enum Dropped {
+    Connect(ConnectError),
+    Lost(String),
+}
+
+impl Dropped {
+    /// The error once no attempt is left, the last of `attempt + 1`.
+    fn into_error(self, attempt: u32, root: &str) -> io::Error {
+        match self {
+            Dropped::Connect(e) => connect_failed(e, attempt),
+            Dropped::Lost(why) => request_failed(&SftpError::Lost(why), attempt, root),
+        }
+    }
 }
 
 /// The error for a connection that could not be set up, the last of `attempt + 1` tries: a
@@ -278,38 +305,54 @@ impl SftpBackend {
         path: &str,
         mut f: impl FnMut(&Conn, u32) -> Result<T, SftpError>,
     ) -> BResult<T> {
-        let mut attempt = 0u32;
-        let err = |source: io::Error| BackendError {
-            op,
-            path: path.to_string(),
-            source,
-        };
-        loop {
-            let conn = match self.get_conn() {
-                Ok(c) => c,
-                Err(e) if e.transient && attempt < RECONNECT_ATTEMPTS => {
-                    tracing::warn!(location = %self.shown, attempt, "sftp: connecting failed, trying again: {}", e.message);
-                    std::thread::sleep(backoff(attempt));
-                    attempt += 1;
-                    continue;
+        let log = |d: &Dropped, w: &retry::Wait| {
+            let attempt = w.attempts - 1;
+            match d {
+                Dropped::Connect(e) => {
+                    tracing::warn!(location = %self.shown, attempt, "sftp: connecting failed, trying again: {}", e.message)
                 }
-                Err(e) => return Err(err(connect_failed(e, attempt))),
-            };
-            match f(&conn, attempt) {
-                Ok(v) => return Ok(v),
-                Err(SftpError::Lost(why)) if attempt < RECONNECT_ATTEMPTS => {
-                    tracing::warn!(location = %self.shown, attempt, "sftp: connection lost during {op} {path}, reconnecting: {why}");
-                    self.forget_conn(&conn);
-                    std::thread::sleep(backoff(attempt));
-                    attempt += 1;
-                }
-                Err(e) => {
-                    if matches!(e, SftpError::Lost(_)) {
-                        self.forget_conn(&conn);
-                    }
-                    return Err(err(request_failed(&e, attempt, &self.root)));
+                Dropped::Lost(why) => {
+                    tracing::warn!(location = %self.shown, attempt, "sftp: connection lost during {op} {path}, reconnecting: {why}")
                 }
             }
+        };
+        let r = retry::run(&reconnect_policy(), None, log, |attempt| {
+            self.try_once(attempt, &mut f)
+        });
+        r.map_err(|g| {
+            let source = match g {
+                GaveUp::Failed { error, .. } => error,
+                GaveUp::Exhausted { last, attempts, .. }
+                | GaveUp::Cancelled { last, attempts, .. } => {
+                    last.into_error(attempts.saturating_sub(1), &self.root)
+                }
+            };
+            BackendError {
+                op,
+                path: path.to_string(),
+                source,
+            }
+        })
+    }
+
+    /// One attempt of `with_conn`: connect if needed, then `f`; a lost connection is forgotten.
+    fn try_once<T>(
+        &self,
+        attempt: u32,
+        f: &mut impl FnMut(&Conn, u32) -> Result<T, SftpError>,
+    ) -> Attempt<T, io::Error, Dropped> {
+        let conn = match self.get_conn() {
+            Ok(c) => c,
+            Err(e) if e.transient => return Attempt::Retry(Dropped::Connect(e)),
+            Err(e) => return Attempt::Fail(connect_failed(e, attempt)),
+        };
+        match f(&conn, attempt) {
+            Ok(v) => Attempt::Done(v),
+            Err(SftpError::Lost(why)) => {
+                self.forget_conn(&conn);
+                Attempt::Retry(Dropped::Lost(why))
+            }
+            Err(e) => Attempt::Fail(request_failed(&e, attempt, &self.root)),
         }
     }
 

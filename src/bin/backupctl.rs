@@ -1,9 +1,8 @@
 //! `backupctl`: the control tool. It reads argv, wires SIGINT/SIGTERM to a cancel token and turns a closed stdout into an exit code; all the rest lives in the library (`backupd::ctl`).
 
 use backupd::cancel::CancelToken;
-use backupd::ctl::{self, Cli};
+use backupd::ctl;
 use backupd::error::exit;
-use clap::Parser;
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 
@@ -16,7 +15,7 @@ fn main() {
     unsafe {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 0);
     }
-    let cli = match Cli::try_parse() {
+    let cli = match ctl::parse_args() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();

@@ -26,6 +26,7 @@
 
 pub mod health;
 pub mod notify;
+pub mod presence;
 pub mod secrets;
 pub mod verify;
 
@@ -832,6 +833,8 @@ impl RepositoryConfig {
             credentials: self.credentials()?,
             password: Box::new(|| self.password()),
             lock_wait: self.lock_wait,
+            on_lock_wait: None,
+            cancel: None,
             compression: None,
         })
     }

@@ -10,14 +10,13 @@ use chrono::{DateTime, Local, Utc};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 
-/// Where the daemon is: its configuration file, or its socket directly.
-#[derive(clap::Args, Debug, Clone)]
+/// Where the daemon is: its configuration file (the global --config), or its socket directly
+/// (--socket). Made by [`Ctx::daemon`](super::Ctx::daemon).
+#[derive(Debug, Clone)]
 pub(crate) struct Where {
     /// The daemon's configuration file (its `[daemon]` table names the socket, state and logs).
-    #[arg(long, short = 'c', env = "BACKUPD_CONFIG")]
     pub config: Option<PathBuf>,
     /// The daemon's control socket (overrides the configuration's).
-    #[arg(long, env = "BACKUPD_SOCKET")]
     pub socket: Option<PathBuf>,
 }
 
@@ -62,14 +61,6 @@ impl Where {
     pub(super) fn paths(&self) -> Result<DaemonPaths> {
         Ok(self.config()?.paths())
     }
-}
-
-// The arguments of the commands that only need to know where the daemon is (no doc comment:
-// clap would show it as their help).
-#[derive(clap::Args, Debug)]
-pub(crate) struct StatusArgs {
-    #[command(flatten)]
-    pub at: Where,
 }
 
 /// The daemon's control channel: a Unix socket, or on Windows a named pipe (opened as a file).

@@ -63,11 +63,17 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         location: location.to_string(),
         credentials: creds.clone(),
         password: Box::new(move || Ok(pw.clone())),
-        lock_wait: ctx.global.lock_wait,
+        lock_wait: ctx.lock_wait(),
+        on_lock_wait: None,
+        cancel: Some(&ctx.cancel),
         compression,
     };
     let mut src = open_unlocked(&settings(&a.from, src_pw, None))?;
-    let mut dst = open_unlocked(&settings(&to, dst_pw, Some(ctx.global.compression)))?;
+    let mut dst = open_unlocked(&settings(
+        &to,
+        dst_pw,
+        Some(ctx.global.compression.unwrap_or_default()),
+    ))?;
     if src.config().id == dst.config().id {
         return Err(Error::Input(format!(
             "{} and {to} are the same repository (id {})",
@@ -75,8 +81,14 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             &src.config().id[..10]
         )));
     }
-    let _src_lock = crate::repo::lock::lock(&src, false, ctx.global.lock_wait)?;
-    let _dst_lock = crate::repo::lock::lock(&dst, false, ctx.global.lock_wait)?;
+    let notice = ctx.lock_notice();
+    let waiting = crate::repo::lock::Waiting {
+        up_to: ctx.lock_wait(),
+        cancel: Some(&ctx.cancel),
+        notice: &*notice,
+    };
+    let _src_lock = crate::repo::lock::lock_waiting(&src, false, &waiting)?;
+    let _dst_lock = crate::repo::lock::lock_waiting(&dst, false, &waiting)?;
     src.load_index()?;
     dst.load_index()?;
     let all = src.list_snapshots()?;

@@ -25,7 +25,7 @@ fn io(what: &Path, e: std::io::Error) -> Error {
 }
 
 fn commands() -> [clap::Command; 2] {
-    [super::Cli::command(), crate::daemon::Cli::command()]
+    [super::command(), crate::daemon::Cli::command()]
 }
 
 pub(crate) fn run(a: Args) -> Result<i32> {

@@ -1,6 +1,6 @@
 //! `backupctl health`: one line of health per job, and an exit code for monitoring.
 
-use super::client::{connect, daemon_error, StatusArgs};
+use super::client::{connect, daemon_error};
 use super::Ctx;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -12,14 +12,14 @@ use chrono::Utc;
 
 /// `backupctl health`: one line per job, exit 0 healthy, 1 warning, 2 error (Nagios-style).
 /// Without a daemon the state files are judged, and "backupd is not running" is an error.
-pub(crate) fn health(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
-    let (jobs, overall) = match connect(&a.at, Request::Status) {
+pub(crate) fn health(ctx: &Ctx) -> Result<i32> {
+    let (jobs, overall) = match connect(&ctx.daemon(), Request::Status) {
         Ok(c) => match c.one()? {
             Response::Status(s) => of_status(&s),
             other => return Err(daemon_error(other)),
         },
         Err(e @ Error::NoDaemon { .. }) => {
-            let jobs = of_state_files(&a.at.config()?)?;
+            let jobs = of_state_files(&ctx.daemon().config()?)?;
             let mut overall = health::overall(&jobs);
             overall.level = Level::Error;
             let down = e.to_string();

@@ -1,6 +1,6 @@
 //! `backupctl history`: a job's recent runs, from the daemon or, when none runs, its state file.
 
-use super::client::{connect, daemon_error, describe_run, Where};
+use super::client::{connect, daemon_error, describe_run};
 use super::Ctx;
 use crate::error::{exit, Error, Result};
 use crate::protocol::{Request, Response};
@@ -13,15 +13,13 @@ pub(crate) struct HistoryArgs {
     /// How many runs (newest last).
     #[arg(long, short = 'n', default_value = "20")]
     pub limit: usize,
-    #[command(flatten)]
-    pub at: Where,
 }
 
 /// `backupctl history JOB`: its newest runs, oldest first; from the job's state file when no
 /// daemon runs.
 pub(crate) fn history(ctx: &Ctx, a: HistoryArgs) -> Result<i32> {
     let runs = match connect(
-        &a.at,
+        &ctx.daemon(),
         Request::History {
             job: a.job.clone(),
             limit: a.limit,
@@ -32,7 +30,7 @@ pub(crate) fn history(ctx: &Ctx, a: HistoryArgs) -> Result<i32> {
             other => return Err(daemon_error(other)),
         },
         Err(e @ Error::NoDaemon { .. }) => {
-            let Ok(paths) = a.at.paths() else {
+            let Ok(paths) = ctx.daemon().paths() else {
                 return Err(e);
             };
             let st = StateStore::at(&paths.state_dir)

@@ -1,6 +1,5 @@
 //! `backupctl logs`: the daemon's log files, filtered by job or run, tailed and followed.
 
-use super::client::Where;
 use super::Ctx;
 use crate::error::{exit, Result};
 use crate::logfiles::{self, LogFilter};
@@ -23,19 +22,17 @@ pub(crate) struct LogsArgs {
     /// The log folder (default: the configuration's).
     #[arg(long)]
     pub log_dir: Option<PathBuf>,
-    #[command(flatten)]
-    pub at: Where,
 }
 
 /// `backupctl logs`: the last lines of the daemon's logs (filtered), then with -f the new ones.
 pub(crate) fn logs(ctx: &Ctx, a: LogsArgs) -> Result<i32> {
     let dir = match &a.log_dir {
         Some(d) => d.clone(),
-        None => {
-            a.at.paths()
-                .map(|p| p.log_dir)
-                .unwrap_or_else(|_| crate::paths::default_log_dir())
-        }
+        None => ctx
+            .daemon()
+            .paths()
+            .map(|p| p.log_dir)
+            .unwrap_or_else(|_| crate::paths::default_log_dir()),
     };
     let filter = LogFilter {
         job: a.job.clone(),

@@ -3,6 +3,7 @@
 mod backup;
 mod check;
 mod client;
+mod configured;
 mod copy;
 mod diff;
 mod forget;
@@ -26,6 +27,7 @@ mod unlock;
 mod util;
 
 use crate::cancel::{CancelToken, Progress};
+use crate::config::Config;
 use crate::error::{exit, Error, Result};
 use crate::repo::open::RepoSettings;
 use crate::repo::pack::Compression;
@@ -51,27 +53,52 @@ pub struct Cli {
     pub(crate) command: Command,
 }
 
+/// How long a repository command waits for a conflicting lock when `--lock-wait` is not given:
+/// long enough for a prune or check started beside a running backup's commit, short enough that a
+/// command stuck behind a long job ends with the holder named (exit 11).
+pub(crate) const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(5 * 60);
+
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct Global {
+    /// The configuration file: what the daemon commands talk to, what `run-job` and `service`
+    /// use, and the repositories that --repo-name picks from (default: as backupd picks it,
+    /// /etc/backupd/backupd.toml as root, else the user's config folder).
+    #[arg(
+        long,
+        short = 'c',
+        env = "BACKUPD_CONFIG",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+    /// The daemon's control socket (default: the configuration's).
+    #[arg(long, env = "BACKUPD_SOCKET", global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     /// Repository location: a directory, s3:https://host/bucket[/prefix], rest:http://host:port/,
     /// sftp:user@host:/path, gdrive:PATH.
-    #[arg(short = 'r', long = "repo", env = "BACKUPD_REPOSITORY", global = true)]
+    #[arg(short = 'r', long = "repo", env = "BACKUPD_REPOSITORY", global = true, help_heading = REPO)]
     pub repo: Option<String>,
+    /// Use the configuration's repository NAME (its `[repositories.NAME]` table: location,
+    /// password source, credentials), as the daemon opens it. Needed only when the
+    /// configuration has more than one.
+    #[arg(long, value_name = "NAME", global = true, help_heading = REPO)]
+    pub repo_name: Option<String>,
     /// Read the repository password from the first line of this file.
-    #[arg(long, env = "BACKUPD_PASSWORD_FILE", global = true)]
+    #[arg(long, env = "BACKUPD_PASSWORD_FILE", global = true, help_heading = REPO)]
     pub password_file: Option<PathBuf>,
     /// Run this shell command and use the first line of its output as the password.
-    #[arg(long, env = "BACKUPD_PASSWORD_COMMAND", global = true)]
+    #[arg(long, env = "BACKUPD_PASSWORD_COMMAND", global = true, help_heading = REPO)]
     pub password_command: Option<String>,
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
-    /// How long to wait for a locked repository (e.g. 30s, 5m); then fail with exit code 11.
-    #[arg(long, default_value = "0s", value_parser = util::parse_duration, global = true)]
-    pub lock_wait: Duration,
+    /// How long to wait for a locked repository (e.g. 30s, 5m, 0s not at all); then fail with
+    /// exit code 11 naming the holder. Default 5m.
+    #[arg(long, value_parser = util::parse_duration, global = true, help_heading = REPO)]
+    pub lock_wait: Option<Duration>,
     /// Compression for new data: auto (zstd 3), off, fastest (1), max (19), or a zstd level.
-    #[arg(long, default_value = "auto", value_parser = util::parse_compression, global = true)]
-    pub compression: Compression,
+    #[arg(long, value_parser = util::parse_compression, global = true, help_heading = REPO)]
+    pub compression: Option<Compression>,
     /// Print only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
@@ -80,9 +107,12 @@ pub(crate) struct Global {
     pub no_progress: bool,
     /// Also trust the CA certificate(s) in this PEM file for s3:https:// and rest:https://
     /// storage (a private CA; Mozilla's roots stay trusted). Like restic's --cacert.
-    #[arg(long, value_name = "FILE", env = "BACKUPD_CACERT", global = true)]
+    #[arg(long, value_name = "FILE", env = "BACKUPD_CACERT", global = true, help_heading = REPO)]
     pub cacert: Option<PathBuf>,
 }
+
+/// The help heading of the options that only repository commands use.
+const REPO: &str = "Repository options (init, backup, snapshots, restore, check, ...)";
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
@@ -113,17 +143,17 @@ pub(crate) enum Command {
     /// Run a job of a configuration file once, in the foreground.
     RunJob(run_job::Args),
     /// The daemon and every job: state, last run and why, next run, progress.
-    Status(client::StatusArgs),
+    Status,
     /// Health of every job, one line each; exit 0 healthy, 1 warning, 2 error (for monitoring).
-    Health(client::StatusArgs),
+    Health,
     /// The daemon's jobs, their schedules and next runs.
-    Jobs(client::StatusArgs),
+    Jobs,
     /// Ask the daemon to run a job now (--wait follows it and exits with its outcome).
     Run(run::RunArgs),
     /// Ask the daemon to stop a job's current run at its next safe point.
     Cancel(run::JobArgs),
     /// Ask the daemon to read its configuration again.
-    Reload(client::StatusArgs),
+    Reload,
     /// A job's recent runs: why each ran, outcome, snapshot, error.
     History(history::HistoryArgs),
     /// The daemon's log (-f follows it; --job filters).
@@ -142,15 +172,72 @@ pub(crate) enum Command {
 pub(crate) struct Ctx {
     pub global: Global,
     pub cancel: CancelToken,
+    /// The configuration file, read the first time a command needs it.
+    config: std::cell::OnceCell<Config>,
 }
 
 impl Ctx {
+    pub fn new(global: Global, cancel: CancelToken) -> Ctx {
+        Ctx {
+            global,
+            cancel,
+            config: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The configuration file's path: --config, BACKUPD_CONFIG, else backupd's default.
+    pub fn config_path(&self) -> PathBuf {
+        self.global
+            .config
+            .clone()
+            .unwrap_or_else(crate::paths::default_config)
+    }
+
+    /// The configuration file, loaded and validated once.
+    pub fn config(&self) -> Result<&Config> {
+        if let Some(c) = self.config.get() {
+            return Ok(c);
+        }
+        let c = Config::load(&self.config_path())?;
+        Ok(self.config.get_or_init(|| c))
+    }
+
+    /// Where the daemon is: --socket, else the configuration's socket.
+    pub fn daemon(&self) -> client::Where {
+        client::Where {
+            config: self.global.config.clone(),
+            socket: self.global.socket.clone(),
+        }
+    }
+
+    /// The lock wait: --lock-wait, else [`DEFAULT_LOCK_WAIT`].
+    pub fn lock_wait(&self) -> Duration {
+        self.global.lock_wait.unwrap_or(DEFAULT_LOCK_WAIT)
+    }
+
+    /// Whether the repository comes from the configuration: --repo-name, or --config (or
+    /// BACKUPD_CONFIG) without -r.
+    fn repo_from_config(&self) -> bool {
+        self.global.repo.is_none()
+            && (self.global.repo_name.is_some() || self.global.config.is_some())
+    }
+
     pub fn location(&self) -> Result<String> {
+        if self.repo_from_config() {
+            return Ok(self.configured_repo()?.path.clone());
+        }
         self.global.repo.clone().ok_or_else(|| {
             Error::Input(
-                "no repository given\n  hint: pass -r/--repo PATH or set BACKUPD_REPOSITORY".into(),
+                "no repository given\n  hint: pass -r/--repo LOCATION (or set BACKUPD_REPOSITORY), or \
+                 --config FILE [--repo-name NAME] to use a repository of backupd's configuration"
+                    .into(),
             )
         })
+    }
+
+    /// The configuration's repository that --repo-name names (or its only one).
+    fn configured_repo(&self) -> Result<&crate::config::RepositoryConfig> {
+        configured::pick(self.config()?, self.global.repo_name.as_deref())
     }
 
     /// Credentials and connection settings for remote storage: the environment's and --cacert.
@@ -170,13 +257,23 @@ impl Ctx {
     /// [`open_repository`](crate::repo::open::open_repository)): -r, the credentials, the
     /// password options (read when opening), --lock-wait and --compression.
     pub fn repo_settings(&self) -> Result<RepoSettings<'_>> {
+        if self.repo_from_config() {
+            return configured::settings(self, self.configured_repo()?);
+        }
         Ok(RepoSettings {
             location: self.location()?,
             credentials: self.credentials(),
             password: Box::new(|| self.password()),
-            lock_wait: self.global.lock_wait,
-            compression: Some(self.global.compression),
+            lock_wait: self.lock_wait(),
+            on_lock_wait: Some(self.lock_notice()),
+            cancel: Some(&self.cancel),
+            compression: Some(self.global.compression.unwrap_or_default()),
         })
+    }
+
+    /// What a wait for a repository lock tells the user, once, on stderr (not with --quiet).
+    pub fn lock_notice(&self) -> Box<dyn Fn(&str) + '_> {
+        Box::new(|msg| self.warn(format!("{msg} (--lock-wait sets how long; Ctrl-C stops)")))
     }
 
     pub fn progress(&self) -> Box<dyn Progress> {
@@ -208,6 +305,60 @@ impl Ctx {
     }
 }
 
+/// The subcommands that never open a repository by -r: their help leaves out the repository
+/// options (they would still be accepted, and ignored).
+const WITHOUT_REPOSITORY: [&str; 12] = [
+    "run-job", "status", "health", "jobs", "run", "cancel", "reload", "history", "logs", "service",
+    "schedule", "generate",
+];
+
+/// The global options only repository commands use (by their clap ids).
+const REPOSITORY_OPTIONS: [&str; 7] = [
+    "repo",
+    "repo_name",
+    "password_file",
+    "password_command",
+    "lock_wait",
+    "compression",
+    "cacert",
+];
+
+/// `backupctl`'s command definition: clap's, with each subcommand's help showing only the
+/// options that apply to it. A global option is listed in every subcommand's help; giving a
+/// subcommand a hidden copy of it first (as clap itself copies global options down) keeps it
+/// accepted there, and its value still reaches the top, but out of that help.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let copies = |ids: &[&str]| -> Vec<clap::Arg> {
+        cmd.get_arguments()
+            .filter(|a| ids.contains(&a.get_id().as_str()))
+            .map(|a| a.clone().hide(true))
+            .collect()
+    };
+    let (repository, socket) = (copies(&REPOSITORY_OPTIONS), copies(&["socket"]));
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for name in names {
+        let hidden = if WITHOUT_REPOSITORY.contains(&name.as_str()) {
+            repository.clone()
+        } else {
+            socket.clone()
+        };
+        cmd = cmd.mut_subcommand(name, |sc| sc.args(hidden));
+    }
+    cmd
+}
+
+/// Parses `backupctl`'s command line (argv).
+pub fn parse_args() -> std::result::Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    let m = command().try_get_matches()?;
+    Cli::from_arg_matches(&m)
+}
+
 /// The exit code for a command line clap refused (usage, 2) or answered itself (--help,
 /// --version: 0).
 pub fn usage_exit_code(e: &clap::Error) -> i32 {
@@ -222,10 +373,7 @@ pub fn usage_exit_code(e: &clap::Error) -> i32 {
 /// SIGINT and SIGTERM). Returns the exit code.
 pub fn run(cli: Cli, cancel: CancelToken) -> i32 {
     let json = cli.global.json;
-    let ctx = Ctx {
-        global: cli.global,
-        cancel,
-    };
+    let ctx = Ctx::new(cli.global, cancel);
     let result = match cli.command {
         Command::Init(a) => init::run(&ctx, a),
         Command::Backup(a) => backup::run(&ctx, a),
@@ -240,12 +388,12 @@ pub fn run(cli: Cli, cancel: CancelToken) -> i32 {
         Command::Copy(a) => copy::run(&ctx, a),
         Command::Unlock(a) => unlock::run(&ctx, a),
         Command::RunJob(a) => run_job::run(&ctx, a),
-        Command::Status(a) => status::status(&ctx, a),
-        Command::Health(a) => health::health(&ctx, a),
-        Command::Jobs(a) => status::jobs(&ctx, a),
+        Command::Status => status::status(&ctx),
+        Command::Health => health::health(&ctx),
+        Command::Jobs => status::jobs(&ctx),
         Command::Run(a) => run::run(&ctx, a),
         Command::Cancel(a) => run::cancel(&ctx, a),
-        Command::Reload(a) => reload::reload(&ctx, a),
+        Command::Reload => reload::reload(&ctx),
         Command::History(a) => history::history(&ctx, a),
         Command::Logs(a) => logs::logs(&ctx, a),
         Command::Service(a) => service::service(&ctx, a),

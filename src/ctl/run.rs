@@ -1,6 +1,6 @@
 //! `backupctl run` and `backupctl cancel`: ask the daemon to start a job's run now (and follow it), or to stop it.
 
-use super::client::{connect, daemon_error, describe_run, Where};
+use super::client::{connect, daemon_error, describe_run};
 use super::Ctx;
 use crate::error::{exit, Error, Result};
 use crate::protocol::{Request, Response};
@@ -12,23 +12,19 @@ pub(crate) struct RunArgs {
     /// Follow the run to its end and exit with its outcome (0 success, 3 partial, 5 source failed, ...).
     #[arg(long, short = 'w')]
     pub wait: bool,
-    #[command(flatten)]
-    pub at: Where,
 }
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct JobArgs {
     /// The job.
     pub job: String,
-    #[command(flatten)]
-    pub at: Where,
 }
 
 /// `backupctl run JOB`: the daemon starts the job now; with --wait, its events are shown and the
 /// exit code is the run's.
 pub(crate) fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     let mut c = connect(
-        &a.at,
+        &ctx.daemon(),
         Request::Run {
             job: a.job.clone(),
             wait: a.wait,
@@ -86,7 +82,7 @@ pub(crate) fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
 
 /// `backupctl cancel JOB`: the daemon stops the job's current run at its next safe point.
 pub(crate) fn cancel(ctx: &Ctx, a: JobArgs) -> Result<i32> {
-    match connect(&a.at, Request::Cancel { job: a.job.clone() })?.one()? {
+    match connect(&ctx.daemon(), Request::Cancel { job: a.job.clone() })?.one()? {
         Response::Cancelled { job, run_id } => {
             if ctx.global.json {
                 ctx.print_json(

@@ -2,19 +2,14 @@
 
 use super::util::human_bytes;
 use super::Ctx;
-use crate::config::Config;
 use crate::error::Result;
 use crate::job::{new_run_id, run_job};
 use crate::record::Outcome;
-use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// The job's name (a `[jobs.NAME]` table of the configuration file).
     pub job: String,
-    /// The configuration file.
-    #[arg(long, short = 'c', env = "BACKUPD_CONFIG")]
-    pub config: PathBuf,
     /// The run's id (given to hooks as BACKUPD_RUN_ID); a new one by default.
     #[arg(long)]
     pub run_id: Option<String>,
@@ -26,12 +21,12 @@ pub(crate) struct Args {
 /// Exit codes: 0 success, 3 partial snapshot, 5 a source or hook failed, otherwise the error's
 /// code (10 no repository, 11 locked, 12 wrong password, 130 interrupted, 1 other failures).
 pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let cfg = Config::load(&a.config)?;
+    let cfg = ctx.config()?;
     cfg.job(&a.job)?;
     let run_id = a.run_id.unwrap_or_else(|| new_run_id(&a.job));
     let progress = ctx.progress();
     let rep = run_job(
-        &cfg,
+        cfg,
         &a.job,
         &run_id,
         &a.reason,

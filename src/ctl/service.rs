@@ -17,10 +17,6 @@ pub(crate) struct Target {
     /// LaunchDaemon, a Windows service (the default as root).
     #[arg(long)]
     pub system: bool,
-    /// The configuration file the service reads (default: as backupd picks it:
-    /// BACKUPD_CONFIG, /etc/backupd/backupd.toml as root, else the user's config folder).
-    #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
     /// The backupd binary the service runs (default: the one beside backupctl, else on PATH).
     #[arg(long, value_name = "PATH")]
     pub backupd: Option<PathBuf>,
@@ -87,7 +83,7 @@ pub(crate) fn schedule(ctx: &Ctx, a: ScheduleArgs) -> Result<i32> {
 
 fn act(ctx: &Ctx, mode: Mode, verb: &str, t: &Target) -> i32 {
     let result = (|| -> std::result::Result<i32, ServiceError> {
-        let (inputs, cfg) = inputs(t, verb == "install")?;
+        let (inputs, cfg) = inputs(ctx, t, verb == "install")?;
         let report = match verb {
             "install" => service::install(&inputs, &cfg, mode)?,
             "uninstall" => service::uninstall(&inputs, &cfg, mode)?,
@@ -116,18 +112,18 @@ fn act(ctx: &Ctx, mode: Mode, verb: &str, t: &Target) -> i32 {
 }
 
 /// The inputs of the service files; `strict`: the configuration must load (install).
-fn inputs(t: &Target, strict: bool) -> std::result::Result<(Inputs, Config), ServiceError> {
+fn inputs(
+    ctx: &Ctx,
+    t: &Target,
+    strict: bool,
+) -> std::result::Result<(Inputs, Config), ServiceError> {
     let scope = match (t.user, t.system) {
         (true, _) => Scope::User,
         (_, true) => Scope::System,
         _ if crate::paths::is_root() => Scope::System,
         _ => Scope::User,
     };
-    let config = absolute(
-        &t.config
-            .clone()
-            .unwrap_or_else(crate::paths::default_config),
-    )?;
+    let config = absolute(&ctx.config_path())?;
     let cfg = match Config::load(&config) {
         Ok(c) => c,
         Err(e) if strict => {

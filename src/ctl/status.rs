@@ -1,6 +1,6 @@
 //! `backupctl status` and `backupctl jobs`: the daemon's view of every job and repository (status also works from the state files when no daemon runs).
 
-use super::client::{connect, daemon_error, describe_run, local, StatusArgs};
+use super::client::{connect, daemon_error, describe_run, local};
 use super::util::human_bytes;
 use super::Ctx;
 use crate::error::{exit, Error, Result};
@@ -12,8 +12,8 @@ use serde::Serialize;
 
 /// `backupctl status`: the daemon, every job and every repository; exit 13 (and what the state
 /// files say) when no daemon runs.
-pub(crate) fn status(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
-    match connect(&a.at, Request::Status) {
+pub(crate) fn status(ctx: &Ctx) -> Result<i32> {
+    match connect(&ctx.daemon(), Request::Status) {
         Ok(c) => match c.one()? {
             Response::Status(s) => {
                 if ctx.global.json {
@@ -27,10 +27,10 @@ pub(crate) fn status(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
         },
         Err(e @ Error::NoDaemon { .. }) => {
             // Without a daemon: what its state files say.
-            let Ok(paths) = a.at.paths() else {
+            let Ok(paths) = ctx.daemon().paths() else {
                 return Err(e);
             };
-            let cfg = a.at.config()?;
+            let cfg = ctx.daemon().config()?;
             let store = StateStore::at(&paths.state_dir);
             let jobs: Vec<OfflineJob> = cfg
                 .jobs
@@ -82,8 +82,8 @@ impl OfflineJob {
 }
 
 /// `backupctl jobs`: the daemon's jobs, their schedules and next runs.
-pub(crate) fn jobs(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
-    let s = match connect(&a.at, Request::Status)?.one()? {
+pub(crate) fn jobs(ctx: &Ctx) -> Result<i32> {
+    let s = match connect(&ctx.daemon(), Request::Status)?.one()? {
         Response::Status(s) => s,
         other => return Err(daemon_error(other)),
     };

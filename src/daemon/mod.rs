@@ -105,30 +105,54 @@ pub fn main(cli: Cli, signals: Signals) -> i32 {
         }
     };
     match cli.command {
-        Some(DaemonCommand::CheckConfig) => {
-            let paths = cfg.paths();
-            println!(
-                "{}: valid; {} job(s): {}; state {}, logs {}, socket {}",
-                config_path.display(),
-                cfg.jobs.len(),
-                cfg.jobs
-                    .iter()
-                    .map(|(n, j)| match &j.schedule {
-                        Some(s) => format!("{n} ({})", s.get_ref()),
-                        None => format!("{n} (manual)"),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                paths.state_dir.display(),
-                paths.log_dir.display(),
-                paths.socket.display()
-            );
-            0
-        }
+        Some(DaemonCommand::CheckConfig) => check_config(&config_path, &cfg),
         Some(DaemonCommand::RunDue) => run_due(config_path, cfg, signals),
         None | Some(DaemonCommand::Run) => run_daemon(config_path, cfg, signals, None),
         Some(DaemonCommand::ServiceMain) => service_main(config_path, cfg),
     }
+}
+
+/// `backupd check-config`: the file is valid (else `main` already failed); then the files it
+/// names that are not there: warnings, and errors (exit 1) for a missing password source.
+fn check_config(config_path: &Path, cfg: &Config) -> i32 {
+    use crate::config::presence::{missing, Severity};
+    let found = missing(cfg, |p| p.exists());
+    for m in &found {
+        let word = match m.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        eprintln!("backupd: {word}: {}", m.message);
+    }
+    let errors = found
+        .iter()
+        .filter(|m| m.severity == Severity::Error)
+        .count();
+    if errors > 0 {
+        eprintln!(
+            "backupd: {}: {errors} error(s): the daemon would start, but the runs that need these files would fail",
+            config_path.display()
+        );
+        return 1;
+    }
+    let paths = cfg.paths();
+    println!(
+        "{}: valid; {} job(s): {}; state {}, logs {}, socket {}",
+        config_path.display(),
+        cfg.jobs.len(),
+        cfg.jobs
+            .iter()
+            .map(|(n, j)| match &j.schedule {
+                Some(s) => format!("{n} ({})", s.get_ref()),
+                None => format!("{n} (manual)"),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        paths.state_dir.display(),
+        paths.log_dir.display(),
+        paths.socket.display()
+    );
+    0
 }
 
 #[cfg(windows)]

@@ -3,8 +3,10 @@
 use super::backend::FileType;
 use super::id::Id;
 use super::Repository;
+use crate::cancel::CancelToken;
 use crate::error::POISONED;
 use crate::error::{Error, Result};
+use crate::retry::{self, Attempt, GaveUp};
 use chrono::{DateTime, FixedOffset, Local};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -141,44 +143,88 @@ impl RepoLock {
 /// exclusive ones; an exclusive lock excludes all. Stale locks are ignored (and, for an exclusive
 /// lock, removed).
 pub fn lock(repo: &Repository, exclusive: bool, wait: Duration) -> Result<RepoLock> {
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(500);
-    loop {
-        let existing = list_locks(repo)?;
-        let blocker = match conflict(exclusive, &existing, None) {
-            Some(l) => Some(l),
-            None => {
-                let id = repo.save_unpacked(FileType::Lock, &LockFile::ours(exclusive))?;
-                std::thread::sleep(repo.backend().lock_settle_delay());
-                let now = list_locks(repo)?;
-                match conflict(exclusive, &now, Some(&id)) {
-                    None => {
-                        if exclusive {
-                            let _ = remove_stale(repo);
-                        }
-                        return Ok(start_refresher(repo, id, exclusive));
-                    }
-                    Some(l) => {
-                        let _ = repo.backend().remove(FileType::Lock, &id.to_hex());
-                        Some(l)
-                    }
-                }
-            }
-        };
-        let blocker = blocker.expect("set in both branches");
-        let elapsed = start.elapsed();
-        if elapsed >= wait {
-            return Err(Error::Locked {
-                location: repo.location(),
-                holder: blocker.describe(),
-            });
+    lock_waiting(
+        repo,
+        exclusive,
+        &Waiting {
+            up_to: wait,
+            cancel: None,
+            notice: &|_| {},
+        },
+    )
+}
+
+/// How [`lock_waiting`] waits for a conflicting lock to go.
+pub struct Waiting<'a> {
+    /// The longest wait; then [`Error::Locked`] names the holder.
+    pub up_to: Duration,
+    /// Ends the wait early with [`Error::Interrupted`].
+    pub cancel: Option<&'a CancelToken>,
+    /// Told once, when the wait begins, what it waits for (the holder and the longest wait).
+    pub notice: &'a dyn Fn(&str),
+}
+
+/// The backoff between looks at the locks: 0.5 s doubling to 10 s, +0–50 % so that two clients
+/// that saw each other's locks do not retry in lockstep.
+fn lock_policy(wait: Duration) -> retry::Policy {
+    retry::Policy {
+        backoff: retry::Backoff {
+            first: Duration::from_millis(500),
+            factor: 2.0,
+            max: Duration::from_secs(10),
+            jitter: retry::Jitter::Above(0.5),
+        },
+        limit: retry::Limit::Deadline(wait),
+    }
+}
+
+/// [`lock`], with a cancel token and a notice when it has to wait.
+pub fn lock_waiting(repo: &Repository, exclusive: bool, w: &Waiting) -> Result<RepoLock> {
+    let told = std::cell::Cell::new(false);
+    let on_wait = |holder: &LockFile, _: &retry::Wait| {
+        tracing::info!(holder = %holder.describe(), "repository is locked; waiting");
+        if !told.replace(true) {
+            (w.notice)(&format!(
+                "the repository at {} is locked: {}; waiting up to {} for it to go",
+                repo.location(),
+                holder.describe(),
+                crate::process::human_duration(w.up_to)
+            ));
         }
-        tracing::info!(holder = %blocker.describe(), "repository is locked; waiting");
-        // Exponential backoff with jitter, so that two clients that saw each other's locks do not
-        // retry in lockstep.
-        let jitter = delay.mul_f64(rand::random::<f64>() * 0.5);
-        std::thread::sleep((delay + jitter).min(wait - elapsed));
-        delay = (delay * 2).min(Duration::from_secs(10));
+    };
+    let attempt = |_| match try_lock(repo, exclusive) {
+        Ok(Ok(l)) => Attempt::Done(l),
+        Ok(Err(holder)) => Attempt::Retry(holder),
+        Err(e) => Attempt::Fail(e),
+    };
+    retry::run(&lock_policy(w.up_to), w.cancel, on_wait, attempt).map_err(|g| match g {
+        GaveUp::Failed { error, .. } => error,
+        GaveUp::Exhausted { last, .. } => Error::Locked {
+            location: repo.location(),
+            holder: last.describe(),
+        },
+        GaveUp::Cancelled { .. } => Error::Interrupted,
+    })
+}
+
+/// One try: the lock taken, or the lock that is in the way.
+fn try_lock(repo: &Repository, exclusive: bool) -> Result<Result<RepoLock, LockFile>> {
+    if let Some(l) = conflict(exclusive, &list_locks(repo)?, None) {
+        return Ok(Err(l));
+    }
+    let id = repo.save_unpacked(FileType::Lock, &LockFile::ours(exclusive))?;
+    std::thread::sleep(repo.backend().lock_settle_delay());
+    match conflict(exclusive, &list_locks(repo)?, Some(&id)) {
+        None => {
+            if exclusive {
+                let _ = remove_stale(repo);
+            }
+            Ok(Ok(start_refresher(repo, id, exclusive)))
+        }
+        Some(l) => {
+            let _ = repo.backend().remove(FileType::Lock, &id.to_hex());
+            Ok(Err(l))
+        }
     }
 }
 

@@ -174,6 +174,9 @@ impl LockMode {
     }
 }
 
+/// A callback told a line for the user.
+pub(crate) type Notice<'a> = Box<dyn Fn(&str) + 'a>;
+
 /// Everything opening a repository takes: where it is, the credentials of its storage, its
 /// password, how long to wait for a lock, and the compression of new data. `backupctl` makes one
 /// of its global options, the jobs and the drills of a repository's configuration.
@@ -186,6 +189,10 @@ pub(crate) struct RepoSettings<'a> {
     pub password: Box<dyn Fn() -> Result<Vec<u8>> + 'a>,
     /// How long to wait for a conflicting lock to go.
     pub lock_wait: Duration,
+    /// Told once when the lock has to be waited for, what it waits for (None: only logged).
+    pub on_lock_wait: Option<Notice<'a>>,
+    /// Ends a wait for a lock early.
+    pub cancel: Option<&'a crate::cancel::CancelToken>,
     /// The compression of new data in a version-2 repository (None: the repository's default).
     pub compression: Option<Compression>,
 }
@@ -220,7 +227,12 @@ pub(crate) fn open_unlocked(s: &RepoSettings) -> Result<Repository> {
 /// lock to go. The lock is released when the [`RepoLock`] is dropped.
 pub(crate) fn open_repository(s: &RepoSettings, mode: LockMode) -> Result<(Repository, RepoLock)> {
     let repo = open_unlocked(s)?;
-    let lock = super::lock::lock(&repo, mode == LockMode::Exclusive, s.lock_wait)?;
+    let waiting = super::lock::Waiting {
+        up_to: s.lock_wait,
+        cancel: s.cancel,
+        notice: s.on_lock_wait.as_deref().unwrap_or(&|_| {}),
+    };
+    let lock = super::lock::lock_waiting(&repo, mode == LockMode::Exclusive, &waiting)?;
     Ok((repo, lock))
 }
 
@@ -263,6 +275,8 @@ mod tests {
             credentials: Credentials::default(),
             password: Box::new(password),
             lock_wait: Duration::ZERO,
+            on_lock_wait: None,
+            cancel: None,
             compression: Some(Compression::Off),
         }
     }

@@ -10,6 +10,7 @@
 pub mod clock;
 mod core;
 mod drills;
+mod foreground;
 pub mod logging;
 mod metrics_http;
 mod outcome;
@@ -29,6 +30,8 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use tokio::sync::{broadcast, mpsc};
+
+pub(crate) use foreground::{record_foreground_run, Recorded};
 
 /// A trigger for the daemon's graceful shutdown besides the signals: when it completes, the
 /// daemon stops as on SIGTERM.
@@ -392,9 +395,89 @@ fn watch_config(
 const ROLE_DAEMON: &str = "daemon";
 const ROLE_RUN_DUE: &str = "run-due";
 
+/// How long taking the lock waits for a `backupctl run-job` that holds it to record its run
+/// (it holds it only for that: load, settle, save).
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 enum LockError {
     Held(String),
     Io(String),
+}
+
+/// The mode `backupd.pid` names: the last backupd that took the state folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A resident daemon (`backupd run`, the service).
+    Daemon,
+    /// `backupd run-due`, started by the OS timer.
+    OsTimer,
+}
+
+/// What the state folder's `backupd.pid` tells about the last backupd that held it.
+#[derive(Debug, Clone)]
+pub(crate) struct LastHolder {
+    pub mode: Mode,
+    /// When it took the lock (the file's modification time): a run-due's tick.
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// It holds the lock now.
+    pub holding: bool,
+}
+
+/// The last backupd that held the state folder, from its `backupd.pid`; None without one.
+pub(crate) fn last_holder(state_dir: &Path) -> Option<LastHolder> {
+    let p = state_dir.join("backupd.pid");
+    let mut f = File::open(&p).ok()?;
+    let mut s = String::new();
+    f.read_to_string(&mut s).ok()?;
+    let mut words = s.split_whitespace();
+    words.next()?;
+    let mode = match words.next() {
+        Some(ROLE_RUN_DUE) => Mode::OsTimer,
+        _ => Mode::Daemon,
+    };
+    let since = f.metadata().and_then(|m| m.modified()).ok()?.into();
+    let holding = match f.try_lock_shared() {
+        Ok(()) => {
+            let _ = f.unlock();
+            false
+        }
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
+    };
+    Some(LastHolder {
+        mode,
+        since,
+        holding,
+    })
+}
+
+/// Takes `f`'s exclusive lock, waiting up to [`LOCK_PATIENCE`] while another holds it; false
+/// when it is still held.
+fn lock_patiently(f: &File) -> std::io::Result<bool> {
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
+/// Why the state folder's lock is held: who holds it (from `backupd.pid`), in words.
+fn holder_of(f: &mut File) -> (String, &'static str) {
+    let mut s = String::new();
+    let _ = f.read_to_string(&mut s);
+    let mut words = s.split_whitespace();
+    let pid = words.next().unwrap_or("?").to_string();
+    let holder = match words.next() {
+        Some(ROLE_RUN_DUE) => "a `backupd run-due` of the OS-timer mode",
+        _ => "a resident backupd daemon",
+    };
+    (pid, holder)
 }
 
 /// One daemon per state folder: an exclusive lock on `backupd.pid` for the daemon's
@@ -422,31 +505,49 @@ impl InstanceLock {
             .map_err(|e| {
                 LockError::Io(format!("cannot open the lock file {}: {e}", p.display()))
             })?;
-        match f.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut s = String::new();
-                let _ = f.read_to_string(&mut s);
-                let mut words = s.split_whitespace();
-                let pid = words.next().unwrap_or("?");
-                let holder = match words.next() {
-                    Some(ROLE_RUN_DUE) => "a `backupd run-due` of the OS-timer mode",
-                    _ => "a resident backupd daemon",
-                };
+        match lock_patiently(&f) {
+            Ok(true) => {}
+            Ok(false) => {
+                let (pid, holder) = holder_of(&mut f);
                 return Err(LockError::Held(format!(
                     "{holder} (PID {pid}) is already running with the state folder {}\n  hint: stop it first (`backupctl status` talks to a daemon), or give this one another state_dir",
                     state_dir.display()
                 )));
             }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(LockError::Io(format!("cannot lock {}: {e}", p.display())))
-            }
+            Err(e) => return Err(LockError::Io(format!("cannot lock {}: {e}", p.display()))),
         }
         let _ = f.set_len(0);
         let _ = f.rewind();
         let _ = writeln!(f, "{} {role}", std::process::id());
         let _ = f.sync_all();
         Ok(InstanceLock { _file: f })
+    }
+
+    /// The lock for recording one run made outside the daemon (`backupctl run-job`): taken
+    /// without rewriting `backupd.pid` (which keeps naming the last daemon or run-due, and so
+    /// the mode). A daemon or run-due that holds it: `Held`, saying who and what to do.
+    fn for_record(state_dir: &Path) -> Result<InstanceLock, LockError> {
+        let p = state_dir.join("backupd.pid");
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .map_err(|e| {
+                LockError::Io(format!("cannot open the lock file {}: {e}", p.display()))
+            })?;
+        match lock_patiently(&f) {
+            Ok(true) => Ok(InstanceLock { _file: f }),
+            Ok(false) => {
+                let (pid, holder) = holder_of(&mut f);
+                Err(LockError::Held(format!(
+                    "{holder} (PID {pid}) holds the state folder {}",
+                    state_dir.display()
+                )))
+            }
+            Err(e) => Err(LockError::Io(format!("cannot lock {}: {e}", p.display()))),
+        }
     }
 }
 

@@ -447,6 +447,52 @@ pub fn overall(jobs: &[(String, JobHealth)]) -> JobHealth {
     }
 }
 
+/// The OS-timer mode's last tick, from the `backupd.pid` a `backupd run-due` left.
+#[derive(Debug, Clone, Copy)]
+pub struct TimerFacts {
+    /// When the OS timer last started `backupd run-due`.
+    pub last_tick: DateTime<Utc>,
+    /// A `backupd run-due` is running now.
+    pub running: bool,
+}
+
+/// How long the OS timer, which ticks every minute, may stay silent before it counts as stopped.
+pub const TIMER_SILENCE_SECS: i64 = 600;
+
+/// The overall health in the OS-timer mode (no resident daemon, by design): the jobs' health as
+/// judged from their recorded runs, a note naming the mode and its last tick, and a warning
+/// when the timer has not ticked for [`TIMER_SILENCE_SECS`] and no run-due is running.
+pub fn with_os_timer(mut overall: JobHealth, t: TimerFacts, now: DateTime<Utc>) -> JobHealth {
+    let at = when(t.last_tick, None);
+    let tick = if t.running {
+        format!("`backupd run-due` is running (since {at})")
+    } else {
+        format!(
+            "`backupd run-due` last started {at} ({})",
+            ago(t.last_tick, now)
+        )
+    };
+    overall.notes.insert(
+        0,
+        format!(
+            "OS-timer mode, no resident backupd: {tick}; health is judged from the recorded runs"
+        ),
+    );
+    if !t.running && (now - t.last_tick).num_seconds() > TIMER_SILENCE_SECS {
+        overall.level = overall.level.max(Level::Warning);
+        overall.reasons.insert(
+            0,
+            format!(
+                "the OS timer has not started `backupd run-due` since {at} ({}), though it \
+                 should every minute: no job runs meanwhile; check `backupctl schedule status`, \
+                 and `backupctl schedule install` to install the timer again",
+                ago(t.last_tick, now)
+            ),
+        );
+    }
+    overall
+}
+
 /// Statistics over a job's newest runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunStats {
@@ -1285,6 +1331,53 @@ mod tests {
         assert_eq!(h.level, Level::Warning, "{h:?}");
         has(&h, &["the last run failed", "disk on fire"]);
         assert!(!h.reasons.join(" ").contains("interrupted"), "{h:?}");
+    }
+
+    #[test]
+    fn the_os_timer_mode_is_judged_from_the_runs_and_its_ticks() {
+        let now = t(2026, 12, 2, 4, 0);
+        let job = JobHealth {
+            notes: vec!["a note".into()],
+            ..JobHealth::healthy()
+        };
+        let ticked = |mins: i64, running| TimerFacts {
+            last_tick: now - chrono::Duration::minutes(mins),
+            running,
+        };
+        let h = with_os_timer(job.clone(), ticked(1, false), now);
+        assert_eq!((h.level, h.reasons.len()), (Level::Healthy, 0), "{h:?}");
+        assert_eq!(
+            h.notes,
+            [
+                "OS-timer mode, no resident backupd: `backupd run-due` last started \
+                 2026-12-02 03:59 UTC (1 min ago); health is judged from the recorded runs",
+                "a note"
+            ]
+        );
+        // Running for hours (a long backup): no warning.
+        let h = with_os_timer(job.clone(), ticked(180, true), now);
+        assert_eq!(h.level, Level::Healthy);
+        assert!(
+            h.notes[0].contains("is running (since 2026-12-02 01:00 UTC)"),
+            "{h:?}"
+        );
+        // Silent for 11 minutes: a warning; an error stays an error.
+        let h = with_os_timer(job, ticked(11, false), now);
+        assert_eq!(h.level, Level::Warning);
+        has(
+            &h,
+            &[
+                "has not started `backupd run-due` since 2026-12-02 03:49 UTC (11 min ago)",
+                "`backupctl schedule status`",
+            ],
+        );
+        let err = JobHealth {
+            level: Level::Error,
+            reasons: vec!["app: disk on fire".into()],
+            ..JobHealth::healthy()
+        };
+        let h = with_os_timer(err, ticked(11, false), now);
+        assert_eq!((h.level, h.reasons.len()), (Level::Error, 2));
     }
 
     #[test]

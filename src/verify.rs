@@ -20,7 +20,7 @@
 //!
 //! **Restore drill.** Up to `restore_drill_files` random files of the repository's newest
 //! snapshot that a backup made (safety snapshots, tag `pre-restore`, are passed over:
-//! [`drill_snapshot`]) are restored to a scratch folder inside the daemon's state folder; each restored
+//! `drill_snapshot`) are restored to a scratch folder inside the daemon's state folder; each restored
 //! file is read back from disk and its SHA-256 compared with the SHA-256 of its content as the
 //! repository holds it (every blob loaded and verified again). Where the source file still has
 //! the snapshot's size and modification time, it is compared too. The scratch folder is removed

@@ -40,13 +40,9 @@ pub(crate) fn record_foreground_run(cfg: &Config, rep: &JobReport, cancelled: bo
         Ok(s) => s,
         Err(e) => return not(format!("{e}\n  hint: run backupctl as the user backupd runs as, or set state_dir in the [daemon] table to a folder you may write")),
     };
-    let _lock = match InstanceLock::for_record(&state_dir) {
+    let _lock = match InstanceLock::for_record(&state_dir, &rep.job) {
         Ok(l) => l,
-        Err(LockError::Held(who)) => return not(format!(
-            "{who}\n  hint: run the job through it, `backupctl run {} --wait`, to have it recorded",
-            rep.job
-        )),
-        Err(LockError::Io(e)) => return not(e),
+        Err(LockError::Held(why) | LockError::Io(why)) => return not(why),
     };
     let now = Utc::now();
     let before = match store.load(&rep.job) {

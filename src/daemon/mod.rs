@@ -467,17 +467,25 @@ fn lock_patiently(f: &File) -> std::io::Result<bool> {
     }
 }
 
-/// Why the state folder's lock is held: who holds it (from `backupd.pid`), in words.
-fn holder_of(f: &mut File) -> (String, &'static str) {
+/// Who holds the state folder's lock (from `backupd.pid`): its PID, and its mode.
+fn holder_of(f: &mut File) -> (String, Mode) {
     let mut s = String::new();
     let _ = f.read_to_string(&mut s);
     let mut words = s.split_whitespace();
     let pid = words.next().unwrap_or("?").to_string();
-    let holder = match words.next() {
-        Some(ROLE_RUN_DUE) => "a `backupd run-due` of the OS-timer mode",
-        _ => "a resident backupd daemon",
+    let mode = match words.next() {
+        Some(ROLE_RUN_DUE) => Mode::OsTimer,
+        _ => Mode::Daemon,
     };
-    (pid, holder)
+    (pid, mode)
+}
+
+/// The holder of a mode, in words.
+fn holder_words(mode: Mode) -> &'static str {
+    match mode {
+        Mode::OsTimer => "a `backupd run-due` of the OS-timer mode",
+        Mode::Daemon => "a resident backupd daemon",
+    }
 }
 
 /// One daemon per state folder: an exclusive lock on `backupd.pid` for the daemon's
@@ -508,7 +516,8 @@ impl InstanceLock {
         match lock_patiently(&f) {
             Ok(true) => {}
             Ok(false) => {
-                let (pid, holder) = holder_of(&mut f);
+                let (pid, mode) = holder_of(&mut f);
+                let holder = holder_words(mode);
                 return Err(LockError::Held(format!(
                     "{holder} (PID {pid}) is already running with the state folder {}\n  hint: stop it first (`backupctl status` talks to a daemon), or give this one another state_dir",
                     state_dir.display()
@@ -523,10 +532,10 @@ impl InstanceLock {
         Ok(InstanceLock { _file: f })
     }
 
-    /// The lock for recording one run made outside the daemon (`backupctl run-job`): taken
-    /// without rewriting `backupd.pid` (which keeps naming the last daemon or run-due, and so
-    /// the mode). A daemon or run-due that holds it: `Held`, saying who and what to do.
-    fn for_record(state_dir: &Path) -> Result<InstanceLock, LockError> {
+    /// The lock for recording a run of `job` made outside the daemon (`backupctl run-job`):
+    /// taken without rewriting `backupd.pid` (which keeps naming the last daemon or run-due,
+    /// and so the mode). A daemon or run-due that holds it: `Held`, saying who and what to do.
+    fn for_record(state_dir: &Path, job: &str) -> Result<InstanceLock, LockError> {
         let p = state_dir.join("backupd.pid");
         let mut f = std::fs::OpenOptions::new()
             .read(true)
@@ -540,9 +549,14 @@ impl InstanceLock {
         match lock_patiently(&f) {
             Ok(true) => Ok(InstanceLock { _file: f }),
             Ok(false) => {
-                let (pid, holder) = holder_of(&mut f);
+                let (pid, mode) = holder_of(&mut f);
+                let hint = match mode {
+                    Mode::Daemon => format!("run the job through it, `backupctl run {job} --wait`, to have it recorded"),
+                    Mode::OsTimer => "run it again once that run-due has ended (it runs the due jobs, then exits)".to_string(),
+                };
                 Err(LockError::Held(format!(
-                    "{holder} (PID {pid}) holds the state folder {}",
+                    "{} (PID {pid}) holds the state folder {}\n  hint: {hint}",
+                    holder_words(mode),
                     state_dir.display()
                 )))
             }
@@ -554,6 +568,37 @@ impl InstanceLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backupd_pid_tells_the_mode_and_a_foreground_record_waits_its_turn() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(last_holder(d.path()).is_none(), "no backupd.pid yet");
+        let Ok(held) = InstanceLock::acquire(d.path(), ROLE_RUN_DUE) else {
+            panic!("the lock is free");
+        };
+        let h = last_holder(d.path()).unwrap();
+        assert_eq!((h.mode, h.holding), (Mode::OsTimer, true));
+        match InstanceLock::for_record(d.path(), "app") {
+            Err(LockError::Held(m)) => assert!(
+                m.contains("a `backupd run-due` of the OS-timer mode")
+                    && m.contains("\n  hint: run it again once that run-due has ended"),
+                "{m}"
+            ),
+            _ => panic!("recorded beside a run-due"),
+        }
+        drop(held);
+        // A foreground record leaves the mode as the last backupd wrote it.
+        let rec = InstanceLock::for_record(d.path(), "app");
+        assert!(rec.is_ok());
+        let h = last_holder(d.path()).unwrap();
+        assert_eq!((h.mode, h.holding), (Mode::OsTimer, true));
+        drop(rec);
+        assert!(!last_holder(d.path()).unwrap().holding);
+        let Ok(_daemon) = InstanceLock::acquire(d.path(), ROLE_DAEMON) else {
+            panic!("the lock is free");
+        };
+        assert_eq!(last_holder(d.path()).unwrap().mode, Mode::Daemon);
+    }
 
     #[test]
     fn the_service_command_line_parses() {

@@ -305,7 +305,7 @@ fn apply_retention(
         .filter(|(_, s)| s.tags.contains(&tag))
         .collect();
     let group_by = GroupBy::parse("host,paths").map_err(Error::Input)?;
-    let groups = forget::plan(&mine, &ret.policy(), &group_by)?;
+    let groups = forget::plan(&mine, &ret.policy(), &group_by, chrono::Utc::now())?;
     let mut removed = Vec::new();
     for p in groups.iter().flat_map(|g| g.remove.iter()) {
         cancel.check()?;

@@ -43,7 +43,13 @@ pub enum Request {
     /// The daemon and every job.
     Status,
     /// Run a job now (reason `manual`). With `wait`, the daemon streams events until it ends.
-    Run { job: String, wait: bool },
+    /// A manual run that fails is retried (as the job's `retries` say) only with `retry`.
+    Run {
+        job: String,
+        wait: bool,
+        #[serde(default)]
+        retry: bool,
+    },
     /// Stop a job's current run at its next safe point.
     Cancel { job: String },
     /// Read the configuration file again (a file that fails validation is rejected).
@@ -240,12 +246,24 @@ mod tests {
         let e = Envelope::new(Request::Run {
             job: "app".into(),
             wait: true,
+            retry: false,
         });
         let line = serde_json::to_string(&e).unwrap();
         assert!(!line.contains('\n'));
         assert!(
-            line.contains(r#""request":{"type":"run","job":"app","wait":true}"#),
+            line.contains(r#""request":{"type":"run","job":"app","wait":true,"retry":false}"#),
             "{line}"
+        );
+        // A client that does not know `retry` asks for no retries.
+        let old: Request =
+            serde_json::from_str(r#"{"type":"run","job":"app","wait":true}"#).unwrap();
+        assert_eq!(
+            old,
+            Request::Run {
+                job: "app".into(),
+                wait: true,
+                retry: false
+            }
         );
         let back: Envelope = serde_json::from_str(&line).unwrap();
         assert_eq!(back.protocol, PROTOCOL_VERSION);

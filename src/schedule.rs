@@ -738,8 +738,13 @@ pub enum RunReason {
         /// The error of the last attempt.
         last_error: String,
     },
-    /// Asked for by a person.
-    Manual,
+    /// Asked for by a person (`backupctl run`). It is retried after a failure only when the
+    /// person asked for that (`backupctl run --retry`).
+    Manual {
+        /// Retry it after a failure, as the job's `retries` say.
+        #[serde(default)]
+        retry: bool,
+    },
 }
 
 impl RunReason {
@@ -766,7 +771,8 @@ impl RunReason {
                 Some(slot) => format!("retry {number} of {of} for {}", slot.label()),
                 None => format!("retry {number} of {of}"),
             },
-            RunReason::Manual => "manual".to_string(),
+            RunReason::Manual { retry: false } => "manual".to_string(),
+            RunReason::Manual { retry: true } => "manual, retried on failure".to_string(),
         }
     }
 }
@@ -2166,7 +2172,12 @@ mod tests {
             last_error: String::new(),
         };
         assert_eq!(manual.describe(), "retry 1 of 2");
-        assert_eq!(RunReason::Manual.describe(), "manual");
+        assert_eq!(RunReason::Manual { retry: false }.describe(), "manual");
+        let retried = RunReason::Manual { retry: true };
+        assert_eq!(retried.describe(), "manual, retried on failure");
+        // A state file written before `retry` existed still reads.
+        let old: RunReason = serde_json::from_str(r#"{"kind":"manual"}"#).unwrap();
+        assert_eq!(old, RunReason::Manual { retry: false });
     }
 
     #[test]
@@ -2272,7 +2283,7 @@ mod tests {
             cause: STOPPED.into(),
         };
         assert_eq!(serde_json::to_value(&catch_up).unwrap()["kind"], "catch_up");
-        for r in [reason, catch_up, RunReason::Manual] {
+        for r in [reason, catch_up, RunReason::Manual { retry: true }] {
             let text = serde_json::to_string(&r).unwrap();
             assert_eq!(serde_json::from_str::<RunReason>(&text).unwrap(), r);
         }

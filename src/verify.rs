@@ -19,7 +19,8 @@
 //! too sparse), the next run reads all of them. Packs written during a cycle are read in it.
 //!
 //! **Restore drill.** Up to `restore_drill_files` random files of the repository's newest
-//! snapshot are restored to a scratch folder inside the daemon's state folder; each restored
+//! snapshot that a backup made (safety snapshots, tag `pre-restore`, are passed over:
+//! `drill_snapshot`) are restored to a scratch folder inside the daemon's state folder; each restored
 //! file is read back from disk and its SHA-256 compared with the SHA-256 of its content as the
 //! repository holds it (every blob loaded and verified again). Where the source file still has
 //! the snapshot's size and modification time, it is compared too. The scratch folder is removed
@@ -506,15 +507,14 @@ pub(crate) fn run_restore_drill(
     let started = Utc::now();
     let (mut repo, _lock) = open_repository(&cfg.settings()?, LockMode::Shared)?;
     repo.load_index()?;
-    let Some((sid, snap)) = repo
-        .list_snapshots()?
-        .into_iter()
-        .max_by_key(|(_, s)| s.time)
-    else {
-        return Ok(nothing_to_restore(
-            started,
-            "the repository has no snapshot yet: nothing to restore".into(),
-        ));
+    let all = repo.list_snapshots()?;
+    let Some((sid, snap)) = drill_snapshot(&all).cloned() else {
+        let summary = if all.is_empty() {
+            "the repository has no snapshot yet: nothing to restore"
+        } else {
+            "the repository holds only safety snapshots (tag pre-restore), no backup: nothing to restore"
+        };
+        return Ok(nothing_to_restore(started, summary.into()));
     };
     let chosen = pick_files(&repo, &snap, files, cancel)?;
     if chosen.is_empty() {
@@ -554,6 +554,15 @@ pub(crate) fn run_restore_drill(
         ),
         coverage: None,
     })
+}
+
+/// The snapshot a restore drill restores from: the newest that a backup made. Safety snapshots
+/// (tag `pre-restore`, what a restore backed up before replacing files) are undo points, not
+/// backups, and are passed over. Equal times: the greatest id, so the choice is stable.
+pub(crate) fn drill_snapshot(all: &[(Id, Snapshot)]) -> Option<&(Id, Snapshot)> {
+    all.iter()
+        .filter(|(_, s)| !restore::is_safety_snapshot(s))
+        .max_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)))
 }
 
 /// The verdict of a restore drill of `files` files of the snapshot `sid`: ok without problems,
@@ -900,6 +909,31 @@ mod tests {
     }
 
     #[test]
+    fn the_drill_restores_the_newest_backup_not_a_safety_snapshot() {
+        let snap = |time: &str, tags: &[&str]| -> Snapshot {
+            serde_json::from_value(serde_json::json!({
+                "time": time,
+                "tree": id(1).to_hex(),
+                "paths": ["/srv"],
+                "hostname": "h1",
+                "tags": tags,
+            }))
+            .unwrap()
+        };
+        assert!(drill_snapshot(&[]).is_none());
+        let safety = (id(9), snap("2026-12-03T00:00:00Z", &["pre-restore"]));
+        assert!(drill_snapshot(std::slice::from_ref(&safety)).is_none());
+        let all = vec![
+            (id(1), snap("2026-12-01T00:00:00Z", &["job:app"])),
+            safety,
+            (id(2), snap("2026-12-02T00:00:00Z", &["job:app", "partial"])),
+            (id(3), snap("2026-12-02T00:00:00Z", &[])),
+        ];
+        // The newest backup (equal times: the greater id), the newer safety snapshot passed over.
+        assert_eq!(drill_snapshot(&all).map(|(i, _)| *i), Some(id(3)));
+    }
+
+    #[test]
     fn a_restore_drill_compares_random_files_with_the_repository_and_the_source() {
         use crate::cancel::NoProgress;
         let dir = tempfile::tempdir().unwrap();
@@ -927,10 +961,32 @@ mod tests {
             paths: vec![src.clone()],
             ..Default::default()
         };
-        crate::engine::backup::backup(&mut repo, &opts, &NoProgress, &cancel).unwrap();
+        let job_snapshot = crate::engine::backup::backup(&mut repo, &opts, &NoProgress, &cancel)
+            .unwrap()
+            .snapshot_id;
+        // A newer safety snapshot (what a restore backs up first) of another folder.
+        let other = dir.path().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("c.txt"), "gamma").unwrap();
+        let safety = crate::engine::backup::BackupOptions {
+            paths: vec![other],
+            tags: vec![restore::SAFETY_TAG.to_string()],
+            ..Default::default()
+        };
+        let safety_snapshot =
+            crate::engine::backup::backup(&mut repo, &safety, &NoProgress, &cancel)
+                .unwrap()
+                .snapshot_id;
 
         let r = drill(5).unwrap().result;
         assert!(r.ok, "{r:?}");
+        // The drill restores the backup, not the newer safety snapshot.
+        assert!(
+            r.summary.contains(&job_snapshot.short())
+                && !r.summary.contains(&safety_snapshot.short()),
+            "{}",
+            r.summary
+        );
         assert!(
             r.summary.starts_with("restored 2 random files of snapshot")
                 && r.summary.ends_with(", 2 also with the unchanged source"),

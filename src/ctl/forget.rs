@@ -155,7 +155,7 @@ fn select(
             .filter(|(_, s)| filter.matches(s))
             .cloned()
             .collect();
-        let groups = forget::plan(&selected, policy, group_by)?;
+        let groups = forget::plan(&selected, policy, group_by, chrono::Utc::now())?;
         let remove = groups
             .iter()
             .flat_map(|g| g.remove.iter().map(|p| p.id))

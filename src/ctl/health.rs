@@ -4,14 +4,14 @@ use super::client::{connect, daemon_error};
 use super::Ctx;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::monitor::health::{self, JobHealth, Level, RepoFacts};
+use crate::monitor::health::{self, JobHealth, Level, RepoFacts, TimerFacts};
 use crate::protocol::{Request, Response, StatusReport};
 use crate::state::{JobState, StateStore};
 use crate::verify::RepoStateStore;
 use chrono::Utc;
 
 /// `backupctl health`: one line per job, exit 0 healthy, 1 warning, 2 error (Nagios-style).
-/// Without a daemon the state files are judged, and "backupd is not running" is an error.
+/// Without a daemon the state files are judged ([`offline_overall`]).
 pub(crate) fn health(ctx: &Ctx) -> Result<i32> {
     let (jobs, overall) = match connect(&ctx.daemon(), Request::Status) {
         Ok(c) => match c.one()? {
@@ -19,17 +19,9 @@ pub(crate) fn health(ctx: &Ctx) -> Result<i32> {
             other => return Err(daemon_error(other)),
         },
         Err(e @ Error::NoDaemon { .. }) => {
-            let jobs = of_state_files(&ctx.daemon().config()?)?;
-            let mut overall = health::overall(&jobs);
-            overall.level = Level::Error;
-            let down = e.to_string();
-            overall.reasons.insert(
-                0,
-                down.lines()
-                    .next()
-                    .unwrap_or("backupd is not running")
-                    .to_string(),
-            );
+            let cfg = ctx.daemon().config()?;
+            let jobs = of_state_files(&cfg)?;
+            let overall = offline_overall(&cfg, &jobs, &e);
             (jobs, overall)
         }
         Err(e) => return Err(e),
@@ -58,8 +50,35 @@ fn of_status(s: &StatusReport) -> (Vec<(String, JobHealth)>, JobHealth) {
     (jobs, overall)
 }
 
+/// The overall health when no daemon answers. In the OS-timer mode (the last backupd that held
+/// the state folder was a `backupd run-due`) it is judged from the recorded runs and the
+/// timer's ticks; otherwise "backupd is not running" (`down`'s first line) is an error.
+pub(crate) fn offline_overall(
+    cfg: &Config,
+    jobs: &[(String, JobHealth)],
+    down: &Error,
+) -> JobHealth {
+    let mut overall = health::overall(jobs);
+    match crate::daemon::last_holder(&cfg.paths().state_dir) {
+        Some(h) if h.mode == crate::daemon::Mode::OsTimer => {
+            let tick = TimerFacts {
+                last_tick: h.since,
+                running: h.holding,
+            };
+            health::with_os_timer(overall, tick, Utc::now())
+        }
+        _ => {
+            overall.level = Level::Error;
+            let down = down.to_string();
+            let line = down.lines().next().unwrap_or("backupd is not running");
+            overall.reasons.insert(0, line.to_string());
+            overall
+        }
+    }
+}
+
 /// Every job's health judged from the state files of the job and its repository.
-fn of_state_files(cfg: &Config) -> Result<Vec<(String, JobHealth)>> {
+pub(crate) fn of_state_files(cfg: &Config) -> Result<Vec<(String, JobHealth)>> {
     let paths = cfg.paths();
     let store = StateStore::at(&paths.state_dir);
     let repos = RepoStateStore::at(&paths.state_dir);
@@ -113,5 +132,8 @@ fn print_text(jobs: &[(String, JobHealth)], overall: &JobHealth) {
         if let Some(r) = overall.reasons.first() {
             println!("  {r}");
         }
+    }
+    for n in &overall.notes {
+        println!("  note: {n}");
     }
 }

@@ -14,7 +14,7 @@ use crate::repo::Repository;
 use std::path::{Path, PathBuf};
 
 /// The tag of the snapshots `restore` takes of the target before changing it.
-pub(crate) const PRE_RESTORE_TAG: &str = "pre-restore";
+pub(crate) use crate::engine::restore::SAFETY_TAG as PRE_RESTORE_TAG;
 
 /// How many skipped entries the text output lists (--json lists all).
 const SHOW_SKIPPED: usize = 20;

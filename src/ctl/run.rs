@@ -12,6 +12,10 @@ pub(crate) struct RunArgs {
     /// Follow the run to its end and exit with its outcome (0 success, 3 partial, 5 source failed, ...).
     #[arg(long, short = 'w')]
     pub wait: bool,
+    /// Retry the run after a failure, as the job's `retries` say (a manual run is not retried
+    /// otherwise).
+    #[arg(long)]
+    pub retry: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -28,6 +32,7 @@ pub(crate) fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         Request::Run {
             job: a.job.clone(),
             wait: a.wait,
+            retry: a.retry,
         },
     )?;
     let run_id = match c.next()? {

@@ -1,4 +1,4 @@
-//! `backupctl run-job`: run a configured job once in the foreground (no daemon) and report it.
+//! `backupctl run-job`: run a configured job once in the foreground (no daemon), record it in the job's history as the daemon would, and report it.
 
 use super::util::human_bytes;
 use super::Ctx;
@@ -34,6 +34,12 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         &ctx.cancel,
     );
     drop(progress);
+    let cancelled = ctx.cancel.is_cancelled();
+    if let crate::daemon::Recorded::No(why) =
+        crate::daemon::record_foreground_run(&cfg, &rep, cancelled)
+    {
+        ctx.warn(why);
+    }
     if ctx.global.json {
         ctx.print_json(&rep);
     } else {

@@ -10,8 +10,8 @@ use crate::state::{JobState, StateStore};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-/// `backupctl status`: the daemon, every job and every repository; exit 13 (and what the state
-/// files say) when no daemon runs.
+/// `backupctl status`: the daemon, every job and every repository; without a daemon, what the
+/// state files say, and exit 13 (0 in the OS-timer mode, which has no daemon by design).
 pub(crate) fn status(ctx: &Ctx) -> Result<i32> {
     match connect(&ctx.daemon(), Request::Status) {
         Ok(c) => match c.one()? {
@@ -37,12 +37,22 @@ pub(crate) fn status(ctx: &Ctx) -> Result<i32> {
                 .keys()
                 .map(|name| OfflineJob::of(name, store.load(name).ok().flatten()))
                 .collect();
+            let judged = super::health::of_state_files(&cfg).unwrap_or_default();
+            let health = super::health::offline_overall(&cfg, &judged, &e);
+            let timer = crate::daemon::last_holder(&paths.state_dir)
+                .is_some_and(|h| h.mode == crate::daemon::Mode::OsTimer);
             if ctx.global.json {
+                let error = (!timer).then(|| e.to_string());
+                let mode = if timer { "os-timer" } else { "no-daemon" };
                 ctx.print_json(
-                    &serde_json::json!({"daemon": null, "error": e.to_string(), "jobs": jobs}),
+                    &serde_json::json!({"daemon": null, "mode": mode, "error": error, "health": health, "jobs": jobs}),
                 );
             } else {
-                eprintln!("error: {e}");
+                match health.notes.first() {
+                    Some(mode) if timer => println!("{mode}"),
+                    _ => eprintln!("error: {e}"),
+                }
+                println!("health: {}", health.level.as_str());
                 println!("from the state files in {}:", paths.state_dir.display());
                 for j in &jobs {
                     println!(
@@ -55,7 +65,8 @@ pub(crate) fn status(ctx: &Ctx) -> Result<i32> {
                     );
                 }
             }
-            Ok(exit::NO_DAEMON)
+            // The OS-timer mode has no daemon by design: that is no error.
+            Ok(if timer { exit::OK } else { exit::NO_DAEMON })
         }
         Err(e) => Err(e),
     }

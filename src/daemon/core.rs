@@ -32,9 +32,11 @@ const STATS_RUNS: usize = 20;
 /// A request from the control socket (or a signal) to the event loop.
 pub enum Command {
     Status(oneshot::Sender<StatusReport>),
-    /// Start a manual run; the reply is Accepted (with an event stream) or an error.
+    /// Start a manual run (retried after a failure with `retry`); the reply is Accepted (with
+    /// an event stream) or an error.
     Run {
         job: String,
+        retry: bool,
         reply: oneshot::Sender<Result<(Response, broadcast::Receiver<Response>), Response>>,
     },
     Cancel {
@@ -563,8 +565,8 @@ impl Daemon {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
-            Command::Run { job, reply } => {
-                let _ = reply.send(self.run_now(&job));
+            Command::Run { job, retry, reply } => {
+                let _ = reply.send(self.run_now(&job, retry));
             }
             Command::Cancel { job, reply } => {
                 let _ = reply.send(self.cancel(&job));
@@ -585,6 +587,7 @@ impl Daemon {
     fn run_now(
         &mut self,
         job: &str,
+        retry: bool,
     ) -> Result<(Response, broadcast::Receiver<Response>), Response> {
         match self.jobs.get(job) {
             None => Err(self.no_such_job(job)),
@@ -600,7 +603,7 @@ impl Daemon {
                 ),
             }),
             Some(_) => self
-                .start(job, None, RunReason::Manual)
+                .start(job, None, RunReason::Manual { retry })
                 .ok_or_else(|| self.no_such_job(job)),
         }
     }
@@ -1063,7 +1066,7 @@ fn claim_run(state: &mut JobState, claim: &RunClaim) {
     if claim.slot.is_some() {
         state.last_slot = claim.slot;
     }
-    if !matches!(claim.reason, RunReason::Manual) {
+    if !matches!(claim.reason, RunReason::Manual { .. }) {
         state.retry = None;
     }
     state.running = Some(claim.clone());
@@ -1166,6 +1169,9 @@ fn log_end(done: &RunDone, rec: &RunRecord, verdict: &Verdict, policy: &outcome:
         }
         Verdict::CancelledByUser => {
             tracing::warn!(job = %job, run_id = %run_id, "run cancelled by backupctl cancel; no retry");
+        }
+        Verdict::NotRetried => {
+            tracing::error!(job = %job, run_id = %run_id, "job {job}: run failed ({}): {err}\n  a manual run is not retried: fix the cause and run it again (`backupctl run {job} --wait`)", rec.reason);
         }
         Verdict::Resumes => {
             tracing::warn!(job = %job, run_id = %run_id, "run interrupted because backupd is stopping; it runs again at the next start");
@@ -1275,7 +1281,7 @@ mod tests {
         let mut st = JobState::new("app", t(0, 0));
         st.last_slot = Some(slot(1, 30));
         st.retry = Some(retry(t(3, 0), Some(slot(1, 30))));
-        claim_run(&mut st, &claim(RunReason::Manual, None));
+        claim_run(&mut st, &claim(RunReason::Manual { retry: false }, None));
         assert_eq!(st.last_slot, Some(slot(1, 30)));
         assert!(st.retry.is_some());
         assert!(st.running.is_some());

@@ -10,6 +10,7 @@
 pub mod clock;
 mod core;
 mod drills;
+mod foreground;
 pub mod logging;
 mod metrics_http;
 mod outcome;
@@ -29,6 +30,8 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use tokio::sync::{broadcast, mpsc};
+
+pub(crate) use foreground::{record_foreground_run, Recorded};
 
 /// A trigger for the daemon's graceful shutdown besides the signals: when it completes, the
 /// daemon stops as on SIGTERM.
@@ -416,9 +419,97 @@ fn watch_config(
 const ROLE_DAEMON: &str = "daemon";
 const ROLE_RUN_DUE: &str = "run-due";
 
+/// How long taking the lock waits for a `backupctl run-job` that holds it to record its run
+/// (it holds it only for that: load, settle, save).
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 enum LockError {
     Held(String),
     Io(String),
+}
+
+/// The mode `backupd.pid` names: the last backupd that took the state folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A resident daemon (`backupd run`, the service).
+    Daemon,
+    /// `backupd run-due`, started by the OS timer.
+    OsTimer,
+}
+
+/// What the state folder's `backupd.pid` tells about the last backupd that held it.
+#[derive(Debug, Clone)]
+pub(crate) struct LastHolder {
+    pub mode: Mode,
+    /// When it took the lock (the file's modification time): a run-due's tick.
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// It holds the lock now.
+    pub holding: bool,
+}
+
+/// The last backupd that held the state folder, from its `backupd.pid`; None without one.
+pub(crate) fn last_holder(state_dir: &Path) -> Option<LastHolder> {
+    let p = state_dir.join("backupd.pid");
+    let mut f = File::open(&p).ok()?;
+    let mut s = String::new();
+    f.read_to_string(&mut s).ok()?;
+    let mut words = s.split_whitespace();
+    words.next()?;
+    let mode = match words.next() {
+        Some(ROLE_RUN_DUE) => Mode::OsTimer,
+        _ => Mode::Daemon,
+    };
+    let since = f.metadata().and_then(|m| m.modified()).ok()?.into();
+    let holding = match f.try_lock_shared() {
+        Ok(()) => {
+            let _ = f.unlock();
+            false
+        }
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
+    };
+    Some(LastHolder {
+        mode,
+        since,
+        holding,
+    })
+}
+
+/// Takes `f`'s exclusive lock, waiting up to [`LOCK_PATIENCE`] while another holds it; false
+/// when it is still held.
+fn lock_patiently(f: &File) -> std::io::Result<bool> {
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
+/// Who holds the state folder's lock (from `backupd.pid`): its PID, and its mode.
+fn holder_of(f: &mut File) -> (String, Mode) {
+    let mut s = String::new();
+    let _ = f.read_to_string(&mut s);
+    let mut words = s.split_whitespace();
+    let pid = words.next().unwrap_or("?").to_string();
+    let mode = match words.next() {
+        Some(ROLE_RUN_DUE) => Mode::OsTimer,
+        _ => Mode::Daemon,
+    };
+    (pid, mode)
+}
+
+/// The holder of a mode, in words.
+fn holder_words(mode: Mode) -> &'static str {
+    match mode {
+        Mode::OsTimer => "a `backupd run-due` of the OS-timer mode",
+        Mode::Daemon => "a resident backupd daemon",
+    }
 }
 
 /// One daemon per state folder: an exclusive lock on `backupd.pid` for the daemon's
@@ -446,25 +537,17 @@ impl InstanceLock {
             .map_err(|e| {
                 LockError::Io(format!("cannot open the lock file {}: {e}", p.display()))
             })?;
-        match f.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut s = String::new();
-                let _ = f.read_to_string(&mut s);
-                let mut words = s.split_whitespace();
-                let pid = words.next().unwrap_or("?");
-                let holder = match words.next() {
-                    Some(ROLE_RUN_DUE) => "a `backupd run-due` of the OS-timer mode",
-                    _ => "a resident backupd daemon",
-                };
+        match lock_patiently(&f) {
+            Ok(true) => {}
+            Ok(false) => {
+                let (pid, mode) = holder_of(&mut f);
+                let holder = holder_words(mode);
                 return Err(LockError::Held(format!(
                     "{holder} (PID {pid}) is already running with the state folder {}\n  hint: stop it first (`backupctl status` talks to a daemon), or give this one another state_dir",
                     state_dir.display()
                 )));
             }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(LockError::Io(format!("cannot lock {}: {e}", p.display())))
-            }
+            Err(e) => return Err(LockError::Io(format!("cannot lock {}: {e}", p.display()))),
         }
         let _ = f.set_len(0);
         let _ = f.rewind();
@@ -472,11 +555,74 @@ impl InstanceLock {
         let _ = f.sync_all();
         Ok(InstanceLock { _file: f })
     }
+
+    /// The lock for recording a run of `job` made outside the daemon (`backupctl run-job`):
+    /// taken without rewriting `backupd.pid` (which keeps naming the last daemon or run-due,
+    /// and so the mode). A daemon or run-due that holds it: `Held`, saying who and what to do.
+    fn for_record(state_dir: &Path, job: &str) -> Result<InstanceLock, LockError> {
+        let p = state_dir.join("backupd.pid");
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .map_err(|e| {
+                LockError::Io(format!("cannot open the lock file {}: {e}", p.display()))
+            })?;
+        match lock_patiently(&f) {
+            Ok(true) => Ok(InstanceLock { _file: f }),
+            Ok(false) => {
+                let (pid, mode) = holder_of(&mut f);
+                let hint = match mode {
+                    Mode::Daemon => format!("run the job through it, `backupctl run {job} --wait`, to have it recorded"),
+                    Mode::OsTimer => "run it again once that run-due has ended (it runs the due jobs, then exits)".to_string(),
+                };
+                Err(LockError::Held(format!(
+                    "{} (PID {pid}) holds the state folder {}\n  hint: {hint}",
+                    holder_words(mode),
+                    state_dir.display()
+                )))
+            }
+            Err(e) => Err(LockError::Io(format!("cannot lock {}: {e}", p.display()))),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backupd_pid_tells_the_mode_and_a_foreground_record_waits_its_turn() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(last_holder(d.path()).is_none(), "no backupd.pid yet");
+        let Ok(held) = InstanceLock::acquire(d.path(), ROLE_RUN_DUE) else {
+            panic!("the lock is free");
+        };
+        let h = last_holder(d.path()).unwrap();
+        assert_eq!((h.mode, h.holding), (Mode::OsTimer, true));
+        match InstanceLock::for_record(d.path(), "app") {
+            Err(LockError::Held(m)) => assert!(
+                m.contains("a `backupd run-due` of the OS-timer mode")
+                    && m.contains("\n  hint: run it again once that run-due has ended"),
+                "{m}"
+            ),
+            _ => panic!("recorded beside a run-due"),
+        }
+        drop(held);
+        // A foreground record leaves the mode as the last backupd wrote it.
+        let rec = InstanceLock::for_record(d.path(), "app");
+        assert!(rec.is_ok());
+        let h = last_holder(d.path()).unwrap();
+        assert_eq!((h.mode, h.holding), (Mode::OsTimer, true));
+        drop(rec);
+        assert!(!last_holder(d.path()).unwrap().holding);
+        let Ok(_daemon) = InstanceLock::acquire(d.path(), ROLE_DAEMON) else {
+            panic!("the lock is free");
+        };
+        assert_eq!(last_holder(d.path()).unwrap().mode, Mode::Daemon);
+    }
 
     #[test]
     fn the_service_command_line_parses() {

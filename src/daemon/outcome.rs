@@ -58,8 +58,11 @@ pub struct Policy {
 pub enum Verdict {
     /// Success or partial: the failures are reset and any pending retry dropped.
     Succeeded,
-    /// Failed after `backupctl cancel`: no retry is scheduled (a pending one stays).
+    /// Stopped by `backupctl cancel` (or failed after it): no retry is scheduled (a pending one
+    /// stays). A run the cancel stopped is not counted as a failure.
     CancelledByUser,
+    /// A manual run failed: manual runs are not retried (a pending retry of a slot stays).
+    NotRetried,
     /// Failed while the daemon stops (or it died): resumed by a retry due at once.
     Resumes,
     /// Failed: this retry is pending.
@@ -110,7 +113,10 @@ pub fn settle(
         state.overdue_notified = None;
         Verdict::Succeeded
     } else {
-        state.consecutive_failures += 1;
+        // A run the user's cancel stopped is the user's decision, not a failure.
+        if record.outcome != Outcome::Cancelled {
+            state.consecutive_failures += 1;
+        }
         let verdict = failure_verdict(run, &policy.retries, now);
         match &verdict {
             Verdict::Retry(r) => state.retry = Some(r.clone()),
@@ -119,12 +125,12 @@ pub fn settle(
                 let error = rep.error.as_deref().unwrap_or("failed");
                 state.retry = Some(resume_retry(policy.retries.attempts, run.claim, error, now));
             }
-            Verdict::CancelledByUser | Verdict::Succeeded => {}
+            Verdict::CancelledByUser | Verdict::NotRetried | Verdict::Succeeded => {}
         }
         verdict
     };
     state.push_history(record.clone(), policy.history_keep);
-    let notices = notices_of(run, &record, before, &state, ok);
+    let notices = notices_of(run, &record, before, &state, &verdict);
     Settlement {
         state,
         record,
@@ -134,12 +140,16 @@ pub fn settle(
 }
 
 /// Where a failed run goes: nowhere after a user's cancel, back at the next start after the
-/// daemon's stop, else the retry the policy gives (a failed retry earns the next one).
+/// daemon's stop, nowhere for a manual run, else the retry the policy gives (a failed retry
+/// earns the next one).
 fn failure_verdict(run: &FinishedRun, retries: &RetryPolicy, now: DateTime<Utc>) -> Verdict {
     match run.stopped {
         Stopped::ByUser => return Verdict::CancelledByUser,
         Stopped::ByShutdown => return Verdict::Resumes,
         Stopped::No => {}
+    }
+    if matches!(run.claim.reason, RunReason::Manual { retry: false }) {
+        return Verdict::NotRetried;
     }
     let previous = match &run.claim.reason {
         RunReason::Retry {
@@ -205,9 +215,10 @@ fn notices_of(
     rec: &RunRecord,
     before: &JobState,
     after: &JobState,
-    ok: bool,
+    verdict: &Verdict,
 ) -> Vec<Notice> {
     let job = run.job;
+    let ok = *verdict == Verdict::Succeeded;
     let notice = |event, message| Notice { event, message };
     match (run.stopped, ok) {
         (Stopped::ByUser, _) | (Stopped::ByShutdown, false) => Vec::new(),
@@ -235,6 +246,7 @@ fn notices_of(
         }
         (_, false) => {
             let retry_note = match &after.retry {
+                _ if *verdict == Verdict::NotRetried => "; not retried (a manual run)".to_string(),
                 Some(r) => format!(
                     "; retry {} of {} at {}",
                     r.number,
@@ -636,15 +648,19 @@ mod tests {
     }
 
     #[test]
-    fn user_cancel_records_cancelled_counts_a_failure_schedules_no_retry_and_notifies_nothing() {
+    fn user_cancel_records_cancelled_is_no_failure_schedules_no_retry_and_notifies_nothing() {
+        let mut before = state();
+        before.consecutive_failures = 1;
+        before.last_success = Some(t(1, 0));
         let (c, r) = (scheduled(), interrupted());
-        let s = settle(&state(), &run(&c, &r, Stopped::ByUser), &policy(3), now());
+        let s = settle(&before, &run(&c, &r, Stopped::ByUser), &policy(3), now());
         assert_eq!(s.verdict, Verdict::CancelledByUser);
         assert_eq!(s.record.outcome, Outcome::Cancelled);
         assert_eq!(s.record.exit_code, exit::INTERRUPTED);
         assert!(s.state.retry.is_none());
-        // today: a user's cancel counts as a consecutive failure, so health may turn to warning.
+        // The user's decision, not a failure: the count and the last success stay as they were.
         assert_eq!(s.state.consecutive_failures, 1);
+        assert_eq!(s.state.last_success, Some(t(1, 0)));
         assert!(s.notices.is_empty());
     }
 
@@ -652,7 +668,10 @@ mod tests {
     fn user_cancel_of_a_manual_run_keeps_the_pending_retry() {
         let mut before = state();
         before.retry = Some(pending(1, 3, Some(slot(2, 30))));
-        let (c, r) = (claim(RunReason::Manual, None), interrupted());
+        let (c, r) = (
+            claim(RunReason::Manual { retry: false }, None),
+            interrupted(),
+        );
         let s = settle(&before, &run(&c, &r, Stopped::ByUser), &policy(3), now());
         assert_eq!(s.state.retry, before.retry);
     }
@@ -756,31 +775,68 @@ mod tests {
     }
 
     #[test]
-    fn failed_manual_run_is_retried() {
-        let (c, r) = (claim(RunReason::Manual, None), failure());
+    fn a_failed_manual_run_is_not_retried() {
+        let (c, r) = (claim(RunReason::Manual { retry: false }, None), failure());
         let s = settle(&state(), &run(&c, &r, Stopped::No), &policy(2), now());
-        // today: a failed manual run earns retries like a scheduled one (with no slot).
-        let retry = s.state.retry.expect("retried");
-        assert_eq!((retry.number, retry.of, retry.slot), (1, 2, None));
-        assert!(s.notices[0].message.contains("(manual)"));
+        assert!(s.state.retry.is_none(), "{:?}", s.state.retry);
+        assert_eq!(s.state.consecutive_failures, 1);
+        assert_eq!(events(&s), vec![Event::Failure]);
+        assert_eq!(
+            s.notices[0].message,
+            "backup job app failed (manual): the repository is gone; not retried (a manual run)"
+        );
     }
 
     #[test]
-    fn failed_manual_run_replaces_a_pending_retry_with_retry_1() {
+    fn a_failed_manual_run_keeps_the_pending_retry_of_a_slot() {
         let mut before = state();
         before.retry = Some(pending(2, 3, Some(slot(2, 30))));
-        let (c, r) = (claim(RunReason::Manual, None), failure());
+        let (c, r) = (claim(RunReason::Manual { retry: false }, None), failure());
         let s = settle(&before, &run(&c, &r, Stopped::No), &policy(3), now());
-        // today: the scheduled slot's retry 2 of 3 is replaced by a manual retry 1 of 3.
+        assert_eq!(s.state.retry, before.retry);
+        assert!(
+            s.notices[0]
+                .message
+                .ends_with("; not retried (a manual run)"),
+            "{}",
+            s.notices[0].message
+        );
+    }
+
+    #[test]
+    fn a_failed_manual_run_the_user_asked_to_retry_is_retried() {
+        let reason = RunReason::Manual { retry: true };
+        let (c, r) = (claim(reason, None), failure());
+        let s = settle(&state(), &run(&c, &r, Stopped::No), &policy(2), now());
         let retry = s.state.retry.expect("retried");
-        assert_eq!((retry.number, retry.slot), (1, None));
+        assert_eq!((retry.number, retry.of, retry.slot), (1, 2, None));
+        assert!(s.notices[0]
+            .message
+            .ends_with("; retry 1 of 2 at 2026-03-01 02:50:00 UTC"));
+    }
+
+    #[test]
+    fn a_failed_catch_up_run_is_retried() {
+        let reason = RunReason::CatchUp {
+            slot: slot(2, 30),
+            missed: 2,
+            first_missed: slot(1, 30),
+            cause: "while backupd was stopped".into(),
+        };
+        let (c, r) = (claim(reason, Some(slot(2, 30))), failure());
+        let s = settle(&state(), &run(&c, &r, Stopped::No), &policy(2), now());
+        let retry = s.state.retry.expect("retried");
+        assert_eq!(
+            (retry.number, retry.of, retry.slot),
+            (1, 2, Some(slot(2, 30)))
+        );
     }
 
     #[test]
     fn successful_manual_run_drops_a_pending_retry() {
         let mut before = state();
         before.retry = Some(pending(1, 3, Some(slot(2, 30))));
-        let (c, r) = (claim(RunReason::Manual, None), success());
+        let (c, r) = (claim(RunReason::Manual { retry: false }, None), success());
         let s = settle(&before, &run(&c, &r, Stopped::No), &policy(3), now());
         assert!(s.state.retry.is_none());
     }

@@ -146,10 +146,14 @@ where
         Request::Status => ask(&commands, Command::Status)
             .await
             .map(|s| Response::Status(Box::new(s))),
-        Request::Run { job, wait } => {
+        Request::Run { job, wait, retry } => {
             let (tx, rx) = oneshot::channel();
             if commands
-                .send(Command::Run { job, reply: tx })
+                .send(Command::Run {
+                    job,
+                    retry,
+                    reply: tx,
+                })
                 .await
                 .is_err()
             {
@@ -316,6 +320,7 @@ mod tests {
             Request::Run {
                 job: "app".into(),
                 wait: true,
+                retry: false,
             },
         ] {
             let out = exchange(request, None).await;
@@ -353,7 +358,7 @@ mod tests {
     /// An event loop that accepts the run, then sends `events` (the sender is dropped after).
     fn accept_with(events: Vec<Response>) -> Box<dyn FnOnce(Command) + Send> {
         Box::new(move |c| {
-            let Command::Run { job, reply } = c else {
+            let Command::Run { job, reply, .. } = c else {
                 panic!("not a run command")
             };
             let (tx, rx) = broadcast::channel(16);
@@ -380,6 +385,7 @@ mod tests {
         Request::Run {
             job: "app".into(),
             wait,
+            retry: false,
         }
     }
 

@@ -12,11 +12,18 @@
 //! - `tags`: it carries every tag of one of the listed comma-separated tag sets.
 //!
 //! An empty policy is refused: it would mean "remove everything" to a careless caller.
+//!
+//! **Safety snapshots** (tag `pre-restore`, taken by `backupctl restore` before it replaces
+//! anything) are undo points, not backups, so they are never counted by the policy's rules: they
+//! form groups of their own (`safety` in the key), beside the backups of the same key. For
+//! [`SAFETY_KEEP_DAYS`] days after it was taken a safety snapshot is always kept; after that,
+//! it is removed unless the policy's `tags` rule keeps it (`--keep-tag pre-restore`).
 
+use crate::engine::restore::is_safety_snapshot;
 use crate::error::{Error, Result};
 use crate::repo::id::Id;
 use crate::repo::snapshot::Snapshot;
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Timelike};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Timelike, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -189,6 +196,9 @@ pub struct GroupKey {
     /// `Some(None)`: grouped by job, and these snapshots have none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job: Option<Option<String>>,
+    /// A group of safety snapshots (tag `pre-restore`): kept by their own rule (module docs).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub safety: bool,
 }
 
 impl GroupKey {
@@ -203,6 +213,7 @@ impl GroupKey {
             paths: g.paths.then(|| sorted(&s.paths)),
             tags: g.tags.then(|| sorted(&s.tags)),
             job: g.job.then(|| s.job().map(str::to_string)),
+            safety: is_safety_snapshot(s),
         }
     }
 }
@@ -225,10 +236,15 @@ impl fmt::Display for GroupKey {
                 None => "no job".to_string(),
             });
         }
-        if parts.is_empty() {
-            f.write_str("all snapshots")
+        let what = if self.safety {
+            "safety snapshots (pre-restore)"
         } else {
-            f.write_str(&parts.join(", "))
+            "all snapshots"
+        };
+        match (parts.is_empty(), self.safety) {
+            (true, _) => f.write_str(what),
+            (false, false) => f.write_str(&parts.join(", ")),
+            (false, true) => write!(f, "{what}, {}", parts.join(", ")),
         }
     }
 }
@@ -372,11 +388,60 @@ pub fn check_policy(policy: &KeepPolicy) -> Result<()> {
     Ok(())
 }
 
-/// Splits `snapshots` into groups and applies `policy` to each. Groups come sorted by key.
+/// How many days a safety snapshot is kept whatever the policy (module docs).
+pub const SAFETY_KEEP_DAYS: i64 = 14;
+
+/// Applies the safety snapshots' rule to one group of them at `now` (newest first out).
+fn apply_safety(
+    mut list: Vec<(Id, Snapshot)>,
+    policy: &KeepPolicy,
+    key: GroupKey,
+    now: DateTime<Utc>,
+) -> ForgetGroup {
+    list.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(a.0.cmp(&b.0)));
+    let mut g = ForgetGroup {
+        key,
+        keep: Vec::new(),
+        remove: Vec::new(),
+    };
+    for (id, s) in list {
+        let until = s.time.with_timezone(&Utc) + chrono::Duration::days(SAFETY_KEEP_DAYS);
+        let mut reasons = Vec::new();
+        if until > now {
+            reasons.push(format!(
+                "safety snapshot, kept until {}",
+                until.format("%Y-%m-%d %H:%M UTC")
+            ));
+        }
+        let by_tag = policy.tags.iter().find(|raw| {
+            let set: Vec<&str> = raw.split(',').filter(|x| !x.is_empty()).collect();
+            !set.is_empty() && set.iter().all(|t| s.has_tag(t))
+        });
+        if let Some(raw) = by_tag {
+            reasons.push(format!("tag {raw}"));
+        }
+        let p = Planned {
+            id,
+            short_id: id.short(),
+            snapshot: s,
+            reasons,
+        };
+        if p.reasons.is_empty() {
+            g.remove.push(p);
+        } else {
+            g.keep.push(p);
+        }
+    }
+    g
+}
+
+/// Splits `snapshots` into groups and applies `policy` to each, and the safety snapshots' rule
+/// (at `now`) to the groups of safety snapshots. Groups come sorted by key.
 pub fn plan(
     snapshots: &[(Id, Snapshot)],
     policy: &KeepPolicy,
     group_by: &GroupBy,
+    now: DateTime<Utc>,
 ) -> Result<Vec<ForgetGroup>> {
     check_policy(policy)?;
     let mut groups: BTreeMap<GroupKey, Vec<(Id, Snapshot)>> = BTreeMap::new();
@@ -388,7 +453,13 @@ pub fn plan(
     }
     Ok(groups
         .into_iter()
-        .map(|(k, list)| apply(list, policy, k))
+        .map(|(k, list)| {
+            if k.safety {
+                apply_safety(list, policy, k, now)
+            } else {
+                apply(list, policy, k)
+            }
+        })
         .collect())
 }
 
@@ -428,6 +499,11 @@ mod tests {
             .collect()
     }
 
+    /// The instant the plans are made at.
+    fn now() -> DateTime<Utc> {
+        "2026-12-10T00:00:00Z".parse().unwrap()
+    }
+
     fn kept_times(g: &ForgetGroup) -> Vec<String> {
         g.keep
             .iter()
@@ -442,7 +518,7 @@ mod tests {
     }
 
     fn one_group(snaps: &[(Id, Snapshot)], p: &KeepPolicy) -> ForgetGroup {
-        let mut g = plan(snaps, p, &GroupBy::default()).unwrap();
+        let mut g = plan(snaps, p, &GroupBy::default(), now()).unwrap();
         assert_eq!(g.len(), 1);
         g.pop().unwrap()
     }
@@ -717,7 +793,7 @@ mod tests {
             ..Default::default()
         };
         let gb = GroupBy::parse("host,paths").unwrap();
-        let groups = plan(&s, &p, &gb).unwrap();
+        let groups = plan(&s, &p, &gb, now()).unwrap();
         assert_eq!(groups.len(), 3, "paths are compared as sorted sets");
         let kept: Vec<Id> = groups
             .iter()
@@ -730,14 +806,14 @@ mod tests {
             Some(vec!["/x".to_string(), "/y".to_string()])
         );
         // By host only: two groups.
-        let groups = plan(&s, &p, &GroupBy::parse("host").unwrap()).unwrap();
+        let groups = plan(&s, &p, &GroupBy::parse("host").unwrap(), now()).unwrap();
         let kept: Vec<Id> = groups
             .iter()
             .flat_map(|g| g.keep.iter().map(|k| k.id))
             .collect();
         assert_eq!(kept, vec![Id::hash(b"6"), Id::hash(b"4")]);
         // No grouping: one group, one kept.
-        let groups = plan(&s, &p, &GroupBy::parse("").unwrap()).unwrap();
+        let groups = plan(&s, &p, &GroupBy::parse("").unwrap(), now()).unwrap();
         assert_eq!(groups.len(), 1);
         assert_eq!(groups[0].keep[0].id, Id::hash(b"6"));
         assert_eq!(groups[0].key.to_string(), "all snapshots");
@@ -768,7 +844,7 @@ mod tests {
             last: Some(1),
             ..Default::default()
         };
-        let groups = plan(&s, &p, &GroupBy::parse("job").unwrap()).unwrap();
+        let groups = plan(&s, &p, &GroupBy::parse("job").unwrap(), now()).unwrap();
         assert_eq!(groups.len(), 3);
         let kept: Vec<Id> = groups
             .iter()
@@ -776,7 +852,7 @@ mod tests {
             .collect();
         assert_eq!(kept, vec![Id::hash(b"4"), Id::hash(b"2"), Id::hash(b"3")]);
         assert_eq!(groups[0].key.job, Some(None));
-        let groups = plan(&s, &p, &GroupBy::parse("tags").unwrap()).unwrap();
+        let groups = plan(&s, &p, &GroupBy::parse("tags").unwrap(), now()).unwrap();
         assert_eq!(
             groups.len(),
             4,
@@ -859,7 +935,8 @@ mod tests {
                 tags: vec![",".into()],
                 ..Default::default()
             },
-            &GroupBy::default()
+            &GroupBy::default(),
+            now()
         )
         .is_err());
     }
@@ -894,7 +971,9 @@ mod tests {
                 ..Default::default()
             },
         ] {
-            let e = plan(&s, &p, &GroupBy::default()).unwrap_err().to_string();
+            let e = plan(&s, &p, &GroupBy::default(), now())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("no policy given"), "{e}");
         }
         // An empty list with a policy is fine.
@@ -904,7 +983,8 @@ mod tests {
                 last: Some(1),
                 ..Default::default()
             },
-            &GroupBy::default()
+            &GroupBy::default(),
+            now()
         )
         .unwrap()
         .is_empty());
@@ -980,12 +1060,70 @@ mod tests {
             within: Some(KeepWithin::parse("7d").unwrap()),
             ..Default::default()
         };
-        let groups = plan(&s, &p, &GroupBy::parse("host").unwrap()).unwrap();
+        let groups = plan(&s, &p, &GroupBy::parse("host").unwrap(), now()).unwrap();
         let kept: Vec<Id> = groups
             .iter()
             .flat_map(|g| g.keep.iter().map(|k| k.id))
             .collect();
         assert_eq!(kept, vec![Id::hash(b"4"), Id::hash(b"2"), Id::hash(b"1")]);
         assert_eq!(groups[0].keep[0].reasons, vec!["within 7d"]);
+    }
+
+    #[test]
+    fn safety_snapshots_are_not_counted_and_keep_their_own_days() {
+        let backup = |id: &[u8], t| (Id::hash(id), snap(t, "h", &["/d"], &["job:app"]));
+        let safety = |id: &[u8], t| (Id::hash(id), snap(t, "h", &["/d"], &["pre-restore"]));
+        let s = vec![
+            backup(b"b1", "2026-12-01T00:00:00Z"),
+            backup(b"b2", "2026-12-02T00:00:00Z"),
+            // Newer than every backup, of the same host and paths.
+            safety(b"fresh", "2026-12-09T00:00:00Z"),
+            // Taken more than SAFETY_KEEP_DAYS ago.
+            safety(b"old", "2026-11-20T00:00:00Z"),
+        ];
+        let last1 = KeepPolicy {
+            last: Some(1),
+            ..Default::default()
+        };
+        let ids = |l: &[Planned]| l.iter().map(|p| p.id).collect::<Vec<_>>();
+        let groups = plan(&s, &last1, &GroupBy::parse("host,paths").unwrap(), now()).unwrap();
+        assert_eq!(groups.len(), 2);
+        let (backups, safeties) = (&groups[0], &groups[1]);
+        assert!(!backups.key.safety && safeties.key.safety);
+        // The newest backup is kept: the newer safety snapshot does not count as "last 1".
+        assert_eq!(ids(&backups.keep), vec![Id::hash(b"b2")]);
+        assert_eq!(ids(&backups.remove), vec![Id::hash(b"b1")]);
+        // The fresh safety snapshot is kept by its own rule, the old one is removed.
+        assert_eq!(ids(&safeties.keep), vec![Id::hash(b"fresh")]);
+        assert_eq!(
+            safeties.keep[0].reasons,
+            vec!["safety snapshot, kept until 2026-12-23 00:00 UTC"]
+        );
+        assert_eq!(ids(&safeties.remove), vec![Id::hash(b"old")]);
+        assert_eq!(
+            safeties.key.to_string(),
+            "safety snapshots (pre-restore), host \"h\", paths [/d]"
+        );
+        assert_eq!(serde_json::to_value(&safeties.key).unwrap()["safety"], true);
+        assert!(serde_json::to_value(&backups.key)
+            .unwrap()
+            .get("safety")
+            .is_none());
+
+        // --keep-tag pre-restore keeps it for good; no rule of counting ever does.
+        let tagged = KeepPolicy {
+            tags: vec!["pre-restore".into()],
+            ..last1.clone()
+        };
+        let groups = plan(&s, &tagged, &GroupBy::parse("").unwrap(), now()).unwrap();
+        assert_eq!(groups[1].keep.len(), 2);
+        assert_eq!(groups[1].keep[1].reasons, vec!["tag pre-restore"]);
+        let many = KeepPolicy {
+            last: Some(100),
+            within: Some(KeepWithin::parse("10y").unwrap()),
+            ..Default::default()
+        };
+        let groups = plan(&s, &many, &GroupBy::parse("").unwrap(), now()).unwrap();
+        assert_eq!(ids(&groups[1].remove), vec![Id::hash(b"old")]);
     }
 }

@@ -21,6 +21,11 @@
 //!   tenth of it: an error. Backups fail when it is full, so this comes first.
 //!
 //! A threshold of 0 switches its rule off.
+//!
+//! A run stopped by `backupctl cancel` is the user's decision: neither a success nor a
+//! failure. The rules judge the runs before it (its error is never quoted), and a note says
+//! "the newest run was cancelled by the user at ...". Notes are facts that do not change the
+//! level.
 
 use std::fmt;
 
@@ -93,8 +98,10 @@ pub struct JobFacts<'a> {
     pub last_success: Option<DateTime<Utc>>,
     /// Failed runs since the last success.
     pub consecutive_failures: u32,
-    /// The newest run's outcome.
+    /// The newest run's outcome (runs cancelled by the user are passed over).
     pub last_outcome: Option<&'a Outcome>,
+    /// The end of the newest run, when the user cancelled it (`backupctl cancel`).
+    pub cancelled_at: Option<DateTime<Utc>>,
     /// The newest failed run's error.
     pub last_error: Option<&'a str>,
     /// A run in progress, since then (a slot whose run is running is not missed yet).
@@ -121,6 +128,9 @@ pub struct JobHealth {
     /// The oldest slot missed since the last success (RFC 3339 via serde), None when not
     /// overdue.
     pub overdue_since: Option<DateTime<Utc>>,
+    /// Facts that do not change the level ("the newest run was cancelled by the user at ...").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl JobHealth {
@@ -131,6 +141,7 @@ impl JobHealth {
             reasons: Vec::new(),
             missed_slots: 0,
             overdue_since: None,
+            notes: Vec::new(),
         }
     }
 }
@@ -252,7 +263,18 @@ pub fn job_health(cfg: &HealthConfig, f: &JobFacts, now: DateTime<Utc>) -> JobHe
         reasons: reasons.into_iter().map(|r| r.1).collect(),
         missed_slots: missed,
         overdue_since: oldest.map(|s| s.at),
+        notes: cancelled_note(f).into_iter().collect(),
     }
+}
+
+/// The note on a newest run the user cancelled.
+fn cancelled_note(f: &JobFacts) -> Option<String> {
+    let at = f.cancelled_at?;
+    Some(format!(
+        "the newest run was cancelled by the user at {}: not counted as a failure; health is \
+         judged from the runs before it",
+        when(at, f.schedule)
+    ))
 }
 
 /// **check**: the newest repository check failed.
@@ -418,7 +440,57 @@ pub fn overall(jobs: &[(String, JobHealth)]) -> JobHealth {
             .iter()
             .fold(0u32, |sum, j| sum.saturating_add(j.1.missed_slots)),
         overdue_since: jobs.iter().filter_map(|j| j.1.overdue_since).min(),
+        notes: jobs
+            .iter()
+            .flat_map(|(name, h)| h.notes.iter().map(move |n| format!("{name}: {n}")))
+            .collect(),
     }
+}
+
+/// The OS-timer mode's last tick, from the `backupd.pid` a `backupd run-due` left.
+#[derive(Debug, Clone, Copy)]
+pub struct TimerFacts {
+    /// When the OS timer last started `backupd run-due`.
+    pub last_tick: DateTime<Utc>,
+    /// A `backupd run-due` is running now.
+    pub running: bool,
+}
+
+/// How long the OS timer, which ticks every minute, may stay silent before it counts as stopped.
+pub const TIMER_SILENCE_SECS: i64 = 600;
+
+/// The overall health in the OS-timer mode (no resident daemon, by design): the jobs' health as
+/// judged from their recorded runs, a note naming the mode and its last tick, and a warning
+/// when the timer has not ticked for [`TIMER_SILENCE_SECS`] and no run-due is running.
+pub fn with_os_timer(mut overall: JobHealth, t: TimerFacts, now: DateTime<Utc>) -> JobHealth {
+    let at = when(t.last_tick, None);
+    let tick = if t.running {
+        format!("`backupd run-due` is running (since {at})")
+    } else {
+        format!(
+            "`backupd run-due` last started {at} ({})",
+            ago(t.last_tick, now)
+        )
+    };
+    overall.notes.insert(
+        0,
+        format!(
+            "OS-timer mode, no resident backupd: {tick}; health is judged from the recorded runs"
+        ),
+    );
+    if !t.running && (now - t.last_tick).num_seconds() > TIMER_SILENCE_SECS {
+        overall.level = overall.level.max(Level::Warning);
+        overall.reasons.insert(
+            0,
+            format!(
+                "the OS timer has not started `backupd run-due` since {at} ({}), though it \
+                 should every minute: no job runs meanwhile; check `backupctl schedule status`, \
+                 and `backupctl schedule install` to install the timer again",
+                ago(t.last_tick, now)
+            ),
+        );
+    }
+    overall
 }
 
 /// Statistics over a job's newest runs.
@@ -476,10 +548,19 @@ pub fn of_state(
     repo: RepoFacts,
     now: DateTime<Utc>,
 ) -> JobHealth {
+    let real = |r: &&RunRecord| r.outcome != Outcome::Skipped;
+    let cancelled_at = state
+        .history
+        .iter()
+        .rfind(real)
+        .filter(|r| r.outcome == Outcome::Cancelled)
+        .map(|r| r.end);
+    // The user's cancels are neither successes nor failures: the runs before them are judged.
     let runs: Vec<&RunRecord> = state
         .history
         .iter()
-        .filter(|r| r.outcome != Outcome::Skipped)
+        .filter(real)
+        .filter(|r| r.outcome != Outcome::Cancelled)
         .collect();
     let last = runs.last();
     let last_error = runs
@@ -499,6 +580,7 @@ pub fn of_state(
             last_success: state.last_success,
             consecutive_failures: state.consecutive_failures,
             last_outcome: last.map(|r| &r.outcome),
+            cancelled_at,
             last_error,
             running_since,
             last_check_failed: repo.last_check_failed,
@@ -532,6 +614,7 @@ mod tests {
             last_success: None,
             consecutive_failures: 0,
             last_outcome: Some(&Outcome::Success),
+            cancelled_at: None,
             last_error: None,
             running_since: None,
             last_check_failed: None,
@@ -1083,12 +1166,14 @@ mod tests {
             reasons: vec!["w1".into()],
             missed_slots: 1,
             overdue_since: Some(t(2026, 12, 2, 2, 30)),
+            notes: Vec::new(),
         };
         let err = JobHealth {
             level: Level::Error,
             reasons: vec!["e1".into(), "e2".into()],
             missed_slots: 2,
             overdue_since: Some(t(2026, 12, 1, 2, 30)),
+            notes: Vec::new(),
         };
         let jobs = vec![
             ("a".to_string(), JobHealth::healthy()),
@@ -1161,6 +1246,138 @@ mod tests {
             }
         );
         assert_eq!(run_stats(&history, 0).runs, 0);
+    }
+
+    fn ended(outcome: Outcome, end: DateTime<Utc>, error: Option<&str>) -> RunRecord {
+        let mut r = RunRecord::new("r", "app", "scheduled".into(), end, outcome, 0);
+        r.error = error.map(str::to_string);
+        r
+    }
+
+    #[test]
+    fn a_cancelled_run_is_judged_by_the_runs_before_it() {
+        let s = daily();
+        let mut st = crate::state::JobState::new("app", t(2026, 11, 1, 0, 0));
+        st.last_success = Some(t(2026, 12, 2, 2, 35));
+        let partial = ended(Outcome::Partial, t(2026, 12, 2, 2, 35), Some("a.db locked"));
+        let cancel = Some("interrupted at a safe point");
+        st.history = vec![
+            partial.clone(),
+            ended(Outcome::Cancelled, t(2026, 12, 2, 3, 0), cancel),
+        ];
+        let now = t(2026, 12, 2, 3, 35);
+        let h = of_state(
+            &st,
+            &hour_grace(),
+            Some(&s),
+            None,
+            RepoFacts::default(),
+            now,
+        );
+        assert_eq!(h.level, Level::Warning, "{h:?}");
+        has(&h, &["the last run was partial", "a.db locked"]);
+        assert!(!h.reasons.join(" ").contains("interrupted"), "{h:?}");
+        assert_eq!(
+            h.notes,
+            [
+                "the newest run was cancelled by the user at 2026-12-02 03:00: not counted as a \
+              failure; health is judged from the runs before it"
+            ]
+        );
+        let o = overall(&[("app".to_string(), h)]);
+        assert!(
+            o.notes[0].starts_with("app: the newest run was cancelled"),
+            "{o:?}"
+        );
+
+        // After a success: healthy, the cancel is no failure.
+        st.history[0] = ended(Outcome::Success, t(2026, 12, 2, 2, 35), None);
+        let h = of_state(
+            &st,
+            &hour_grace(),
+            Some(&s),
+            None,
+            RepoFacts::default(),
+            now,
+        );
+        assert_eq!((h.level, h.reasons.len()), (Level::Healthy, 0), "{h:?}");
+        assert_eq!(h.notes.len(), 1);
+        // A run after the cancel: no note.
+        st.history
+            .push(ended(Outcome::Success, t(2026, 12, 2, 3, 10), None));
+        let h = of_state(
+            &st,
+            &hour_grace(),
+            Some(&s),
+            None,
+            RepoFacts::default(),
+            now,
+        );
+        assert_eq!(h, JobHealth::healthy());
+        st.history.pop();
+
+        // After a failure: the failure's error, not the cancel's.
+        st.history[0] = ended(Outcome::Failed, t(2026, 12, 2, 2, 35), Some("disk on fire"));
+        st.consecutive_failures = 1;
+        st.last_success = Some(t(2026, 12, 1, 2, 35));
+        let h = of_state(
+            &st,
+            &hour_grace(),
+            Some(&s),
+            None,
+            RepoFacts::default(),
+            now,
+        );
+        assert_eq!(h.level, Level::Warning, "{h:?}");
+        has(&h, &["the last run failed", "disk on fire"]);
+        assert!(!h.reasons.join(" ").contains("interrupted"), "{h:?}");
+    }
+
+    #[test]
+    fn the_os_timer_mode_is_judged_from_the_runs_and_its_ticks() {
+        let now = t(2026, 12, 2, 4, 0);
+        let job = JobHealth {
+            notes: vec!["a note".into()],
+            ..JobHealth::healthy()
+        };
+        let ticked = |mins: i64, running| TimerFacts {
+            last_tick: now - chrono::Duration::minutes(mins),
+            running,
+        };
+        let h = with_os_timer(job.clone(), ticked(1, false), now);
+        assert_eq!((h.level, h.reasons.len()), (Level::Healthy, 0), "{h:?}");
+        assert_eq!(
+            h.notes,
+            [
+                "OS-timer mode, no resident backupd: `backupd run-due` last started \
+                 2026-12-02 03:59 UTC (1 min ago); health is judged from the recorded runs",
+                "a note"
+            ]
+        );
+        // Running for hours (a long backup): no warning.
+        let h = with_os_timer(job.clone(), ticked(180, true), now);
+        assert_eq!(h.level, Level::Healthy);
+        assert!(
+            h.notes[0].contains("is running (since 2026-12-02 01:00 UTC)"),
+            "{h:?}"
+        );
+        // Silent for 11 minutes: a warning; an error stays an error.
+        let h = with_os_timer(job, ticked(11, false), now);
+        assert_eq!(h.level, Level::Warning);
+        has(
+            &h,
+            &[
+                "has not started `backupd run-due` since 2026-12-02 03:49 UTC (11 min ago)",
+                "`backupctl schedule status`",
+            ],
+        );
+        let err = JobHealth {
+            level: Level::Error,
+            reasons: vec!["app: disk on fire".into()],
+            ..JobHealth::healthy()
+        };
+        let h = with_os_timer(err, ticked(11, false), now);
+        assert_eq!((h.level, h.reasons.len()), (Level::Error, 2));
     }
 
     #[test]

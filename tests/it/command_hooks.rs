@@ -156,10 +156,15 @@ paths = ["{}"]
 
 [jobs.app.hooks]
 {hooks}
+
+[daemon]
+state_dir = "{}"
 "#,
         env.repo.display(),
         env.pw.display(),
-        src.display()
+        src.display(),
+        // run-job records its runs in the state folder: the test's own, not the system's.
+        env.path("state").display()
     );
     let f = env.path("backupd.toml");
     fs::write(&f, text).unwrap();

@@ -19,6 +19,7 @@ mod notifications;
 mod remote;
 mod restore;
 mod run_due;
+mod run_records;
 mod s3_https;
 mod service_files;
 mod sftp;

@@ -81,7 +81,8 @@ fn an_unwritable_repository_turns_the_job_to_error_and_the_fix_back_to_healthy()
     fs::write(&s.cfg, cfg).unwrap();
     let d = s.start(None);
     assert_eq!(s.ctl(&["run", "good", "--wait"]).status.code(), Some(0));
-    let o = s.ctl(&["run", "bad", "--wait"]);
+    // A manual run is retried only when asked (`--retry`).
+    let o = s.ctl(&["run", "bad", "--wait", "--retry"]);
     assert_ne!(o.status.code(), Some(0), "{}", show(&o));
     // One failure: warning (health exit 1); after the retry fails too: error (exit 2).
     let o = s.ctl(&["health"]);

@@ -869,3 +869,58 @@ fn safety_snapshot_before_in_place_restore_and_its_undo() {
     assert_eq!(o.status.code(), Some(0), "{undo}: {}", show(&o));
     assert_eq!(manifest(&t), before);
 }
+
+/// The rules for safety snapshots (docs/restore.md): `forget` never counts one as a kept
+/// version of the backups beside it, and keeps it for its own days.
+#[test]
+fn forget_neither_counts_a_safety_snapshot_nor_removes_a_fresh_one() {
+    let env = crate::support::Env::new();
+    env.ctl_ok(&["init"]);
+    let data = env.path("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("a.txt"), b"one").unwrap();
+    env.ctl_ok(&["backup", s(&data)]);
+    fs::write(data.join("a.txt"), b"two").unwrap();
+    env.ctl_ok(&["backup", s(&data)]);
+    let newest = env.ctl_json(&["snapshots"]).as_array().unwrap()[1]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // An in-place restore over a changed file takes a safety snapshot of the same folder,
+    // newer than both backups.
+    fs::write(data.join("a.txt"), b"my edit").unwrap();
+    let out = env.ctl_ok(&[
+        "restore",
+        &format!("latest:{}", s(&data)),
+        "--target",
+        s(&data),
+    ]);
+    assert!(out.contains("safety snapshot"), "{out}");
+    let safety = env.ctl_json(&["snapshots", "--tag", "pre-restore"]);
+    let safety = safety.as_array().unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        env.ctl_json(&["snapshots", "--tag", "pre-restore"])[0]["paths"][0],
+        s(&data)
+    );
+
+    env.ctl_ok(&["forget", "--keep-last", "1"]);
+    let left: Vec<String> = env
+        .ctl_json(&["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.contains(&newest),
+        "the newest backup was forgotten: {left:?}"
+    );
+    assert!(
+        left.contains(&safety),
+        "the fresh safety snapshot was forgotten: {left:?}"
+    );
+}

@@ -38,6 +38,16 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+/// The tag of a safety snapshot: what `backupctl restore` backs up before it replaces or
+/// deletes anything. A safety snapshot is an undo point, not a backup: restore drills pass it
+/// over and keep policies treat it by its own rule (`engine::forget`; docs/restore.md).
+pub const SAFETY_TAG: &str = "pre-restore";
+
+/// Whether a snapshot is a safety snapshot (tag [`SAFETY_TAG`]).
+pub fn is_safety_snapshot(s: &Snapshot) -> bool {
+    s.has_tag(SAFETY_TAG)
+}
+
 /// When an entry that already exists in the target is replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]

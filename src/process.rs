@@ -90,8 +90,9 @@ pub fn kill_group(pid: u32) {
     }
 }
 
-/// `sh -c SHELL` in a process group of its own (so that a timeout kills all of it); on
-/// Windows `cmd /C SHELL` (the text passed as it is, in cmd's syntax).
+/// `sh -c SHELL` in a process group of its own (so that a timeout kills all of it), which dies
+/// with this process (see [`GUARD`]); on Windows `cmd /C SHELL` (the text passed as it is, in
+/// cmd's syntax; nothing kills it when this process dies: job objects are not used).
 pub fn shell_command(shell: &str) -> Command {
     #[cfg(windows)]
     {
@@ -103,13 +104,77 @@ pub fn shell_command(shell: &str) -> Command {
     #[cfg(not(windows))]
     {
         let mut c = Command::new("sh");
-        c.arg("-c").arg(shell);
+        c.arg("-c").arg(GUARD).arg("backupd-command").arg(shell);
         #[cfg(unix)]
         {
             use std::os::unix::process::CommandExt;
             c.process_group(0);
+            let fd = lifeline::read_fd();
+            // SAFETY: the closure only calls dup2 and fcntl, which are async-signal-safe.
+            unsafe { c.pre_exec(move || lifeline::install(fd)) };
         }
         c
+    }
+}
+
+/// The group leader of every command (`sh -c GUARD backupd-command SHELL`): a watcher in the
+/// background waits on the lifeline (fd 9) and kills the whole process group when it reads its
+/// end, which happens only when every copy of the write end is closed, i.e. when this process
+/// died, however (`kill -9` too). The command runs in the foreground as `sh -c "$1"` without
+/// fd 9 and keeps its standard input; once it ends the watcher is stopped and the leader exits
+/// with the command's status (a command killed by signal N is reported as status 128+N).
+/// Without fd 9 (which `shell_command` always sets up) the command runs unguarded.
+#[cfg(not(windows))]
+pub const GUARD: &str = "w=; if true 2>/dev/null <&9; then \
+     (read _ <&9; kill -s KILL 0) </dev/null >/dev/null 2>&1 & w=$!; fi; \
+     sh -c \"$1\" 9<&-; s=$?; [ -n \"$w\" ] && kill \"$w\" 2>/dev/null; exit \"$s\"";
+
+/// The lifeline: one pipe for the whole process. This process holds the write end (close-on-exec,
+/// never written, never closed) for as long as it lives; each command's leader gets the read
+/// end as fd 9. When this process dies the kernel closes the write end and every watcher reads
+/// end-of-file. Unlike `PR_SET_PDEATHSIG` it does not depend on which thread spawned the
+/// command (a thread that ends would fire it), it reaches the command's own children (the
+/// watcher kills the group) and it works on every Unix (macOS too); between the fork and the
+/// watcher's read there is no window: a pipe without writers reads as end-of-file at once.
+#[cfg(unix)]
+mod lifeline {
+    use std::io::{PipeReader, PipeWriter};
+    use std::os::fd::{AsRawFd, RawFd};
+    use std::sync::OnceLock;
+
+    /// The descriptor the leader reads the lifeline from (dash redirects only fds 0 to 9).
+    const FD: RawFd = 9;
+
+    static PIPE: OnceLock<Option<(PipeReader, PipeWriter)>> = OnceLock::new();
+
+    /// The read end (made on first use), or -1 when the pipe could not be made.
+    pub(super) fn read_fd() -> RawFd {
+        PIPE.get_or_init(|| std::io::pipe().ok())
+            .as_ref()
+            .map_or(-1, |(r, _)| r.as_raw_fd())
+    }
+
+    /// In the child, between fork and exec: the read end becomes fd 9 (inherited by `sh`).
+    pub(super) fn install(fd: RawFd) -> std::io::Result<()> {
+        if fd < 0 {
+            return Err(std::io::Error::other(
+                "the lifeline pipe (which makes commands die with backupd) could not be made: \
+                 too many open files?",
+            ));
+        }
+        // SAFETY: plain descriptor calls; dup2 clears close-on-exec on the copy, fcntl on the
+        // descriptor itself when it already is fd 9.
+        let r = unsafe {
+            if fd == FD {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, FD)
+            }
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 
@@ -179,6 +244,11 @@ pub fn describe_status(status: &ExitStatus, timed_out: Option<Duration>) -> Stri
                 .into()
         }
         Some(126) => "it exited with status 126 (the program is not executable)".into(),
+        // The leader's status for a command killed by a signal (see GUARD).
+        Some(c) if (129..=192).contains(&c) => format!(
+            "it exited with status {c} (as the shell reports a command killed by signal {})",
+            c - 128
+        ),
         Some(c) => format!("it exited with status {c}"),
         None => {
             #[cfg(unix)]
@@ -216,6 +286,40 @@ pub fn human_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_guarded_command_keeps_its_input_output_status_and_group() {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut c = shell_command("read x; echo \"got $x $0\"; ps -o pgid= -p $$; exit 3")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(b"hi\n").unwrap();
+        let out = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("got hi sh"));
+        let pgid: u32 = lines.next().unwrap().trim().parse().unwrap();
+        assert_ne!(
+            pgid,
+            std::process::id(),
+            "the command runs in a group of its own"
+        );
+        assert_eq!(out.status.code(), Some(3));
+    }
+
+    #[test]
+    fn a_status_above_128_names_the_signal() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt;
+            let s = ExitStatus::from_raw(137 << 8);
+            assert!(describe_status(&s, None).contains("killed by signal 9"));
+        }
+    }
 
     #[test]
     fn tail_keeps_at_most_4_kib() {

@@ -4,6 +4,7 @@ use super::util::human_bytes;
 use super::Ctx;
 use crate::engine::backup::{absolute, backup_with, BackupOptions, BackupResult};
 use crate::engine::exclude::ExcludeOptions;
+use crate::engine::targets::tree_path_of;
 use crate::error::{exit, Error, Result};
 use crate::repo::id::Id;
 use crate::repo::open::{open_repository, LockMode};
@@ -187,10 +188,20 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let mut reports = Vec::new();
     let mut on_wait = |w: &Waiting| progress.note(&w.message());
     let prepared = prepare(&specs, &ctx.cancel, &mut on_wait, &mut reports)?;
+    // A database given as a relative path goes where a relative path goes in the snapshot.
+    let db_paths: Vec<PathBuf> = a
+        .sqlite
+        .iter()
+        .map(|d| tree_path_of(d))
+        .collect::<Result<_>>()?;
     let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
     let parent = parent_of(&repo, a.parent.as_deref())?;
     let opts = backup_options(a, parent, prepared.excludes());
-    let extras = prepared.start(&ctx.cancel, &mut reports)?;
+    let mut extras = prepared.start(&ctx.cancel, &mut reports)?;
+    // The copies come first, in the order of --sqlite.
+    for (e, p) in extras.iter_mut().zip(db_paths) {
+        e.snapshot_path = p;
+    }
     let r = backup_with(&mut repo, &opts, extras, progress.as_ref(), &ctx.cancel)?;
     let databases: Vec<DatabaseCopy> = prepared.databases().iter().map(DatabaseCopy::of).collect();
     drop(prepared);

@@ -150,6 +150,63 @@ fn print_human(ctx: &Ctx, location: &str, r: &CheckReport) {
     if !r.affected_snapshots.is_empty() {
         print_affected(r);
     }
+    if r.errors.iter().any(index_only) {
+        println!(
+            "hint: some data is only missing from the index: run `restic -r REPO \
+             rebuild-index` first, then `backupctl check` again; do NOT prune before that"
+        );
+    }
+    if let Some(h) = drop_hint(r) {
+        println!("hint: {h}");
+    }
+}
+
+/// What drops the damaged data the errors (other than the index's own) describe: forgetting
+/// every snapshot they affect, then a prune that repacks every damaged pack (a plain prune may
+/// keep a pack whose unused share is small, with its damaged blobs), as exact commands.
+fn drop_hint(r: &CheckReport) -> Option<String> {
+    let lost: Vec<&CheckIssue> = r.errors.iter().filter(|e| !index_only(e)).collect();
+    if lost.is_empty() {
+        return None;
+    }
+    let mut snapshots: Vec<String> = lost
+        .iter()
+        .flat_map(|e| e.snapshots.iter().map(|s| s.short()))
+        .collect();
+    snapshots.sort();
+    snapshots.dedup();
+    let mut packs: Vec<String> = lost
+        .iter()
+        .filter(|e| damaged_pack(e))
+        .filter_map(|e| e.pack.map(|p| format!(" --repack {p}")))
+        .collect();
+    packs.sort();
+    packs.dedup();
+    let prune = format!("`backupctl prune{}`", packs.concat());
+    let steps = if snapshots.is_empty() {
+        format!("run {prune}")
+    } else {
+        format!(
+            "run `backupctl forget {}`, then {prune}",
+            snapshots.join(" ")
+        )
+    };
+    Some(format!(
+        "the damaged data cannot be recovered from this repository; to drop it, {steps}; then \
+         back up the affected files again (until that prune a new backup would reuse the \
+         damaged blobs)"
+    ))
+}
+
+/// A pack that exists but whose blobs are (partly) damaged: prune must repack it.
+fn damaged_pack(e: &CheckIssue) -> bool {
+    matches!(
+        e.kind,
+        IssueKind::PackDamaged
+            | IssueKind::PackHeaderDamaged
+            | IssueKind::PackSizeMismatch
+            | IssueKind::TreeDamaged
+    )
 }
 
 /// The packs in no index (not an error), and whether prune may remove them.
@@ -193,7 +250,7 @@ fn print_orphans(r: &CheckReport) {
     }
 }
 
-/// The snapshots damaged or missing data affects, and what to do first.
+/// The snapshots damaged or missing data affects.
 fn print_affected(r: &CheckReport) {
     println!(
         "damaged or missing data affects {} of {} snapshots:",
@@ -216,19 +273,6 @@ fn print_affected(r: &CheckReport) {
             }
         );
         println!("    {}", list_capped(&s.damaged_paths, "    "));
-    }
-    if r.errors.iter().any(index_only) {
-        println!(
-            "hint: some data is only missing from the index: run `restic -r REPO \
-             rebuild-index` first, then `backupctl check` again; do NOT prune before that"
-        );
-    }
-    if !r.errors.iter().all(index_only) {
-        println!(
-            "hint: run `backupctl prune` after forgetting the affected snapshots \
-             (`backupctl forget ID...`), or back up the affected files again; each error \
-             above says which applies"
-        );
     }
 }
 

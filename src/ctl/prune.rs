@@ -18,6 +18,11 @@ pub(crate) struct Args {
     /// Hidden: for tests, which cannot wait an hour.
     #[arg(long, hide = true, default_value_t = prune::STALE_UPLOAD_AGE.as_secs())]
     pub stale_upload_secs: u64,
+    /// Repack this pack whatever --max-unused tolerates (repeatable; a full id or a unique
+    /// prefix): what `check` prints for a damaged pack. The blobs snapshots still need are copied
+    /// out, the pack and its damaged blobs deleted.
+    #[arg(long, value_name = "PACK")]
+    pub repack: Vec<String>,
 }
 
 pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -32,6 +37,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         max_unused: a.max_unused,
         dry_run: a.dry_run,
         stale_upload_age: std::time::Duration::from_secs(a.stale_upload_secs),
+        repack: a.repack,
         ..Default::default()
     };
     let progress = ctx.progress();

@@ -8,6 +8,7 @@
 //! any instant leaves at most unreferenced packs behind.
 
 use super::exclude::{ExcludeOptions, Excluder};
+use super::targets::{self, Target};
 use crate::cancel::{CancelToken, Progress};
 use crate::error::POISONED;
 use crate::error::{Error, Result};
@@ -46,7 +47,8 @@ const INDEX_MAX_BLOBS: usize = 40_000;
 
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
-    /// Files and folders to back up (made absolute).
+    /// Files and folders to back up; a relative one is stored as restic stores it (see
+    /// `engine::targets`), the snapshot's `paths` are absolute.
     pub paths: Vec<PathBuf>,
     pub tags: Vec<String>,
     /// Host name to record; this host's by default.
@@ -107,27 +109,7 @@ impl BackupResult {
     }
 }
 
-/// The lexically normalised absolute form of `p` (no `.` or `..`; symlinks are not resolved).
-pub fn absolute(p: &Path) -> Result<PathBuf> {
-    let abs = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map_err(|e| Error::io("read the current directory", e))?
-            .join(p)
-    };
-    let mut out = PathBuf::new();
-    for c in abs.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    Ok(out)
-}
+pub use super::targets::absolute;
 
 /// Counters shared by the pipeline's threads.
 #[derive(Default)]
@@ -813,9 +795,12 @@ fn synthetic_dir(name: &str) -> Node {
     n
 }
 
-/// The walk: a virtual tree of the targets' path components.
+/// The walk: a virtual tree of the targets' names in the snapshot.
 #[derive(Default)]
 struct VDir {
+    /// Where this entry is on disk (for a target, the target itself; above it, the folders
+    /// that hold it); for an extra, its snapshot path (its key in the plan's `tree_extras`).
+    disk: PathBuf,
     /// Set when this component is itself a target (then it is walked whole).
     target: bool,
     /// Set when this component is an extra file.
@@ -824,15 +809,32 @@ struct VDir {
 }
 
 impl VDir {
-    /// The entry of `path` (its normal components) below this one, made on the way.
+    /// The entry of `t` below this one (the root), made on the way, each with its disk path.
+    fn descend_target(&mut self, t: &Target) -> &mut VDir {
+        let mut v = self;
+        for (i, name) in t.tree.iter().enumerate() {
+            v = v.children.entry(name.clone()).or_insert_with(|| VDir {
+                disk: t.disk_at(i + 1).to_path_buf(),
+                ..VDir::default()
+            });
+        }
+        v
+    }
+
+    /// The entry of the snapshot path `path` (its normal components) below this one (the
+    /// root), made on the way; an entry made here is on disk where its parent is, plus its name.
     fn descend(&mut self, path: &Path) -> &mut VDir {
         let mut v = self;
         for c in path.components() {
             if let Component::Normal(s) = c {
+                let disk = v.disk.join(s);
                 v = v
                     .children
                     .entry(s.to_string_lossy().into_owned())
-                    .or_default();
+                    .or_insert_with(|| VDir {
+                        disk,
+                        ..VDir::default()
+                    });
             }
         }
         v
@@ -848,6 +850,7 @@ struct Walker<'a, 's> {
     force: bool,
     nodes: NodeMaker,
     extras: HashMap<PathBuf, ExtraFile>,
+    tree_extras: HashMap<PathBuf, ExtraFile>,
 }
 
 fn device_of(md: &Metadata) -> u64 {
@@ -894,12 +897,12 @@ impl Walker<'_, '_> {
     }
 
     /// The tree of a virtual directory: intermediate components and targets.
-    fn save_vdir(&mut self, path: &Path, v: &VDir, parent: Option<Id>) -> Result<Id> {
+    fn save_vdir(&mut self, v: &VDir, parent: Option<Id>) -> Result<Id> {
         let ptree = self.parent_tree(parent);
         let mut nodes = Vec::new();
         for (name, child) in &v.children {
             self.sh.cancel.check()?;
-            let cpath = path.join(name);
+            let cpath = child.disk.clone();
             let pnode = ptree.as_ref().and_then(|t| t.find(name)).cloned();
             if child.target {
                 if let Some(n) = self.save_entry(&cpath, name, pnode.as_ref(), true)? {
@@ -908,7 +911,8 @@ impl Walker<'_, '_> {
                 continue;
             }
             if child.extra {
-                if let Some(n) = self.save_extra(&cpath, name, pnode.as_ref())? {
+                let e = self.tree_extras.remove(&child.disk);
+                if let Some(n) = self.save_extra(e, name, pnode.as_ref())? {
                     nodes.push(n);
                 }
                 continue;
@@ -931,7 +935,7 @@ impl Walker<'_, '_> {
                 .as_ref()
                 .filter(|p| p.is_dir())
                 .and_then(|p| p.subtree);
-            let sub = self.save_vdir(&cpath, child, psub)?;
+            let sub = self.save_vdir(child, psub)?;
             self.count_dir(pnode.as_ref(), sub);
             n.subtree = Some(sub);
             nodes.push(n);
@@ -947,8 +951,8 @@ impl Walker<'_, '_> {
         pnode: Option<&Node>,
         is_root: bool,
     ) -> Result<Option<Node>> {
-        if self.extras.contains_key(path) {
-            return self.save_extra(path, name, pnode);
+        if let Some(e) = self.extras.remove(path) {
+            return self.save_extra(Some(e), name, pnode);
         }
         if self.excluder.is_excluded(path) {
             return Ok(None);
@@ -1097,14 +1101,14 @@ impl Walker<'_, '_> {
         }
     }
 
-    /// Stores an extra file (a database copy, a command's output) at `path`.
+    /// Stores an extra file (a database copy, a command's output) as `name`.
     fn save_extra(
         &mut self,
-        path: &Path,
+        extra: Option<ExtraFile>,
         name: &str,
         pnode: Option<&Node>,
     ) -> Result<Option<Node>> {
-        let Some(extra) = self.extras.remove(path) else {
+        let Some(extra) = extra else {
             return Ok(None);
         };
         let (describe, required) = (extra.describe, extra.required);
@@ -1273,8 +1277,8 @@ impl Walker<'_, '_> {
 
     /// One entry (`name` at `path`) of a directory being walked.
     fn save_child(&mut self, name: &str, path: &Path, pnode: Option<&Node>) -> Result<Saved> {
-        if self.extras.contains_key(path) {
-            return Ok(Saved::from(self.save_extra(path, name, pnode)?));
+        if let Some(e) = self.extras.remove(path) {
+            return Ok(Saved::from(self.save_extra(Some(e), name, pnode)?));
         }
         if self.excluder.is_excluded(path) {
             return Ok(Saved::Left);
@@ -1384,11 +1388,7 @@ pub fn backup_with(
     let plan = plan_walk(resolve_targets(&opts.paths)?, extras)?;
     let excluder = Excluder::new(&opts.excludes)?;
     let hostname = opts.host.clone().unwrap_or_else(crate::sysinfo::hostname);
-    let paths: Vec<String> = plan
-        .covered
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
+    let paths = plan.paths();
 
     repo.load_index()?;
     let parent = find_parent(
@@ -1427,53 +1427,73 @@ pub fn backup_with(
 
 /// What the walk covers, decided before anything is written.
 struct WalkPlan {
-    /// The targets no other target contains, sorted (the snapshot's paths).
-    covered: Vec<PathBuf>,
-    /// The virtual tree of the targets' path components and of the extra files outside them.
+    /// The targets no other target contains, in tree order.
+    covered: Vec<Target>,
+    /// The virtual tree of the targets' names and of the extra files outside them.
     root: VDir,
-    /// The extra files by their absolute snapshot path.
+    /// The extra files inside a target, by the path on disk the target's walk meets them at.
     extras: HashMap<PathBuf, ExtraFile>,
+    /// The other extra files, by their snapshot path (entries of `root`).
+    tree_extras: HashMap<PathBuf, ExtraFile>,
 }
 
-/// The absolute forms of the paths to back up, each checked to exist (before anything is
-/// written to the repository).
-fn resolve_targets(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut targets = Vec::with_capacity(paths.len());
-    for p in paths {
-        let abs = absolute(p)?;
-        if let Err(e) = fs::symlink_metadata(&abs) {
-            return Err(Error::Input(format!(
-                "cannot back up {}: {e}\n  hint: check the path; nothing was written to the repository",
-                p.display()
-            )));
-        }
-        targets.push(abs);
+impl WalkPlan {
+    /// The snapshot's paths: the covered targets' absolute paths on disk, sorted, once each.
+    fn paths(&self) -> Vec<String> {
+        let mut p: Vec<String> = self
+            .covered
+            .iter()
+            .map(|t| t.disk.to_string_lossy().into_owned())
+            .collect();
+        p.sort();
+        p.dedup();
+        p
+    }
+}
+
+/// The targets of the paths to back up (relative ones from the current directory), each
+/// checked to exist (before anything is written to the repository).
+fn resolve_targets(paths: &[PathBuf]) -> Result<Vec<Target>> {
+    let cwd = if paths.iter().all(|p| p.is_absolute()) {
+        PathBuf::from("/")
+    } else {
+        std::env::current_dir().map_err(|e| Error::io("read the current directory", e))?
+    };
+    let cannot = |p: &Path, e: std::io::Error| {
+        Error::Input(format!(
+            "cannot back up {}: {e}\n  hint: check the path; nothing was written to the repository",
+            p.display()
+        ))
+    };
+    let mut entries = |dir: &Path| -> Result<Vec<String>> {
+        let mut names: Vec<String> = list_dir(dir)
+            .map_err(|e| cannot(dir, e))?
+            .into_iter()
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        Ok(names)
+    };
+    let targets = targets::targets(paths, &cwd, &mut entries)?;
+    for t in &targets {
+        fs::symlink_metadata(&t.disk).map_err(|e| cannot(&t.disk, e))?;
     }
     Ok(targets)
 }
 
-/// The targets, sorted and without duplicates, less those inside another target (which covers
-/// them).
-fn covering(mut targets: Vec<PathBuf>) -> Vec<PathBuf> {
-    targets.sort();
-    targets.dedup();
-    targets
-        .iter()
-        .filter(|t| !targets.iter().any(|o| o != *t && t.starts_with(o)))
-        .cloned()
-        .collect()
-}
-
-/// The walk's plan for the (absolute) `targets` and the `extras`: refuses an extra whose
-/// snapshot path is not a file path, two extras at one path, and the root directory as a
-/// target.
-fn plan_walk(targets: Vec<PathBuf>, extras: Vec<ExtraFile>) -> Result<WalkPlan> {
-    let covered = covering(targets);
-    let mut root = VDir::default();
+/// The walk's plan for the `targets` and the `extras`: refuses an extra whose snapshot path is
+/// not a file path, two extras at one path, and the root directory as a target.
+fn plan_walk(targets: Vec<Target>, extras: Vec<ExtraFile>) -> Result<WalkPlan> {
+    let covered = targets::covering(targets);
+    let mut root = VDir {
+        disk: PathBuf::from("/"),
+        ..VDir::default()
+    };
     for t in &covered {
-        root.descend(t).target = true;
+        root.descend_target(t).target = true;
     }
-    let mut by_path: HashMap<PathBuf, ExtraFile> = HashMap::new();
+    let (mut by_path, mut in_tree) = (HashMap::new(), HashMap::new());
+    let mut seen: HashSet<PathBuf> = HashSet::new();
     for e in extras {
         let p = absolute(&e.snapshot_path)?;
         if p.parent().is_none() {
@@ -1483,14 +1503,26 @@ fn plan_walk(targets: Vec<PathBuf>, extras: Vec<ExtraFile>) -> Result<WalkPlan> 
                 p.display()
             )));
         }
-        if !covered.iter().any(|t| p.starts_with(t)) {
-            root.descend(&p).extra = true;
-        }
-        if by_path.insert(p.clone(), e).is_some() {
+        if !seen.insert(p.clone()) {
             return Err(Error::Input(format!(
                 "two sources want the same snapshot path {}",
                 p.display()
             )));
+        }
+        let holder = covered.iter().find_map(|t| {
+            let rest = p.strip_prefix(t.tree_path()).ok()?;
+            Some(t.disk.join(rest))
+        });
+        match holder {
+            Some(on_disk) => {
+                by_path.insert(on_disk, e);
+            }
+            None => {
+                let v = root.descend(&p);
+                v.extra = true;
+                v.disk = p.clone();
+                in_tree.insert(p, e);
+            }
         }
     }
     if root.target {
@@ -1503,6 +1535,7 @@ fn plan_walk(targets: Vec<PathBuf>, extras: Vec<ExtraFile>) -> Result<WalkPlan> 
         covered,
         root,
         extras: by_path,
+        tree_extras: in_tree,
     })
 }
 
@@ -1566,8 +1599,9 @@ fn walk_and_pack(
             force: opts.force,
             nodes: NodeMaker::new(),
             extras: plan.extras,
+            tree_extras: plan.tree_extras,
         };
-        let res = w.save_vdir(Path::new("/"), &plan.root, parent_tree);
+        let res = w.save_vdir(&plan.root, parent_tree);
         drop(w); // closes the file and blob channels of the walker
         stages.finish(sh);
         res
@@ -1729,6 +1763,11 @@ mod tests {
         v.iter().map(PathBuf::from).collect()
     }
 
+    /// The targets of absolute paths.
+    fn tg(v: &[&str]) -> Vec<Target> {
+        targets::targets(&pb(v), Path::new("/"), &mut |_| unreachable!()).unwrap()
+    }
+
     fn extra(path: &str) -> ExtraFile {
         ExtraFile {
             snapshot_path: PathBuf::from(path),
@@ -1763,21 +1802,43 @@ mod tests {
 
     #[test]
     fn targets_inside_others_are_covered() {
-        assert_eq!(
-            covering(pb(&["/b", "/a/x", "/a", "/b", "/ab"])),
-            pb(&["/a", "/ab", "/b"])
-        );
-        assert!(covering(Vec::new()).is_empty());
+        let plan = plan_walk(tg(&["/b", "/a/x", "/a", "/b", "/ab"]), vec![]).unwrap();
+        assert_eq!(plan.paths(), ["/a", "/ab", "/b"]);
+        assert!(plan_walk(vec![], vec![]).unwrap().paths().is_empty());
+    }
+
+    #[test]
+    fn relative_targets_and_the_extras_inside_them_are_found_on_disk() {
+        let ts = targets::targets(
+            &pb(&["data", "../x/y"]),
+            Path::new("/srv/app"),
+            &mut |_| unreachable!(),
+        )
+        .unwrap();
+        let plan = plan_walk(ts, vec![extra("/data/db.sqlite"), extra("/x/dump.sql")]).unwrap();
+        assert_eq!(plan.paths(), ["/srv/app/data", "/srv/x/y"]);
+        let data = &plan.root.children["data"];
+        assert!(data.target && data.disk == Path::new("/srv/app/data"));
+        let x = &plan.root.children["x"];
+        assert!(!x.target && x.disk == Path::new("/srv/x"));
+        assert_eq!(x.children["y"].disk, Path::new("/srv/x/y"));
+        // The extra inside `data` is met by the walk of /srv/app/data; the other one is an
+        // entry of the tree next to `y`.
+        assert!(plan
+            .extras
+            .contains_key(Path::new("/srv/app/data/db.sqlite")));
+        assert!(x.children["dump.sql"].extra);
+        assert!(plan.tree_extras.contains_key(Path::new("/x/dump.sql")));
     }
 
     #[test]
     fn the_walk_plan_marks_targets_and_extras_outside_them() {
         let plan = plan_walk(
-            pb(&["/srv/data", "/srv/data/sub"]),
+            tg(&["/srv/data", "/srv/data/sub"]),
             vec![extra("/srv/data/db.sqlite"), extra("/dumps/app.sql")],
         )
         .unwrap();
-        assert_eq!(plan.covered, pb(&["/srv/data"]));
+        assert_eq!(plan.paths(), ["/srv/data"]);
         let srv = &plan.root.children["srv"];
         assert!(!srv.target && !srv.extra);
         let data = &srv.children["data"];
@@ -1786,8 +1847,9 @@ mod tests {
         assert!(data.children.is_empty());
         let dump = &plan.root.children["dumps"].children["app.sql"];
         assert!(dump.extra && !dump.target);
-        assert_eq!(plan.extras.len(), 2);
+        assert_eq!(plan.extras.len(), 1);
         assert!(plan.extras.contains_key(Path::new("/srv/data/db.sqlite")));
+        assert!(plan.tree_extras.contains_key(Path::new("/dumps/app.sql")));
     }
 
     #[test]
@@ -1797,7 +1859,7 @@ mod tests {
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("accepted"),
         };
-        assert!(msg(plan_walk(pb(&["/"]), vec![])).contains("root directory /"));
+        assert!(msg(plan_walk(tg(&["/"]), vec![])).contains("root directory /"));
         assert!(msg(plan_walk(vec![], vec![extra("/")])).contains("is not a file path"));
         assert!(msg(plan_walk(vec![], vec![extra("/a/x"), extra("/a/./x")]))
             .contains("two sources want the same snapshot path /a/x"));

@@ -13,4 +13,5 @@ pub mod forget;
 pub mod prune;
 pub mod restore;
 pub mod stats;
+pub mod targets;
 pub mod walk;

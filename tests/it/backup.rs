@@ -614,3 +614,139 @@ fn locked_files_follow_the_policy() {
         b"locked content"
     );
 }
+
+/// `restic ls SNAPSHOT`'s entries (without its first line, which names the snapshot).
+fn restic_ls(env: &Env, snapshot: &str) -> Vec<String> {
+    env.restic_ok(&["ls", snapshot])
+        .lines()
+        .skip(1)
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn relative_paths_are_stored_as_restic_stores_them() {
+    let env = Env::new();
+    env.ctl_ok(&["init"]);
+    let srv = env.path("srv");
+    let app = srv.join("app");
+    for (p, body) in [
+        ("app/data/f", "f"),
+        ("app/data/sub/g", "g"),
+        ("app/file.txt", "top"),
+        ("x/data/xf", "xf"),
+        ("data/top", "other data"),
+    ] {
+        fs::create_dir_all(srv.join(p).parent().unwrap()).unwrap();
+        fs::write(srv.join(p), body).unwrap();
+    }
+    // Relative names, `..`, a same-named folder from elsewhere, `a/../b`.
+    let args = ["data", "../x/data", "../data", "sub/../file.txt"];
+    fs::create_dir_all(app.join("sub")).unwrap();
+    let ours = env
+        .ctl_cmd(&["--json", "backup"])
+        .args(args)
+        .current_dir(&app)
+        .output()
+        .unwrap();
+    assert_eq!(ours.status.code(), Some(0), "{}", show(&ours));
+    let ours: serde_json::Value = serde_json::from_slice(&ours.stdout).unwrap();
+    let ours = ours["snapshot_id"].as_str().unwrap().to_string();
+    let theirs = Command::new("restic")
+        .arg("-r")
+        .arg(&env.repo)
+        .arg("--password-file")
+        .arg(&env.pw)
+        .args(["--no-cache", "--json", "backup"])
+        .args(args)
+        .current_dir(&app)
+        .output()
+        .unwrap();
+    assert!(theirs.status.success(), "{}", show(&theirs));
+    let summary = String::from_utf8_lossy(&theirs.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message_type"] == "summary")
+        .unwrap();
+    let theirs = summary["snapshot_id"].as_str().unwrap().to_string();
+
+    // The same tree as restic's, and the same absolute paths.
+    let listing = restic_ls(&env, &ours);
+    assert_eq!(listing, restic_ls(&env, &theirs));
+    assert!(listing.contains(&"/data/sub/g".to_string()), "{listing:?}");
+    assert!(listing.contains(&"/x/data/xf".to_string()), "{listing:?}");
+    assert!(listing.contains(&"/data-1/top".to_string()), "{listing:?}");
+    assert!(listing.contains(&"/file.txt".to_string()), "{listing:?}");
+    let snaps: serde_json::Value =
+        serde_json::from_str(&env.restic_ok(&["snapshots", "--json"])).unwrap();
+    let paths: Vec<&serde_json::Value> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["paths"])
+        .collect();
+    assert_eq!(paths[0], paths[1]);
+    assert_eq!(paths[0][0], app.join("data").to_str().unwrap());
+
+    // Both restores give the restic layout.
+    let by_restic = env.path("by-restic");
+    env.restic_ok(&["restore", &ours, "--target", by_restic.to_str().unwrap()]);
+    let by_us = env.path("by-us");
+    env.ctl_ok(&["restore", &ours, "--target", by_us.to_str().unwrap()]);
+    for t in [&by_restic, &by_us] {
+        assert_eq!(fs::read_to_string(t.join("data/sub/g")).unwrap(), "g");
+        assert_eq!(fs::read_to_string(t.join("x/data/xf")).unwrap(), "xf");
+        assert_eq!(
+            fs::read_to_string(t.join("data-1/top")).unwrap(),
+            "other data"
+        );
+        assert_eq!(fs::read_to_string(t.join("file.txt")).unwrap(), "top");
+        assert!(!t.join("srv").exists() && !t.join(app.strip_prefix("/").unwrap()).exists());
+    }
+
+    // The next backup of the same relative paths finds its parent by the (absolute) paths: the
+    // newest, restic's, whose tree has the same layout, so nothing is read again.
+    let again = env
+        .ctl_cmd(&["--json", "backup"])
+        .args(args)
+        .current_dir(&app)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", show(&again));
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    // (restic 0.14's summary gives the short id.)
+    assert!(
+        again["parent"].as_str().unwrap().starts_with(&theirs),
+        "{again}"
+    );
+    assert_eq!(again["files_new"], 0, "{again}");
+    assert_eq!(again["files_unmodified"], 5, "{again}");
+}
+
+#[test]
+fn a_relative_sqlite_path_is_stored_where_its_folder_is() {
+    let env = Env::new();
+    env.ctl_ok(&["init"]);
+    let app = env.path("app");
+    fs::create_dir_all(app.join("data")).unwrap();
+    fs::write(app.join("data/notes.txt"), "n").unwrap();
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('create table t(x)'); c.commit()")
+        .arg(app.join("data/app.db"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let o = env
+        .ctl_cmd(&["--json", "backup", "data", "--sqlite", "data/app.db"])
+        .current_dir(&app)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let listing = restic_ls(&env, "latest");
+    assert_eq!(
+        listing,
+        ["/data", "/data/app.db", "/data/notes.txt"],
+        "the copy replaces the file, once"
+    );
+}

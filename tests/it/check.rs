@@ -509,3 +509,163 @@ fn subsets_together_read_every_pack() {
         assert_eq!(o.status.code(), Some(2), "{bad}: {}", show(&o));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Following the hints check prints.
+
+/// The `backupctl ...` commands (between backticks) of the last hint line check printed at the
+/// start of a line, as argument lists without the program's name.
+fn hinted_commands(out: &str) -> Vec<Vec<String>> {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("hint: "))
+        .unwrap_or_else(|| panic!("check printed no hint:\n{out}"));
+    line.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter_map(|c| c.strip_prefix("backupctl "))
+        .map(|c| c.split_whitespace().map(String::from).collect())
+        .collect()
+}
+
+/// A repository made by backupctl: snapshot 1 of `src` (big.bin, small.bin), snapshot 2 of
+/// `src/big.bin` alone; both in one data pack. Returns (snapshot 1, snapshot 2, the data pack,
+/// the small file's blob as the pack's header lists it).
+fn two_snapshots_one_pack(
+    env: &crate::support::Env,
+) -> (String, String, PathBuf, backupd::repo::pack::PackedBlob) {
+    env.ctl_ok(&["init"]);
+    let src = env.path("src");
+    write(&src.join("big.bin"), &bytes(21, 2_000_000));
+    write(&src.join("small.bin"), &bytes(22, 60_000));
+    let id_of = |v: Value| v["snapshot_id"].as_str().unwrap().to_string();
+    let s1 = id_of(env.ctl_json(&["backup", src.to_str().unwrap()]));
+    let s2 = id_of(env.ctl_json(&["backup", src.join("big.bin").to_str().unwrap()]));
+    let pack = walk_files(&env.repo.join("data"))
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let be: Arc<dyn Backend> = Arc::new(LocalBackend::new(&env.repo));
+    let pw = fs::read_to_string(&env.pw).unwrap();
+    let repo = Repository::open(be, pw.trim_end().as_bytes()).unwrap();
+    let pid = Id::parse(&pack.file_name().unwrap().to_string_lossy()).unwrap();
+    let header = repo
+        .read_pack_header(&pid, fs::metadata(&pack).unwrap().len())
+        .unwrap();
+    assert!(
+        header.len() >= 3,
+        "big.bin's chunks and small.bin share the pack"
+    );
+    let small = header.into_iter().min_by_key(|b| b.length).unwrap();
+    assert!(small.length < 100_000, "the smallest blob is small.bin's");
+    (s1, s2, pack, small)
+}
+
+/// Runs `check --read-data` (it must find damage), runs the commands its last hint names,
+/// literally, and asserts that `check --read-data` passes afterwards; returns the commands.
+fn follow_the_hint(env: &crate::support::Env) -> Vec<Vec<String>> {
+    let o = env.ctl(&["check", "--read-data"]);
+    assert_eq!(o.status.code(), Some(4), "{}", show(&o));
+    let cmds = hinted_commands(&String::from_utf8_lossy(&o.stdout));
+    assert!(!cmds.is_empty(), "the hint names commands:\n{}", show(&o));
+    for c in &cmds {
+        let args: Vec<&str> = c.iter().map(String::as_str).collect();
+        env.ctl_ok(&args);
+    }
+    let o = env.ctl(&["check", "--read-data"]);
+    assert_eq!(o.status.code(), Some(0), "after {cmds:?}: {}", show(&o));
+    cmds
+}
+
+fn snapshot_list(env: &crate::support::Env) -> BTreeSet<String> {
+    env.ctl_json(&["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_damaged_blob_beside_needed_ones_is_dropped_by_following_the_hint() {
+    let env = crate::support::Env::new();
+    let (s1, s2, pack, small) = two_snapshots_one_pack(&env);
+    make_writable(&pack);
+    let mut data = fs::read(&pack).unwrap();
+    data[small.offset as usize + small.length as usize / 2] ^= 0x01;
+    fs::write(&pack, &data).unwrap();
+
+    // The premise: on a copy, forget and a plain prune leave the damaged pack in place (its
+    // unused share is under the default 5 %), so check still fails.
+    let plain = env.path("plain");
+    copy_dir(&env.repo, &plain);
+    let ctl_plain = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_backupctl"))
+            .arg("-r")
+            .arg(&plain)
+            .arg("--password-file")
+            .arg(&env.pw)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(ctl_plain(&["forget", &s1]).status.success());
+    assert!(ctl_plain(&["prune"]).status.success());
+    let o = ctl_plain(&["check", "--read-data"]);
+    assert_eq!(o.status.code(), Some(4), "{}", show(&o));
+
+    let cmds = follow_the_hint(&env);
+    assert_eq!(cmds[0], ["forget", &s1[..8]], "{cmds:?}");
+    assert_eq!(cmds[1][0], "prune", "{cmds:?}");
+    // The intact snapshot still restores, byte for byte, and restic agrees on the repository.
+    assert_eq!(snapshot_list(&env), set(&[&s2]));
+    env.restic_ok(&["check", "--read-data"]);
+    let out = env.path("out");
+    env.restic_ok(&["restore", &s2, "--target", out.to_str().unwrap()]);
+    let src = env.path("src");
+    let restored = out.join(src.join("big.bin").strip_prefix("/").unwrap());
+    assert_eq!(fs::read(restored).unwrap(), bytes(21, 2_000_000));
+    // "Then back up the affected files again": the damaged blob is not reused.
+    let v = env.ctl_json(&["backup", src.to_str().unwrap()]);
+    let s3 = v["snapshot_id"].as_str().unwrap();
+    env.ctl_ok(&["check", "--read-data"]);
+    let out3 = env.path("out3");
+    env.restic_ok(&["restore", s3, "--target", out3.to_str().unwrap()]);
+    let small_file = out3.join(src.join("small.bin").strip_prefix("/").unwrap());
+    assert_eq!(fs::read(small_file).unwrap(), bytes(22, 60_000));
+}
+
+#[test]
+fn every_pack_damage_hint_works_when_followed() {
+    type Damage = fn(&Path, &backupd::repo::pack::PackedBlob);
+    let cases: [(&str, Damage); 3] = [
+        ("a deleted pack", |p, _| fs::remove_file(p).unwrap()),
+        ("a truncated pack", |p, b| {
+            let f = fs::OpenOptions::new().write(true).open(p).unwrap();
+            f.set_len(b.offset as u64 + b.length as u64 / 2).unwrap();
+        }),
+        ("a damaged pack header", |p, _| {
+            let mut d = fs::read(p).unwrap();
+            let n = d.len();
+            d[n - 10] ^= 0x01;
+            fs::write(p, &d).unwrap();
+        }),
+    ];
+    for (what, damage) in cases {
+        let env = crate::support::Env::new();
+        let (s1, s2, pack, small) = two_snapshots_one_pack(&env);
+        make_writable(&pack);
+        damage(&pack, &small);
+        let cmds = follow_the_hint(&env);
+        // Every blob of the pack is lost: both snapshots are forgotten.
+        let forget = cmds.iter().find(|c| c[0] == "forget").unwrap();
+        assert_eq!(
+            forget[1..].iter().cloned().collect::<BTreeSet<_>>(),
+            set(&[&s1[..8], &s2[..8]]),
+            "{what}: {cmds:?}"
+        );
+        assert!(snapshot_list(&env).is_empty(), "{what}");
+        env.restic_ok(&["check", "--read-data"]);
+    }
+}

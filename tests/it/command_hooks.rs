@@ -397,3 +397,103 @@ fn a_job_with_sqlite_paths_and_a_command_is_restored_by_restic() {
     wal.push("-wal");
     assert!(!rel(Path::new(&wal)).exists(), "the -wal file was stored");
 }
+
+/// Whether process `pid` is gone (or a zombie: dead, not yet reaped).
+fn process_gone(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// A shell command that records its own pid in `dir/leader`, starts a child that records its
+/// pid in `dir/child`, and waits: it never ends by itself.
+fn lingering_command(dir: &Path) -> String {
+    format!(
+        "echo $$ > {d}/leader.tmp && mv {d}/leader.tmp {d}/leader; \
+         sh -c 'echo $$ > {d}/child.tmp && mv {d}/child.tmp {d}/child; exec sleep 300' & \
+         echo started; wait",
+        d = dir.display()
+    )
+}
+
+/// The pids `lingering_command` recorded, once both are written.
+fn recorded_pids(dir: &Path) -> Vec<i32> {
+    let read = |n: &str| fs::read_to_string(dir.join(n)).ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let (Some(a), Some(b)) = (read("leader"), read("child")) {
+            return vec![a.trim().parse().unwrap(), b.trim().parse().unwrap()];
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Asserts that every process of `pids` disappears (a generous deadline: the assertion is on
+/// disappearance, not on timing); kills the survivors so that a failure leaves nothing behind.
+fn assert_all_gone(pids: &[i32], what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !pids.iter().all(|&p| process_gone(p)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let alive: Vec<i32> = pids.iter().copied().filter(|&p| !process_gone(p)).collect();
+    for &p in &alive {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::SIGKILL);
+    }
+    assert!(alive.is_empty(), "{what}: processes {alive:?} outlived it");
+}
+
+#[test]
+fn a_command_source_dies_with_a_killed_backupctl() {
+    let env = Env::new();
+    env.ctl_ok(&["init"]);
+    let dir = env.path("pids");
+    fs::create_dir_all(&dir).unwrap();
+    let spec = format!("/dumps/slow.txt={}", lingering_command(&dir));
+    let mut ctl = env
+        .ctl_cmd(&["backup", "--command", &spec])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pids = recorded_pids(&dir);
+    ctl.kill().unwrap(); // SIGKILL
+    ctl.wait().unwrap();
+    assert_all_gone(&pids, "kill -9 of backupctl backup");
+    // The next run finds nothing stale: it starts its own command and completes.
+    env.ctl_ok(&["backup", "--command", "/dumps/quick.txt=echo quick"]);
+}
+
+#[test]
+fn a_command_source_and_a_hook_die_with_a_killed_daemon() {
+    use crate::support::daemon::Setup;
+    for (name, job) in [
+        (
+            "source",
+            "commands = [{ path = \"/dumps/slow.txt\", run = \"CMD\" }]\n",
+        ),
+        ("hook", "[jobs.slow.hooks]\nbefore = [\"CMD\"]\n"),
+    ] {
+        let s = Setup::new("");
+        let dir = s.env.path("pids");
+        fs::create_dir_all(&dir).unwrap();
+        let cmd = lingering_command(&dir).replace('"', "\\\"");
+        s.write_config(&format!(
+            "[jobs.slow]\nrepository = \"main\"\npaths = [\"{{data}}\"]\nretries = {{ attempts = 0 }}\n{}",
+            job.replace("CMD", &cmd)
+        ));
+        let d = s.start(None);
+        let o = s.ctl(&["run", "slow"]);
+        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+        let pids = recorded_pids(&dir);
+        d.kill9();
+        assert_all_gone(&pids, &format!("kill -9 of backupd running a {name}"));
+    }
+}

@@ -7,10 +7,18 @@ use crate::repo::id::Id;
 use crate::repo::pack::BlobType;
 use std::collections::HashMap;
 
-pub(super) const HINT_LOST: &str = "the damaged data cannot be recovered from this repository: \
-     forget the affected snapshots and run `backupctl prune` (it drops the damaged blobs), then \
-     back up the affected files again (before that prune a new backup would reuse the damaged \
-     blobs)";
+/// What to do about damaged blobs in `pack`: forget the snapshots that need them, then a prune
+/// that repacks the pack (a plain prune may keep a pack whose unused share is small, damaged
+/// blobs and all), then back up again.
+pub(super) fn hint_lost(pack: Id) -> String {
+    format!(
+        "the damaged data cannot be recovered from this repository: forget the affected \
+         snapshots, then run `backupctl prune --repack {pack}` (it copies the blobs other \
+         snapshots still need out of the pack and deletes it, damaged blobs included), then back \
+         up the affected files again (until that prune a new backup would reuse the damaged \
+         blobs)"
+    )
+}
 pub(super) const HINT_REBUILD_INDEX: &str = "the index does not describe the packs correctly: \
      `restic -r REPO rebuild-index` writes a new index from the pack headers; run `backupctl \
      check` again afterwards";

@@ -1,7 +1,7 @@
 //! The index and pack checks' pure judgements: the index entries per pack, the listing against
 //! the index, each indexed pack against its header and its size, and the packs no index names.
 
-use super::issues::{is_are, plural, Finding, HINT_LOST, HINT_REBUILD_INDEX};
+use super::issues::{hint_lost, is_are, plural, Finding, HINT_REBUILD_INDEX};
 use super::{IssueKind, OrphanedPack};
 use crate::repo::crypto::OVERHEAD;
 use crate::repo::id::Id;
@@ -125,7 +125,10 @@ fn header_unreadable(pid: Id, size: u64, why: &str, entries: &[PackedBlob]) -> F
             why,
             plural(entries.len(), "blob", "blobs")
         ),
-        format!("run `backupctl check --read-data` to see which blobs are intact; {HINT_LOST}"),
+        format!(
+            "run `backupctl check --read-data` to see which blobs are intact; {}",
+            hint_lost(pid)
+        ),
     )
     .in_pack(pid)
     .losing(all_blobs(entries))
@@ -168,7 +171,10 @@ fn size_mismatch(
             pid.short(),
             plural(entries.len(), "blob", "blobs")
         ),
-        format!("run `backupctl check --read-data` to see which blobs are damaged; {HINT_LOST}"),
+        format!(
+            "run `backupctl check --read-data` to see which blobs are damaged; {}",
+            hint_lost(pid)
+        ),
     );
     Some(f.in_pack(pid).losing(all_blobs(entries)))
 }
@@ -408,7 +414,10 @@ mod tests {
         assert_eq!(f[0].kind, IssueKind::PackHeaderDamaged);
         assert_eq!(f[0].blobs, vec![(id("a"), BlobType::Data)]);
         assert!(f[0].message.contains("(99 bytes)") && f[0].message.contains("bad MAC"));
-        assert!(f[0].hint.ends_with(HINT_LOST));
+        assert!(f[0].hint.ends_with(&hint_lost(id("p"))));
+        assert!(f[0]
+            .hint
+            .contains(&format!("`backupctl prune --repack {}`", id("p"))));
     }
 
     #[test]

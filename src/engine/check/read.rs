@@ -1,7 +1,7 @@
 //! Reading packs for a check: headers and whole packs a few at a time, a tree from a pack no
 //! index names, and the pure judgement of what reading a pack whole found.
 
-use super::issues::{plural, Finding, HINT_LOST};
+use super::issues::{hint_lost, plural, Finding};
 use super::packs::OrphanBlobs;
 use super::{IssueKind, OrphanedPack};
 use crate::cancel::CancelToken;
@@ -227,7 +227,7 @@ impl PackRead {
             }
         }
         Some(
-            Finding::new(IssueKind::PackDamaged, msg, HINT_LOST)
+            Finding::new(IssueKind::PackDamaged, msg, hint_lost(self.id))
                 .in_pack(self.id)
                 .losing(bad),
         )

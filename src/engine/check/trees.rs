@@ -1,7 +1,7 @@
 //! The snapshot and tree checks' pure judgements: damaged snapshots and trees, what is wrong with
 //! a node, how long a file's content is, and the blobs snapshots use that no index names.
 
-use super::issues::{is_are, plural, Finding, HINT_LOST};
+use super::issues::{hint_lost, is_are, plural, Finding};
 use super::packs::OrphanBlobs;
 use super::IssueKind;
 use crate::repo::id::Id;
@@ -35,7 +35,10 @@ pub(super) fn tree_damaged(tree: Id, pack: Id, why: &str) -> Finding {
             pack.short(),
             why
         ),
-        format!("everything below the affected directories is lost; {HINT_LOST}"),
+        format!(
+            "everything below the affected directories is lost; {}",
+            hint_lost(pack)
+        ),
     )
     .in_pack(pack)
     .losing([(tree, BlobType::Tree)])

@@ -10,7 +10,10 @@
 //! - every other pack is a candidate for repacking: tree packs, mixed packs and packs holding an
 //!   extra copy of a used blob are always repacked; data packs are repacked, the largest unused
 //!   share first, until the unused bytes left are within `max_unused` percent of the used bytes
-//!   of the repository after pruning.
+//!   of the repository after pruning;
+//! - a pack named to be repacked (`--repack`: `check` names damaged packs) is repacked whatever
+//!   `max_unused` tolerates, even when every entry is used, unless nothing in it is used (then it
+//!   is deleted); a used blob with a copy elsewhere keeps that copy rather than the named one.
 
 use super::check::{expected_pack_size, Inventory, UsedCopies};
 use super::{BlobKey, PruneReport};
@@ -57,6 +60,8 @@ pub(super) struct PackState {
     pub(super) duplicates: bool,
     pub(super) has_tree: bool,
     pub(super) has_data: bool,
+    /// Named to be repacked whatever `max_unused` tolerates (a damaged pack).
+    pub(super) named: bool,
     pub(super) action: Action,
 }
 
@@ -72,6 +77,7 @@ impl PackState {
             duplicates: false,
             has_tree: false,
             has_data: false,
+            named: false,
             action,
         }
     }
@@ -119,9 +125,17 @@ impl PackState {
     }
 
     /// A candidate repacked whatever `max_unused` tolerates: it holds trees (a tree pack or a
-    /// mixed pack) or an extra copy of a used blob.
+    /// mixed pack) or an extra copy of a used blob, or it was named.
     fn forced(&self) -> bool {
-        self.has_tree || self.duplicates
+        self.has_tree || self.duplicates || self.named
+    }
+
+    /// Marks the pack as named: a pack that would be kept becomes a candidate (a forced one).
+    fn name(&mut self) {
+        self.named = true;
+        if self.action == Action::Keep {
+            self.action = Action::Repack;
+        }
     }
 }
 
@@ -150,15 +164,17 @@ fn repack_order(a: (&Id, &PackState), b: (&Id, &PackState)) -> Ordering {
 }
 
 /// How to choose among the packs holding a copy of a used blob.
-struct Preference {
+struct Preference<'a> {
     /// Packs holding a used blob found nowhere else: they are kept anyway.
     pinned: HashSet<Id>,
+    /// Packs named to be repacked (damaged): a copy elsewhere is better.
+    named: &'a HashSet<Id>,
     /// Per indexed pack: (entries of used blobs, all entries).
     share: HashMap<Id, (u128, u128)>,
 }
 
-impl Preference {
-    fn new(inv: &Inventory, copies: &UsedCopies) -> Preference {
+impl<'a> Preference<'a> {
+    fn new(inv: &Inventory, copies: &UsedCopies, named: &'a HashSet<Id>) -> Preference<'a> {
         let pinned = copies
             .iter()
             .filter(|(_, c)| c.len() == 1)
@@ -175,11 +191,20 @@ impl Preference {
                 (*pid, (used as u128, blobs.len() as u128))
             })
             .collect();
-        Preference { pinned, share }
+        Preference {
+            pinned,
+            named,
+            share,
+        }
     }
 
-    /// Pinned packs first, then the largest used share, then the smaller id.
+    /// Packs not named first, then pinned packs, then the largest used share, then the
+    /// smaller id.
     fn better(&self, a: &Id, b: &Id) -> bool {
+        let (na, nb) = (self.named.contains(a), self.named.contains(b));
+        if na != nb {
+            return nb;
+        }
         let (pa, pb) = (self.pinned.contains(a), self.pinned.contains(b));
         if pa != pb {
             return pa;
@@ -221,16 +246,25 @@ pub(super) struct PackTable {
 }
 
 impl PackTable {
-    /// Chooses the copy of each used blob that stays (preferring packs that must be kept
-    /// anyway, then packs with the largest used share), then classifies every pack; data packs
-    /// that would be repacked are only candidates until [`PackTable::decide_repack`].
-    pub(super) fn decide_packs(inv: &Inventory, copies: &UsedCopies) -> PackTable {
-        let pref = Preference::new(inv, copies);
+    /// Chooses the copy of each used blob that stays (avoiding the `named` packs, preferring
+    /// packs that must be kept anyway, then packs with the largest used share), then classifies
+    /// every pack; data packs that would be repacked are only candidates until
+    /// [`PackTable::decide_repack`], and so are the `named` packs that hold a kept copy.
+    pub(super) fn decide_packs(
+        inv: &Inventory,
+        copies: &UsedCopies,
+        named: &HashSet<Id>,
+    ) -> PackTable {
+        let pref = Preference::new(inv, copies, named);
         let home: Homes = copies.iter().map(|(b, c)| (*b, pref.best(c))).collect();
         let mut packs = BTreeMap::new();
         for (pid, blobs) in &inv.indexed {
             let size = inv.listed.get(pid).copied();
-            packs.insert(*pid, PackState::indexed(*pid, size, blobs, &home));
+            let mut st = PackState::indexed(*pid, size, blobs, &home);
+            if named.contains(pid) {
+                st.name();
+            }
+            packs.insert(*pid, st);
         }
         for (pid, size) in &inv.listed {
             if !inv.indexed.contains_key(pid) {
@@ -418,10 +452,59 @@ mod tests {
 
     /// The settled table of `inv` when the blobs numbered `used` are used.
     fn decide(inv: &Inventory, used: &HashSet<BlobKey>, max_unused: f64) -> PackTable {
+        decide_naming(inv, used, max_unused, &[])
+    }
+
+    /// [`decide`], with the packs numbered `named` named to be repacked.
+    fn decide_naming(
+        inv: &Inventory,
+        used: &HashSet<BlobKey>,
+        max_unused: f64,
+        named: &[u8],
+    ) -> PackTable {
         let copies = inv.check_existing_packs(used).unwrap();
-        let mut t = PackTable::decide_packs(inv, &copies);
+        let named: HashSet<Id> = named.iter().map(|n| id(*n)).collect();
+        let mut t = PackTable::decide_packs(inv, &copies, &named);
         t.decide_repack(max_unused);
         t
+    }
+
+    #[test]
+    fn a_named_pack_is_repacked_whatever_max_unused_tolerates() {
+        let inv = inventory(&[
+            // 1,000 used, 10 unused (a damaged blob no snapshot needs any more): 1%.
+            (100, entries(&[(1, D, 1000), (2, D, 10)])),
+            // Fully used.
+            (101, entries(&[(3, D, 1000)])),
+            // Nothing used.
+            (102, entries(&[(4, D, 1000)])),
+        ]);
+        let used = data(&[1, 3]);
+        assert_eq!(action(&decide(&inv, &used, 5.0), 100), Action::Keep);
+        let t = decide_naming(&inv, &used, 100.0, &[100, 101, 102]);
+        assert_eq!(action(&t, 100), Action::Repack);
+        assert_eq!(action(&t, 101), Action::Repack, "even when fully used");
+        assert_eq!(action(&t, 102), Action::Delete);
+        // Repacking copies the used blobs only: the unused (damaged) one goes.
+        let copied: Vec<Id> = t
+            .homed_blobs(&id(100), &t.packs[&id(100)])
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(copied, vec![id(1)]);
+    }
+
+    #[test]
+    fn a_copy_outside_a_named_pack_is_the_one_that_stays() {
+        let inv = inventory(&[
+            // Blob 1 is in both; pack 100 would be preferred (its larger used share).
+            (100, entries(&[(1, D, 10)])),
+            (101, entries(&[(1, D, 10), (2, D, 10)])),
+        ]);
+        let used = data(&[1]);
+        assert_eq!(decide(&inv, &used, 5.0).home[&(id(1), D)].0, id(100));
+        let t = decide_naming(&inv, &used, 5.0, &[100]);
+        assert_eq!(t.home[&(id(1), D)].0, id(101));
+        assert_eq!(action(&t, 100), Action::Delete);
     }
 
     fn action(t: &PackTable, pack: u8) -> Action {

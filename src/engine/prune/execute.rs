@@ -203,7 +203,11 @@ fn verified_blob<'a>(
     let damaged = |detail: String| {
         Error::damaged(
             format!("pack {}", pid.short()),
-            format!("{detail}\n  prune stopped before deleting anything"),
+            format!(
+                "{detail}\n  prune stopped before deleting anything\n  hint: a snapshot still \
+                 needs this blob: run `backupctl check --read-data` and forget the snapshots it \
+                 names, then prune again"
+            ),
         )
     };
     let (start, end) = (b.offset as usize, b.offset as usize + b.length as usize);

@@ -8,8 +8,8 @@
 //!    that do not exist or whose size contradicts the index) prune stops with an error naming it:
 //!    it never deletes anything from a damaged repository. Then every pack is classified:
 //!    fully used (keep), unused (delete), partly used (repack when the repository's unused share
-//!    would exceed `max_unused` percent; tree packs, mixed packs and packs holding duplicate copies
-//!    are always repacked), not in any index (an orphan left by a crashed writer: delete), or named
+//!    would exceed `max_unused` percent; tree packs, mixed packs, packs holding duplicate copies
+//!    and the packs named in `repack` are always repacked), not in any index (an orphan left by a crashed writer: delete), or named
 //!    by the index but absent (dropped from the new index).
 //! 2. [`execute()`] makes the changes in an order where a crash (kill -9) at any instant leaves
 //!    every snapshot complete and the repository consistent for restic:
@@ -79,6 +79,10 @@ pub struct PruneOptions {
     /// Abort the repository's unfinished multipart uploads started longer ago than this
     /// (`STALE_UPLOAD_AGE`; tests pass zero).
     pub stale_upload_age: Duration,
+    /// Packs to repack whatever `max_unused` tolerates (full ids or unique prefixes): the
+    /// damaged packs `check` names. Their blobs that snapshots need are copied (each verified)
+    /// into new packs and the packs deleted, damaged blobs no snapshot needs with them.
+    pub repack: Vec<String>,
 }
 
 impl Default for PruneOptions {
@@ -89,6 +93,7 @@ impl Default for PruneOptions {
             pack_size: DEFAULT_PACK_SIZE,
             assume_removed: Vec::new(),
             stale_upload_age: STALE_UPLOAD_AGE,
+            repack: Vec::new(),
         }
     }
 }

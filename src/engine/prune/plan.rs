@@ -61,7 +61,8 @@ pub fn plan(
         .check_existing_packs(&used)
         .map_err(|d| damaged_repository(repo, &snaps, d))?;
 
-    let mut table = PackTable::decide_packs(&inv, &copies);
+    let named = named_packs(&inv, &opts.repack)?;
+    let mut table = PackTable::decide_packs(&inv, &copies, &named);
     table.decide_repack(opts.max_unused);
     table.tally(opts.pack_size, &mut report);
     let stale_temps = cleanup::stale_temps(repo);
@@ -73,6 +74,44 @@ pub fn plan(
         hypothetical,
         report,
     })
+}
+
+/// The packs `repack` names (full ids or unique prefixes of the packs the index names or
+/// that exist); an id that names none, or several, is refused.
+fn named_packs(inv: &Inventory, repack: &[String]) -> Result<HashSet<Id>> {
+    let mut out = HashSet::new();
+    for want in repack {
+        let want_l = want.to_ascii_lowercase();
+        let mut hits: Vec<Id> = inv
+            .indexed
+            .keys()
+            .chain(inv.listed.keys())
+            .filter(|id| id.to_hex().starts_with(&want_l))
+            .copied()
+            .collect();
+        hits.sort();
+        hits.dedup();
+        match hits.as_slice() {
+            [one] => {
+                out.insert(*one);
+            }
+            [] => {
+                return Err(Error::Input(format!(
+                    "--repack {want}: no pack of this repository has that id; nothing was \
+                     changed\n  hint: `backupctl check --read-data` names the damaged packs \
+                     (\"pack:\" lines)"
+                )))
+            }
+            _ => {
+                return Err(Error::Input(format!(
+                    "--repack {want}: {} packs start with it; nothing was changed\n  hint: \
+                     give more of the id (`backupctl check` prints them whole)",
+                    hits.len()
+                )))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Refuses a `max_unused` outside 0..=100 (or NaN) and a pack size of zero.

@@ -36,7 +36,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     drop(progress);
     let cancelled = ctx.cancel.is_cancelled();
     if let crate::daemon::Recorded::No(why) =
-        crate::daemon::record_foreground_run(&cfg, &rep, cancelled)
+        crate::daemon::record_foreground_run(cfg, &rep, cancelled)
     {
         ctx.warn(why);
     }

@@ -12,6 +12,7 @@ mod example_config;
 mod forget_prune;
 mod garage_cluster;
 mod gdrive;
+mod json_output;
 mod layers;
 mod monitor;
 mod notifications;

@@ -17,6 +17,10 @@
 //! runs_left)`. When every pack that exists has been read the cycle is complete and a new one
 //! starts; if the cycle's end comes with packs still unread (the daemon was down, the schedule
 //! too sparse), the next run reads all of them. Packs written during a cycle are read in it.
+//! The one coverage figure (`backupctl status`, the metric `backupd_repository_verified_ratio`)
+//! is [`coverage_ratio`]: the share of the packs that exist now that were verified in the
+//! current cycle, measured again after every drill and every backup. A read-data run's summary
+//! says what that run read, not a share, so no second, older figure is shown beside it.
 //!
 //! **Restore drill.** Up to `restore_drill_files` random files of the repository's newest
 //! snapshot are restored to a scratch folder inside the daemon's state folder; each restored
@@ -474,14 +478,11 @@ pub(crate) fn run_read_data(
             cov.last_complete
         },
     };
-    let ratio = coverage_ratio(&new_cov, &existing);
     let mut summary = format!(
-        "read {} of {} packs ({} bytes); {:.0}% of the packs verified in the cycle since {}",
+        "read {} of {} packs ({} bytes)",
         rep.packs_read,
         existing.len(),
         rep.bytes_read,
-        ratio * 100.0,
-        plan.cycle_start.format("%Y-%m-%d %H:%M UTC")
     );
     if plan.overdue > 0 {
         summary.push_str(&format!(

@@ -155,7 +155,7 @@ fn print_repo(r: &crate::protocol::RepoStatus) {
     }
     if let Some(c) = r.coverage {
         println!(
-            "  coverage      {:.0} % of the packs re-read in the cycle since {}{}",
+            "  coverage      {:.0} % of the packs verified in the read-data cycle since {}{}",
             c * 100.0,
             r.cycle_start.map(local).unwrap_or_else(|| "-".into()),
             r.last_complete_cycle

@@ -24,3 +24,4 @@ mod service_files;
 mod sftp;
 mod sqlite;
 mod systemd_host;
+mod text_output;

@@ -1,0 +1,66 @@
+//! What backupctl's text output tells a person, against a real daemon: one coverage figure.
+
+use crate::support::daemon::*;
+use crate::support::*;
+use std::fs;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// backupctl runs in this zone (the daemon in UTC, the job in Asia/Kolkata): three zones.
+const CTL_ZONE: &str = "Asia/Tokyo";
+
+/// `backupctl ARGS --config CFG` in [`CTL_ZONE`].
+fn ctl(s: &Setup, args: &[&str]) -> Output {
+    Command::new(BACKUPCTL)
+        .args(args)
+        .arg("--config")
+        .arg(&s.cfg)
+        .env("TZ", CTL_ZONE)
+        .env_remove("BACKUPD_CONFIG")
+        .env_remove("BACKUPD_SOCKET")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn status_shows_one_coverage_figure_for_the_packs_read_back() {
+    let s = Setup::new("[jobs.app]\nrepository = \"main\"\npaths = [\"{data}\"]\n");
+    // A cycle of an hour with a share every 2 s: each share reads one pack of several.
+    let cfg = fs::read_to_string(&s.cfg).unwrap().replace(
+        "[jobs.app]",
+        "[repositories.main.verify]\nread_data = \"*/2 * * * * *\"\nread_data_cycle = \"1h\"\n\n[jobs.app]",
+    );
+    fs::write(&s.cfg, cfg).unwrap();
+    for i in 0..3 {
+        fs::write(s.data.join(format!("r{i}.bin")), bytes(40 + i, 3 << 20)).unwrap();
+        s.env.ctl_ok(&["backup", s.data.to_str().unwrap()]);
+    }
+    let d = s.start(None);
+    wait_for(
+        Duration::from_secs(60),
+        "a read-data share and its measurement",
+        || {
+            let st = s.ctl_json(&["status"]);
+            let r = &st["repositories"][0];
+            r["drills"][0]["last_ok"] == true && r["coverage"].as_f64().is_some_and(|c| c > 0.0)
+        },
+    );
+    let o = ctl(&s, &["status"]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let repo: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("repository main"))
+        .collect();
+    let figures: Vec<&&str> = repo
+        .iter()
+        .filter(|l| l.contains('%') && !l.trim_start().starts_with("storage"))
+        .collect();
+    assert_eq!(figures.len(), 1, "one coverage figure:\n{text}");
+    assert!(
+        figures[0].trim_start().starts_with("coverage")
+            && figures[0].contains("of the packs verified"),
+        "{text}"
+    );
+    let (code, _) = d.term();
+    assert_eq!(code, Some(0));
+}

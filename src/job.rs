@@ -400,11 +400,8 @@ fn backup_job(
 ) -> Result<BackupResult> {
     let mut opts = backup_options(job_name, job);
     // Databases first: each is copied consistently (waiting while it is busy) before the lock.
-    let mut on_wait = |w: &Waiting| {
-        let msg = w.message();
-        progress.note(&msg);
-        tracing::info!("{msg}");
-    };
+    // A note only: the daemon's progress sink logs it.
+    let mut on_wait = |w: &Waiting| progress.note(&w.message());
     let prepared = prepare(&source_specs(job)?, cancel, &mut on_wait, &mut rep.sources)?;
     opts.excludes.exact.extend(prepared.excludes());
     let (mut repo, _lock) = open_repository(&repo_cfg.settings()?, LockMode::Shared)?;

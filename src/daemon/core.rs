@@ -1151,9 +1151,13 @@ fn sleep_reason(retry: Option<&PendingRetry>, slot: Option<Slot>) -> String {
     }
 }
 
-/// Logs a run's end the way its verdict went.
+/// Logs a run's end the way its verdict went, in the run's span like its other lines (the
+/// text log writes an event's own fields after the last line of its message, so a multi-line
+/// error would have them only on its last line, where `logs --run-id` cannot see the first).
 fn log_end(done: &RunDone, rec: &RunRecord, verdict: &Verdict, policy: &outcome::Policy) {
-    let (job, run_id) = (&done.job, &done.run_id);
+    let job = &done.job;
+    let span = tracing::info_span!("run", job = %job, run_id = %done.run_id);
+    let _in_run = span.enter();
     let err = rec.error.as_deref().unwrap_or("failed");
     match verdict {
         Verdict::Succeeded => {
@@ -1162,19 +1166,32 @@ fn log_end(done: &RunDone, rec: &RunRecord, verdict: &Verdict, policy: &outcome:
                 .as_deref()
                 .map(|s| format!(", snapshot {}", &s[..8.min(s.len())]))
                 .unwrap_or_default();
-            tracing::info!(job = %job, run_id = %run_id, "run {}: {} in {:.1} s{snapshot}", rec.outcome, rec.reason, rec.duration_seconds);
+            tracing::info!(
+                "run {}: {} in {:.1} s{snapshot}",
+                rec.outcome,
+                rec.reason,
+                rec.duration_seconds
+            );
         }
         Verdict::CancelledByUser => {
-            tracing::warn!(job = %job, run_id = %run_id, "run cancelled by backupctl cancel; no retry");
+            tracing::warn!("run cancelled by backupctl cancel; no retry");
         }
         Verdict::Resumes => {
-            tracing::warn!(job = %job, run_id = %run_id, "run interrupted because backupd is stopping; it runs again at the next start");
+            tracing::warn!(
+                "run interrupted because backupd is stopping; it runs again at the next start"
+            );
         }
         Verdict::Retry(r) => {
-            tracing::error!(job = %job, run_id = %run_id, "job {job}: run failed ({}): {err}\n  retry {} of {} at {}", rec.reason, r.number, r.of, r.due.format("%Y-%m-%d %H:%M:%S UTC"));
+            tracing::error!(
+                "job {job}: run failed ({}): {err}\n  retry {} of {} at {}",
+                rec.reason,
+                r.number,
+                r.of,
+                r.due.format("%Y-%m-%d %H:%M:%S UTC")
+            );
         }
         Verdict::GaveUp => {
-            tracing::error!(job = %job, run_id = %run_id, "job {job}: run failed ({}): {err}\n  no retries left ({} configured); the next regular slot runs as scheduled", rec.reason, policy.retries.attempts);
+            tracing::error!("job {job}: run failed ({}): {err}\n  no retries left ({} configured); the next regular slot runs as scheduled", rec.reason, policy.retries.attempts);
         }
     }
 }

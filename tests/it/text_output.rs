@@ -1,4 +1,4 @@
-//! What backupctl's text output tells a person, against a real daemon: one coverage figure.
+//! What backupctl's text output tells a person, against a real daemon: one coverage figure, an error shown once, and each hook line logged once.
 
 use crate::support::daemon::*;
 use crate::support::*;
@@ -20,6 +20,15 @@ fn ctl(s: &Setup, args: &[&str]) -> Output {
         .env_remove("BACKUPD_SOCKET")
         .output()
         .unwrap()
+}
+
+/// stdout and stderr together.
+fn all_text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
@@ -60,6 +69,46 @@ fn status_shows_one_coverage_figure_for_the_packs_read_back() {
         figures[0].trim_start().starts_with("coverage")
             && figures[0].contains("of the packs verified"),
         "{text}"
+    );
+    let (code, _) = d.term();
+    assert_eq!(code, Some(0));
+}
+
+/// The lines of one run's log (text, as the daemon writes it).
+fn run_log(s: &Setup, run_id: &str) -> Vec<String> {
+    let o = ctl(s, &["logs", "--run-id", run_id, "-n", "1000"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn run_wait_shows_the_error_once_and_each_hook_line_is_logged_once() {
+    let s = Setup::new(
+        "[jobs.bad]\nrepository = \"main\"\npaths = [\"{data}\"]\nretries = { attempts = 0 }\n[jobs.bad.hooks]\nbefore = [\"echo nope >&2; exit 7\"]\n",
+    );
+    let d = s.start(None);
+    let o = ctl(&s, &["run", "bad", "--wait"]);
+    assert_eq!(o.status.code(), Some(5), "{}", show(&o));
+    let text = all_text(&o);
+    assert_eq!(
+        text.matches("it exited with status 7").count(),
+        1,
+        "the error once:\n{text}"
+    );
+    let run_id = s.history("bad")[0]["run_id"].as_str().unwrap().to_string();
+    let m = run_log(&s, &run_id);
+    let count = |f: &dyn Fn(&str) -> bool| m.iter().filter(|l| f(l)).count();
+    assert_eq!(count(&|l| l.contains("running before hook")), 1, "{m:#?}");
+    // The hook's one line of output, once (its command, which names it too, left aside).
+    let output = |l: &str| l.replace("echo nope >&2; exit 7", "").contains("nope");
+    assert_eq!(count(&output), 1, "{m:#?}");
+    assert_eq!(
+        count(&|l| l.contains("it exited with status 7")),
+        1,
+        "{m:#?}"
     );
     let (code, _) = d.term();
     assert_eq!(code, Some(0));

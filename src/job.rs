@@ -152,16 +152,8 @@ impl JobReport {
         }
         self.end = Local::now();
         self.duration_seconds = t0.elapsed().as_secs_f64();
-        let snapshot = match self.short_snapshot() {
-            "" => String::new(),
-            s => format!(", snapshot {s}"),
-        };
-        tracing::info!(
-            "job {} run {}: {}{snapshot}",
-            self.job,
-            self.run_id,
-            self.outcome.as_str()
-        );
+        // No log line here: the daemon logs the run's end once it has settled its outcome as
+        // the history records it (a run stopped by SIGTERM is `interrupted`, not `failed`).
         self
     }
 }

@@ -1,7 +1,8 @@
-//! What backupctl's text output tells a person, against a real daemon: one coverage figure, an error shown once, and each hook line logged once.
+//! What backupctl's text output tells a person, against a real daemon: one coverage figure, an error shown once, each hook line logged once, and a log that names a run's end as its history does.
 
 use crate::support::daemon::*;
 use crate::support::*;
+use serde_json::Value;
 use std::fs;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -112,4 +113,34 @@ fn run_wait_shows_the_error_once_and_each_hook_line_is_logged_once() {
     );
     let (code, _) = d.term();
     assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_run_stopped_by_sigterm_is_interrupted_in_the_log_as_in_its_history() {
+    let s = Setup::new(
+        "[jobs.slow]\nrepository = \"main\"\npaths = [\"{data}\"]\n[jobs.slow.hooks]\nbefore = [\"sleep 3\"]\n",
+    );
+    let d = s.start(None);
+    let o = ctl(&s, &["--json", "run", "slow"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let run_id = serde_json::from_slice::<Value>(&o.stdout).unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(Duration::from_secs(20), "the run to start", || {
+        !s.ctl_json(&["status"])["jobs"][0]["running"].is_null()
+    });
+    let (code, _) = d.term();
+    assert_eq!(code, Some(0));
+    let h = s.history("slow");
+    assert_eq!(h[0]["outcome"], "interrupted", "{h:#?}");
+    let m = run_log(&s, &run_id);
+    assert!(
+        m.iter().any(|l| l.contains("interrupted")),
+        "the run's end in the log:\n{m:#?}"
+    );
+    assert!(
+        !m.iter().any(|l| l.contains("failed")),
+        "the log says failed, the history interrupted:\n{m:#?}"
+    );
 }

@@ -574,7 +574,7 @@ fn restore_drill_result(
         if files == 1 { "" } else { "s" },
         sid.short(),
         snap.hostname,
-        snap.time.format("%Y-%m-%d %H:%M"),
+        snap.time.format("%Y-%m-%d %H:%M %:z"),
         if against_source > 0 {
             format!(", {against_source} also with the unchanged source")
         } else {
@@ -967,7 +967,11 @@ mod tests {
         let r = restore_drill_result(t(1, 6), "/repo", &id(2), &snap, 3, &problems, 0);
         assert!(!r.ok);
         assert_eq!(r.kind, DrillKind::RestoreDrill);
-        assert!(r.summary.contains("(h1 2026-12-01 06:00)"), "{}", r.summary);
+        assert!(
+            r.summary.contains("(h1 2026-12-01 06:00 +00:00)"),
+            "{}",
+            r.summary
+        );
         let e = r.error.unwrap();
         assert!(
             e.starts_with(

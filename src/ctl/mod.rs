@@ -19,6 +19,7 @@ mod restore;
 mod run;
 mod run_job;
 mod service;
+mod show;
 mod snapshots;
 mod stats;
 mod status;

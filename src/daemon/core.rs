@@ -407,7 +407,7 @@ impl Daemon {
                     missed,
                     reason,
                 } => {
-                    tracing::warn!(job = %name, missed, "skipped {}: {reason}", slot.label());
+                    tracing::warn!(job = %name, missed, "skipped {}: {reason}", slot.zoned_label());
                     e.state.last_slot = Some(slot);
                     e.state.retry = None;
                     e.wake = Wake::Timer;
@@ -1308,6 +1308,7 @@ mod tests {
                 .and_hms_opt(h, m, 0)
                 .unwrap(),
             at: t(h, m),
+            zone: None,
         }
     }
 

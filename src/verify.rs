@@ -18,7 +18,7 @@
 //! starts; if the cycle's end comes with packs still unread (the daemon was down, the schedule
 //! too sparse), the next run reads all of them. Packs written during a cycle are read in it.
 //! The one coverage figure (`backupctl status`, the metric `backupd_repository_verified_ratio`)
-//! is [`coverage_ratio`]: the share of the packs that exist now that were verified in the
+//! is `coverage_ratio`: the share of the packs that exist now that were verified in the
 //! current cycle, measured again after every drill and every backup. A read-data run's summary
 //! says what that run read, not a share, so no second, older figure is shown beside it.
 //!

@@ -9,7 +9,9 @@ pub trait Progress: Send + Sync {
     fn phase(&self, _name: &str, _total: Option<u64>) {}
     /// `n` more units of the current phase are done.
     fn inc(&self, _n: u64) {}
-    /// A line worth showing (what is being worked on, a warning).
+    /// A line worth showing (what is being worked on, a warning): `warning: ...` and
+    /// `error: ...` start that way. The sink shows it and, in the daemon, logs it; the caller
+    /// does not log it too.
     fn note(&self, _msg: &str) {}
 }
 

@@ -152,16 +152,8 @@ impl JobReport {
         }
         self.end = Local::now();
         self.duration_seconds = t0.elapsed().as_secs_f64();
-        let snapshot = match self.short_snapshot() {
-            "" => String::new(),
-            s => format!(", snapshot {s}"),
-        };
-        tracing::info!(
-            "job {} run {}: {}{snapshot}",
-            self.job,
-            self.run_id,
-            self.outcome.as_str()
-        );
+        // No log line here: the daemon logs the run's end once it has settled its outcome as
+        // the history records it (a run stopped by SIGTERM is `interrupted`, not `failed`).
         self
     }
 }
@@ -400,11 +392,8 @@ fn backup_job(
 ) -> Result<BackupResult> {
     let mut opts = backup_options(job_name, job);
     // Databases first: each is copied consistently (waiting while it is busy) before the lock.
-    let mut on_wait = |w: &Waiting| {
-        let msg = w.message();
-        progress.note(&msg);
-        tracing::info!("{msg}");
-    };
+    // A note only: the daemon's progress sink logs it.
+    let mut on_wait = |w: &Waiting| progress.note(&w.message());
     let prepared = prepare(&source_specs(job)?, cancel, &mut on_wait, &mut rep.sources)?;
     opts.excludes.exact.extend(prepared.excludes());
     let (mut repo, _lock) = open_repository(&repo_cfg.settings()?, LockMode::Shared)?;

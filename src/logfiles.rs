@@ -1,4 +1,4 @@
-//! Reading the daemon's log files for `backupctl logs`: listing them, filtering lines by job and run, the last lines, following.
+//! Reading the daemon's log files for `backupctl logs`: listing them, filtering lines by job and run, the last lines, following, and one line as a record (for `--json`).
 //!
 //! The daemon writes one file a day, `backupd.YYYY-MM-DD.log` (UTC dates), as text or JSON
 //! lines; see `daemon::logging`. This module does not depend on the daemon's code, so the
@@ -331,6 +331,220 @@ pub fn follow(
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// One line as a record (`backupctl logs --json`)
+
+/// One log line as `backupctl logs --json` prints it: the same keys whether the daemon writes
+/// text or JSON lines. A line that continues the message of the line above it (the `hint:` of
+/// an error, in the text form) has no timestamp, level or target: its text is the message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LogRecord {
+    /// RFC 3339, UTC, as the daemon wrote it.
+    pub timestamp: Option<String>,
+    /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
+    pub level: Option<String>,
+    /// The module that logged it (`backupd::daemon::core`).
+    pub target: Option<String>,
+    /// The job and run it belongs to, from its span or its fields.
+    pub job: Option<String>,
+    pub run_id: Option<String>,
+    /// The message, followed by the event's other fields as `name=value` (as the text form
+    /// writes them: `backup finished files=3`).
+    pub message: String,
+}
+
+/// `line` (text or JSON, as the daemon writes them) as a record.
+pub fn record(line: &str) -> LogRecord {
+    json_record(line)
+        .or_else(|| text_record(line))
+        .unwrap_or_else(|| LogRecord {
+            message: line.to_string(),
+            ..LogRecord::default()
+        })
+}
+
+/// A line of `log_format = "json"`: tracing's object with `fields`, `span` and `spans`.
+fn json_record(line: &str) -> Option<LogRecord> {
+    if !line.trim_start().starts_with('{') {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let text = |key: &str| v.get(key).and_then(|s| s.as_str()).map(str::to_string);
+    let fields = v.get("fields").and_then(|f| f.as_object());
+    let mut message = fields
+        .and_then(|f| f.get("message"))
+        .and_then(|m| m.as_str())
+        .unwrap_or_default()
+        .to_string();
+    for (k, value) in fields
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| *k != "message")
+    {
+        let shown = match value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        message.push_str(&format!(" {k}={shown}"));
+    }
+    Some(LogRecord {
+        timestamp: text("timestamp"),
+        level: text("level"),
+        target: text("target"),
+        job: json_value(&v, "job"),
+        run_id: json_value(&v, "run_id"),
+        message: message.trim_start().to_string(),
+    })
+}
+
+/// The value of field `name` where [`json_has`] looks for it.
+fn json_value(line: &serde_json::Value, name: &str) -> Option<String> {
+    let get = |v: Option<&serde_json::Value>| match v? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    };
+    get(line.get(name))
+        .or_else(|| get(line.get("fields").and_then(|f| f.get(name))))
+        .or_else(|| get(line.get("span").and_then(|s| s.get(name))))
+        .or_else(|| {
+            line.get("spans")?
+                .as_array()?
+                .iter()
+                .find_map(|s| get(s.get(name)))
+        })
+}
+
+/// A line of the text form: `TIMESTAMP LEVEL span{fields}:span{fields}: target: message
+/// fields` (tracing's full format; the spans are optional).
+fn text_record(line: &str) -> Option<LogRecord> {
+    let (timestamp, rest) = line.split_once(' ')?;
+    chrono::DateTime::parse_from_rfc3339(timestamp).ok()?;
+    let (level, rest) = rest.trim_start().split_once(' ')?;
+    if !matches!(level, "ERROR" | "WARN" | "INFO" | "DEBUG" | "TRACE") {
+        return None;
+    }
+    let (spans, rest) = match spans_prefix(rest) {
+        Some((spans, after)) if target_prefix(after).is_some() => (spans, after),
+        _ => (Vec::new(), rest),
+    };
+    let (target, message) = match target_prefix(rest) {
+        Some((t, m)) => (Some(t.to_string()), m),
+        None => (None, rest),
+    };
+    let field = |name: &str| {
+        spans
+            .iter()
+            .find_map(|s| field_value(s, name))
+            .or_else(|| field_value(message, name))
+    };
+    Some(LogRecord {
+        timestamp: Some(timestamp.to_string()),
+        level: Some(level.to_string()),
+        target,
+        job: field("job"),
+        run_id: field("run_id"),
+        message: message.to_string(),
+    })
+}
+
+/// `run{job=app run_id=x}:other: ` at the start of `s`: the fields of each span, and what
+/// follows the space after them.
+fn spans_prefix(s: &str) -> Option<(Vec<&str>, &str)> {
+    let mut spans = Vec::new();
+    let mut rest = s;
+    loop {
+        let name = rest
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|&n| n > 0)?;
+        rest = &rest[name..];
+        let mut fields = "";
+        if rest.starts_with('{') {
+            let end = closing_brace(rest)?;
+            fields = &rest[1..end];
+            rest = &rest[end + 1..];
+        }
+        rest = rest.strip_prefix(':')?;
+        spans.push(fields);
+        if let Some(after) = rest.strip_prefix(' ') {
+            return Some((spans, after));
+        }
+    }
+}
+
+/// The index of the `}` that closes the `{` at the start of `s` (quoted strings skipped).
+fn closing_brace(s: &str) -> Option<usize> {
+    let (mut depth, mut quoted, mut escaped) = (0usize, false, false);
+    for (i, c) in s.char_indices() {
+        match (quoted, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (true, false, '"') => quoted = false,
+            (true, false, _) => {}
+            (false, _, '"') => quoted = true,
+            (false, _, '{') => depth += 1,
+            (false, _, '}') => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `backupd::daemon::core: message` at the start of `s`: the target and the message.
+fn target_prefix(s: &str) -> Option<(&str, &str)> {
+    let (target, message) = s
+        .split_once(": ")
+        .or_else(|| s.strip_suffix(':').map(|t| (t, "")))?;
+    let ident = |p: &str| {
+        p.starts_with(|c: char| c.is_alphabetic() || c == '_')
+            && p.chars().all(|c| c.is_alphanumeric() || c == '_')
+    };
+    target.split("::").all(ident).then_some((target, message))
+}
+
+/// The value of the field `name` in text fields (`job=app`, `job="a b"`), the field matched
+/// whole as [`text_has`] matches it.
+fn field_value(text: &str, name: &str) -> Option<String> {
+    let key = format!("{name}=");
+    let mut from = 0;
+    while let Some(at) = text[from..].find(&key) {
+        let start = from + at;
+        from = start + key.len();
+        let before = text[..start].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.') {
+            continue;
+        }
+        let rest = &text[from..];
+        if rest.starts_with('"') {
+            return quoted_value(rest);
+        }
+        let end = rest
+            .find(|c: char| c.is_whitespace() || matches!(c, '}' | ',' | ';'))
+            .unwrap_or(rest.len());
+        return Some(rest[..end].to_string());
+    }
+    None
+}
+
+/// A Debug-quoted string at the start of `s` (`"a \"b\""` → `a "b"`).
+fn quoted_value(s: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = s.chars().skip(1);
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => out.push(chars.next()?),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,5 +779,72 @@ mod tests {
         assert_eq!(wait_for(&seen, 1), ["first"]);
         stop.store(true, Ordering::SeqCst);
         follower.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_text_line_becomes_a_record_with_its_span_fields() {
+        let r = record("2026-01-02T03:00:00.123456Z  INFO run{job=app run_id=app-20260102-0300}: backupd::job: backup finished files=3");
+        assert_eq!(
+            r,
+            LogRecord {
+                timestamp: Some("2026-01-02T03:00:00.123456Z".into()),
+                level: Some("INFO".into()),
+                target: Some("backupd::job".into()),
+                job: Some("app".into()),
+                run_id: Some("app-20260102-0300".into()),
+                message: "backup finished files=3".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_text_line_without_spans_takes_the_job_from_its_fields() {
+        let r = record(
+            "2026-01-02T03:00:00Z  WARN backupd::daemon::core: skipped 2026-01-02 02:30 UTC: catch_up is skip job=\"my app\" other_job=x missed=3",
+        );
+        assert_eq!(r.level.as_deref(), Some("WARN"));
+        assert_eq!(r.target.as_deref(), Some("backupd::daemon::core"));
+        assert_eq!(r.job.as_deref(), Some("my app"));
+        assert_eq!(r.run_id, None);
+        assert_eq!(
+            r.message,
+            "skipped 2026-01-02 02:30 UTC: catch_up is skip job=\"my app\" other_job=x missed=3"
+        );
+        // Nested spans, a quoted value with a brace in it.
+        let r = record("2026-01-02T03:00:00Z ERROR run{job=\"a}b\" run_id=r1}:hook: backupd::sources::hooks: it failed");
+        assert_eq!(
+            (r.job.as_deref(), r.run_id.as_deref()),
+            (Some("a}b"), Some("r1"))
+        );
+        assert_eq!(r.message, "it failed");
+    }
+
+    #[test]
+    fn a_continuation_line_or_foreign_text_is_only_a_message() {
+        for line in ["  hint: fix the hook", "not a log line", ""] {
+            assert_eq!(
+                record(line),
+                LogRecord {
+                    message: line.into(),
+                    ..LogRecord::default()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_json_line_becomes_the_same_record() {
+        let line = r#"{"timestamp":"2026-01-02T03:00:00.123456Z","level":"INFO","fields":{"message":"backup finished","files":3},"target":"backupd::job","span":{"job":"app","run_id":"app-1","name":"run"},"spans":[{"job":"app","run_id":"app-1","name":"run"}]}"#;
+        assert_eq!(
+            record(line),
+            LogRecord {
+                timestamp: Some("2026-01-02T03:00:00.123456Z".into()),
+                level: Some("INFO".into()),
+                target: Some("backupd::job".into()),
+                job: Some("app".into()),
+                run_id: Some("app-1".into()),
+                message: "backup finished files=3".into(),
+            }
+        );
     }
 }

@@ -89,19 +89,79 @@ pub struct Schedule {
     tz: Tz,
 }
 
-/// One run of a schedule: the nominal wall time and the instant it runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// One run of a schedule: the nominal wall time and the instant it runs, and the zone whose
+/// wall clock it is on (for people; a slot is the same slot whatever its zone says, so
+/// comparisons leave the zone out: a state file written before the zone was kept has none).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Slot {
     /// The nominal wall-clock time in the schedule's zone ("02:30 on 2026-03-29").
     pub wall: NaiveDateTime,
     /// The instant it runs.
     pub at: DateTime<Utc>,
+    /// The schedule's zone, by its IANA name (None in state written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "zone_name")]
+    pub zone: Option<Tz>,
+}
+
+impl PartialEq for Slot {
+    fn eq(&self, other: &Slot) -> bool {
+        (self.wall, self.at) == (other.wall, other.at)
+    }
+}
+
+impl Eq for Slot {}
+
+impl PartialOrd for Slot {
+    fn partial_cmp(&self, other: &Slot) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Slot {
+    fn cmp(&self, other: &Slot) -> std::cmp::Ordering {
+        (self.wall, self.at).cmp(&(other.wall, other.at))
+    }
+}
+
+impl std::hash::Hash for Slot {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (self.wall, self.at).hash(h);
+    }
+}
+
+/// A zone as its IANA name in state files; a name this build does not know reads as none.
+mod zone_name {
+    use chrono_tz::Tz;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(zone: &Option<Tz>, s: S) -> Result<S::Ok, S::Error> {
+        match zone {
+            Some(z) => s.serialize_str(z.name()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Tz>, D::Error> {
+        let name = Option::<String>::deserialize(d)?;
+        Ok(name.and_then(|n| n.parse().ok()))
+    }
 }
 
 impl Slot {
-    /// The wall time with its date, e.g. "2026-03-29 02:30" (seconds only when non-zero).
+    /// The wall time with its date, e.g. "2026-03-29 02:30" (seconds only when non-zero): the
+    /// slot as records and ids name it. For people, [`Slot::zoned_label`].
     pub fn label(&self) -> String {
         format!("{} {}", self.wall.format("%Y-%m-%d"), self.time_label())
+    }
+
+    /// The label with the zone whose wall clock it is on, e.g. "2026-03-29 02:30
+    /// Europe/Berlin": what reasons and messages show, so no time is shown without its zone.
+    /// (A name, not an offset: a wall time in a spring-forward gap has none.)
+    pub fn zoned_label(&self) -> String {
+        match self.zone {
+            Some(z) => format!("{} {}", self.label(), z.name()),
+            None => self.label(),
+        }
     }
 
     /// The wall time of day alone, e.g. "02:30" (seconds only when non-zero).
@@ -117,7 +177,7 @@ impl Slot {
 
 impl fmt::Display for Slot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.label())
+        f.write_str(&self.zoned_label())
     }
 }
 
@@ -188,7 +248,7 @@ impl Schedule {
                 return Some(if in_gap {
                     self.merge_gap(wall, at)
                 } else {
-                    Slot { wall, at }
+                    self.slot(wall, at)
                 });
             }
         }
@@ -231,7 +291,7 @@ impl Schedule {
         loop {
             let (at, _) = self.instant_of(wall);
             if at <= t {
-                return Some(Slot { wall, at });
+                return Some(self.slot(wall, at));
             }
             wall = self.cron.find_previous_occurrence(&wall, false).ok()?;
         }
@@ -305,7 +365,16 @@ impl Schedule {
             }
             last = next;
         }
-        Slot { wall: last, at }
+        self.slot(last, at)
+    }
+
+    /// A slot of this schedule (in its zone).
+    fn slot(&self, wall: NaiveDateTime, at: DateTime<Utc>) -> Slot {
+        Slot {
+            wall,
+            at,
+            zone: Some(self.tz),
+        }
     }
 }
 
@@ -748,13 +817,13 @@ pub enum RunReason {
 }
 
 impl RunReason {
-    /// One line for people: "scheduled 2026-03-29 02:30", "catch-up for 2026-03-29 02:30 missed
-    /// while backupd was stopped (3 slots missed since 2026-03-27 02:30)", "retry 2 of 3 for
-    /// 2026-03-29 02:30",
-    /// "manual".
+    /// One line for people, each slot with its zone ([`Slot::zoned_label`]): "scheduled
+    /// 2026-03-29 02:30 Europe/Berlin", "catch-up for 2026-03-29 02:30 Europe/Berlin missed
+    /// while backupd was stopped (3 slots missed since 2026-03-27 02:30 Europe/Berlin)", "retry
+    /// 2 of 3 for 2026-03-29 02:30 Europe/Berlin", "manual".
     pub fn describe(&self) -> String {
         match self {
-            RunReason::Scheduled { slot } => format!("scheduled {}", slot.label()),
+            RunReason::Scheduled { slot } => format!("scheduled {}", slot.zoned_label()),
             RunReason::CatchUp {
                 slot,
                 missed,
@@ -762,13 +831,13 @@ impl RunReason {
                 cause,
             } => format!(
                 "catch-up for {} missed {cause}{}",
-                slot.label(),
+                slot.zoned_label(),
                 missed_since(*missed, first_missed)
             ),
             RunReason::Retry {
                 number, of, slot, ..
             } => match slot {
-                Some(slot) => format!("retry {number} of {of} for {}", slot.label()),
+                Some(slot) => format!("retry {number} of {of} for {}", slot.zoned_label()),
                 None => format!("retry {number} of {of}"),
             },
             RunReason::Manual { retry: false } => "manual".to_string(),
@@ -782,9 +851,9 @@ fn missed_since(missed: usize, first: &Slot) -> String {
     match missed {
         0 | 1 => String::new(),
         n if n >= MAX_SLOT_COUNT => {
-            format!(" (at least {n} slots missed since {})", first.label())
+            format!(" (at least {n} slots missed since {})", first.zoned_label())
         }
-        n => format!(" ({n} slots missed since {})", first.label()),
+        n => format!(" ({n} slots missed since {})", first.zoned_label()),
     }
 }
 
@@ -934,7 +1003,7 @@ impl CatchUpRun {
             missed: self.missed,
             reason: format!(
                 "skipped {} missed {}{}: {why}",
-                self.slot.label(),
+                self.slot.zoned_label(),
                 self.cause,
                 missed_since(self.missed, &self.first_missed)
             ),
@@ -1015,7 +1084,28 @@ mod tests {
         assert_eq!(n.at, utc(2026, 1, 11, 1, 30, 0)); // CET is UTC+1
         assert_eq!(n.label(), "2026-01-11 02:30");
         assert_eq!(n.time_label(), "02:30");
-        assert_eq!(n.to_string(), "2026-01-11 02:30");
+        assert_eq!(n.zoned_label(), "2026-01-11 02:30 Europe/Berlin");
+        assert_eq!(n.to_string(), "2026-01-11 02:30 Europe/Berlin");
+    }
+
+    #[test]
+    fn a_slot_keeps_its_zone_for_people_but_not_for_comparison() {
+        let s = Schedule::parse("30 2 * * *", Some("Europe/Berlin")).unwrap();
+        // 02:30 on 2026-03-29 does not exist in Berlin: the label names the zone, not an offset.
+        let gap = s.next_after(utc(2026, 3, 28, 12, 0, 0)).unwrap();
+        assert_eq!(gap.label(), "2026-03-29 02:30");
+        assert_eq!(gap.zoned_label(), "2026-03-29 02:30 Europe/Berlin");
+        let json = serde_json::to_string(&gap).unwrap();
+        assert!(json.contains(r#""zone":"Europe/Berlin""#), "{json}");
+        // A slot from a state file written before the zone was kept is the same slot.
+        let old: Slot =
+            serde_json::from_str(&json.replace(r#","zone":"Europe/Berlin""#, "")).unwrap();
+        assert_eq!(old, gap);
+        assert_eq!(old.zone, None);
+        assert_eq!(old.zoned_label(), "2026-03-29 02:30");
+        let unknown: Slot =
+            serde_json::from_str(&json.replace("Europe/Berlin", "Mars/Olympus")).unwrap();
+        assert_eq!((unknown, unknown.zone), (gap, None));
     }
 
     #[test]
@@ -1515,7 +1605,11 @@ mod tests {
                 candidate += mins(1);
             }
             if let Some(wall) = label {
-                out.push(Slot { wall, at: x });
+                out.push(Slot {
+                    wall,
+                    at: x,
+                    zone: None,
+                });
             }
             max_seen = max_seen.max(w);
             x += mins(1);
@@ -1773,6 +1867,7 @@ mod tests {
         Slot {
             wall: wall(2026, 3, day, 2, 30, 0),
             at: utc(2026, 3, day, 2, 30, 0),
+            zone: Some(Tz::UTC),
         }
     }
 
@@ -1839,7 +1934,7 @@ mod tests {
         let Decision::Run { reason, .. } = scheduled else {
             unreachable!()
         };
-        assert_eq!(reason.describe(), "scheduled 2026-03-05 02:30");
+        assert_eq!(reason.describe(), "scheduled 2026-03-05 02:30 UTC");
     }
 
     #[test]
@@ -1900,7 +1995,7 @@ mod tests {
         };
         assert!(
             reason.describe().starts_with(
-                "catch-up for 2026-03-05 02:30 missed while the OS timer did not start backupd"
+                "catch-up for 2026-03-05 02:30 UTC missed while the OS timer did not start backupd"
             ),
             "{}",
             reason.describe()
@@ -1919,7 +2014,7 @@ mod tests {
         };
         assert_eq!(
             reason.describe(),
-            "catch-up for 2026-03-05 02:30 missed while backupd was stopped"
+            "catch-up for 2026-03-05 02:30 UTC missed while backupd was stopped"
         );
         let Decision::Skip {
             slot,
@@ -1932,7 +2027,7 @@ mod tests {
         assert_eq!((slot, missed), (march(5), 1));
         assert_eq!(
             reason,
-            "skipped 2026-03-05 02:30 missed while backupd was stopped: catch_up is skip"
+            "skipped 2026-03-05 02:30 UTC missed while backupd was stopped: catch_up is skip"
         );
         let within = |h: u64| CatchUp::Within(Duration::from_secs(h * 3600));
         assert_eq!(
@@ -1966,7 +2061,7 @@ mod tests {
         };
         assert_eq!(
             reason.describe(),
-            "catch-up for 2026-03-06 02:30 missed while backupd was stopped (5 slots missed since 2026-03-02 02:30)"
+            "catch-up for 2026-03-06 02:30 UTC missed while backupd was stopped (5 slots missed since 2026-03-02 02:30 UTC)"
         );
         let skip = decide(&timing(&s, &CatchUp::Skip), &st, now, &Wake::Startup);
         let Decision::Skip {
@@ -1979,7 +2074,7 @@ mod tests {
         };
         assert_eq!((*slot, *missed), (march(6), 5));
         assert!(
-            reason.contains("(5 slots missed since 2026-03-02 02:30)"),
+            reason.contains("(5 slots missed since 2026-03-02 02:30 UTC)"),
             "{reason}"
         );
         let within = |h: u64| CatchUp::Within(Duration::from_secs(h * 3600));
@@ -2064,7 +2159,7 @@ mod tests {
         };
         assert_eq!(
             reason.describe(),
-            "catch-up for 2026-03-07 02:30 missed after the clock jumped forward 3600 s (2 slots missed since 2026-03-06 02:30)"
+            "catch-up for 2026-03-07 02:30 UTC missed after the clock jumped forward 3600 s (2 slots missed since 2026-03-06 02:30 UTC)"
         );
         // Even a jump straight onto a slot's time is a catch-up: the timer did not see it come.
         let d = decide(&t, &ran, march(6).at, &Wake::ClockJump { by_seconds: 7200 });
@@ -2128,7 +2223,7 @@ mod tests {
         let Decision::Run { reason, .. } = &run_retry else {
             unreachable!()
         };
-        assert_eq!(reason.describe(), "retry 2 of 3 for 2026-03-05 02:30");
+        assert_eq!(reason.describe(), "retry 2 of 3 for 2026-03-05 02:30 UTC");
         // Not due: sleep until it (before the next slot).
         assert_eq!(
             decide(&t, &st, utc(2026, 3, 5, 2, 50, 0), &Wake::Timer),

@@ -17,6 +17,10 @@
 //! runs_left)`. When every pack that exists has been read the cycle is complete and a new one
 //! starts; if the cycle's end comes with packs still unread (the daemon was down, the schedule
 //! too sparse), the next run reads all of them. Packs written during a cycle are read in it.
+//! The one coverage figure (`backupctl status`, the metric `backupd_repository_verified_ratio`)
+//! is `coverage_ratio`: the share of the packs that exist now that were verified in the
+//! current cycle, measured again after every drill and every backup. A read-data run's summary
+//! says what that run read, not a share, so no second, older figure is shown beside it.
 //!
 //! **Restore drill.** Up to `restore_drill_files` random files of the repository's newest
 //! snapshot that a backup made (safety snapshots, tag `pre-restore`, are passed over:
@@ -475,14 +479,11 @@ pub(crate) fn run_read_data(
             cov.last_complete
         },
     };
-    let ratio = coverage_ratio(&new_cov, &existing);
     let mut summary = format!(
-        "read {} of {} packs ({} bytes); {:.0}% of the packs verified in the cycle since {}",
+        "read {} of {} packs ({} bytes)",
         rep.packs_read,
         existing.len(),
         rep.bytes_read,
-        ratio * 100.0,
-        plan.cycle_start.format("%Y-%m-%d %H:%M UTC")
     );
     if plan.overdue > 0 {
         summary.push_str(&format!(
@@ -582,7 +583,7 @@ fn restore_drill_result(
         if files == 1 { "" } else { "s" },
         sid.short(),
         snap.hostname,
-        snap.time.format("%Y-%m-%d %H:%M"),
+        snap.time.format("%Y-%m-%d %H:%M %:z"),
         if against_source > 0 {
             format!(", {against_source} also with the unchanged source")
         } else {
@@ -1022,7 +1023,11 @@ mod tests {
         let r = restore_drill_result(t(1, 6), "/repo", &id(2), &snap, 3, &problems, 0);
         assert!(!r.ok);
         assert_eq!(r.kind, DrillKind::RestoreDrill);
-        assert!(r.summary.contains("(h1 2026-12-01 06:00)"), "{}", r.summary);
+        assert!(
+            r.summary.contains("(h1 2026-12-01 06:00 +00:00)"),
+            "{}",
+            r.summary
+        );
         let e = r.error.unwrap();
         assert!(
             e.starts_with(

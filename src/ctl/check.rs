@@ -262,9 +262,7 @@ fn print_affected(r: &CheckReport) {
             "  snapshot {} of {} at {} ({}): {}",
             s.id.short(),
             s.hostname,
-            s.time
-                .with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S"),
+            super::show::time(&s.time),
             s.paths.join(" "),
             if s.damaged_paths.len() == 1 {
                 "1 damaged path".to_string()

@@ -6,7 +6,6 @@ use crate::error::{Error, Result};
 use crate::paths::DaemonPaths;
 use crate::protocol::{Envelope, Request, Response};
 use crate::record::RunRecord;
-use chrono::{DateTime, Local, Utc};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 
@@ -159,18 +158,13 @@ pub(super) fn daemon_error(resp: Response) -> Error {
     }
 }
 
-/// A time in the local zone, to the second.
-pub(super) fn local(t: DateTime<Utc>) -> String {
-    t.with_timezone(&Local)
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
-}
-
-/// One line for a run: `2026-12-01 02:30:04  success  12.3 s  snapshot 1a2b3c4d  scheduled ...`.
+/// One line for a run: `2026-12-01 02:30:04 +01:00  success  12.3 s  scheduled 2026-12-01
+/// 02:30 Europe/Berlin  snapshot 1a2b3c4d ...` (its start in the local zone; the reason's slot
+/// in the job's).
 pub(super) fn describe_run(r: &RunRecord) -> String {
     let mut s = format!(
         "{}  {:<11} {:>7.1} s  {}",
-        local(r.start),
+        super::show::time(&r.start),
         r.outcome,
         r.duration_seconds,
         r.reason

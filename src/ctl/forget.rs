@@ -216,8 +216,9 @@ fn prune_after(ctx: &Ctx, repo: &mut Repository, a: &Args, remove: &[Id]) -> Res
 }
 
 fn print_list(ctx: &Ctx, list: &[Planned], reasons: bool) {
+    let w = super::show::TIME_WIDTH;
     ctx.say(format!(
-        "  {:<8}  {:<19}  {:<12}  {:<20}  {}paths",
+        "  {:<8}  {:<w$}  {:<12}  {:<20}  {}paths",
         "ID",
         "time",
         "host",
@@ -231,11 +232,9 @@ fn print_list(ctx: &Ctx, list: &[Planned], reasons: bool) {
     for p in list {
         let s = &p.snapshot;
         ctx.say(format!(
-            "  {:<8}  {:<19}  {:<12}  {:<20}  {}{}",
+            "  {:<8}  {:<w$}  {:<12}  {:<20}  {}{}",
             p.short_id,
-            s.time
-                .with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S"),
+            super::show::time(&s.time),
             s.hostname,
             s.tags.join(","),
             if reasons {

@@ -28,8 +28,19 @@ fn commands() -> [clap::Command; 2] {
     [super::command(), crate::daemon::Cli::command()]
 }
 
-pub(crate) fn run(a: Args) -> Result<i32> {
-    match a.command {
+/// Writes the files; prints nothing, or with --json `{"written": [FILE, ...]}`.
+pub(crate) fn run(ctx: &super::Ctx, a: Args) -> Result<i32> {
+    let written = write(a.command)?;
+    if ctx.global.json {
+        ctx.print_json(&serde_json::json!({ "written": written }));
+    }
+    Ok(0)
+}
+
+/// Writes the files of `command`; returns their paths.
+fn write(command: GenerateCommand) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    match command {
         GenerateCommand::Completions { dir } => {
             std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
             for mut cmd in commands() {
@@ -49,6 +60,7 @@ pub(crate) fn run(a: Args) -> Result<i32> {
                     let mut buf = Vec::new();
                     clap_complete::generate(shell, &mut cmd, &name, &mut buf);
                     crate::fsutil::atomic_write(&file, &buf).map_err(|e| io(&file, e))?;
+                    written.push(file);
                 }
             }
         }
@@ -61,6 +73,7 @@ pub(crate) fn run(a: Args) -> Result<i32> {
                     .render(&mut buf)
                     .map_err(|e| io(&file, e))?;
                 crate::fsutil::atomic_write(&file, &buf).map_err(|e| io(&file, e))?;
+                written.push(file);
             }
         }
         GenerateCommand::Unit { dir } => {
@@ -76,7 +89,8 @@ pub(crate) fn run(a: Args) -> Result<i32> {
             let unit = systemd::daemon_unit(&i).map_err(|e| Error::Input(e.to_string()))?;
             let file = dir.join(systemd::DAEMON_UNIT);
             crate::fsutil::atomic_write(&file, unit.as_bytes()).map_err(|e| io(&file, e))?;
+            written.push(file);
         }
     }
-    Ok(0)
+    Ok(written)
 }

@@ -29,7 +29,7 @@ pub(crate) fn health(ctx: &Ctx) -> Result<i32> {
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({"level": overall.level, "health": overall, "jobs": jobs.iter().map(|(n, h)| serde_json::json!({"job": n, "health": h})).collect::<Vec<_>>()}));
     } else {
-        print_text(&jobs, &overall);
+        print!("{}", text(&jobs, &overall));
     }
     Ok(overall.level.exit_code())
 }
@@ -108,32 +108,96 @@ pub(crate) fn of_state_files(cfg: &Config) -> Result<Vec<(String, JobHealth)>> {
     Ok(jobs)
 }
 
-fn print_text(jobs: &[(String, JobHealth)], overall: &JobHealth) {
+/// The text form: one line per job (its first reason), then the overall level with the
+/// number of reasons and every one of them.
+fn text(jobs: &[(String, JobHealth)], overall: &JobHealth) -> String {
+    let mut out = String::new();
     for (name, h) in jobs {
-        println!(
-            "{name}: {}{}",
+        out.push_str(&format!(
+            "{name}: {}{}\n",
             h.level.as_str(),
             h.reasons
                 .first()
                 .map(|r| format!(" - {r}"))
                 .unwrap_or_default()
-        );
+        ));
     }
-    println!(
-        "overall: {}{}",
-        overall.level.as_str(),
-        if overall.reasons.is_empty() {
-            String::new()
-        } else {
-            format!(" ({} reason(s))", overall.reasons.len())
-        }
-    );
-    if overall.level != Level::Healthy {
-        if let Some(r) = overall.reasons.first() {
-            println!("  {r}");
-        }
+    out.push_str(&format!("overall: {}", overall.level.as_str()));
+    match overall.reasons.len() {
+        0 => {}
+        1 => out.push_str(" (1 reason)"),
+        n => out.push_str(&format!(" ({n} reasons)")),
+    }
+    out.push('\n');
+    for r in &overall.reasons {
+        out.push_str(&format!("  {r}\n"));
     }
     for n in &overall.notes {
-        println!("  note: {n}");
+        out.push_str(&format!("  note: {n}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(level: Level, reasons: &[&str]) -> JobHealth {
+        JobHealth {
+            level,
+            reasons: reasons.iter().map(|r| r.to_string()).collect(),
+            ..JobHealth::healthy()
+        }
+    }
+
+    #[test]
+    fn the_reasons_counted_are_the_reasons_listed() {
+        let jobs = vec![
+            (
+                "app".to_string(),
+                with(
+                    Level::Error,
+                    &["the last 3 runs failed", "the repository is at 95 %"],
+                ),
+            ),
+            (
+                "db".to_string(),
+                with(Level::Warning, &["the last run was partial"]),
+            ),
+            ("web".to_string(), JobHealth::healthy()),
+        ];
+        let mut overall = health::overall(&jobs);
+        overall.reasons.insert(0, "backupd is not running".into());
+        let text = text(&jobs, &overall);
+        assert!(text.contains("\noverall: error (4 reasons)\n"), "{text}");
+        let listed: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("overall:"))
+            .skip(1)
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                "  backupd is not running",
+                "  app: the last 3 runs failed",
+                "  app: the repository is at 95 %",
+                "  db: the last run was partial",
+            ],
+            "{text}"
+        );
+        assert!(
+            text.starts_with("app: error - the last 3 runs failed\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nweb: healthy\n"), "{text}");
+    }
+
+    #[test]
+    fn healthy_says_so_without_a_count() {
+        let jobs = vec![("app".to_string(), JobHealth::healthy())];
+        assert_eq!(
+            text(&jobs, &health::overall(&jobs)),
+            "app: healthy\noverall: healthy\n"
+        );
     }
 }

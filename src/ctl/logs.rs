@@ -1,4 +1,4 @@
-//! `backupctl logs`: the daemon's log files, filtered by job or run, tailed and followed.
+//! `backupctl logs`: the daemon's log files, filtered by job or run, tailed and followed; with `--json`, one JSON object per line (JSON Lines).
 
 use super::Ctx;
 use crate::error::{exit, Result};
@@ -38,14 +38,28 @@ pub(crate) fn logs(ctx: &Ctx, a: LogsArgs) -> Result<i32> {
         job: a.job.clone(),
         run_id: a.run_id.clone(),
     };
+    let json = ctx.global.json;
     for l in logfiles::tail(&dir, a.lines, &filter)? {
-        println!("{l}");
+        print_line(&l, json);
     }
     if a.follow {
         let cancel = ctx.cancel.clone();
-        logfiles::follow(&dir, &filter, &mut |l| println!("{l}"), &|| {
+        logfiles::follow(&dir, &filter, &mut |l| print_line(l, json), &|| {
             cancel.is_cancelled()
         })?;
     }
     Ok(exit::OK)
+}
+
+/// A line as written, or with --json as a [`logfiles::LogRecord`] on one line.
+fn print_line(line: &str, json: bool) {
+    if json {
+        let record = logfiles::record(line);
+        println!(
+            "{}",
+            serde_json::to_string(&record).expect("a record of strings serializes")
+        );
+    } else {
+        println!("{line}");
+    }
 }

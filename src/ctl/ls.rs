@@ -65,7 +65,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 n.uid,
                 n.gid,
                 n.size,
-                n.mtime.format("%Y-%m-%d %H:%M:%S"),
+                super::show::time(&n.mtime),
                 path
             );
         } else {

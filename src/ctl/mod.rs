@@ -20,6 +20,7 @@ mod restore;
 mod run;
 mod run_job;
 mod service;
+mod show;
 mod snapshots;
 mod stats;
 mod status;
@@ -398,22 +399,28 @@ pub fn run(cli: Cli, cancel: CancelToken) -> i32 {
         Command::Logs(a) => logs::logs(&ctx, a),
         Command::Service(a) => service::service(&ctx, a),
         Command::Schedule(a) => service::schedule(&ctx, a),
-        Command::Generate(a) => generate::run(a),
+        Command::Generate(a) => generate::run(&ctx, a),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             let code = e.exit_code();
-            if json {
-                let v = serde_json::json!({"error": e.to_string(), "exit_code": code});
-                // A json! value of two strings and a number always serializes.
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&v).expect("a json! value serializes")
-                );
-            }
-            eprintln!("error: {e}");
+            print_error(json, &e.to_string(), code);
             code
         }
     }
+}
+
+/// A command's failure: `error: MESSAGE` on stderr, and with --json also
+/// `{"error": MESSAGE, "exit_code": CODE}` on stdout.
+pub(crate) fn print_error(json: bool, message: &str, code: i32) {
+    if json {
+        let v = serde_json::json!({"error": message, "exit_code": code});
+        // A json! value of a string and a number always serializes.
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("a json! value serializes")
+        );
+    }
+    eprintln!("error: {message}");
 }

@@ -82,32 +82,82 @@ pub(crate) fn schedule(ctx: &Ctx, a: ScheduleArgs) -> Result<i32> {
 }
 
 fn act(ctx: &Ctx, mode: Mode, verb: &str, t: &Target) -> i32 {
-    let result = (|| -> std::result::Result<i32, ServiceError> {
-        let (inputs, cfg) = inputs(ctx, t, verb == "install")?;
-        let report = match verb {
-            "install" => service::install(&inputs, &cfg, mode)?,
-            "uninstall" => service::uninstall(&inputs, &cfg, mode)?,
-            "status" => {
-                let s = service::status(&inputs, mode)?;
-                for l in &s.lines {
+    match act_on(ctx, mode, verb, t) {
+        Ok(done) => {
+            if ctx.global.json {
+                ctx.print_json(&done.json(mode, verb));
+            } else {
+                for l in &done.lines {
                     ctx.say(l);
                 }
-                return Ok(match (s.installed, s.running) {
+            }
+            done.code
+        }
+        Err(e) => {
+            let code = e.exit_code();
+            super::print_error(
+                ctx.global.json,
+                &format!("backupctl {} {verb}: {e}", mode.command()),
+                code,
+            );
+            code
+        }
+    }
+}
+
+/// What a service command did: its lines for people, and for `status` what it found.
+struct Done {
+    lines: Vec<String>,
+    /// `status` only: installed, running.
+    status: Option<(bool, bool)>,
+    code: i32,
+}
+
+impl Done {
+    /// `{"command": "service", "action": "status", "installed": true, "running": false,
+    /// "lines": [...]}` (`installed` and `running` for `status` only).
+    fn json(&self, mode: Mode, verb: &str) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "command": mode.command(),
+            "action": verb,
+            "lines": self.lines,
+        });
+        if let Some((installed, running)) = self.status {
+            v["installed"] = installed.into();
+            v["running"] = running.into();
+        }
+        v
+    }
+}
+
+fn act_on(
+    ctx: &Ctx,
+    mode: Mode,
+    verb: &str,
+    t: &Target,
+) -> std::result::Result<Done, ServiceError> {
+    let (inputs, cfg) = inputs(ctx, t, verb == "install")?;
+    let report = match verb {
+        "install" => service::install(&inputs, &cfg, mode)?,
+        "uninstall" => service::uninstall(&inputs, &cfg, mode)?,
+        "status" => {
+            let s = service::status(&inputs, mode)?;
+            return Ok(Done {
+                code: match (s.installed, s.running) {
                     (false, _) => service::exit::NOT_INSTALLED,
                     (true, false) => service::exit::NOT_RUNNING,
                     (true, true) => 0,
-                });
-            }
-            v => service::control(&inputs, mode, v)?,
-        };
-        for l in &report.lines {
-            ctx.say(l);
+                },
+                status: Some((s.installed, s.running)),
+                lines: s.lines,
+            });
         }
-        Ok(0)
-    })();
-    result.unwrap_or_else(|e| {
-        eprintln!("error: backupctl {} {verb}: {e}", mode.command());
-        e.exit_code()
+        v => service::control(&inputs, mode, v)?,
+    };
+    Ok(Done {
+        lines: report.lines,
+        status: None,
+        code: 0,
     })
 }
 

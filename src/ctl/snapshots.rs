@@ -91,17 +91,16 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         ctx.print_json(&v);
         return Ok(exit::OK);
     }
+    let w = super::show::TIME_WIDTH;
     println!(
-        "{:<8}  {:<19}  {:<12}  {:<20}  paths",
+        "{:<8}  {:<w$}  {:<12}  {:<20}  paths",
         "ID", "time", "host", "tags"
     );
     for (id, s) in &list {
         println!(
-            "{:<8}  {:<19}  {:<12}  {:<20}  {}",
+            "{:<8}  {:<w$}  {:<12}  {:<20}  {}",
             id.short(),
-            s.time
-                .with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S"),
+            super::show::time(&s.time),
             s.hostname,
             s.tags.join(","),
             s.paths.join(" ")

@@ -1,6 +1,7 @@
 //! `backupctl status` and `backupctl jobs`: the daemon's view of every job and repository (status also works from the state files when no daemon runs).
 
-use super::client::{connect, daemon_error, describe_run, local};
+use super::client::{connect, daemon_error, describe_run};
+use super::show;
 use super::util::human_bytes;
 use super::Ctx;
 use crate::error::{exit, Error, Result};
@@ -114,7 +115,7 @@ pub(crate) fn jobs(ctx: &Ctx) -> Result<i32> {
                 j.state,
                 j.next_run
                     .as_ref()
-                    .map(|n| local(n.at))
+                    .map(|n| show::time(&n.at))
                     .unwrap_or_else(|| "-".into())
             );
         }
@@ -128,7 +129,7 @@ fn print_status(s: &StatusReport) {
         "backupd {} (PID {}), up since {}; config {}",
         d.version,
         d.pid,
-        local(d.started),
+        show::time(&d.started),
         d.config_file.display()
     );
     if let Some(h) = &s.health {
@@ -153,7 +154,9 @@ fn print_repo(r: &crate::protocol::RepoStatus) {
             human_bytes(b),
             r.packs.unwrap_or(0),
             r.snapshots.unwrap_or(0),
-            r.measured.map(local).unwrap_or_else(|| "-".into())
+            r.measured
+                .map(|t| show::time(&t))
+                .unwrap_or_else(|| "-".into())
         );
     }
     if let (Some(free), Some(total)) = (r.free_bytes, r.capacity_bytes) {
@@ -166,18 +169,20 @@ fn print_repo(r: &crate::protocol::RepoStatus) {
     }
     if let Some(c) = r.coverage {
         println!(
-            "  coverage      {:.0} % of the packs re-read in the cycle since {}{}",
+            "  coverage      {:.0} % of the packs verified in the read-data cycle since {}{}",
             c * 100.0,
-            r.cycle_start.map(local).unwrap_or_else(|| "-".into()),
+            r.cycle_start
+                .map(|t| show::time(&t))
+                .unwrap_or_else(|| "-".into()),
             r.last_complete_cycle
-                .map(|t| format!("; last complete cycle ended {}", local(t)))
+                .map(|t| format!("; last complete cycle ended {}", show::time(&t)))
                 .unwrap_or_default()
         );
     }
     for d in &r.drills {
         let last = match (d.last_ok, d.last_end) {
-            (Some(true), Some(t)) => format!("passed {}", local(t)),
-            (Some(false), Some(t)) => format!("FAILED {}", local(t)),
+            (Some(true), Some(t)) => format!("passed {}", show::time(&t)),
+            (Some(false), Some(t)) => format!("FAILED {}", show::time(&t)),
             _ => "never run".to_string(),
         };
         println!(
@@ -187,7 +192,7 @@ fn print_repo(r: &crate::protocol::RepoStatus) {
             if d.running { "running" } else { "idle" },
             format_args!(" last: {last}"),
             d.next
-                .map(|t| format!("; next {}", local(t)))
+                .map(|t| format!("; next {}", show::time(&t)))
                 .unwrap_or_default()
         );
         if let Some(s) = &d.last_summary {
@@ -233,7 +238,9 @@ fn print_job(j: &JobStatus) {
         let mut line = format!(
             "  running       {} since {}",
             r.run_id,
-            r.started.map(local).unwrap_or_else(|| "-".into())
+            r.started
+                .map(|t| show::time(&t))
+                .unwrap_or_else(|| "-".into())
         );
         if let Some(q) = &r.queued {
             line = format!("  queued        {} ({q})", r.run_id);
@@ -258,18 +265,20 @@ fn print_job(j: &JobStatus) {
     }
     println!(
         "  last success  {}",
-        j.last_success.map(local).unwrap_or_else(|| "never".into())
+        j.last_success
+            .map(|t| show::time(&t))
+            .unwrap_or_else(|| "never".into())
     );
     if j.consecutive_failures > 0 {
         println!("  failures      {} in a row", j.consecutive_failures);
     }
     if let Some(n) = &j.next_run {
-        println!("  next run      {}: {}", local(n.at), n.reason);
+        println!("  next run      {}: {}", show::time(&n.at), n.reason);
     }
     for d in j.notifications.iter().filter(|d| !d.ok) {
         println!(
             "  notification  {} {} NOT DELIVERED ({}, {} attempt(s)): {}",
-            local(d.time),
+            show::time(&d.time),
             d.event,
             d.channel,
             d.attempts,

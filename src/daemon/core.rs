@@ -409,7 +409,7 @@ impl Daemon {
                     missed,
                     reason,
                 } => {
-                    tracing::warn!(job = %name, missed, "skipped {}: {reason}", slot.label());
+                    tracing::warn!(job = %name, missed, "skipped {}: {reason}", slot.zoned_label());
                     e.state.last_slot = Some(slot);
                     e.state.retry = None;
                     e.wake = Wake::Timer;
@@ -1154,9 +1154,29 @@ fn sleep_reason(retry: Option<&PendingRetry>, slot: Option<Slot>) -> String {
     }
 }
 
-/// Logs a run's end the way its verdict went.
+/// Logs a run's end the way its verdict went, in the run's span like its other lines (the
+/// text log writes an event's own fields after the last line of its message, so a multi-line
+/// error would have them only on its last line, where `logs --run-id` cannot see the first).
 fn log_end(done: &RunDone, rec: &RunRecord, verdict: &Verdict, policy: &outcome::Policy) {
-    let (job, run_id) = (&done.job, &done.run_id);
+    let span = tracing::info_span!("run", job = %done.job, run_id = %done.run_id);
+    let _in_run = span.enter();
+    match end_line(&done.job, rec, verdict, policy.retries.attempts) {
+        (tracing::Level::INFO, line) => tracing::info!("{line}"),
+        (tracing::Level::WARN, line) => tracing::warn!("{line}"),
+        (_, line) => tracing::error!("{line}"),
+    }
+}
+
+/// The log line of a run's end and its level: the outcome named as the history records it
+/// (`rec.outcome`: a run stopped by SIGTERM is `interrupted` here as there), then why it ran,
+/// the error and what follows.
+fn end_line(
+    job: &str,
+    rec: &RunRecord,
+    verdict: &Verdict,
+    attempts: u32,
+) -> (tracing::Level, String) {
+    let (outcome, reason) = (&rec.outcome, &rec.reason);
     let err = rec.error.as_deref().unwrap_or("failed");
     match verdict {
         Verdict::Succeeded => {
@@ -1165,23 +1185,37 @@ fn log_end(done: &RunDone, rec: &RunRecord, verdict: &Verdict, policy: &outcome:
                 .as_deref()
                 .map(|s| format!(", snapshot {}", &s[..8.min(s.len())]))
                 .unwrap_or_default();
-            tracing::info!(job = %job, run_id = %run_id, "run {}: {} in {:.1} s{snapshot}", rec.outcome, rec.reason, rec.duration_seconds);
+            let secs = rec.duration_seconds;
+            (
+                tracing::Level::INFO,
+                format!("run {outcome}: {reason} in {secs:.1} s{snapshot}"),
+            )
         }
-        Verdict::CancelledByUser => {
-            tracing::warn!(job = %job, run_id = %run_id, "run cancelled by backupctl cancel; no retry");
-        }
-        Verdict::NotRetried => {
-            tracing::error!(job = %job, run_id = %run_id, "job {job}: run failed ({}): {err}\n  a manual run is not retried: fix the cause and run it again (`backupctl run {job} --wait`)", rec.reason);
-        }
-        Verdict::Resumes => {
-            tracing::warn!(job = %job, run_id = %run_id, "run interrupted because backupd is stopping; it runs again at the next start");
-        }
-        Verdict::Retry(r) => {
-            tracing::error!(job = %job, run_id = %run_id, "job {job}: run failed ({}): {err}\n  retry {} of {} at {}", rec.reason, r.number, r.of, r.due.format("%Y-%m-%d %H:%M:%S UTC"));
-        }
-        Verdict::GaveUp => {
-            tracing::error!(job = %job, run_id = %run_id, "job {job}: run failed ({}): {err}\n  no retries left ({} configured); the next regular slot runs as scheduled", rec.reason, policy.retries.attempts);
-        }
+        Verdict::CancelledByUser => (
+            tracing::Level::WARN,
+            format!("run {outcome} ({reason}) after `backupctl cancel`; no retry"),
+        ),
+        Verdict::NotRetried => (
+            tracing::Level::ERROR,
+            format!("job {job}: run {outcome} ({reason}): {err}\n  a manual run is not retried: fix the cause and run it again (`backupctl run {job} --wait`)"),
+        ),
+        Verdict::Resumes => (
+            tracing::Level::WARN,
+            format!("run {outcome} ({reason}) because backupd is stopping; it runs again at the next start"),
+        ),
+        Verdict::Retry(r) => (
+            tracing::Level::ERROR,
+            format!(
+                "job {job}: run {outcome} ({reason}): {err}\n  retry {} of {} at {}",
+                r.number,
+                r.of,
+                r.due.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+        ),
+        Verdict::GaveUp => (
+            tracing::Level::ERROR,
+            format!("job {job}: run {outcome} ({reason}): {err}\n  no retries left ({attempts} configured); the next regular slot runs as scheduled"),
+        ),
     }
 }
 
@@ -1220,6 +1254,56 @@ mod tests {
     use super::*;
     use chrono::{NaiveDate, TimeZone};
 
+    #[test]
+    fn a_runs_end_is_logged_with_the_outcome_its_record_has() {
+        let rec = |outcome: Outcome| RunRecord {
+            error: Some("interrupted: stopped at a safe point".into()),
+            ..RunRecord::new("r1", "slow", "manual".into(), t(2, 30), outcome, 130)
+        };
+        let resumes = end_line("slow", &rec(Outcome::Interrupted), &Verdict::Resumes, 3);
+        assert_eq!(resumes.0, tracing::Level::WARN);
+        assert!(
+            resumes
+                .1
+                .starts_with("run interrupted (manual) because backupd is stopping"),
+            "{}",
+            resumes.1
+        );
+        let cancelled = end_line(
+            "slow",
+            &rec(Outcome::Cancelled),
+            &Verdict::CancelledByUser,
+            3,
+        );
+        assert!(
+            cancelled.1.starts_with("run cancelled (manual)"),
+            "{}",
+            cancelled.1
+        );
+        let gave_up = end_line("slow", &rec(Outcome::Failed), &Verdict::GaveUp, 0);
+        assert_eq!(gave_up.0, tracing::Level::ERROR);
+        assert!(
+            gave_up
+                .1
+                .starts_with("job slow: run failed (manual): interrupted"),
+            "{}",
+            gave_up.1
+        );
+        // Whatever the verdict, the word is the record's.
+        for (outcome, verdict) in [
+            (Outcome::Failed, Verdict::Resumes),
+            (Outcome::Interrupted, Verdict::GaveUp),
+            (Outcome::Partial, Verdict::Succeeded),
+        ] {
+            let line = end_line("slow", &rec(outcome.clone()), &verdict, 1).1;
+            assert!(
+                line.contains(&format!("run {outcome} ("))
+                    || line.contains(&format!("run {outcome}: ")),
+                "{line}"
+            );
+        }
+    }
+
     fn t(h: u32, m: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 3, 1, h, m, 0).unwrap()
     }
@@ -1231,6 +1315,7 @@ mod tests {
                 .and_hms_opt(h, m, 0)
                 .unwrap(),
             at: t(h, m),
+            zone: None,
         }
     }
 

@@ -267,6 +267,30 @@ mod tests {
     }
 
     #[test]
+    fn text_and_json_lines_read_back_as_the_same_record() {
+        let read = |json: bool| {
+            let tmp = tempfile::tempdir().unwrap();
+            let appender = file_appender(tmp.path(), 0).unwrap();
+            let filter = level_filter("info", |_| None).unwrap();
+            log_a_run(
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(file_layer(appender, json)),
+            );
+            let text = written(tmp.path());
+            let mut r = logfiles::record(text.lines().next().unwrap());
+            assert!(r.timestamp.take().is_some(), "{text}");
+            r
+        };
+        let text = read(false);
+        assert_eq!(text, read(true));
+        assert_eq!(text.job.as_deref(), Some("app"));
+        assert_eq!(text.run_id.as_deref(), Some("app-20260102-0300"));
+        assert_eq!(text.level.as_deref(), Some("INFO"));
+        assert_eq!(text.message, "backup finished files=3");
+    }
+
+    #[test]
     fn the_environment_overrides_the_level() {
         let env = |name: &str| (name == "RUST_LOG").then(|| "debug".to_string());
         assert_eq!(level_filter("warn", env).unwrap().to_string(), "debug");

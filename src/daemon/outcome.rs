@@ -362,6 +362,7 @@ mod tests {
                 .and_hms_opt(h, m, 0)
                 .unwrap(),
             at: t(h, m),
+            zone: None,
         }
     }
 

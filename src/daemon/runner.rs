@@ -94,8 +94,20 @@ impl Progress for RunProgress {
     }
     fn note(&self, msg: &str) {
         self.info.lock().expect("run info").note = Some(msg.to_string());
-        tracing::info!("{msg}");
+        log_note(msg);
         self.event(msg.to_string());
+    }
+}
+
+/// A run's note in the log, once (the code that notes something does not log it too): at the
+/// level its prefix names (`error: `, `warning: `), without the prefix; else at info.
+fn log_note(msg: &str) {
+    if let Some(m) = msg.strip_prefix("error: ") {
+        tracing::error!("{m}");
+    } else if let Some(m) = msg.strip_prefix("warning: ") {
+        tracing::warn!("{m}");
+    } else {
+        tracing::info!("{msg}");
     }
 }
 

@@ -238,11 +238,7 @@ impl<'a> Shared<'a> {
             &policy,
             &what,
             self.cancel,
-            &mut |w| {
-                let msg = w.message();
-                self.progress.note(&msg);
-                tracing::info!("{msg}");
-            },
+            &mut |w| self.progress.note(&w.message()),
             || match first.take().or_else(|| lock_holder(path)) {
                 None => Attempt::Done(()),
                 Some(holder) => Attempt::Retry(holder),
@@ -298,7 +294,6 @@ impl<'a> Shared<'a> {
 
     fn warn(&self, msg: String) {
         self.progress.note(&format!("warning: {msg}"));
-        tracing::warn!("{msg}");
         self.warnings.lock().expect(POISONED).push(msg);
     }
 

@@ -120,7 +120,7 @@ pub struct JobHealth {
     /// The worst of the reasons' levels (healthy with no reasons).
     pub level: Level,
     /// Every reason, most severe first, each a full sentence saying what, since when and what
-    /// to do, e.g. "no successful backup for 2 slots (since 2026-12-01 02:30; 26 h ago): check
+    /// to do, e.g. "no successful backup for 2 slots (since 2026-12-01 02:30 UTC; 26 h ago): check
     /// `backupctl history app`".
     pub reasons: Vec<String>,
     /// Slots missed since the last success (see the module's rules).
@@ -195,13 +195,13 @@ fn ago(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
-/// An instant for people: in the schedule's zone when there is one ("2026-12-01 02:35"),
-/// else UTC ("2026-12-01 02:35 UTC").
+/// An instant for people, with its zone: in the schedule's zone when there is one, with that
+/// zone's offset then ("2026-12-01 02:35 +01:00"), else UTC ("2026-12-01 02:35 UTC").
 fn when(t: DateTime<Utc>, schedule: Option<&Schedule>) -> String {
     match schedule {
         Some(s) => t
             .with_timezone(&s.tz())
-            .format("%Y-%m-%d %H:%M")
+            .format("%Y-%m-%d %H:%M %:z")
             .to_string(),
         None => t.format("%Y-%m-%d %H:%M UTC").to_string(),
     }
@@ -350,7 +350,7 @@ fn overdue_reason(
              `backupctl status` and `backupctl history {job}` (is backupd running? did the \
              runs fail?), then `backupctl run {job} --wait`",
             plural(u64::from(count), "slot"),
-            oldest.label(),
+            oldest.zoned_label(),
             ago(oldest.at, now),
         ),
     ))
@@ -648,6 +648,35 @@ mod tests {
     }
 
     #[test]
+    fn times_in_reasons_carry_the_schedules_zone() {
+        let s = Schedule::parse("30 2 * * *", Some("Europe/Berlin")).unwrap();
+        let f = JobFacts {
+            last_success: Some(t(2026, 12, 1, 1, 35)),
+            consecutive_failures: 1,
+            last_error: Some("boom"),
+            ..facts(Some(&s))
+        };
+        let h = job_health(&hour_grace(), &f, t(2026, 12, 2, 4, 35));
+        has(
+            &h,
+            &[
+                "(last success 2026-12-01 02:35 +01:00, 27 h ago): boom",
+                "since the 2026-12-02 02:30 Europe/Berlin slot",
+            ],
+        );
+        // A manual-only job's times are in UTC, and say so.
+        let f = JobFacts {
+            last_success: Some(t(2026, 12, 1, 1, 35)),
+            consecutive_failures: 1,
+            ..facts(None)
+        };
+        has(
+            &job_health(&hour_grace(), &f, t(2026, 12, 2, 4, 35)),
+            &["last success 2026-12-01 01:35 UTC"],
+        );
+    }
+
+    #[test]
     fn success_an_hour_ago_is_healthy() {
         let s = daily();
         let f = JobFacts {
@@ -674,8 +703,8 @@ mod tests {
             &h,
             &[
                 "no successful backup for 1 slot ",
-                "since the 2026-12-02 02:30 slot; 2 h ago",
-                "last success 2026-12-01 02:35, 26 h ago",
+                "since the 2026-12-02 02:30 UTC slot; 2 h ago",
+                "last success 2026-12-01 02:35 +00:00, 26 h ago",
                 "`backupctl history app`",
             ],
         );
@@ -710,8 +739,8 @@ mod tests {
             &h,
             &[
                 "for 3 slots",
-                "since the 2026-11-30 02:30 slot; 50 h ago",
-                "last success 2026-11-29 02:35, 3 d ago",
+                "since the 2026-11-30 02:30 UTC slot; 50 h ago",
+                "last success 2026-11-29 02:35 +00:00, 3 d ago",
             ],
         );
         // JSON: RFC 3339.
@@ -823,7 +852,7 @@ mod tests {
             &h,
             &[
                 "the last run failed",
-                "last success 2026-12-01 02:35, 24 h ago",
+                "last success 2026-12-01 02:35 +00:00, 24 h ago",
                 ": repository /srv/repo is locked by pid 42:",
                 "backupctl logs --job app",
             ],
@@ -1055,8 +1084,8 @@ mod tests {
     "level": "error",
     "reasons": [
       "the newest repository check failed: pack 1f is damaged: the repository may be damaged; read the check's output and repair before relying on its snapshots, then run `backupctl check` again",
-      "the last 3 runs failed (last success 2026-12-01 02:35, 3 d ago): disk on fire: fix the cause, see `backupctl history app` and `backupctl logs --job app`, then `backupctl run app --wait`",
-      "no successful backup for 3 slots (since the 2026-12-02 02:30 slot; 50 h ago; last success 2026-12-01 02:35, 3 d ago): check `backupctl status` and `backupctl history app` (is backupd running? did the runs fail?), then `backupctl run app --wait`",
+      "the last 3 runs failed (last success 2026-12-01 02:35 +00:00, 3 d ago): disk on fire: fix the cause, see `backupctl history app` and `backupctl logs --job app`, then `backupctl run app --wait`",
+      "no successful backup for 3 slots (since the 2026-12-02 02:30 UTC slot; 50 h ago; last success 2026-12-01 02:35 +00:00, 3 d ago): check `backupctl status` and `backupctl history app` (is backupd running? did the runs fail?), then `backupctl run app --wait`",
       "the storage that holds the repository has 5 bytes left of 1000 (0 %), less than min_free_space (10 %): backups fail once it is full; free space (`backupctl forget ... --prune`, or other files on that storage), or enlarge the storage or its quota",
       "the repository holds 950 bytes, 95 % of max_repository_bytes (1000 bytes): free space with `backupctl forget ... --prune`, or raise the limit",
       "the last run was partial, some files were not backed up: disk on fire: see `backupctl history app` for what could not be read and fix the permissions or excludes"
@@ -1067,7 +1096,7 @@ mod tests {
   {
     "level": "error",
     "reasons": [
-      "no successful backup for 2 slots (since the 2026-12-03 02:30 slot; 26 h ago; never succeeded): check `backupctl status` and `backupctl history app` (is backupd running? did the runs fail?), then `backupctl run app --wait`",
+      "no successful backup for 2 slots (since the 2026-12-03 02:30 UTC slot; 26 h ago; never succeeded): check `backupctl status` and `backupctl history app` (is backupd running? did the runs fail?), then `backupctl run app --wait`",
       "the repository holds 1000 bytes, 100 % of max_repository_bytes (1000 bytes): free space with `backupctl forget ... --prune`, or raise the limit",
       "the last run failed (never succeeded): fix the cause, see `backupctl history app` and `backupctl logs --job app`, then `backupctl run app --wait`",
       "the storage that holds the repository has 50 bytes left of 1000 (5 %), less than min_free_space (10 %): backups fail once it is full; free space (`backupctl forget ... --prune`, or other files on that storage), or enlarge the storage or its quota",
@@ -1156,7 +1185,7 @@ mod tests {
         assert_eq!((h.level, h.missed_slots), (Level::Warning, 1));
         let h = job_health(&cfg, &f, t(2026, 12, 2, 5, 7));
         assert_eq!((h.level, h.missed_slots), (Level::Error, 2));
-        has(&h, &["since the 2026-12-02 04:00 slot; 67 min ago"]);
+        has(&h, &["since the 2026-12-02 04:00 UTC slot; 67 min ago"]);
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub struct RepoMetrics {
     pub free_bytes: Option<u64>,
     /// The size (or quota) of its storage, where the storage tells.
     pub capacity_bytes: Option<u64>,
-    /// The share of its packs re-read in the current read-data cycle (with a read-data drill).
+    /// The share of its packs verified in the current read-data cycle (with a read-data drill).
     pub coverage: Option<f64>,
     /// Its verification drills' newest results.
     pub drills: Vec<DrillMetrics>,
@@ -414,7 +414,7 @@ fn coverage_family(out: &mut String, repos: &[&RepoMetrics]) {
     let mut f = Family::new(
         out,
         name,
-        "The share of the repository's packs re-read whole in the current read-data cycle (0 to 1).",
+        "The share of the repository's packs verified (read back whole) in the current read-data cycle (0 to 1).",
     );
     for (r, c) in covered {
         f.sample(name, &[("repository", &r.repository)], &float(c));
@@ -1042,7 +1042,7 @@ backupd_repository_storage_free_bytes{repository="/srv/b"} 7
 # HELP backupd_repository_storage_capacity_bytes Size or quota of the storage that holds the repository.
 # TYPE backupd_repository_storage_capacity_bytes gauge
 backupd_repository_storage_capacity_bytes{repository="/srv/a"} 10000
-# HELP backupd_repository_verified_ratio The share of the repository's packs re-read whole in the current read-data cycle (0 to 1).
+# HELP backupd_repository_verified_ratio The share of the repository's packs verified (read back whole) in the current read-data cycle (0 to 1).
 # TYPE backupd_repository_verified_ratio gauge
 backupd_repository_verified_ratio{repository="/srv/a"} 0.125
 # HELP backupd_drill_last_ok 1 if the verification drill's newest run passed, 0 if it failed.

@@ -1,9 +1,10 @@
 //! Job hooks: shell commands run before and after a backup, with the run's facts in their environment.
 //!
 //! Each hook runs as `sh -c HOOK` in a process group of its own, with standard input closed.
-//! Its standard output and standard error go to the log and the progress notes line by line
-//! (the last lines are kept for the error message). A hook that exits non-zero or outlives the
-//! timeout (then its whole process group is killed) is an error naming the hook.
+//! Its standard output and standard error go to the progress notes line by line (the last
+//! lines are kept for the error message); the daemon's progress sink logs each note once, so
+//! this module logs nothing itself. A hook that exits non-zero or outlives the timeout (then
+//! its whole process group is killed) is an error naming the hook.
 //!
 //! Environment: `BACKUPD_JOB`, `BACKUPD_RUN_ID`, `BACKUPD_EVENT` (before, success, failure,
 //! always), `BACKUPD_REPOSITORY`, and when known `BACKUPD_SNAPSHOT_ID`, `BACKUPD_ERROR` (the
@@ -90,7 +91,8 @@ pub struct HookEnv {
 }
 
 /// Runs the hooks of one kind in order. Before-hooks stop at the first failure; the other
-/// kinds all run, and the first failure is returned (every failure is logged).
+/// kinds all run, and the first failure is returned (the caller reports it, once); every
+/// later failure is a note (`error: ...`).
 pub fn run_hooks(
     kind: HookKind,
     hooks: &[String],
@@ -101,13 +103,13 @@ pub fn run_hooks(
     let mut first_err = None;
     for h in hooks {
         if let Err(e) = run_hook(kind, h, env, timeout, progress) {
-            let msg = format!("{e}");
-            progress.note(&format!("error: {msg}"));
-            tracing::error!("{msg}");
             if kind == HookKind::Before {
                 return Err(e);
             }
-            first_err.get_or_insert(e);
+            match first_err {
+                None => first_err = Some(e),
+                Some(_) => progress.note(&format!("error: {e}")),
+            }
         }
     }
     first_err.map_or(Ok(()), Err)
@@ -141,7 +143,6 @@ pub fn run_hook(
         };
     }
     progress.note(&format!("running {what}"));
-    tracing::info!("running {what}");
     let mut child = cmd.spawn().map_err(|e| Error::Source {
         what: what.clone(),
         message: format!("could not be started: {e}\n  hint: check that `sh` is installed"),
@@ -178,7 +179,6 @@ pub fn run_hook(
     // The output ends when the hook (and everything it started) closed it, or was killed.
     for line in rx {
         progress.note(&format!("{prefix}: {line}"));
-        tracing::info!(hook = %hook, "{line}");
     }
     let status = child.wait();
     let fired = watchdog.stop();

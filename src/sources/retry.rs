@@ -92,7 +92,7 @@ impl Waiting {
             "waiting for {}: {}; waiting since {}, attempt {}, next try in {:.0?}, giving up in {:.0?}",
             self.what,
             self.holder,
-            self.since.format("%H:%M:%S"),
+            self.since.format("%H:%M:%S %:z"),
             self.attempt,
             self.next_delay,
             self.deadline_in

@@ -5,36 +5,70 @@ use std::fs;
 use std::io::Read;
 use std::process::Stdio;
 
-/// A repository with one snapshot of 3,000 small files, so `ls` prints far more than a pipe holds.
+/// A repository where each command below prints far more than a pipe holds: a snapshot of an
+/// empty folder, then one of 3,000 small files in it (`ls`, `diff`), then one with each of
+/// those files as a path of its own (`snapshots`); and a log folder of 5,000 lines (`logs`).
 fn repo_with_many_files(env: &Env) {
     env.ctl_ok(&["init"]);
     let data = env.path("data");
     fs::create_dir(&data).unwrap();
+    env.ctl_ok(&["backup", data.to_str().unwrap()]);
+    let mut paths = Vec::new();
     for i in 0..3000 {
-        fs::write(data.join(format!("file-{i:05}")), i.to_string()).unwrap();
+        let f = data.join(format!("file-{i:05}"));
+        fs::write(&f, i.to_string()).unwrap();
+        paths.push(f.to_str().unwrap().to_string());
     }
     env.ctl_ok(&["backup", data.to_str().unwrap()]);
+    let mut args = vec!["backup"];
+    args.extend(paths.iter().map(String::as_str));
+    env.ctl_ok(&args);
+    let logs = env.path("logs");
+    fs::create_dir(&logs).unwrap();
+    let line = "2026-01-02T03:00:00.000000Z  INFO run{job=app run_id=app-1}: backupd::job: a line of the log\n";
+    fs::write(logs.join("backupd.2026-01-02.log"), line.repeat(5000)).unwrap();
+}
+
+/// The ids of the first two snapshots (the empty folder, then its 3,000 files).
+fn first_two(env: &Env) -> (String, String) {
+    let list = env.ctl_json(&["snapshots"]);
+    let id = |i: usize| list[i]["id"].as_str().unwrap().to_string();
+    (id(0), id(1))
 }
 
 #[test]
 fn a_reader_that_closes_the_pipe_ends_backupctl_quietly_with_141() {
     let env = Env::new();
     repo_with_many_files(&env);
-    for args in [&["ls", "latest"][..], &["--json", "ls", "latest"][..]] {
-        let mut child = env
-            .ctl_cmd(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Read one byte, then close the pipe, as `head -c1` does.
-        let mut first = [0u8; 1];
-        child.stdout.take().unwrap().read_exact(&mut first).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-        assert_eq!(stderr, "", "{args:?}: a closed pipe says nothing");
+    let (a, b) = first_two(&env);
+    let logs = env.path("logs");
+    let logs = logs.to_str().unwrap();
+    let commands: [&[&str]; 4] = [
+        &["ls", "latest"],
+        &["snapshots"],
+        &["diff", &a, &b],
+        &["logs", "--log-dir", logs, "-n", "5000"],
+    ];
+    for command in commands {
+        for json in [false, true] {
+            let mut args = if json { vec!["--json"] } else { vec![] };
+            args.extend_from_slice(command);
+            let args = &args[..];
+            let mut child = env
+                .ctl_cmd(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // Read one byte, then close the pipe, as `head -c1` does.
+            let mut first = [0u8; 1];
+            child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+            assert_eq!(stderr, "", "{args:?}: a closed pipe says nothing");
+        }
     }
     // The read-only command left no lock behind.
     let locks = fs::read_dir(env.repo.join("locks")).unwrap().count();

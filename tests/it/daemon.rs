@@ -138,7 +138,7 @@ fn catch_up_policies_once_skip_and_within() {
         });
         assert_eq!(
             reason(&s.history(j)[0]),
-            "scheduled 2026-06-01 02:30",
+            "scheduled 2026-06-01 02:30 UTC",
             "{j}"
         );
     }
@@ -161,7 +161,7 @@ fn catch_up_policies_once_skip_and_within() {
         let h = s.history(j);
         let r = reason(&h[1]);
         assert!(
-            r.starts_with("catch-up for 2026-06-03 02:30 missed while backupd was stopped")
+            r.starts_with("catch-up for 2026-06-03 02:30 UTC missed while backupd was stopped")
                 && r.contains("2 slots missed"),
             "{j}: {r}"
         );

@@ -519,6 +519,20 @@ struct InstanceLock {
     _file: File,
 }
 
+/// `backupd.pid` in `state_dir`, opened for reading and writing (made when missing, never
+/// truncated: it names the last holder).
+fn open_pid_file(state_dir: &Path) -> Result<(PathBuf, std::fs::File), LockError> {
+    let p = state_dir.join("backupd.pid");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&p)
+        .map_err(|e| LockError::Io(format!("cannot open the lock file {}: {e}", p.display())))?;
+    Ok((p, f))
+}
+
 impl InstanceLock {
     fn acquire(state_dir: &Path, role: &str) -> Result<InstanceLock, LockError> {
         std::fs::create_dir_all(state_dir).map_err(|e| {
@@ -527,16 +541,7 @@ impl InstanceLock {
                 state_dir.display()
             ))
         })?;
-        let p = state_dir.join("backupd.pid");
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&p)
-            .map_err(|e| {
-                LockError::Io(format!("cannot open the lock file {}: {e}", p.display()))
-            })?;
+        let (p, mut f) = open_pid_file(state_dir)?;
         match lock_patiently(&f) {
             Ok(true) => {}
             Ok(false) => {
@@ -560,16 +565,7 @@ impl InstanceLock {
     /// taken without rewriting `backupd.pid` (which keeps naming the last daemon or run-due,
     /// and so the mode). A daemon or run-due that holds it: `Held`, saying who and what to do.
     fn for_record(state_dir: &Path, job: &str) -> Result<InstanceLock, LockError> {
-        let p = state_dir.join("backupd.pid");
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&p)
-            .map_err(|e| {
-                LockError::Io(format!("cannot open the lock file {}: {e}", p.display()))
-            })?;
+        let (p, mut f) = open_pid_file(state_dir)?;
         match lock_patiently(&f) {
             Ok(true) => Ok(InstanceLock { _file: f }),
             Ok(false) => {

@@ -269,6 +269,23 @@ pub struct ForgetGroup {
     pub remove: Vec<Planned>,
 }
 
+impl ForgetGroup {
+    /// Puts a snapshot among the kept when it has a reason to stay, else among the removed.
+    fn place(&mut self, id: Id, snapshot: Snapshot, reasons: Vec<String>) {
+        let p = Planned {
+            id,
+            short_id: id.short(),
+            snapshot,
+            reasons,
+        };
+        if p.reasons.is_empty() {
+            self.remove.push(p);
+        } else {
+            self.keep.push(p);
+        }
+    }
+}
+
 fn bucket(kind: usize, t: &DateTime<FixedOffset>, nr: usize) -> i64 {
     let (y, m, d, h) = (
         t.year() as i64,
@@ -351,17 +368,7 @@ fn apply(mut list: Vec<(Id, Snapshot)>, policy: &KeepPolicy, key: GroupKey) -> F
                 reasons.push(BUCKET_REASONS[k].to_string());
             }
         }
-        let p = Planned {
-            id,
-            short_id: id.short(),
-            snapshot: s,
-            reasons,
-        };
-        if p.reasons.is_empty() {
-            g.remove.push(p);
-        } else {
-            g.keep.push(p);
-        }
+        g.place(id, s, reasons);
     }
     g
 }
@@ -420,17 +427,7 @@ fn apply_safety(
         if let Some(raw) = by_tag {
             reasons.push(format!("tag {raw}"));
         }
-        let p = Planned {
-            id,
-            short_id: id.short(),
-            snapshot: s,
-            reasons,
-        };
-        if p.reasons.is_empty() {
-            g.remove.push(p);
-        } else {
-            g.keep.push(p);
-        }
+        g.place(id, s, reasons);
     }
     g
 }

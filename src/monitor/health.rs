@@ -1309,7 +1309,7 @@ mod tests {
         assert_eq!(
             h.notes,
             [
-                "the newest run was cancelled by the user at 2026-12-02 03:00: not counted as a \
+                "the newest run was cancelled by the user at 2026-12-02 03:00 +00:00: not counted as a \
               failure; health is judged from the runs before it"
             ]
         );

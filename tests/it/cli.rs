@@ -209,10 +209,10 @@ fn slow_backup(env: &Env, secs: u32) -> std::process::Child {
     backup
 }
 
+#[test]
 fn a_locked_repository_is_waited_for_by_default_and_the_wait_is_said_once() {
     let env = Env::new();
     env.ctl_ok(&["init"]);
-    // A backup whose command source takes a while holds a shared lock meanwhile.
     let mut backup = slow_backup(&env, 4);
     // prune needs an exclusive lock: with no --lock-wait it waits (stderr is a file here, not a
     // terminal), says so once, and succeeds when the backup is done.

@@ -24,6 +24,9 @@ pub enum SocketError {
         source: std::io::Error,
     },
     #[cfg(unix)]
+    #[error("{0} is not a socket (a regular file, folder or link is there), so backupd leaves it alone\n  hint: move that file away if it is not needed, or set `socket` in the [daemon] table to another path")]
+    NotASocket(PathBuf),
+    #[cfg(unix)]
     #[error("the socket group {0:?} does not exist\n  hint: create it (groupadd {0}) or fix socket_group in the [daemon] table")]
     NoGroup(String),
 }
@@ -42,7 +45,13 @@ pub async fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, Sock
             std::fs::create_dir_all(dir).map_err(|e| io("create the folder of", e))?;
         }
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        // Only a socket may be taken over, and only one no process answers on: anything else
+        // at that path is somebody's file.
+        if !meta.file_type().is_socket() {
+            return Err(SocketError::NotASocket(path.to_path_buf()));
+        }
         if UnixStream::connect(path).await.is_ok() {
             return Err(SocketError::InUse(path.to_path_buf()));
         }
@@ -303,6 +312,46 @@ mod tests {
 
     fn json<T: serde::Serialize>(x: T) -> Value {
         serde_json::to_value(x).unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_a_stale_socket_is_replaced_never_a_file_a_folder_or_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("backupd.sock");
+        // A user's file at the socket path stays, byte for byte.
+        std::fs::write(&sock, "important user data").unwrap();
+        let e = bind(&sock, None).await.err().unwrap();
+        assert!(matches!(e, SocketError::NotASocket(_)), "{e}");
+        assert!(e.to_string().contains("is not a socket"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(&sock).unwrap(),
+            "important user data"
+        );
+        std::fs::remove_file(&sock).unwrap();
+        // A folder, and a link to a socket, are left alone too.
+        std::fs::create_dir(&sock).unwrap();
+        assert!(matches!(
+            bind(&sock, None).await,
+            Err(SocketError::NotASocket(_))
+        ));
+        std::fs::remove_dir(&sock).unwrap();
+        let real = dir.path().join("real.sock");
+        drop(bind(&real, None).await.unwrap());
+        std::os::unix::fs::symlink(&real, &sock).unwrap();
+        assert!(matches!(
+            bind(&sock, None).await,
+            Err(SocketError::NotASocket(_))
+        ));
+        assert!(real.exists());
+        std::fs::remove_file(&sock).unwrap();
+        // A socket nobody answers on is stale: replaced. One that answers is in use.
+        drop(bind(&sock, None).await.unwrap());
+        let live = bind(&sock, None).await.unwrap();
+        assert!(matches!(
+            bind(&sock, None).await,
+            Err(SocketError::InUse(_))
+        ));
+        drop(live);
     }
 
     #[tokio::test]

@@ -437,6 +437,7 @@ mod tests {
             },
             parent: Some(Id([2; 32])),
             warnings: warnings.iter().map(|w| w.to_string()).collect(),
+            resumed: Default::default(),
         }
     }
 

@@ -1,4 +1,4 @@
-//! Sizes as people write them (`"500G"`, `"1.5TiB"`): the one parser of byte counts.
+//! Sizes as people write them (`"500G"`, `"1.5TiB"`): the one parser of byte counts, and the one way we print them (`human_bytes`).
 
 /// Why a size such as `"500G"` was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,6 +23,22 @@ pub enum SizeError {
         /// The text as written.
         text: String,
     },
+}
+
+/// Human-readable bytes (KiB, MiB, ...).
+pub fn human_bytes(n: u64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", U[i])
+    }
 }
 
 /// Parses a size: a number (decimals allowed: `"1.5G"`) with an optional unit, `B`, `K`/`KiB`,

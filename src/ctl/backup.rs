@@ -230,6 +230,16 @@ fn print_json(ctx: &Ctx, r: &BackupResult, databases: &[DatabaseCopy], elapsed: 
     o.insert("parent".into(), r.parent.map(|p| p.to_hex()).into());
     o.insert("total_duration".into(), elapsed.into());
     o.insert("exit_code".into(), code.into());
+    // Not in restic's summary: what was kept from interrupted runs.
+    o.insert(
+        "resumed".into(),
+        serde_json::json!({
+            "packs": r.resumed.packs,
+            "blobs": r.resumed.blobs,
+            "bytes": r.resumed.bytes,
+            "left_for_prune": r.resumed.left,
+        }),
+    );
     o.insert(
         "sqlite".into(),
         serde_json::to_value(databases).expect("the copies serialize"),

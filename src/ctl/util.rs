@@ -55,21 +55,7 @@ pub(crate) fn split_snapshot_path(s: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// Human-readable bytes (KiB, MiB, ...).
-pub(crate) fn human_bytes(n: u64) -> String {
-    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < U.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", U[i])
-    }
-}
+pub(crate) use crate::size::human_bytes;
 
 #[cfg(test)]
 mod tests {

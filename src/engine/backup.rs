@@ -5,9 +5,12 @@
 //! no one has stored yet and put them into packs; uploaders write finished packs (one for a
 //! local disk, `Backend::upload_parallelism` for remote storage). When the
 //! walk is done the packs are flushed, then the index is written, then the snapshot: a crash at
-//! any instant leaves at most unreferenced packs behind.
+//! any instant leaves at most unreferenced packs behind. A long backup also writes the index of
+//! the packs it has uploaded every [`INDEX_EVERY`], and the next backup adopts the packs a
+//! killed run left without an index (`engine::resume`), so an interrupted backup resumes.
 
 use super::exclude::{ExcludeOptions, Excluder};
+use super::resume::{adopt_unindexed, Resumed};
 use super::targets::{self, Target};
 use crate::cancel::{CancelToken, Progress};
 use crate::error::POISONED;
@@ -15,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::repo::backend::FileType;
 use crate::repo::crypto::Key;
 use crate::repo::id::Id;
-use crate::repo::index::{split_into_files, IndexPack};
+use crate::repo::index::{split_into_files, IndexFile, IndexPack};
 use crate::repo::pack::{BlobType, Compression, PackWriter};
 use crate::repo::snapshot::{Snapshot, SnapshotSummary, JOB_TAG_PREFIX, PARTIAL_TAG};
 use crate::repo::tree::{gomode, kind, Node, Tree};
@@ -44,6 +47,9 @@ pub const PACK_TARGET: usize = 16 * 1024 * 1024;
 const READ_WHOLE_MAX: u64 = 1024 * 1024;
 /// Index files hold at most this many blobs (restic keeps them below 8 MiB).
 const INDEX_MAX_BLOBS: usize = 40_000;
+/// A long backup writes the index of the packs it uploaded so far this often, so that a run
+/// cut off later keeps them in the index (adoption of unindexed packs is the fallback).
+pub const INDEX_EVERY: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -68,6 +74,8 @@ pub struct BackupOptions {
     pub change_retries: u32,
     /// What to do with regular files another process holds a write lock on.
     pub locked_files: LockedFiles,
+    /// How often the index of the packs uploaded so far is written during the backup.
+    pub index_every: std::time::Duration,
 }
 
 impl Default for BackupOptions {
@@ -84,6 +92,7 @@ impl Default for BackupOptions {
             time: None,
             change_retries: 2,
             locked_files: LockedFiles::default(),
+            index_every: INDEX_EVERY,
         }
     }
 }
@@ -95,6 +104,8 @@ pub struct BackupResult {
     pub parent: Option<Id>,
     /// Files that could not be read or changed while read; the snapshot is partial if any.
     pub warnings: Vec<String>,
+    /// What was kept from interrupted runs (packs no index listed, adopted at the start).
+    pub resumed: Resumed,
 }
 
 impl BackupResult {
@@ -143,7 +154,9 @@ struct Shared<'a> {
     /// Blobs stored by this backup so far (or on their way).
     new_blobs: Mutex<HashSet<(Id, BlobType)>>,
     packers: [Mutex<PackWriter>; 2],
-    written: Mutex<Vec<IndexPack>>,
+    written: Mutex<Written>,
+    /// How often the index of the packs uploaded so far is written.
+    index_every: std::time::Duration,
     error: Mutex<Option<Error>>,
     failed: AtomicBool,
     counters: Counters,
@@ -155,6 +168,14 @@ struct Shared<'a> {
     locked_until: std::time::Instant,
     /// Chunk buffers handed back by the sealers, for the readers to fill again.
     pool: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+}
+
+/// The packs uploaded so far: those no index file names yet, and the index files written
+/// during the backup (merged into the repository's index at the end).
+struct Written {
+    unindexed: Vec<IndexPack>,
+    since: std::time::Instant,
+    files: Vec<(Id, IndexFile)>,
 }
 
 /// What to do with a file after looking at its locks.
@@ -169,7 +190,7 @@ impl<'a> Shared<'a> {
     /// files ends at `locked.retry.deadline` from now.
     fn new(
         repo: &'a Repository,
-        locked: LockedFiles,
+        opts: &BackupOptions,
         progress: &'a dyn Progress,
         cancel: &'a CancelToken,
     ) -> Shared<'a> {
@@ -179,15 +200,20 @@ impl<'a> Shared<'a> {
             compression: repo.compression,
             new_blobs: Mutex::new(HashSet::new()),
             packers: [Mutex::new(PackWriter::new()), Mutex::new(PackWriter::new())],
-            written: Mutex::new(Vec::new()),
+            written: Mutex::new(Written {
+                unindexed: Vec::new(),
+                since: std::time::Instant::now(),
+                files: Vec::new(),
+            }),
+            index_every: opts.index_every,
             error: Mutex::new(None),
             failed: AtomicBool::new(false),
             counters: Counters::default(),
             warnings: Mutex::new(Vec::new()),
             progress,
             cancel,
-            locked,
-            locked_until: std::time::Instant::now() + locked.retry.deadline,
+            locked: opts.locked_files,
+            locked_until: std::time::Instant::now() + opts.locked_files.retry.deadline,
             pool: crossbeam_channel::bounded(2),
         }
     }
@@ -198,10 +224,33 @@ impl<'a> Shared<'a> {
     }
 
     /// After the pipeline: the packs it uploaded and the warnings it collected.
-    fn take_results(&self) -> (Vec<IndexPack>, Vec<String>) {
-        let written = std::mem::take(&mut *self.written.lock().expect(POISONED));
+    fn take_results(&self) -> (Written, Vec<String>) {
+        let mut w = self.written.lock().expect(POISONED);
+        let written = Written {
+            unindexed: std::mem::take(&mut w.unindexed),
+            since: w.since,
+            files: std::mem::take(&mut w.files),
+        };
         let warnings = std::mem::take(&mut *self.warnings.lock().expect(POISONED));
         (written, warnings)
+    }
+
+    /// Records an uploaded pack; when `index_every` has passed since the last index file, writes
+    /// the index of the packs uploaded since (a failure fails the backup, as a pack's would).
+    fn record_pack(&self, pack: IndexPack) {
+        let due = {
+            let mut w = self.written.lock().expect(POISONED);
+            w.unindexed.push(pack);
+            if w.since.elapsed() < self.index_every {
+                return;
+            }
+            w.since = std::time::Instant::now();
+            std::mem::take(&mut w.unindexed)
+        };
+        match save_index_files(self.repo, due) {
+            Ok(files) => self.written.lock().expect(POISONED).files.extend(files),
+            Err(e) => self.fail(e),
+        }
     }
 
     /// A buffer holding a copy of `data`, from the pool when one is free.
@@ -386,11 +435,7 @@ fn uploader(sh: &Shared, rx: Receiver<PackWriter>) {
         }
         let (bytes, id, blobs) = p.finish(&sh.key);
         match sh.repo.save_pack(&id, &bytes) {
-            Ok(()) => sh
-                .written
-                .lock()
-                .expect(POISONED)
-                .push(IndexPack::from_packed(id, &blobs)),
+            Ok(()) => sh.record_pack(IndexPack::from_packed(id, &blobs)),
             Err(e) => sh.fail(e),
         }
     }
@@ -1386,6 +1431,7 @@ pub fn backup_with(
     let paths = plan.paths();
 
     repo.load_index()?;
+    let resumed = adopt_unindexed(repo, progress)?;
     let parent = find_parent(
         &repo.list_snapshots()?,
         opts.parent,
@@ -1393,7 +1439,7 @@ pub fn backup_with(
         &paths,
         opts.job.as_deref(),
     )?;
-    let sh = Shared::new(repo, opts.locked_files, progress, cancel);
+    let sh = Shared::new(repo, opts, progress, cancel);
     progress.phase("backup", None);
     let parent_tree = parent.as_ref().map(|(_, p)| p.tree);
     let walked = walk_and_pack(&sh, opts, excluder, plan, parent_tree);
@@ -1417,6 +1463,7 @@ pub fn backup_with(
         snapshot,
         parent,
         warnings,
+        resumed,
     })
 }
 
@@ -1699,12 +1746,20 @@ fn summarize(c: &Counters, start: DateTime<FixedOffset>, warnings: &[String]) ->
     }
 }
 
-/// Writes the index of the packs this backup uploaded (in files of at most
-/// [`INDEX_MAX_BLOBS`] blobs) and merges it into the loaded index.
-fn write_index(repo: &mut Repository, written: Vec<IndexPack>) -> Result<()> {
-    for f in split_into_files(written, INDEX_MAX_BLOBS) {
-        let id = repo.save_unpacked(FileType::Index, &f)?;
-        repo.index_mut().merge_file(id, &f);
+/// Writes index files (of at most [`INDEX_MAX_BLOBS`] blobs) naming `packs`.
+fn save_index_files(repo: &Repository, packs: Vec<IndexPack>) -> Result<Vec<(Id, IndexFile)>> {
+    split_into_files(packs, INDEX_MAX_BLOBS)
+        .into_iter()
+        .map(|f| Ok((repo.save_unpacked(FileType::Index, &f)?, f)))
+        .collect()
+}
+
+/// Writes the index of the packs this backup uploaded that no index file names yet, and
+/// merges every index file of this backup into the loaded index.
+fn write_index(repo: &mut Repository, written: Written) -> Result<()> {
+    let last = save_index_files(repo, written.unindexed)?;
+    for (id, f) in written.files.iter().chain(&last) {
+        repo.index_mut().merge_file(*id, f);
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod exclude;
 pub mod forget;
 pub mod prune;
 pub mod restore;
+pub mod resume;
 pub mod stats;
 pub mod targets;
 pub mod walk;

@@ -750,3 +750,91 @@ fn a_relative_sqlite_path_is_stored_where_its_folder_is() {
         "the copy replaces the file, once"
     );
 }
+
+/// The pack files (64-hex names, no temp files) in a local repository's `data/`, and their total size.
+fn packs_in(repo: &Path) -> (usize, u64) {
+    let mut n = 0;
+    let mut size = 0;
+    for sub in fs::read_dir(repo.join("data")).unwrap().flatten() {
+        for f in fs::read_dir(sub.path()).unwrap().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                n += 1;
+                size += f.metadata().unwrap().len();
+            }
+        }
+    }
+    (n, size)
+}
+
+/// A backup killed (kill -9) after it uploaded some packs, but before it wrote its index: the
+/// next backup adopts those packs instead of writing them again, says so, and the repository
+/// ends about the size of one uninterrupted backup; both restic and backupctl check it green.
+#[test]
+fn a_killed_backup_resumes_from_the_packs_it_left() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..8 {
+        fs::write(src.join(format!("part{i}.bin")), bytes(500 + i, 12_000_000)).unwrap();
+    }
+    init(&env);
+    let s = src.to_str().unwrap();
+    let mut child = env
+        .ctl_cmd(&["backup", s])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while packs_in(&env.repo).0 < 3 && std::time::Instant::now() < deadline {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let (left, _) = packs_in(&env.repo);
+    assert!(left >= 3, "only {left} packs were written before the kill");
+    assert!(
+        fs::read_dir(env.repo.join("index"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the killed run wrote an index: the test proves nothing"
+    );
+
+    let o = env.ctl(&["--json", "backup", s]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["resumed"]["packs"], left as u64, "{j}");
+    assert!(
+        j["resumed"]["bytes"].as_u64().unwrap() > 3 * 12_000_000,
+        "{j}"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("resumed: ") && err.contains("from an interrupted run kept"),
+        "{err}"
+    );
+
+    // An uninterrupted backup of the same data, for the size.
+    let one = Env::new();
+    one.ctl_ok(&["init"]);
+    one.ctl_ok(&["backup", s]);
+    let (_, resumed_size) = packs_in(&env.repo);
+    let (_, one_size) = packs_in(&one.repo);
+    assert!(
+        (resumed_size as f64) <= 1.05 * one_size as f64,
+        "the resumed repository holds {resumed_size} bytes of packs, one backup {one_size}"
+    );
+    let check = env.ctl(&["check", "--read-data"]);
+    assert_eq!(check.status.code(), Some(0), "{}", show(&check));
+    env.ctl_ok(&["unlock"]);
+    let check = env.restic(&["check", "--read-data"]);
+    assert!(check.status.success(), "{}", show(&check));
+    let restored = restic_restore(&env, "latest", &env.path("out"), &src);
+    assert_eq!(manifest(&restored), manifest(&src));
+}

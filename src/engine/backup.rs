@@ -1386,8 +1386,13 @@ pub fn backup_with(
     let paths = plan.paths();
 
     repo.load_index()?;
+    // A damaged snapshot file cannot be a parent; it does not stop the backup.
+    let snaps = repo.load_snapshots()?;
+    for d in &snaps.damaged {
+        tracing::warn!("{}", d.error());
+    }
     let parent = find_parent(
-        &repo.list_snapshots()?,
+        &snaps.readable,
         opts.parent,
         &hostname,
         &paths,

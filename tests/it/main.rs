@@ -8,6 +8,7 @@ mod cli;
 mod closed_output;
 mod command_hooks;
 mod daemon;
+mod damage;
 mod diff_stats;
 mod example_config;
 mod forget_prune;

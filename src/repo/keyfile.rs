@@ -36,7 +36,7 @@ pub enum KeyFileError {
     Json(#[from] serde_json::Error),
     #[error("key file uses KDF {0:?}; only scrypt is supported")]
     Kdf(String),
-    #[error("key file has invalid scrypt parameters N={n} r={r} p={p}")]
+    #[error("key file has invalid scrypt parameters N={n} r={r} p={p} (N a power of two, 128·N·r at most 1 GiB, p at most 16)")]
     Params { n: u32, r: u32, p: u32 },
     #[error("key file field {0} is not valid base64")]
     Base64(&'static str),
@@ -46,8 +46,23 @@ pub enum KeyFileError {
     BadMasterKey,
 }
 
+/// The most memory (128·N·r bytes) a key file may ask scrypt for: restic calibrates to at most
+/// 60 MiB, and a hostile key file must not make us allocate terabytes and abort.
+pub const MAX_SCRYPT_MEMORY: u64 = 1 << 30;
+/// The most parallelism (p, which multiplies the work) a key file may ask for.
+pub const MAX_SCRYPT_P: u32 = 16;
+
+/// Whether scrypt parameters are sane and within the memory and work limits (pure).
+fn params_ok(n: u32, r: u32, p: u32) -> bool {
+    n >= 2
+        && n.is_power_of_two()
+        && (1..=MAX_SCRYPT_P).contains(&p)
+        && r >= 1
+        && 128 * n as u64 * r as u64 <= MAX_SCRYPT_MEMORY
+}
+
 fn derive(password: &[u8], salt: &[u8], n: u32, r: u32, p: u32) -> Result<Key, KeyFileError> {
-    if n < 2 || !n.is_power_of_two() {
+    if !params_ok(n, r, p) {
         return Err(KeyFileError::Params { n, r, p });
     }
     let params = scrypt::Params::new(n.trailing_zeros() as u8, r, p, 64)
@@ -159,6 +174,18 @@ impl KeyFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrypt_parameters_are_bounded() {
+        assert!(params_ok(DEFAULT_N, DEFAULT_R, DEFAULT_P));
+        assert!(params_ok(1 << 20, 8, 1)); // 1 GiB
+        assert!(!params_ok(1 << 21, 8, 1));
+        assert!(!params_ok(1 << 31, 8, 1));
+        assert!(!params_ok(3, 8, 1));
+        assert!(!params_ok(1024, 8, 0));
+        assert!(!params_ok(1024, 8, 17));
+        assert!(!params_ok(1024, 0, 1));
+    }
 
     #[test]
     fn no_key_opened_is_damage_only_when_no_mac_failed() {

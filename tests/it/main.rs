@@ -14,6 +14,7 @@ mod example_config;
 mod forget_prune;
 mod garage_cluster;
 mod gdrive;
+mod hostile;
 mod json_output;
 mod layers;
 mod monitor;

@@ -19,6 +19,9 @@ pub mod sftp;
 pub mod snapshot;
 pub mod tree;
 
+#[cfg(test)]
+mod fuzz;
+
 use crate::error::{Error, Result};
 use backend::{Backend, FileType};
 use config::RepoConfig;

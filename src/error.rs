@@ -54,8 +54,22 @@ pub enum Error {
     #[error("there is no repository at {location}: {detail}\n  hint: check the path, or create a repository there with `backupctl -r {location} init`")]
     NoRepository { location: String, detail: String },
 
-    #[error("wrong password for the repository at {location}: it opens none of the {keys} key file(s)\n  hint: check --password-file, BACKUPD_PASSWORD_FILE or BACKUPD_PASSWORD_COMMAND")]
-    WrongPassword { location: String, keys: usize },
+    #[error("wrong password for the repository at {location}, or its key file is damaged: it opens none of the {keys} key file(s){named}\n  hint: check --password-file, BACKUPD_PASSWORD_FILE or BACKUPD_PASSWORD_COMMAND; if the password is right, the key file named is damaged: open the repository with the password of another key, or put back a copy of that file", named = crate::repo::keyfile::describe(.mac_failed, .damaged))]
+    WrongPassword {
+        location: String,
+        keys: usize,
+        /// The key files (`keys/NAME`) whose MAC does not match this password.
+        mac_failed: Vec<String>,
+        /// The key files that are damaged whatever the password: `keys/NAME: what is wrong`.
+        damaged: Vec<String>,
+    },
+
+    #[error("the key files of the repository at {location} are damaged, so no password can open it: {}\n  hint: put back a copy of a key file (from a copy of the repository), or add a key with `restic key add` from a machine that still opens it", .damaged.join("; "))]
+    KeyFilesDamaged {
+        location: String,
+        /// `keys/NAME: what is wrong`, for each key file tried.
+        damaged: Vec<String>,
+    },
 
     #[error("the repository at {location} is locked: {holder}\n  hint: wait for that process to finish or raise --lock-wait; if it is gone, `backupctl unlock` removes stale locks")]
     Locked { location: String, holder: String },
@@ -72,6 +86,9 @@ pub enum Error {
 
     #[error("{what} is damaged: {detail}\n  hint: run `backupctl check --read-data` to see everything it affects")]
     Damaged { what: String, detail: String },
+
+    #[error("the snapshot file snapshots/{id} is damaged: {detail}\n  hint: `backupctl forget {id}` removes it (the data it alone used goes at the next `backupctl prune`); `backupctl check` reports what else is damaged")]
+    SnapshotDamaged { id: String, detail: String },
 
     /// Bad input from the user: the message says what and what to do.
     #[error("{0}")]
@@ -113,7 +130,9 @@ impl Error {
             Error::NoRepository { .. } => exit::NO_REPOSITORY,
             Error::WrongPassword { .. } => exit::WRONG_PASSWORD,
             Error::Locked { .. } => exit::LOCKED,
-            Error::Damaged { .. } => exit::DAMAGED,
+            Error::Damaged { .. }
+            | Error::SnapshotDamaged { .. }
+            | Error::KeyFilesDamaged { .. } => exit::DAMAGED,
             Error::Source { .. } => exit::SOURCE_FAILED,
             Error::Interrupted => exit::INTERRUPTED,
             Error::NoDaemon { .. } => exit::NO_DAEMON,

@@ -291,8 +291,14 @@ fn apply_retention(
     let (mut repo, _lock) = open_repository(&repo_cfg.settings()?, LockMode::Exclusive)?;
     repo.backend().check_deletable()?;
     let tag = format!("job:{job_name}");
-    let mine: Vec<_> = repo
-        .list_snapshots()?
+    // Retention judges the snapshots it can read; a damaged file stays (and is named) until
+    // `backupctl forget ID` removes it.
+    let snaps = repo.load_snapshots()?;
+    for d in &snaps.damaged {
+        tracing::warn!("retention skipped it: {}", d.error());
+    }
+    let mine: Vec<_> = snaps
+        .readable
         .into_iter()
         .filter(|(_, s)| s.tags.contains(&tag))
         .collect();

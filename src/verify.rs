@@ -508,7 +508,8 @@ pub(crate) fn run_restore_drill(
     let started = Utc::now();
     let (mut repo, _lock) = open_repository(&cfg.settings()?, LockMode::Shared)?;
     repo.load_index()?;
-    let all = repo.list_snapshots()?;
+    // A drill restores a readable snapshot; `check` reports a damaged one.
+    let all = repo.load_snapshots()?.readable;
     let Some((sid, snap)) = drill_snapshot(&all).cloned() else {
         let summary = if all.is_empty() {
             "the repository has no snapshot yet: nothing to restore"

@@ -118,9 +118,9 @@ fn parse_command(spec: &str) -> Result<CommandSource> {
 }
 
 /// The snapshot named by --parent (None: the backup finds the latest with its host and paths).
-fn parent_of(repo: &Repository, spec: Option<&str>) -> Result<Option<Id>> {
+fn parent_of(ctx: &Ctx, repo: &Repository, spec: Option<&str>) -> Result<Option<Id>> {
     let Some(spec) = spec else { return Ok(None) };
-    let snaps = repo.list_snapshots()?;
+    let snaps = super::snapref::load(ctx, repo)?.readable;
     let (id, _) = snapshot::find(&snaps, spec, &Default::default())
         .map_err(|e| Error::Input(format!("--parent: {e}")))?;
     Ok(Some(*id))
@@ -195,7 +195,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         .map(|d| tree_path_of(d))
         .collect::<Result<_>>()?;
     let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
-    let parent = parent_of(&repo, a.parent.as_deref())?;
+    let parent = parent_of(ctx, &repo, a.parent.as_deref())?;
     let opts = backup_options(a, parent, prepared.excludes());
     let mut extras = prepared.start(&ctx.cancel, &mut reports)?;
     // The copies come first, in the order of --sqlite.

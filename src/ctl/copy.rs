@@ -5,7 +5,6 @@ use super::Ctx;
 use crate::engine::copy;
 use crate::error::{exit, Error, Result};
 use crate::repo::open::{open_unlocked, RepoSettings};
-use crate::repo::snapshot::find;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -91,18 +90,24 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let _dst_lock = crate::repo::lock::lock_waiting(&dst, false, &waiting)?;
     src.load_index()?;
     dst.load_index()?;
-    let all = src.list_snapshots()?;
+    let all = super::snapref::load(ctx, &src)?;
     let filter = a.filter.filter();
     let selected: Vec<_> = if a.all {
-        all.iter()
+        all.readable
+            .iter()
             .filter(|(_, s)| filter.matches(s))
             .cloned()
             .collect()
     } else {
         let mut v = Vec::new();
         for spec in &a.snapshots {
-            let found = find(&all, spec, &filter)
-                .map_err(|e| Error::Input(format!("in the source {}: {e}", a.from)))?;
+            let latest = super::snapref::Latest::Refuse {
+                hint: super::snapref::BY_ID,
+            };
+            let found = super::snapref::find(&all, spec, &filter, latest).map_err(|e| match e {
+                Error::Input(m) => Error::Input(format!("in the source {}: {m}", a.from)),
+                e => e,
+            })?;
             if !v.iter().any(|(i, _)| *i == found.0) {
                 v.push(found.clone());
             }

@@ -1,13 +1,13 @@
 //! `backupctl diff`: what changed between two snapshots.
 
-use super::{util, Ctx};
+use super::{snapref, util, Ctx};
 use crate::engine::diff::{self, Change, DiffStats};
 use crate::engine::walk;
 use crate::error::{exit, Error, Result};
 use crate::repo::id::Id;
 use crate::repo::open::{open_repository, LockMode};
-use crate::repo::snapshot::{self, Snapshot, SnapshotFilter};
-use crate::repo::Repository;
+use crate::repo::snapshot::SnapshotFilter;
+use crate::repo::{Repository, Snapshots};
 use serde::Serialize;
 
 #[derive(clap::Args, Debug)]
@@ -32,10 +32,12 @@ struct DiffJson {
 }
 
 /// Resolves `SNAPSHOT[:PATH]` to the snapshot id and the tree of that directory.
-fn resolve(repo: &Repository, snaps: &[(Id, Snapshot)], spec: &str) -> Result<(Id, Id, String)> {
+fn resolve(repo: &Repository, snaps: &Snapshots, spec: &str) -> Result<(Id, Id, String)> {
     let (sid, sub) = util::split_snapshot_path(spec);
-    let (id, snap) = snapshot::find(snaps, sid, &SnapshotFilter::default())
-        .map_err(|e| Error::Input(format!("{e}\n  hint: `backupctl snapshots` lists them")))?;
+    let latest = snapref::Latest::Refuse {
+        hint: snapref::BY_ID,
+    };
+    let (id, snap) = snapref::find(snaps, sid, &SnapshotFilter::default(), latest)?;
     let sub = sub.unwrap_or("/");
     let node = walk::find_node(repo, &snap.tree, sub)?.ok_or_else(|| {
         Error::Input(format!(
@@ -56,7 +58,7 @@ fn resolve(repo: &Repository, snaps: &[(Id, Snapshot)], spec: &str) -> Result<(I
 
 pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
-    let snaps = repo.list_snapshots()?;
+    let snaps = snapref::load(ctx, &repo)?;
     repo.load_index()?;
     let (id_a, tree_a, path_a) = resolve(&repo, &snaps, &a.a)?;
     let (id_b, tree_b, path_b) = resolve(&repo, &snaps, &a.b)?;

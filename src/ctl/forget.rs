@@ -1,5 +1,6 @@
 //! `backupctl forget`: remove snapshots by id or by a retention policy (then optionally prune).
 
+use super::snapref::{self, Latest};
 use super::snapshots::FilterArgs;
 use super::Ctx;
 use crate::cancel::CancelToken;
@@ -9,8 +10,8 @@ use crate::error::{exit, Error, Result};
 use crate::repo::backend::FileType;
 use crate::repo::id::Id;
 use crate::repo::open::{open_repository, LockMode};
-use crate::repo::snapshot::{self, Snapshot};
-use crate::repo::Repository;
+use crate::repo::snapshot::SnapshotFilter;
+use crate::repo::{Repository, Snapshots};
 use serde::Serialize;
 
 #[derive(clap::Args, Debug)]
@@ -100,7 +101,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         // An append-only server refuses deletions: say so before changing anything.
         repo.backend().check_deletable()?;
     }
-    let all = repo.list_snapshots()?;
+    let all = super::snapref::load(ctx, &repo)?;
     let (groups, remove) = select(&all, &a, &policy, &group_by)?;
     if !ctx.global.json {
         print_groups(ctx, &groups);
@@ -143,7 +144,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
 /// What to remove, of the snapshots that match the filters: the ids given (each once, in the
 /// order given), or what the policy does not keep in each group (with the groups, for output).
 fn select(
-    all: &[(Id, Snapshot)],
+    all: &Snapshots,
     a: &Args,
     policy: &KeepPolicy,
     group_by: &GroupBy,
@@ -151,6 +152,7 @@ fn select(
     let filter = a.filter.filter();
     if a.snapshots.is_empty() {
         let selected: Vec<_> = all
+            .readable
             .iter()
             .filter(|(_, s)| filter.matches(s))
             .cloned()
@@ -164,16 +166,28 @@ fn select(
     }
     let mut ids = Vec::new();
     for spec in &a.snapshots {
-        let (id, _) = snapshot::find(all, spec, &filter).map_err(|e| {
-            Error::Input(format!(
-                "{e}; nothing was removed\n  hint: `backupctl snapshots` lists them"
-            ))
-        })?;
-        if !ids.contains(id) {
-            ids.push(*id);
+        let id = find_to_remove(all, spec, &filter)?;
+        if !ids.contains(&id) {
+            ids.push(id);
         }
     }
     Ok((Vec::new(), ids))
+}
+
+/// The snapshot `spec` names for removal: a readable one, or a damaged file named by its id
+/// (removing it is the repair the warning about it suggests).
+fn find_to_remove(all: &Snapshots, spec: &str, filter: &SnapshotFilter) -> Result<Id> {
+    let latest = Latest::Refuse {
+        hint: "name the snapshot to remove by its id",
+    };
+    match snapref::find(all, spec, filter, latest) {
+        Ok((id, _)) => Ok(*id),
+        Err(Error::SnapshotDamaged { id, .. }) if spec != "latest" => {
+            Id::parse(&id).ok_or_else(|| Error::Input(format!("{id} is not a snapshot id")))
+        }
+        Err(Error::Input(m)) => Err(Error::Input(format!("{m}; nothing was removed"))),
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes the snapshot files (one already gone is fine).

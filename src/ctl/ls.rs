@@ -1,11 +1,10 @@
 //! `backupctl ls`: list the files of a snapshot.
 
 use super::snapshots::FilterArgs;
-use super::{util, Ctx};
+use super::{snapref, util, Ctx};
 use crate::engine::walk;
 use crate::error::{exit, Error, Result};
 use crate::repo::open::{open_repository, LockMode};
-use crate::repo::snapshot;
 use serde::Serialize;
 
 #[derive(clap::Args, Debug)]
@@ -34,10 +33,11 @@ struct Entry<'a> {
 pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let (spec, sub) = util::split_snapshot_path(&a.snapshot);
     let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
-    let snaps = repo.list_snapshots()?;
-    let (id, snap) = snapshot::find(&snaps, spec, &a.filter.filter())
-        .map_err(|e| Error::Input(format!("{e}\n  hint: `backupctl snapshots` lists them")))?
-        .clone();
+    let snaps = snapref::load(ctx, &repo)?;
+    let latest = snapref::Latest::Refuse {
+        hint: snapref::BY_ID,
+    };
+    let (id, snap) = snapref::find(&snaps, spec, &a.filter.filter(), latest)?.clone();
     repo.load_index()?;
     let sub = sub.unwrap_or("/");
     let start = walk::find_node(&repo, &snap.tree, sub)?

@@ -21,6 +21,7 @@ mod run;
 mod run_job;
 mod service;
 mod show;
+mod snapref;
 mod snapshots;
 mod stats;
 mod status;

@@ -1,6 +1,7 @@
 //! `backupctl restore`: restore a snapshot or a path in it into a directory, with a safety snapshot
 //! of whatever it would replace or delete.
 
+use super::snapref::{self, Latest};
 use super::snapshots::FilterArgs;
 use super::util::{self, human_bytes};
 use super::Ctx;
@@ -9,12 +10,15 @@ use crate::engine::restore::{self as engine, Overwrite, RestoreOptions, RestoreR
 use crate::error::{Error, Result};
 use crate::repo::id::Id;
 use crate::repo::open::{open_repository, LockMode};
-use crate::repo::snapshot::{self, Snapshot};
+use crate::repo::snapshot::Snapshot;
 use crate::repo::Repository;
 use std::path::{Path, PathBuf};
 
 /// The tag of the snapshots `restore` takes of the target before changing it.
 pub(crate) use crate::engine::restore::SAFETY_TAG as PRE_RESTORE_TAG;
+
+/// The way on when `latest` meets a damaged snapshot file.
+const NEWEST_VALID: &str = "`backupctl restore latest --newest-valid` restores the newest readable snapshot, or name one by its id (`backupctl snapshots` lists the readable ones)";
 
 /// How many skipped entries the text output lists (--json lists all).
 const SHOW_SKIPPED: usize = 20;
@@ -48,6 +52,10 @@ pub(crate) struct Args {
     /// delete.
     #[arg(long)]
     pub no_safety_snapshot: bool,
+    /// With `latest`: the newest snapshot that can be read, past damaged snapshot files (each
+    /// named in a warning). Without it, `latest` refuses while a snapshot file is damaged.
+    #[arg(long)]
+    pub newest_valid: bool,
     #[command(flatten)]
     pub filter: FilterArgs,
 }
@@ -100,10 +108,13 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
     }
     let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
-    let snaps = repo.list_snapshots()?;
-    let (id, snap) = snapshot::find(&snaps, spec, &a.filter.filter())
-        .map_err(|e| Error::Input(format!("{e}\n  hint: `backupctl snapshots` lists them")))?
-        .clone();
+    let snaps = snapref::load(ctx, &repo)?;
+    let latest = if a.newest_valid {
+        Latest::NewestValid
+    } else {
+        Latest::Refuse { hint: NEWEST_VALID }
+    };
+    let (id, snap) = snapref::find(&snaps, spec, &a.filter.filter(), latest)?.clone();
     repo.load_index()?;
     let opts = RestoreOptions {
         target: target.clone(),
@@ -125,7 +136,15 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     drop(progress);
     let code = report.exit_code();
     if ctx.global.json {
-        print_json(ctx, &report, &id, &target, safety.as_ref(), code);
+        let skipped: Vec<String> = snaps.damaged.iter().map(|d| d.id.to_hex()).collect();
+        print_json(
+            ctx,
+            &report,
+            (&id, &skipped),
+            &target,
+            safety.as_ref(),
+            code,
+        );
     } else {
         print_text(ctx, &id, sub, &target, &report);
     }
@@ -203,7 +222,7 @@ fn safety_snapshot(
 fn print_json(
     ctx: &Ctx,
     report: &RestoreReport,
-    id: &Id,
+    (id, damaged): (&Id, &[String]),
     target: &Path,
     safety: Option<&Safety>,
     code: i32,
@@ -214,6 +233,8 @@ fn print_json(
     o.insert("message_type".into(), "summary".into());
     o.insert("snapshot_id".into(), id.to_hex().into());
     o.insert("target".into(), target.display().to_string().into());
+    // The damaged snapshot files that were skipped (each named in a warning on stderr).
+    o.insert("damaged_snapshots".into(), damaged.into());
     o.insert(
         "safety_snapshot".into(),
         match safety {

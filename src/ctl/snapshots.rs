@@ -56,8 +56,9 @@ pub(crate) struct SnapshotJson<'a> {
 pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = open_unlocked(&ctx.repo_settings()?)?;
     let f = a.filter.filter();
-    let mut list: Vec<_> = repo
-        .list_snapshots()?
+    let all = super::snapref::load(ctx, &repo)?;
+    let mut list: Vec<_> = all
+        .readable
         .into_iter()
         .filter(|(_, s)| f.matches(s))
         .collect();

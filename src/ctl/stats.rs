@@ -3,9 +3,8 @@
 use super::snapshots::FilterArgs;
 use super::{util, Ctx};
 use crate::engine::stats::{self, Mode};
-use crate::error::{exit, Error, Result};
+use crate::error::{exit, Result};
 use crate::repo::open::{open_repository, LockMode};
-use crate::repo::snapshot;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -21,16 +20,17 @@ pub(crate) struct Args {
 pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let mode = Mode::parse(&a.mode)?;
     let (mut repo, _lock) = open_repository(&ctx.repo_settings()?, LockMode::Shared)?;
-    let all = repo.list_snapshots()?;
+    let all = super::snapref::load(ctx, &repo)?;
     let filter = a.filter.filter();
     let mut chosen = Vec::new();
     if a.snapshots.is_empty() {
-        chosen.extend(all.iter().filter(|(_, s)| filter.matches(s)));
+        chosen.extend(all.readable.iter().filter(|(_, s)| filter.matches(s)));
     } else {
         for spec in &a.snapshots {
-            let found = snapshot::find(&all, spec, &filter).map_err(|e| {
-                Error::Input(format!("{e}\n  hint: `backupctl snapshots` lists them"))
-            })?;
+            let latest = super::snapref::Latest::Refuse {
+                hint: super::snapref::BY_ID,
+            };
+            let found = super::snapref::find(&all, spec, &filter, latest)?;
             if !chosen.iter().any(|(id, _)| *id == found.0) {
                 chosen.push(found);
             }

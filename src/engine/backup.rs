@@ -1432,8 +1432,13 @@ pub fn backup_with(
 
     repo.load_index()?;
     let resumed = adopt_unindexed(repo, progress)?;
+    // A damaged snapshot file cannot be a parent; it does not stop the backup.
+    let snaps = repo.load_snapshots()?;
+    for d in &snaps.damaged {
+        tracing::warn!("{}", d.error());
+    }
     let parent = find_parent(
-        &repo.list_snapshots()?,
+        &snaps.readable,
         opts.parent,
         &hostname,
         &paths,

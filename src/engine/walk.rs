@@ -7,6 +7,12 @@ use crate::repo::tree::Node;
 use crate::repo::Repository;
 use std::collections::HashSet;
 
+/// Whether a node's name is one restore can create: not empty, `.` or `..`, without `/` or NUL
+/// (check reports every other name as invalid, so that it is never quieter than restore).
+pub fn valid_name(n: &str) -> bool {
+    !n.is_empty() && n != "." && n != ".." && !n.contains('/') && !n.contains('\0')
+}
+
 /// Joins a tree path and a node name with `/` (the root is "").
 pub fn join(parent: &str, name: &str) -> String {
     if parent.is_empty() {

@@ -1,6 +1,7 @@
 //! Key files (`keys/<id>`): a password, through scrypt, unlocks the repository's master key.
 
 use super::crypto::{Key, MasterKeyJson};
+use crate::error::Error;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chrono::{DateTime, FixedOffset, Local};
@@ -35,18 +36,33 @@ pub enum KeyFileError {
     Json(#[from] serde_json::Error),
     #[error("key file uses KDF {0:?}; only scrypt is supported")]
     Kdf(String),
-    #[error("key file has invalid scrypt parameters N={n} r={r} p={p}")]
+    #[error("key file has invalid scrypt parameters N={n} r={r} p={p} (N a power of two, 128·N·r at most 1 GiB, p at most 16)")]
     Params { n: u32, r: u32, p: u32 },
     #[error("key file field {0} is not valid base64")]
     Base64(&'static str),
-    #[error("the password does not open this key")]
+    #[error("its MAC does not match: the password is wrong or the key file is damaged")]
     WrongPassword,
     #[error("the master key in this key file is malformed")]
     BadMasterKey,
 }
 
+/// The most memory (128·N·r bytes) a key file may ask scrypt for: restic calibrates to at most
+/// 60 MiB, and a hostile key file must not make us allocate terabytes and abort.
+pub const MAX_SCRYPT_MEMORY: u64 = 1 << 30;
+/// The most parallelism (p, which multiplies the work) a key file may ask for.
+pub const MAX_SCRYPT_P: u32 = 16;
+
+/// Whether scrypt parameters are sane and within the memory and work limits (pure).
+fn params_ok(n: u32, r: u32, p: u32) -> bool {
+    n >= 2
+        && n.is_power_of_two()
+        && (1..=MAX_SCRYPT_P).contains(&p)
+        && r >= 1
+        && 128 * n as u64 * r as u64 <= MAX_SCRYPT_MEMORY
+}
+
 fn derive(password: &[u8], salt: &[u8], n: u32, r: u32, p: u32) -> Result<Key, KeyFileError> {
-    if n < 2 || !n.is_power_of_two() {
+    if !params_ok(n, r, p) {
         return Err(KeyFileError::Params { n, r, p });
     }
     let params = scrypt::Params::new(n.trailing_zeros() as u8, r, p, 64)
@@ -58,6 +74,50 @@ fn derive(password: &[u8], salt: &[u8], n: u32, r: u32, p: u32) -> Result<Key, K
         p,
     })?;
     Ok(Key::from_derived(&out))
+}
+
+/// How many key file names an error lists.
+const NAMES_SHOWN: usize = 5;
+
+/// The clause of the wrong-password error naming the key files tried: those whose MAC failed
+/// (wrong password, or damaged), then those damaged whatever the password.
+pub fn describe(mac_failed: &[String], damaged: &[String]) -> String {
+    let mut s = String::new();
+    if !mac_failed.is_empty() {
+        let shown: Vec<&str> = mac_failed
+            .iter()
+            .take(NAMES_SHOWN)
+            .map(|n| n.as_str())
+            .collect();
+        let more = mac_failed.len().saturating_sub(NAMES_SHOWN);
+        s.push_str(&format!(" (the MAC of {} does not match", shown.join(", ")));
+        if more > 0 {
+            s.push_str(&format!(" and of {more} more"));
+        }
+        s.push(')');
+    }
+    for d in damaged.iter().take(NAMES_SHOWN) {
+        s.push_str(&format!("\n  also damaged: {d}"));
+    }
+    s
+}
+
+/// The error when no key file opened: a wrong password (some MAC did not match) or, when every
+/// key file tried is damaged whatever the password, the damage. `failed`: (`keys/NAME`, why).
+pub fn none_opened(location: String, keys: usize, failed: Vec<(String, KeyFileError)>) -> Error {
+    let (mac, other): (Vec<_>, Vec<_>) = failed
+        .into_iter()
+        .partition(|(_, e)| matches!(e, KeyFileError::WrongPassword));
+    let damaged: Vec<String> = other.iter().map(|(n, e)| format!("{n}: {e}")).collect();
+    if mac.is_empty() && !damaged.is_empty() {
+        return Error::KeyFilesDamaged { location, damaged };
+    }
+    Error::WrongPassword {
+        location,
+        keys,
+        mac_failed: mac.into_iter().map(|(n, _)| n).collect(),
+        damaged,
+    }
 }
 
 impl KeyFile {
@@ -114,6 +174,46 @@ impl KeyFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrypt_parameters_are_bounded() {
+        assert!(params_ok(DEFAULT_N, DEFAULT_R, DEFAULT_P));
+        assert!(params_ok(1 << 20, 8, 1)); // 1 GiB
+        assert!(!params_ok(1 << 21, 8, 1));
+        assert!(!params_ok(1 << 31, 8, 1));
+        assert!(!params_ok(3, 8, 1));
+        assert!(!params_ok(1024, 8, 0));
+        assert!(!params_ok(1024, 8, 17));
+        assert!(!params_ok(1024, 0, 1));
+    }
+
+    #[test]
+    fn no_key_opened_is_damage_only_when_no_mac_failed() {
+        let e = none_opened(
+            "r".into(),
+            1,
+            vec![("keys/ab".into(), KeyFileError::Base64("salt"))],
+        );
+        assert!(matches!(e, Error::KeyFilesDamaged { .. }), "{e}");
+        assert!(
+            e.to_string().contains("keys/ab: key file field salt"),
+            "{e}"
+        );
+        let e = none_opened(
+            "r".into(),
+            2,
+            vec![
+                ("keys/ab".into(), KeyFileError::WrongPassword),
+                ("keys/cd".into(), KeyFileError::Base64("data")),
+            ],
+        );
+        assert!(matches!(e, Error::WrongPassword { .. }), "{e}");
+        let m = e.to_string();
+        assert!(
+            m.contains("MAC of keys/ab does not match") && m.contains("also damaged: keys/cd"),
+            "{m}"
+        );
+    }
 
     #[test]
     fn create_open_and_wrong_password() {

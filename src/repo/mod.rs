@@ -19,6 +19,9 @@ pub mod sftp;
 pub mod snapshot;
 pub mod tree;
 
+#[cfg(test)]
+mod fuzz;
+
 use crate::error::{Error, Result};
 use backend::{Backend, FileType};
 use config::RepoConfig;
@@ -38,6 +41,31 @@ pub const PROGRAM_VERSION: &str = concat!("backupd ", env!("CARGO_PKG_VERSION"))
 
 /// How many key files to try a password against (restic tries 20, too).
 const MAX_KEYS_TRIED: usize = 20;
+
+/// The snapshots of a repository: those that can be read (oldest first) and the damaged files.
+#[derive(Debug, Default)]
+pub struct Snapshots {
+    pub readable: Vec<(Id, Snapshot)>,
+    pub damaged: Vec<DamagedSnapshot>,
+}
+
+/// A snapshot file whose content does not verify, decrypt or parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedSnapshot {
+    pub id: Id,
+    /// What is wrong with it.
+    pub detail: String,
+}
+
+impl DamagedSnapshot {
+    /// The error of a command that needs this snapshot (or every snapshot).
+    pub fn error(&self) -> Error {
+        Error::SnapshotDamaged {
+            id: self.id.to_hex(),
+            detail: self.detail.clone(),
+        }
+    }
+}
 
 /// An open repository: its storage, master key and config, and (once loaded) its index.
 pub struct Repository {
@@ -136,21 +164,20 @@ impl Repository {
         };
         let keys = be.list(FileType::Key)?;
         let mut key = None;
+        let mut failed = Vec::new();
         for (name, _) in keys.iter().take(MAX_KEYS_TRIED) {
             let bytes = be.load(FileType::Key, name)?;
-            let kf = match KeyFile::parse(&bytes) {
-                Ok(kf) => kf,
-                Err(_) => continue,
-            };
-            if let Ok(k) = kf.open(password) {
-                key = Some(k);
-                break;
+            match KeyFile::parse(&bytes).and_then(|kf| kf.open(password)) {
+                Ok(k) => {
+                    key = Some(k);
+                    break;
+                }
+                Err(e) => failed.push((format!("keys/{name}"), e)),
             }
         }
-        let key = key.ok_or(Error::WrongPassword {
-            location: location.clone(),
-            keys: keys.len(),
-        })?;
+        let Some(key) = key else {
+            return Err(keyfile::none_opened(location, keys.len(), failed));
+        };
         let plain = key
             .open(&cfg_bytes)
             .map_err(|e| Error::damaged(format!("the config file of {location}"), e))?;
@@ -273,19 +300,34 @@ impl Repository {
         &mut self.index
     }
 
-    /// All snapshots, oldest first. A snapshot file that cannot be read is an error.
-    pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
-        let mut out = Vec::new();
+    /// All snapshots, oldest first, and the snapshot files that are damaged (their content does
+    /// not verify, decrypt or parse). A file that cannot be read at all is an error.
+    pub fn load_snapshots(&self) -> Result<Snapshots> {
+        let mut out = Snapshots::default();
         for id in self.list_ids(FileType::Snapshot)? {
             match self.load_unpacked::<Snapshot>(FileType::Snapshot, &id) {
-                Ok(s) => out.push((id, s)),
+                Ok(s) => out.readable.push((id, s)),
                 // Removed by a concurrent forget between list and load.
                 Err(Error::Backend(e)) if e.is_not_found() => continue,
+                Err(Error::Damaged { detail, .. }) => {
+                    out.damaged.push(DamagedSnapshot { id, detail });
+                }
                 Err(e) => return Err(e),
             }
         }
-        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        out.readable
+            .sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok(out)
+    }
+
+    /// All snapshots, oldest first. A damaged snapshot file is an error (for operations that
+    /// must know every snapshot, such as prune).
+    pub fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let all = self.load_snapshots()?;
+        match all.damaged.first() {
+            Some(d) => Err(d.error()),
+            None => Ok(all.readable),
+        }
     }
 
     /// Reads one blob through the index, verifying its hash.

@@ -111,12 +111,10 @@ pub fn open_blob(key: &Key, blob: &PackedBlob, sealed: &[u8]) -> Result<Vec<u8>,
         .open(sealed)
         .map_err(|err| PackError::BlobCrypto { id: blob.id, err })?;
     let plain = match blob.uncompressed_length {
-        Some(n) => {
-            zstd::bulk::decompress(&plain, n as usize).map_err(|e| PackError::Decompress {
-                id: blob.id,
-                msg: e.to_string(),
-            })?
-        }
+        Some(n) => decompress(&plain, n).map_err(|e| PackError::Decompress {
+            id: blob.id,
+            msg: e.to_string(),
+        })?,
         None => plain,
     };
     let actual = Id::hash(&plain);
@@ -135,6 +133,17 @@ pub fn open_blob(key: &Key, blob: &PackedBlob, sealed: &[u8]) -> Result<Vec<u8>,
         }
     }
     Ok(plain)
+}
+
+/// Decompresses at most `n + 1` bytes (one more shows a wrong length). Memory grows with what
+/// the data really holds, not with the length a header or index claims (up to 4 GiB each).
+fn decompress(compressed: &[u8], n: u32) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity((n as usize).min(1 << 23));
+    zstd::stream::read::Decoder::new(compressed)?
+        .take(n as u64 + 1)
+        .read_to_end(&mut out)?;
+    Ok(out)
 }
 
 const ENTRY_PLAIN: usize = 1 + 4 + 32;

@@ -53,6 +53,18 @@ pub(super) fn content_length(blobs: &[Option<u64>]) -> Option<u64> {
 /// What is wrong with `node` of tree `tree`, if anything; `content_len` is the length of a
 /// file's content when every blob of it is found.
 pub(super) fn node_problem(tree: Id, node: &Node, content_len: Option<u64>) -> Option<Finding> {
+    if !crate::engine::walk::valid_name(&node.name) {
+        return Some(Finding::new(
+            IssueKind::NodeInvalid,
+            format!(
+                "entry {:?} in tree {} has a name restore refuses (empty, `.`, `..`, or with `/` or NUL)",
+                node.name,
+                tree.short()
+            ),
+            "the snapshot was written by a faulty or hostile program; restore skips that entry: \
+             back up what it should hold again",
+        ));
+    }
     if node.is_dir() {
         if node.subtree.is_some() {
             return None;
@@ -177,6 +189,21 @@ mod tests {
             None,
             "nothing to check in a symlink"
         );
+    }
+
+    #[test]
+    fn a_name_restore_refuses_is_a_problem() {
+        let t = Id::hash(b"tree");
+        for name in ["../x", "/abs", "a/b", ".", "..", "", "nul\0"] {
+            let mut f = file(0, Some(vec![]));
+            f.name = name.into();
+            let p = node_problem(t, &f, Some(0)).unwrap_or_else(|| panic!("{name:?}"));
+            assert_eq!(p.kind, IssueKind::NodeInvalid, "{name:?}");
+            assert!(p.message.contains(&format!("{name:?}")), "{}", p.message);
+        }
+        let mut f = file(0, Some(vec![]));
+        f.name = "ok name".into();
+        assert_eq!(node_problem(t, &f, Some(0)), None);
     }
 
     #[test]

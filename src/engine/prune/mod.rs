@@ -192,6 +192,11 @@ fn refuse(what: String, e: Error) -> Error {
             what: w,
             detail: format!("{detail} (while reading {what})\n  {REFUSE}"),
         },
+        // It may hold the only reference to blobs prune would delete: the hint removes it first.
+        Error::SnapshotDamaged { id, detail } => Error::SnapshotDamaged {
+            id,
+            detail: format!("{detail}\n  {REFUSE}"),
+        },
         Error::Backend(be) if be.is_not_found() => Error::Damaged {
             what,
             detail: format!("{be}\n  {REFUSE}"),

@@ -275,9 +275,7 @@ struct Item {
 }
 
 /// A node name that can be used as one path component without leaving its directory.
-fn valid_name(n: &str) -> bool {
-    !n.is_empty() && n != "." && n != ".." && !n.contains('/') && !n.contains('\0')
-}
+use super::walk::valid_name;
 
 struct Selector {
     include: Option<GlobSet>,

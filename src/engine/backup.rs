@@ -1814,6 +1814,46 @@ fn snapshot_tags(tags: &[String], job: Option<&str>, partial: bool) -> Vec<Strin
 mod tests {
     use super::*;
 
+    /// A backup of `mib` MiB of incompressible data into a new local repository with the given
+    /// index interval; returns the number of index files and of packs.
+    fn back_up_with_index_every(mib: usize, every: std::time::Duration) -> (usize, usize) {
+        use crate::repo::backend::LocalBackend;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        let mut data = vec![0u8; mib << 20];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut data[..]);
+        fs::write(src.join("big"), &data).unwrap();
+        let be = std::sync::Arc::new(LocalBackend::new(dir.path().join("repo")));
+        let mut repo = Repository::init_with_kdf(be, b"pw", 1024, 8, 1).unwrap();
+        let opts = BackupOptions {
+            paths: vec![src],
+            index_every: every,
+            ..BackupOptions::default()
+        };
+        let cancel = CancelToken::new();
+        backup(&mut repo, &opts, &crate::cancel::NoProgress, &cancel).unwrap();
+        let indexes = repo.list_ids(FileType::Index).unwrap().len();
+        let packs = repo.list_ids(FileType::Pack).unwrap().len();
+        repo.load_index().unwrap();
+        assert_eq!(
+            repo.index().pack_ids().len(),
+            packs,
+            "every pack is indexed"
+        );
+        (indexes, packs)
+    }
+
+    #[test]
+    fn a_long_backup_writes_its_index_as_it_goes() {
+        let (indexes, packs) = back_up_with_index_every(40, std::time::Duration::ZERO);
+        assert!(packs >= 3, "{packs} packs");
+        // One index file a pack uploaded (the last, partly filled packs included).
+        assert_eq!(indexes, packs);
+        let (indexes, _) = back_up_with_index_every(40, INDEX_EVERY);
+        assert_eq!(indexes, 1);
+    }
+
     fn pb(v: &[&str]) -> Vec<PathBuf> {
         v.iter().map(PathBuf::from).collect()
     }

@@ -838,3 +838,31 @@ fn a_killed_backup_resumes_from_the_packs_it_left() {
     let restored = restic_restore(&env, "latest", &env.path("out"), &src);
     assert_eq!(manifest(&restored), manifest(&src));
 }
+
+/// The temp files a killed writer leaves (`data/XX/.ID.tmp-*`, `locks/.ID.tmp-*`) are removed
+/// by `unlock` once they are an hour old; a fresh one (perhaps a live writer's) stays.
+#[test]
+fn unlock_removes_the_temp_files_of_crashed_runs_once_they_are_old() {
+    let env = Env::new();
+    init(&env);
+    let old = [
+        env.repo.join("data/ab/.abcd.tmp-0000000000000001"),
+        env.repo.join("locks/.ef01.tmp-0000000000000002"),
+    ];
+    let fresh = env.repo.join("data/ab/.abce.tmp-0000000000000003");
+    fs::create_dir_all(env.repo.join("data/ab")).unwrap();
+    for p in old.iter().chain([&fresh]) {
+        fs::write(p, b"half a pack").unwrap();
+    }
+    for p in &old {
+        let f = fs::File::options().write(true).open(p).unwrap();
+        f.set_modified(std::time::SystemTime::now() - Duration::from_secs(7200))
+            .unwrap();
+    }
+    let j = env.ctl_json(&["unlock"]);
+    assert_eq!(j["temp_files_removed"], 2, "{j}");
+    for p in &old {
+        assert!(!p.exists(), "{} is still there", p.display());
+    }
+    assert!(fresh.exists(), "a fresh temp file was removed");
+}

@@ -41,6 +41,12 @@ mod plan;
 pub use execute::execute;
 pub use plan::{plan, PrunePlan};
 
+/// Removes the temp files of crashed writers older than [`TEMP_MAX_AGE`] from a local
+/// repository (`unlock` does this too, without a prune); returns how many went.
+pub fn remove_stale_temp_files(repo: &Repository, progress: &dyn Progress) -> usize {
+    cleanup::remove_stale_temps(&cleanup::stale_temps(repo), progress)
+}
+
 use crate::cancel::{CancelToken, Progress};
 use crate::error::{Error, Result};
 use crate::repo::id::Id;

@@ -46,7 +46,9 @@ echo "uninterrupted: ${full}s, packs ${one} bytes"
 ctl "$WORK/resumed" init >/dev/null
 kill_after=$(echo "$full * $FRAC" | bc)
 for try in $(seq 1 "$TRIES"); do
-    ctl "$WORK/resumed" --json backup "$WORK/data" >"$WORK/try.json" 2>"$WORK/try.err" &
+    # The binary itself in the background (not the shell function, whose subshell kill -9 would hit).
+    "$BACKUPCTL" -r "$WORK/resumed" --password-file "$WORK/pw" --no-progress --json \
+        backup "$WORK/data" >"$WORK/try.json" 2>"$WORK/try.err" &
     pid=$!
     ( sleep "$kill_after"; kill -9 "$pid" 2>/dev/null ) &
     killer=$!

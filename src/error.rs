@@ -42,6 +42,8 @@ pub mod exit {
     /// The repository's remote storage is full: an S3 bucket's quota, a REST server's or Google
     /// Drive's storage limit refused an upload. Nothing of the failed run is visible.
     pub const STORAGE_FULL: i32 = 16;
+    /// `backupctl manifest`: the snapshot has no manifest (it was made without `manifest`).
+    pub const NO_MANIFEST: i32 = 17;
     /// Interrupted by a signal (SIGINT or SIGTERM).
     pub const INTERRUPTED: i32 = 130;
     /// Standard output was closed by its reader (`backupctl ls | head`): backupctl stops quietly,
@@ -54,7 +56,7 @@ pub enum Error {
     #[error("there is no repository at {location}: {detail}\n  hint: check the path, or create a repository there with `backupctl -r {location} init`")]
     NoRepository { location: String, detail: String },
 
-    #[error("wrong password for the repository at {location}, or its key file is damaged: it opens none of the {keys} key file(s){named}\n  hint: check --password-file, BACKUPD_PASSWORD_FILE or BACKUPD_PASSWORD_COMMAND; if the password is right, the key file named is damaged: open the repository with the password of another key, or put back a copy of that file", named = crate::repo::keyfile::describe(.mac_failed, .damaged))]
+    #[error("wrong password for the repository at {location}, or its key file is damaged: it opens none of the {keys} key file(s){named}\n  hint: check --password-file, BACKUPD_PASSWORD_FILE or BACKUPD_PASSWORD_COMMAND; if the password is right, the key file named is damaged: open the repository with the password of another key, or put back a copy of that file", named = describe_key_files(.mac_failed, .damaged))]
     WrongPassword {
         location: String,
         keys: usize,
@@ -87,6 +89,14 @@ pub enum Error {
     #[error("{what} is damaged: {detail}\n  hint: run `backupctl check --read-data` to see everything it affects")]
     Damaged { what: String, detail: String },
 
+    #[error("the snapshot's tree is deeper than {max} levels at {path}: no program writes a directory chain that deep (it could not be restored: Linux's paths end at 4,096 bytes), so the repository was written by a buggy or hostile writer; nothing was done below that level\n  hint: `backupctl check` names the snapshots that hold it; `backupctl forget` them")]
+    TreeTooDeep {
+        /// The limit, `repo::tree::MAX_TREE_DEPTH`.
+        max: usize,
+        /// The path where the limit was reached (its first 100 characters, then `...`).
+        path: String,
+    },
+
     #[error("the snapshot file snapshots/{id} is damaged: {detail}\n  hint: `backupctl forget {id}` removes it (the data it alone used goes at the next `backupctl prune`); `backupctl check` reports what else is damaged")]
     SnapshotDamaged { id: String, detail: String },
 
@@ -103,6 +113,14 @@ pub enum Error {
 
     #[error("backupd is not running: nothing answers on its control socket {socket} ({detail})\n  hint: start it (`backupd`, or the service), point at its socket with --socket or --config, or run a job in the foreground with `backupctl run-job JOB --config FILE`")]
     NoDaemon { socket: String, detail: String },
+
+    #[error("snapshot {snapshot} has no manifest: {path} is not in its tree, so it was made without one\n  hint: set `manifest = true` in the job (or run `backupctl backup --manifest`): the snapshots made from then on carry one")]
+    NoManifest {
+        /// The snapshot's short id.
+        snapshot: String,
+        /// Where the manifest would be (`repo::manifest::PATH`).
+        path: &'static str,
+    },
 
     #[error("interrupted: stopped at a safe point; the repository holds every snapshot committed before")]
     Interrupted,
@@ -132,10 +150,12 @@ impl Error {
             Error::Locked { .. } => exit::LOCKED,
             Error::Damaged { .. }
             | Error::SnapshotDamaged { .. }
-            | Error::KeyFilesDamaged { .. } => exit::DAMAGED,
+            | Error::KeyFilesDamaged { .. }
+            | Error::TreeTooDeep { .. } => exit::DAMAGED,
             Error::Source { .. } => exit::SOURCE_FAILED,
             Error::Interrupted => exit::INTERRUPTED,
             Error::NoDaemon { .. } => exit::NO_DAEMON,
+            Error::NoManifest { .. } => exit::NO_MANIFEST,
             Error::Backend(e) => match crate::repo::http::remote_class(e) {
                 Some(RemoteClass::Denied) | Some(RemoteClass::AppendOnly) => exit::ACCESS_DENIED,
                 Some(RemoteClass::Unreachable) | Some(RemoteClass::Tls) => exit::UNREACHABLE,
@@ -194,7 +214,33 @@ fn storage_hint(e: &BackendError) -> &'static str {
     ""
 }
 
-const UNREACHABLE_HINT: &str = "\n  hint: the storage server could not be reached, or dropped the connection, on every attempt: check that it is running and reachable from here (host, port, network, firewall), or use another endpoint of the same cluster, then run the command again; a backup that failed this way committed no snapshot (the packs it uploaded stay unreferenced until `prune`)";
+const UNREACHABLE_HINT: &str = "\n  hint: the storage server could not be reached, or dropped the connection, on every attempt: check that it is running and reachable from here (host, port, network, firewall), or use another endpoint of the same cluster, then run the command again; a backup that failed this way committed no snapshot (the next backup adopts and reuses the packs it uploaded; `prune` removes those no snapshot needs)";
+
+/// How many key file names an error lists.
+const NAMES_SHOWN: usize = 5;
+
+/// The clause of the wrong-password error naming the key files tried: those whose MAC failed
+/// (wrong password, or damaged), then those damaged whatever the password.
+fn describe_key_files(mac_failed: &[String], damaged: &[String]) -> String {
+    let mut s = String::new();
+    if !mac_failed.is_empty() {
+        let shown: Vec<&str> = mac_failed
+            .iter()
+            .take(NAMES_SHOWN)
+            .map(|n| n.as_str())
+            .collect();
+        let more = mac_failed.len().saturating_sub(NAMES_SHOWN);
+        s.push_str(&format!(" (the MAC of {} does not match", shown.join(", ")));
+        if more > 0 {
+            s.push_str(&format!(" and of {more} more"));
+        }
+        s.push(')');
+    }
+    for d in damaged.iter().take(NAMES_SHOWN) {
+        s.push_str(&format!("\n  also damaged: {d}"));
+    }
+    s
+}
 
 #[cfg(test)]
 mod tests {

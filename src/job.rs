@@ -3,7 +3,8 @@
 //! A run: before-hooks → SQLite captures (retried while busy; waits reported) → the repository
 //! opened and locked (shared) → command sources started → `backup_with` → the job's retention
 //! (forget its snapshots it does not keep, prune if asked; exclusive lock) → after_success or
-//! after_failure hooks → always-hooks.
+//! after_failure hooks → always-hooks. With `verify_after`, the packs the backup wrote are read
+//! back from the storage before the run can succeed.
 //!
 //! Outcomes:
 //! - `success`: a snapshot was saved and every hook succeeded.
@@ -16,12 +17,19 @@
 //!   since the backup itself succeeded).
 //!
 //! Always-hooks run at the end of every run, whatever happened. Nothing here knows the CLI.
+//!
+//! A destination job (`app@offsite`, see `config::destinations`) runs [`copy`] instead: no
+//! hooks, no sources; it copies the job's snapshots its repository is missing.
+
+mod copy;
 
 use crate::cancel::{CancelToken, Progress};
-use crate::config::{Config, JobConfig, RepositoryConfig, RetentionConfig};
+use crate::config::{Config, JobConfig, RepositoryConfig, RetentionConfig, SizeLimitPolicy};
 use crate::engine::backup::{absolute, backup_with, BackupOptions, BackupResult};
+use crate::engine::check::{read_back, ReadBack, VerifyAfter};
 use crate::engine::exclude::ExcludeOptions;
 use crate::engine::forget::{self, GroupBy};
+use crate::engine::measure::source_bytes;
 use crate::engine::prune::{self, PruneOptions};
 use crate::error::{exit, Error, Result};
 use crate::record::Outcome;
@@ -65,6 +73,11 @@ pub(crate) struct JobReport {
     pub sources: Vec<SourceReport>,
     /// What the job's retention removed after the backup (when it has one).
     pub retention: Option<RetentionReport>,
+    /// What reading back the run's new packs found and cost (`verify_after`; none when off).
+    pub verify_after: Option<ReadBack>,
+    /// A destination job's copies (none for a backup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copied: Option<copy::CopiedReport>,
 }
 
 /// The job's retention, applied after a successful backup.
@@ -76,6 +89,11 @@ pub(crate) struct RetentionReport {
     pub removed: Vec<String>,
     /// What prune did, when the retention prunes.
     pub prune: Option<crate::engine::prune::PruneReport>,
+    /// Why the retention was not applied this run (the repository was locked, e.g. by a copy
+    /// to another destination reading it): the next run applies it. Forgetting later never
+    /// loses data, so this does not fail the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postponed: Option<String>,
 }
 
 /// A new run id: the job, the local time and a random suffix (`app-20240101T020000-3f9a`).
@@ -108,7 +126,19 @@ impl JobReport {
             warnings: Vec::new(),
             sources: Vec::new(),
             retention: None,
+            verify_after: None,
+            copied: None,
         }
+    }
+
+    /// Records a destination job's copies: a success, its snapshot the newest copy.
+    fn record_copies(&mut self, c: copy::CopiedReport) {
+        if let Some((_, newest)) = c.copied.last() {
+            self.snapshot_id = Some(newest.clone());
+        }
+        self.outcome = Outcome::Success;
+        self.exit_code = exit::OK;
+        self.copied = Some(c);
     }
 
     /// The first 8 characters of the snapshot's id ("" without a snapshot).
@@ -140,6 +170,21 @@ impl JobReport {
                 r.warnings.first().map(String::as_str).unwrap_or("")
             ),
             code: exit::PARTIAL,
+        })
+    }
+
+    /// After a saved snapshot: the run fails when reading back its new packs found damage.
+    fn judge_read_back(&self) -> Option<Failure> {
+        let rb = self.verify_after.as_ref()?;
+        let first = rb.damaged.first()?;
+        Some(Failure {
+            message: format!(
+                "snapshot {} was saved, but reading back the {} pack(s) it wrote found {} damaged: {first}\n  hint: the storage lost or changed data after it was written; run `backupctl check --read-data` on the repository, and check the storage before trusting it",
+                self.short_snapshot(),
+                rb.packs_read,
+                rb.damaged.len(),
+            ),
+            code: exit::DAMAGED,
         })
     }
 
@@ -196,12 +241,19 @@ pub(crate) fn run_job(
         Err(e) => return rep.finish(Some(Failure::of(&e)), t0),
     };
     let repo_cfg = cfg.repository_of(job);
-    rep.repository = repo_cfg.path.clone();
+    rep.repository = repo_cfg.path.shown();
+    if let Some(d) = &job.destination_of {
+        let failure = copy::run(cfg, job_name, job, d, &mut rep, progress, cancel);
+        return rep.finish(failure, t0);
+    }
     let hooks = job.hooks.hooks();
     let mut env = HookEnv {
         job: job_name.to_string(),
         run_id: run_id.to_string(),
-        repository: repo_cfg.path.clone(),
+        repository: match job.hooks.pass_repository_credentials {
+            true => repo_cfg.path.expose().to_string(),
+            false => repo_cfg.path.shown(),
+        },
         ..Default::default()
     };
     let mut failure = match run_hooks(
@@ -216,7 +268,8 @@ pub(crate) fn run_job(
             Err(e) => Some(Failure::of(&e)),
             Ok(r) => {
                 env.snapshot_id = Some(r.snapshot_id.to_hex());
-                rep.record_backup(&r, job.allow_partial)
+                let f = rep.record_backup(&r, job.allow_partial);
+                f.or_else(|| rep.judge_read_back())
             }
         },
     };
@@ -288,7 +341,19 @@ fn apply_retention(
     progress: &dyn Progress,
     cancel: &CancelToken,
 ) -> Result<RetentionReport> {
-    let (mut repo, _lock) = open_repository(&repo_cfg.settings()?, LockMode::Exclusive)?;
+    let (mut repo, _lock) = match open_repository(&repo_cfg.settings()?, LockMode::Exclusive) {
+        Err(e @ Error::Locked { .. }) => {
+            let why = format!("{e}; the next run applies the retention");
+            tracing::warn!("retention of job {job_name} postponed: {why}");
+            return Ok(RetentionReport {
+                kept: 0,
+                removed: Vec::new(),
+                prune: None,
+                postponed: Some(why),
+            });
+        }
+        r => r?,
+    };
     repo.backend().check_deletable()?;
     let tag = format!("job:{job_name}");
     // Retention judges the snapshots it can read; a damaged file stays (and is named) until
@@ -334,6 +399,7 @@ fn apply_retention(
         kept,
         removed,
         prune,
+        postponed: None,
     })
 }
 
@@ -349,8 +415,11 @@ fn backup_options(job_name: &str, job: &JobConfig) -> BackupOptions {
             exclude_files: Vec::new(),
             exclude_caches: job.exclude_caches,
             exact: Vec::new(),
+            if_present: job.exclude_if_present.clone(),
+            larger_than: job.exclude_larger_than,
         },
         one_file_system: job.one_file_system,
+        manifest: job.manifest,
         locked_files: LockedFiles {
             action: job.locked_files.action,
             retry: job.retry.policy(job.locked_files.wait),
@@ -402,10 +471,20 @@ fn backup_job(
     let mut on_wait = |w: &Waiting| progress.note(&w.message());
     let prepared = prepare(&source_specs(job)?, cancel, &mut on_wait, &mut rep.sources)?;
     opts.excludes.exact.extend(prepared.excludes());
+    check_source_size(job_name, job, &opts, &prepared, progress, cancel)?;
     let (mut repo, _lock) = open_repository(&repo_cfg.settings()?, LockMode::Shared)?;
+    check_added_size(job_name, job, &mut repo, &opts, &prepared, progress, cancel)?;
     // Commands last: they start producing as soon as they run, and the backup reads them.
     let extras = prepared.start(cancel, &mut rep.sources)?;
     let mut r = backup_with(&mut repo, &opts, extras, progress, cancel);
+    if let (Ok(saved), how) = (&r, job.verify_after) {
+        if how != VerifyAfter::Off {
+            progress.phase("verify_after", None);
+            let rb = read_back_report(&repo, &saved.written, how, cancel);
+            progress.note(&rb.describe());
+            rep.verify_after = Some(rb);
+        }
+    }
     if r.is_err() && cancel.is_cancelled() {
         r = Err(Error::Interrupted);
     }
@@ -414,6 +493,115 @@ fn backup_job(
     }
     drop(prepared);
     r
+}
+
+/// With `max_source_size`: measures what the run would read (its files and database copies)
+/// before anything is written; over the limit, fails or warns by the job's policy.
+fn check_source_size(
+    job_name: &str,
+    job: &JobConfig,
+    opts: &BackupOptions,
+    prepared: &crate::sources::prepare::Prepared,
+    progress: &dyn Progress,
+    cancel: &CancelToken,
+) -> Result<()> {
+    let Some(limit) = job.max_source_size else {
+        return Ok(());
+    };
+    let files = source_bytes(&opts.paths, &opts.excludes, opts.one_file_system, cancel)?;
+    let databases: u64 = prepared.databases().iter().map(|c| c.bytes).sum();
+    let Some(over) = over_size_limit(files, databases, limit) else {
+        return Ok(());
+    };
+    size_limit_verdict(job_name, job, over, "max_source_size", progress)
+}
+
+/// With `max_added_size`: a dry run of the backup (files and database copies, not the
+/// commands) finds what the run would add; over the limit, fails or warns by the job's policy.
+fn check_added_size(
+    job_name: &str,
+    job: &JobConfig,
+    repo: &mut crate::repo::Repository,
+    opts: &BackupOptions,
+    prepared: &crate::sources::prepare::Prepared,
+    progress: &dyn Progress,
+    cancel: &CancelToken,
+) -> Result<()> {
+    let Some(limit) = job.max_added_size else {
+        return Ok(());
+    };
+    progress.phase("measure", None);
+    let dry = BackupOptions {
+        dry_run: true,
+        ..opts.clone()
+    };
+    let quiet = crate::cancel::NoProgress;
+    let r = backup_with(repo, &dry, prepared.database_extras(), &quiet, cancel)?;
+    let added = r.summary().data_added;
+    if added <= limit {
+        return Ok(());
+    }
+    let hb = crate::size::human_bytes;
+    let over = format!(
+        "the run would add {} of new data (before compression), over max_added_size {}",
+        hb(added),
+        hb(limit)
+    );
+    size_limit_verdict(job_name, job, over, "max_added_size", progress)
+}
+
+/// A run over one of its size limits (`key`): an error, or with `on_size_limit = "warn"` a
+/// warning note.
+fn size_limit_verdict(
+    job_name: &str,
+    job: &JobConfig,
+    over: String,
+    key: &str,
+    progress: &dyn Progress,
+) -> Result<()> {
+    match job.on_size_limit {
+        SizeLimitPolicy::Warn => {
+            progress.note(&format!(
+                "warning: {over}; backing up anyway (on_size_limit = \"warn\")"
+            ));
+            Ok(())
+        }
+        SizeLimitPolicy::Fail => Err(Error::Source {
+            what: format!("the sources of job {job_name}"),
+            message: format!("{over}; nothing was written\n  hint: leave out what need not be kept (exclude), raise {key}, or set on_size_limit = \"warn\" to back up anyway"),
+        }),
+    }
+}
+
+/// The message when `files` + `databases` bytes are over `limit`.
+fn over_size_limit(files: u64, databases: u64, limit: u64) -> Option<String> {
+    let total = files + databases;
+    (total > limit).then(|| {
+        let hb = crate::size::human_bytes;
+        let parts = match databases {
+            0 => "of files".to_string(),
+            d => format!("({} of files, {} of database copies)", hb(files), hb(d)),
+        };
+        format!(
+            "the run would read {} {parts}, over max_source_size {}",
+            hb(total),
+            hb(limit)
+        )
+    })
+}
+
+/// Reads back the run's new packs; a read-back that cannot run is reported as its damage.
+fn read_back_report(
+    repo: &crate::repo::Repository,
+    packs: &[crate::repo::index::IndexPack],
+    how: VerifyAfter,
+    cancel: &CancelToken,
+) -> ReadBack {
+    read_back(repo, packs, how, cancel).unwrap_or_else(|e| ReadBack {
+        packs_written: packs.len(),
+        damaged: vec![format!("the read-back could not run: {e}")],
+        ..ReadBack::default()
+    })
 }
 
 #[cfg(test)]
@@ -444,7 +632,34 @@ mod tests {
             parent: Some(Id([2; 32])),
             warnings: warnings.iter().map(|w| w.to_string()).collect(),
             resumed: Default::default(),
+            written: Vec::new(),
+            dry_run: false,
+            skipped: false,
         }
+    }
+
+    #[test]
+    fn a_jobs_manifest_option_reaches_the_backup_and_is_off_by_default() {
+        let text = |extra: &str| {
+            format!("[repositories.r]\npath = \"/r\"\npassword_file = \"/p\"\n[jobs.j]\nrepository = \"r\"\npaths = [\"/x\"]\n{extra}")
+        };
+        let on = Config::parse(&text("manifest = true\n"), std::path::Path::new("t.toml")).unwrap();
+        assert!(backup_options("j", on.job("j").unwrap()).manifest);
+        let off = Config::parse(&text(""), std::path::Path::new("t.toml")).unwrap();
+        assert!(!backup_options("j", off.job("j").unwrap()).manifest);
+    }
+
+    #[test]
+    fn the_size_limit_message_gives_the_sizes_and_the_limit() {
+        assert_eq!(over_size_limit(10, 10, 20), None);
+        assert_eq!(
+            over_size_limit(3 << 20, 0, 2 << 20).unwrap(),
+            "the run would read 3.00 MiB of files, over max_source_size 2.00 MiB"
+        );
+        assert_eq!(
+            over_size_limit(1 << 20, 2 << 20, 2 << 20).unwrap(),
+            "the run would read 3.00 MiB (1.00 MiB of files, 2.00 MiB of database copies), over max_source_size 2.00 MiB"
+        );
     }
 
     #[test]

@@ -186,7 +186,7 @@ pub struct JobStatus {
     /// The cron expression, or None for a job that only runs when asked.
     pub schedule: Option<String>,
     pub timezone: Option<String>,
-    /// idle, queued, running, or retry-pending.
+    /// idle, queued, running, retry-pending, or refused (its state file is a newer backupd's).
     pub state: String,
     pub running: Option<RunningInfo>,
     pub last_run: Option<RunRecord>,
@@ -203,6 +203,9 @@ pub struct JobStatus {
     /// The newest notification deliveries (a failed one stays visible here).
     #[serde(default)]
     pub notifications: Vec<DeliveryInfo>,
+    /// What was wrong with the job's state file and what was done about it.
+    #[serde(default)]
+    pub state_problem: Option<String>,
 }
 
 /// One notification sent (or not) on one channel.

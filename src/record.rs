@@ -117,6 +117,9 @@ pub struct RunRecord {
     pub data_added: Option<u64>,
     pub bytes_processed: Option<u64>,
     pub warnings: usize,
+    /// A destination job's run: how many snapshots it copied (`data_added` is the bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied: Option<usize>,
 }
 
 impl RunRecord {
@@ -148,6 +151,7 @@ impl RunRecord {
             data_added: None,
             bytes_processed: None,
             warnings: 0,
+            copied: None,
         }
     }
 }

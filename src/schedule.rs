@@ -814,6 +814,13 @@ pub enum RunReason {
         #[serde(default)]
         retry: bool,
     },
+    /// A destination job's run (`app@offsite`): a run of its job saved a snapshot to copy.
+    AfterBackup {
+        /// The job that backed up.
+        job: String,
+        /// Its run.
+        run_id: String,
+    },
 }
 
 impl RunReason {
@@ -842,6 +849,7 @@ impl RunReason {
             },
             RunReason::Manual { retry: false } => "manual".to_string(),
             RunReason::Manual { retry: true } => "manual, retried on failure".to_string(),
+            RunReason::AfterBackup { job, run_id } => format!("after run {run_id} of job {job}"),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Facts about this host and user that snapshots, keys and locks record.
+//! Facts about this host and user that snapshots, keys and locks record, and the groups a configuration names.
 
 /// The host name, or "localhost" when it cannot be read.
 pub fn hostname() -> String {
@@ -69,4 +69,14 @@ pub fn process_alive(pid: u32) -> bool {
         let _ = pid;
         true
     }
+}
+
+/// The id of the group `name` (from the group database); None when it does not exist. The one
+/// lookup both the configuration's check and the daemon's socket use.
+#[cfg(unix)]
+pub fn group_id(name: &str) -> Option<u32> {
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
 }

@@ -392,7 +392,7 @@ pub(crate) fn run_check(
         rep.packs_listed, rep.index_files, rep.snapshots, rep.trees
     );
     Ok(DrillOutcome {
-        result: check_result(DrillKind::Check, started, &cfg.path, summary, &rep),
+        result: check_result(DrillKind::Check, started, &cfg.path.shown(), summary, &rep),
         coverage: None,
     })
 }
@@ -492,7 +492,13 @@ pub(crate) fn run_read_data(
         ));
     }
     Ok(DrillOutcome {
-        result: check_result(DrillKind::ReadData, started, &cfg.path, summary, &rep),
+        result: check_result(
+            DrillKind::ReadData,
+            started,
+            &cfg.path.shown(),
+            summary,
+            &rep,
+        ),
         coverage: Some(new_cov),
     })
 }
@@ -530,7 +536,7 @@ pub(crate) fn run_restore_drill(
     }
     let scratch = scratch_parent.join(format!(
         "restore-drill-{}-{}",
-        sanitize(&cfg.path),
+        sanitize(&cfg.path.shown()),
         started.format("%Y%m%dT%H%M%S")
     ));
     let _cleanup = RemoveOnDrop::below(scratch_parent, scratch.clone())?;
@@ -547,7 +553,7 @@ pub(crate) fn run_restore_drill(
     Ok(DrillOutcome {
         result: restore_drill_result(
             started,
-            &cfg.path,
+            &cfg.path.shown(),
             &sid,
             &snap,
             chosen.len(),

@@ -23,6 +23,8 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v zstd >/dev/null || need+=(zstd)
+# tests/it/mount.rs mounts with FUSE: fusermount3 (auto_unmount) is Debian's fuse3.
+command -v fusermount3 >/dev/null || need+=(fuse3)
 # tests/it/notifications.rs runs Debian's aiosmtpd as its SMTP server, with Debian's python3.
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
 if [ ${#need[@]} -gt 0 ]; then
@@ -41,6 +43,13 @@ if ! command -v garage >/dev/null && [ ! -x "$GARAGE_ROOT/bin/garage" ]; then
     CARGO_PROFILE_DEV_OPT_LEVEL=1 CARGO_PROFILE_DEV_DEBUG=0 \
         cargo install garage --version =2.5.0 --locked --root "$GARAGE_ROOT" \
         --debug --no-default-features --features bundled-libs,sqlite
+fi
+# tests/it/manifest.rs restores with restic 0.19 (Debian 12 ships 0.14): Debian unstable's static
+# binary, fetched without installing the package (tests/get-restic19.sh), into cargo's bin dir.
+RESTIC19_DIR=${CARGO_HOME:-$HOME/.cargo}/bin
+if ! command -v restic19 >/dev/null && [ ! -x "$RESTIC19_DIR/restic19" ]; then
+    echo "tests/run.sh: fetching restic 0.19 (Debian unstable) into $RESTIC19_DIR/restic19" >&2
+    bash tests/get-restic19.sh "$RESTIC19_DIR"
 fi
 # Arguments go to cargo test: `bash tests/run.sh --test it sftp::` runs one area of tests/it.
 cargo test --release "$@"

@@ -25,8 +25,10 @@ const GRACE_MAX: Duration = Duration::from_secs(3600);
 /// failures_error = 3
 /// partial_is_warning = true
 /// max_repository_bytes = "500G"
+/// max_growth = 10
+/// growth_runs = 5
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HealthConfig {
     /// Missed slots for a warning (default 1: one slot passed without a success); 0: never.
@@ -61,6 +63,33 @@ pub struct HealthConfig {
     /// a warning, less than a tenth of it an error.
     #[serde(deserialize_with = "de_min_free")]
     pub min_free_space: MinFree,
+    /// A warning when the newest run read more than this many times the median of the
+    /// `growth_runs` successful runs before it (more than 1, e.g. `10`); none by default.
+    #[serde(deserialize_with = "de_opt_growth")]
+    pub max_growth: Option<f64>,
+    /// How many runs before the newest `max_growth` compares it with (default 5, at least 1).
+    #[serde(deserialize_with = "de_growth_runs")]
+    pub growth_runs: u32,
+}
+
+fn de_opt_growth<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let f = f64::deserialize(d)?;
+    if !(f > 1.0 && f <= 1e6) {
+        return Err(serde::de::Error::custom(format!(
+            "max_growth {f} must be a factor above 1 (at most 1000000), e.g. 10"
+        )));
+    }
+    Ok(Some(f))
+}
+
+fn de_growth_runs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    if !(1..=1000).contains(&n) {
+        return Err(serde::de::Error::custom(format!(
+            "growth_runs {n} must be from 1 to 1000 (default 5)"
+        )));
+    }
+    Ok(n)
 }
 
 /// How much room must stay free on a repository's storage.
@@ -125,6 +154,8 @@ impl Default for HealthConfig {
             partial_is_warning: true,
             max_repository_bytes: None,
             min_free_space: MinFree::Percent(10),
+            max_growth: None,
+            growth_runs: 5,
         }
     }
 }
@@ -151,14 +182,17 @@ fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
         Text(String),
     }
     match Raw::deserialize(d)? {
-        Raw::Secs(n) => Ok(Some(Duration::from_secs(n))),
+        Raw::Secs(n) => crate::duration::from_secs(n)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
         Raw::Text(t) => crate::duration::parse_duration(&t)
             .map(Some)
             .map_err(serde::de::Error::custom),
     }
 }
 
-fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+/// A size limit: a number of bytes or a string such as `"500M"`, more than 0.
+pub(crate) fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -171,7 +205,7 @@ fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
     };
     if bytes == 0 {
         return Err(serde::de::Error::custom(
-            "max_repository_bytes must be more than 0, e.g. \"500G\" (leave it out for no limit)",
+            "a size limit must be more than 0, e.g. \"500G\" (leave it out for no limit)",
         ));
     }
     Ok(Some(bytes))

@@ -1,4 +1,4 @@
-//! The configuration file (TOML): repositories and backup jobs; every error names the file, line and column.
+//! The configuration file (TOML): repositories and backup jobs; every value range-checked, every error naming the file, line and column.
 //!
 //! ```toml
 //! [repositories.main]
@@ -24,6 +24,7 @@
 //! Every table rejects unknown keys. New tables (the daemon's `[daemon]`, schedules) are added
 //! as new optional fields of these structs.
 
+pub mod destinations;
 pub mod health;
 pub mod notify;
 pub mod presence;
@@ -61,7 +62,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct RepositoryConfig {
     /// The repository's location: a directory, or `s3:…`, `rest:…` (see `repo::location`).
-    pub path: String,
+    pub path: crate::repo::location::LocationText,
     /// S3 access key id (else `AWS_ACCESS_KEY_ID` from the environment).
     pub s3_access_key_id: Option<String>,
     /// S3 secret key from the first line of this file (else `AWS_SECRET_ACCESS_KEY`)...
@@ -98,8 +99,19 @@ pub struct RepositoryConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobConfig {
-    /// The name of a `[repositories.NAME]` table.
+    /// The name of a `[repositories.NAME]` table (with `repositories`: the first of them).
+    #[serde(default = "destinations::unset")]
     pub repository: toml::Spanned<String>,
+    /// Several destinations instead of `repository`: the run backs up into the first and the
+    /// daemon then copies the new snapshot to each other one (a job `NAME@REPO` of its own).
+    pub repositories: Option<toml::Spanned<Vec<toml::Spanned<String>>>>,
+    /// What differs per destination after the first (`[jobs.NAME.destinations.REPO]`).
+    #[serde(default)]
+    pub destinations: BTreeMap<toml::Spanned<String>, destinations::DestinationConfig>,
+    /// Set on a destination job (`NAME@REPO`, made by [`Config::parse`]): it copies its job's
+    /// snapshots instead of backing up.
+    #[serde(skip)]
+    pub destination_of: Option<destinations::DestinationOf>,
     #[serde(default)]
     pub paths: Vec<PathBuf>,
     /// Glob patterns to leave out.
@@ -108,9 +120,20 @@ pub struct JobConfig {
     /// Skip folders that contain a valid CACHEDIR.TAG.
     #[serde(default)]
     pub exclude_caches: bool,
+    /// `FILE` or `FILE:HEADER`: folders holding FILE (starting with HEADER) have their
+    /// contents left out, FILE itself kept (restic's `--exclude-if-present`).
+    #[serde(default)]
+    pub exclude_if_present: Vec<String>,
+    /// Regular files larger than this are left out: bytes or a size such as "100M".
+    #[serde(default, deserialize_with = "health::de_opt_size")]
+    pub exclude_larger_than: Option<u64>,
     /// Do not cross file-system boundaries.
     #[serde(default)]
     pub one_file_system: bool,
+    /// Store a `SHA256SUMS` manifest of every file at `/.backupd/SHA256SUMS` in each snapshot
+    /// (docs/restore.md: checking a restore with `sha256sum -c`).
+    #[serde(default)]
+    pub manifest: bool,
     #[serde(default)]
     pub tags: Vec<String>,
     /// The host name recorded in the snapshots (this host's by default).
@@ -131,6 +154,22 @@ pub struct JobConfig {
     pub retry: RetryConfig,
     #[serde(default)]
     pub hooks: HooksConfig,
+    /// The most a run may read (its files, by the backup's excludes, and its database copies;
+    /// command output is not counted): a number of bytes or a size such as "500M".
+    #[serde(default, deserialize_with = "health::de_opt_size")]
+    pub max_source_size: Option<u64>,
+    /// The most new data a run may add (before compression; command output is not counted),
+    /// found by a dry run of the backup before anything is written.
+    #[serde(default, deserialize_with = "health::de_opt_size")]
+    pub max_added_size: Option<u64>,
+    /// Over `max_source_size` or `max_added_size`: "fail" (the default: the run fails before
+    /// writing anything) or "warn" (a warning, and the backup runs).
+    #[serde(default)]
+    pub on_size_limit: SizeLimitPolicy,
+    /// What the run reads back from the storage after its backup, before it is a success:
+    /// "off" (default), "new-data" (every pack it wrote) or "sample=N%".
+    #[serde(default, deserialize_with = "verify_after")]
+    pub verify_after: crate::engine::check::VerifyAfter,
     /// When the daemon runs it: a cron expression (5 fields, optional seconds first, or
     /// @hourly/@daily/@weekly/@monthly). None: only when asked (`backupctl run JOB`).
     pub schedule: Option<toml::Spanned<String>>,
@@ -148,7 +187,7 @@ pub struct JobConfig {
     #[serde(default, deserialize_with = "duration")]
     pub startup_delay: Duration,
     /// Start each scheduled run up to this much later (a stable per-slot delay).
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "jitter")]
     pub jitter: Duration,
     /// How a failed run is retried.
     #[serde(default)]
@@ -261,14 +300,16 @@ pub struct DaemonConfig {
     #[serde(default)]
     pub log_format: LogFormat,
     /// The least severe level logged: error, warn, info, debug, trace.
-    #[serde(default = "info")]
+    #[serde(default = "info", deserialize_with = "log_level")]
     pub log_level: String,
     /// The control socket `backupctl` talks to.
     pub socket: Option<PathBuf>,
     /// A group whose members may use the socket too (mode 0660 instead of 0600).
+    #[serde(default, deserialize_with = "socket_group")]
     pub socket_group: Option<String>,
-    /// How many jobs may run at once (jobs on one repository always run one at a time).
-    #[serde(default = "two_usize")]
+    /// How many jobs may run at once (jobs on one repository always run one at a time), 1 to
+    /// [`MAX_PARALLEL`].
+    #[serde(default = "two_usize", deserialize_with = "max_parallel")]
     pub max_parallel: usize,
     /// How many runs each job's history keeps.
     #[serde(default = "hundred")]
@@ -435,6 +476,15 @@ impl Default for LockedFilesConfig {
     }
 }
 
+/// What a run over its size limit does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SizeLimitPolicy {
+    #[default]
+    Fail,
+    Warn,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HooksConfig {
@@ -448,6 +498,10 @@ pub struct HooksConfig {
     pub always: Vec<String>,
     #[serde(default = "hook_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
+    /// Give the hooks the location with its password in `BACKUPD_REPOSITORY` (a REST
+    /// server's `user:pass@`); by default they get it as status shows it, with `***`.
+    #[serde(default)]
+    pub pass_repository_credentials: bool,
 }
 
 impl Default for HooksConfig {
@@ -458,6 +512,7 @@ impl Default for HooksConfig {
             after_failure: Vec::new(),
             always: Vec::new(),
             timeout: DEFAULT_HOOK_TIMEOUT,
+            pass_repository_credentials: false,
         }
     }
 }
@@ -488,6 +543,68 @@ fn read_anyway() -> LockedAction {
 fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     crate::duration::parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn verify_after<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<crate::engine::check::VerifyAfter, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::engine::check::VerifyAfter::parse(&s).map_err(serde::de::Error::custom)
+}
+
+/// The longest `jitter`: a day (a later start than that is another slot's business).
+pub const MAX_JITTER: Duration = Duration::from_secs(86_400);
+
+/// The most jobs `max_parallel` lets run at once.
+pub const MAX_PARALLEL: usize = 1024;
+
+/// `jitter`: a duration of at most [`MAX_JITTER`].
+fn jitter<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+    let j = duration(d)?;
+    if j > MAX_JITTER {
+        return Err(serde::de::Error::custom(format!(
+            "jitter {} is too long: at most 1d (a stable delay of each run within a day)",
+            crate::process::human_duration(j)
+        )));
+    }
+    Ok(j)
+}
+
+/// `max_parallel`: 1 to [`MAX_PARALLEL`].
+fn max_parallel<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
+    let n = i64::deserialize(d)?;
+    match usize::try_from(n) {
+        Ok(n) if (1..=MAX_PARALLEL).contains(&n) => Ok(n),
+        _ => Err(serde::de::Error::custom(format!(
+            "max_parallel {n} is out of range: 1 to 1024 jobs at once"
+        ))),
+    }
+}
+
+/// `log_level`: a filter the daemon's logging parses (`info`, `warn,backupd=debug`); empty
+/// is `info`.
+fn log_level<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if !s.trim().is_empty() {
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&s) {
+            return Err(serde::de::Error::custom(format!(
+                "log_level {s:?} is not a log filter ({e})\n  hint: error, warn, info, debug or trace, optionally with per-module levels such as \"info,backupd=debug\""
+            )));
+        }
+    }
+    Ok(s)
+}
+
+/// `socket_group`: a group that exists here (on unix; the daemon gives it the socket).
+fn socket_group<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    let g = String::deserialize(d)?;
+    #[cfg(unix)]
+    if crate::sysinfo::group_id(&g).is_none() {
+        return Err(serde::de::Error::custom(format!(
+            "socket_group {g:?} does not exist on this system\n  hint: create it (groupadd {g}) or fix socket_group"
+        )));
+    }
+    Ok(Some(g))
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(
@@ -525,6 +642,11 @@ impl Source<'_> {
         ))
     }
 
+    /// Where the table `[NAME]` starts (its header), or the file's start.
+    fn table_start(&self, name: &str) -> usize {
+        self.text.find(&format!("[{name}]")).unwrap_or(0)
+    }
+
     /// An error at a place in the file.
     fn invalid_at(&self, offset: usize, msg: impl std::fmt::Display) -> Error {
         Error::Input(format!(
@@ -537,7 +659,7 @@ impl Source<'_> {
 /// A `[repositories.NAME]` table: a location that parses, at most one S3 secret source, exactly
 /// one password source.
 fn check_repository(src: &Source, name: &str, r: &RepositoryConfig) -> Result<()> {
-    if let Err(e) = crate::repo::location::Location::parse(&r.path) {
+    if let Err(e) = crate::repo::location::Location::parse(r.path.expose()) {
         return Err(src.invalid(format!("[repositories.{name}] path: {e}")));
     }
     if r.s3_secret_access_key_file.is_some() && r.s3_secret_access_key_command.is_some() {
@@ -567,8 +689,8 @@ fn check_metrics_listen(src: &Source, l: &toml::Spanned<String>) -> Result<Socke
     }
 }
 
-/// The `[daemon]` table: metrics on loopback only, a `.prom` metrics file, its notifications,
-/// at least one run at a time. Gives the metrics address, parsed.
+/// The `[daemon]` table: metrics on loopback only, a `.prom` metrics file, its notifications.
+/// (The ranges of its values are checked as they are read, at their line.) Gives the metrics address, parsed.
 fn check_daemon(src: &Source, d: &DaemonConfig) -> Result<Option<SocketAddr>> {
     let metrics_addr = d
         .metrics_listen
@@ -585,9 +707,6 @@ fn check_daemon(src: &Source, d: &DaemonConfig) -> Result<Option<SocketAddr>> {
     }
     if let Some(n) = &d.notify {
         n.validate("daemon.notify").map_err(|e| src.invalid(e))?;
-    }
-    if d.max_parallel == 0 {
-        return Err(src.invalid("[daemon] max_parallel must be at least 1"));
     }
     Ok(metrics_addr)
 }
@@ -643,25 +762,26 @@ fn check_job(
     name: &str,
     j: &JobConfig,
 ) -> Result<Option<Schedule>> {
-    let repo_at = j.repository.span().start;
     if !valid_job_name(name) {
-        return Err(src.invalid_at(repo_at, format!(
+        return Err(src.invalid_at(j.repository.span().start, format!(
             "the job name {name:?} may only use letters, digits, '-', '_' and '.' (it names the job's state file)\n  hint: rename the [jobs.{name}] table"
         )));
     }
-    if !repositories.contains_key(j.repository.get_ref()) {
-        let known: Vec<&str> = repositories.keys().map(|s| s.as_str()).collect();
-        return Err(src.invalid_at(repo_at, format!(
-            "job {name:?} names the repository {:?}, which is not defined (defined: {})\n  hint: add a [repositories.{}] table or fix the name",
-            j.repository.get_ref(),
-            if known.is_empty() { "none".to_string() } else { known.join(", ") },
-            j.repository.get_ref()
-        )));
-    }
+    check_repository_name(src, repositories, name, &j.repository)?;
     if j.paths.is_empty() && j.sqlite.is_empty() && j.commands.is_empty() {
         return Err(src.invalid(format!(
             "job {name:?} has nothing to back up\n  hint: give it paths, sqlite or commands"
         )));
+    }
+    let rules = crate::engine::exclude::ExcludeOptions {
+        if_present: j.exclude_if_present.clone(),
+        ..Default::default()
+    };
+    if let Err(e) = crate::engine::exclude::Excluder::new(&rules) {
+        return Err(src.invalid_at(
+            src.table_start(&format!("jobs.{name}")),
+            format!("job {name:?}: {e}"),
+        ));
     }
     let schedule = check_job_schedule(src, name, j)?;
     if let Some(n) = &j.notify {
@@ -682,6 +802,25 @@ fn check_job(
         )));
     }
     Ok(schedule)
+}
+
+/// The repository a job names is defined.
+fn check_repository_name(
+    src: &Source,
+    repositories: &BTreeMap<String, RepositoryConfig>,
+    name: &str,
+    r: &toml::Spanned<String>,
+) -> Result<()> {
+    if repositories.contains_key(r.get_ref()) {
+        return Ok(());
+    }
+    let known: Vec<&str> = repositories.keys().map(|s| s.as_str()).collect();
+    Err(src.invalid_at(r.span().start, format!(
+        "job {name:?} names the repository {:?}, which is not defined (defined: {})\n  hint: add a [repositories.{}] table or fix the name",
+        r.get_ref(),
+        if known.is_empty() { "none".to_string() } else { known.join(", ") },
+        r.get_ref()
+    )))
 }
 
 /// A job's schedule parses in its zone (and is given, parsed); a zone needs a schedule.
@@ -749,9 +888,13 @@ impl Config {
                 v.parsed_schedules = check_verify(&src, name, v)?;
             }
         }
+        let mut derived = Vec::new();
         for (name, j) in cfg.jobs.iter_mut() {
+            destinations::resolve(&src, &cfg.repositories, name, j)?;
             j.parsed_schedule = check_job(&src, &cfg.repositories, name, j)?;
+            derived.extend(destinations::expand(name, j));
         }
+        cfg.jobs.extend(derived);
         Ok(cfg)
     }
 
@@ -770,6 +913,21 @@ impl Config {
     /// Where a job's notifications go: its own table, else the daemon's.
     pub fn notify_of<'a>(&'a self, job: &'a JobConfig) -> Option<&'a notify::NotifyConfig> {
         job.notify.as_ref().or(self.daemon.notify.as_ref())
+    }
+
+    /// The destination jobs of `job` (`JOB@REPO`, in the order of its `repositories`).
+    pub fn destinations_of(&self, job: &str) -> Vec<&str> {
+        let Some(j) = self.jobs.get(job) else {
+            return Vec::new();
+        };
+        j.repositories
+            .iter()
+            .flat_map(|l| l.get_ref().iter().skip(1))
+            .filter_map(|r| {
+                let n = destinations::job_name(job, r.get_ref());
+                self.jobs.get_key_value(&n).map(|(k, _)| k.as_str())
+            })
+            .collect()
     }
 
     /// The repository a job writes to.
@@ -822,14 +980,14 @@ impl RepositoryConfig {
 
     /// The repository's storage, with its credentials.
     pub(crate) fn backend(&self) -> Result<std::sync::Arc<dyn crate::repo::backend::Backend>> {
-        crate::repo::open::open_location(&self.path, &self.credentials()?)
+        crate::repo::open::open_location(self.path.expose(), &self.credentials()?)
     }
 
     /// What [`crate::repo::open::open_repository`] takes to open this repository: its location,
     /// its credentials (secrets read now), its password (read when opening) and its lock wait.
     pub(crate) fn settings(&self) -> Result<crate::repo::open::RepoSettings<'_>> {
         Ok(crate::repo::open::RepoSettings {
-            location: self.path.clone(),
+            location: self.path.expose().to_string(),
             credentials: self.credentials()?,
             password: Box::new(|| self.password()),
             lock_wait: self.lock_wait,
@@ -917,7 +1075,7 @@ timeout = "5m"
         assert_eq!(j.commands[0].timeout, Some(Duration::from_secs(3600)));
         assert_eq!(j.locked_files.action, LockedAction::Fail);
         assert_eq!(j.hooks.timeout, Duration::from_secs(300));
-        assert_eq!(c.repository_of(j).path, "/srv/backup/repo");
+        assert_eq!(c.repository_of(j).path.expose(), "/srv/backup/repo");
     }
 
     #[test]
@@ -1082,10 +1240,114 @@ timeout = "5m"
             e.ends_with("[repositories.r] needs exactly one of password_file and password_command"),
             "{e}"
         );
-        let e = err(&format!("[daemon]\nmax_parallel = 0\n{repo}"));
-        assert_eq!(
-            e,
-            "invalid configuration in c.toml: [daemon] max_parallel must be at least 1"
-        );
+    }
+
+    #[test]
+    fn values_out_of_range_are_refused_at_their_line_and_column() {
+        let repo = "[repositories.r]\npath = \"/r\"\npassword_file = \"/p\"\n";
+        let job =
+            |body: &str| format!("{repo}[jobs.j]\nrepository = \"r\"\npaths = [\"/x\"]\n{body}");
+        let daemon = |body: &str| format!("[daemon]\n{body}\n{repo}");
+        let cases = [
+            (
+                daemon("max_parallel = 9223372036854775807"),
+                "c.toml:2:16",
+                "1 to 1024",
+            ),
+            (daemon("max_parallel = 0"), "c.toml:2:16", "1 to 1024"),
+            (daemon("shutdown_timeout = \"\""), "c.toml:2:20", "empty"),
+            (
+                daemon("shutdown_timeout = \"99999999999999999999d\""),
+                "c.toml:2:20",
+                "invalid duration",
+            ),
+            (daemon("log_level = \"info,[\""), "c.toml:2:13", "log_level"),
+            (
+                daemon("socket_group = \"no-such-group-backupd\""),
+                "c.toml:2:16",
+                "does not exist",
+            ),
+            (
+                job("jitter = \"18446744073709551615\""),
+                "c.toml:7:10",
+                "at most",
+            ),
+            (
+                job("jitter = \"9999999999999999d\""),
+                "c.toml:7:10",
+                "invalid duration",
+            ),
+            (job("jitter = \"2d\""), "c.toml:7:10", "at most 1d"),
+            (
+                job("retries = { delay = \"1000000d\" }"),
+                "c.toml:7:",
+                "100 years",
+            ),
+            (
+                job("[jobs.j.hooks]\ntimeout = \"18446744073709551615\""),
+                "c.toml:8:11",
+                "100 years",
+            ),
+            (
+                daemon(
+                    "[daemon.notify]\ncommand = \"true\"\ncommand_timeout = 9223372036854775807",
+                ),
+                "c.toml:4:19",
+                "100 years",
+            ),
+            (
+                job("[jobs.j.health]\ngrace = 9223372036854775807"),
+                "c.toml:8:9",
+                "100 years",
+            ),
+        ];
+        for (text, place, why) in cases {
+            let e = Config::parse(&text, Path::new("c.toml"))
+                .map(|_| String::from("accepted"))
+                .unwrap_or_else(|e| e.to_string());
+            assert!(e.contains(place) && e.contains(why), "{text}\n=> {e}");
+        }
+        let ok = daemon("log_level = \"warn,backupd=debug\"\nshutdown_timeout = \"0s\"");
+        Config::parse(&ok, Path::new("c.toml")).unwrap();
+    }
+
+    #[test]
+    fn the_size_limits_and_verify_after_are_refused_at_their_line_and_column() {
+        let repo = "[repositories.r]\npath = \"/r\"\npassword_file = \"/p\"\n";
+        let job =
+            |body: &str| format!("{repo}[jobs.j]\nrepository = \"r\"\npaths = [\"/x\"]\n{body}");
+        let cases = [
+            (
+                job("verify_after = \"sometimes\""),
+                "c.toml:7:16",
+                "sample=N%",
+            ),
+            (
+                job("verify_after = \"sample=0%\""),
+                "c.toml:7:16",
+                "1 to 100",
+            ),
+            (job("max_source_size = 0"), "c.toml:7:19", "more than 0"),
+            (job("max_added_size = \"5KB\""), "c.toml:7:18", "KB"),
+            (job("on_size_limit = \"maybe\""), "c.toml:7:17", "fail"),
+            (
+                job("[jobs.j.health]\nmax_growth = 1"),
+                "c.toml:8:14",
+                "above 1",
+            ),
+            (
+                job("[jobs.j.health]\ngrowth_runs = 0"),
+                "c.toml:8:15",
+                "1 to 1000",
+            ),
+        ];
+        for (text, place, why) in cases {
+            let e = Config::parse(&text, Path::new("c.toml"))
+                .map(|_| String::from("accepted"))
+                .unwrap_or_else(|e| e.to_string());
+            assert!(e.contains(place) && e.contains(why), "{text}\n=> {e}");
+        }
+        let ok = job("verify_after = \"sample=10%\"\nmax_source_size = \"500M\"\nmax_added_size = 1000\non_size_limit = \"warn\"\n[jobs.j.health]\nmax_growth = 10\ngrowth_runs = 3");
+        Config::parse(&ok, Path::new("c.toml")).unwrap();
     }
 }

@@ -206,7 +206,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Text(String),
     }
     match Raw::deserialize(d)? {
-        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Secs(s) => crate::duration::from_secs(s).map_err(serde::de::Error::custom),
         Raw::Text(s) => crate::duration::parse_duration(&s).map_err(serde::de::Error::custom),
     }
 }
@@ -405,7 +405,9 @@ impl Target {
     }
 }
 
-/// `raw` without `user:password@` and with its query replaced by `?…` (and no fragment).
+/// `raw` as shown in status, logs and history: scheme, host and port only, its path as `/…` and
+/// its query as `?…` (a healthchecks UUID, a `/hook/TOKEN` or an ntfy topic is a secret), no
+/// `user:password@` and no fragment.
 pub fn redacted_url(raw: &str) -> String {
     match url::Url::parse(raw.trim()) {
         Ok(u) => redact(&u),
@@ -415,7 +417,8 @@ pub fn redacted_url(raw: &str) -> String {
             let (scheme, rest) = s.split_once("://").unwrap_or(("", s));
             let rest = rest.split(['?', '#']).next().unwrap_or("");
             let rest = match rest.split_once('/') {
-                Some((auth, path)) => format!("{}/{path}", strip_userinfo(auth)),
+                Some((auth, "")) => format!("{}/", strip_userinfo(auth)),
+                Some((auth, _)) => format!("{}/…", strip_userinfo(auth)),
                 None => strip_userinfo(rest).to_string(),
             };
             let q = if s.contains('?') { "?…" } else { "" };
@@ -440,9 +443,36 @@ pub(crate) fn redact(u: &url::Url) -> String {
     if let Some(p) = u.port() {
         out += &format!(":{p}");
     }
-    out += u.path();
+    out += match u.path() {
+        "" | "/" => u.path(),
+        _ => "/…",
+    };
     if u.query().is_some() {
         out += "?…";
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn a_webhook_url_is_shown_without_its_path_query_or_credentials() {
+        for (raw, shown) in [
+            (
+                "https://hc-ping.com/0b1c8c54-2f7e-4a6b-9d51-5a1e0c3d9f11",
+                "https://hc-ping.com/…",
+            ),
+            (
+                "https://u:pw@hooks.example:8443/hook/TOKEN?k=v#f",
+                "https://hooks.example:8443/…?…",
+            ),
+            ("https://ntfy.sh/my-secret-topic", "https://ntfy.sh/…"),
+            ("http://127.0.0.1:9000/", "http://127.0.0.1:9000/"),
+            ("not a url u:pw@host/TOKEN?x", "host/…?…"),
+        ] {
+            assert_eq!(redacted_url(raw), shown, "{raw}");
+        }
+    }
 }

@@ -53,7 +53,7 @@ pub fn missing(cfg: &Config, exists: impl Fn(&Path) -> bool) -> Vec<Missing> {
                 )));
             }
         }
-        if let Ok(Location::Local(dir)) = Location::parse(&r.path) {
+        if let Ok(Location::Local(dir)) = Location::parse(r.path.expose()) {
             if !exists(&dir.join("config")) {
                 out.push(Missing::warning(format!(
                     "[repositories.{name}] path {}: there is no repository there yet\n  hint: create it with `backupctl --config {} --repo-name {name} init`",

@@ -11,6 +11,7 @@ use crate::repo::open::{open_repository, LockMode};
 use crate::repo::snapshot;
 use crate::repo::Repository;
 use crate::sources::command::CommandSource;
+use crate::sources::extra::{ExtraContent, ExtraFile, StreamSource};
 use crate::sources::locked::{LockedAction, LockedFiles};
 use crate::sources::prepare::{prepare, SourceSpecs, SqliteSpec};
 use crate::sources::retry::{RetryPolicy, Waiting};
@@ -22,7 +23,7 @@ use std::path::PathBuf;
 pub(crate) struct Args {
     /// Files and folders to back up.
     pub paths: Vec<PathBuf>,
-    /// Add a tag to the snapshot (repeatable).
+    /// Add tags to the snapshot (`tag[,tag...]`, as restic; repeatable).
     #[arg(long)]
     pub tag: Vec<String>,
     /// Host name to record (default: this host's).
@@ -40,6 +41,13 @@ pub(crate) struct Args {
     /// Skip folders that contain a valid CACHEDIR.TAG.
     #[arg(long)]
     pub exclude_caches: bool,
+    /// Leave out the contents of folders holding FILE (whose content starts with HEADER, when
+    /// given as FILE:HEADER); FILE itself is kept (repeatable).
+    #[arg(long, value_name = "FILE[:HEADER]")]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out regular files larger than SIZE (bytes, or "100M", "2G").
+    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+    pub exclude_larger_than: Option<u64>,
     /// Do not cross file-system boundaries.
     #[arg(short = 'x', long)]
     pub one_file_system: bool,
@@ -73,6 +81,116 @@ pub(crate) struct Args {
     /// at most 60 s apart), e.g. 10m.
     #[arg(long, default_value = "0s", value_parser = super::util::parse_duration)]
     pub locked_wait: std::time::Duration,
+    /// Read, chunk and hash as a backup does and say what it would add, writing nothing (no
+    /// data, index or snapshot; command sources still run), as restic's --dry-run.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Store a SHA256SUMS manifest of every file in the snapshot, at /.backupd/SHA256SUMS:
+    /// `backupctl manifest` prints it, restore verifies against it, and after a restore with
+    /// any tool `sha256sum -c .backupd/SHA256SUMS` in the target checks every file.
+    #[arg(long)]
+    pub manifest: bool,
+    /// Save no snapshot when nothing changed since the parent (same files, same metadata).
+    #[arg(long)]
+    pub skip_if_unchanged: bool,
+    /// Read more paths from FILE, one per line (`#` comments and blank lines skipped; no glob
+    /// expansion); repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub files_from: Vec<PathBuf>,
+    /// Read more paths from FILE, one per line, taken as they are (no comments); repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub files_from_verbatim: Vec<PathBuf>,
+    /// Read more paths from FILE, separated by NUL bytes (as `find -print0` writes); repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub files_from_raw: Vec<PathBuf>,
+    /// Store standard input as a file (named by --stdin-filename).
+    #[arg(long)]
+    pub stdin: bool,
+    /// The name of the file --stdin stores, in the snapshot's root.
+    #[arg(long, default_value = "stdin", value_name = "NAME")]
+    pub stdin_filename: String,
+}
+
+/// How a --files-from* file lists paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ListStyle {
+    /// One per line; `#` comments and blank lines skipped.
+    Lines,
+    /// One per line, as it is.
+    Verbatim,
+    /// NUL-separated.
+    Raw,
+}
+
+#[cfg(unix)]
+fn path_of(b: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(b))
+}
+
+#[cfg(not(unix))]
+fn path_of(b: &[u8]) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(b).into_owned())
+}
+
+/// The paths a --files-from* file's content lists.
+pub(crate) fn listed_paths(text: &[u8], style: ListStyle) -> Vec<PathBuf> {
+    let pieces: Vec<&[u8]> = match style {
+        ListStyle::Raw => text.split(|b| *b == 0).collect(),
+        _ => text.split(|b| *b == b'\n').collect(),
+    };
+    pieces
+        .into_iter()
+        .map(|p| match style {
+            ListStyle::Raw => p,
+            _ => p.strip_suffix(b"\r").unwrap_or(p),
+        })
+        .filter(|p| match style {
+            ListStyle::Lines => {
+                let t = p.trim_ascii();
+                !t.is_empty() && !t.starts_with(b"#")
+            }
+            _ => !p.is_empty(),
+        })
+        .map(|p| match style {
+            ListStyle::Lines => path_of(p.trim_ascii()),
+            _ => path_of(p),
+        })
+        .collect()
+}
+
+/// The paths of the command line and of every --files-from* file.
+fn all_paths(a: &Args) -> Result<Vec<PathBuf>> {
+    let mut out = a.paths.clone();
+    let lists = [
+        (&a.files_from, ListStyle::Lines),
+        (&a.files_from_verbatim, ListStyle::Verbatim),
+        (&a.files_from_raw, ListStyle::Raw),
+    ];
+    for (files, style) in lists {
+        for f in files {
+            let text = read_list(f)?;
+            out.extend(listed_paths(&text, style));
+        }
+    }
+    Ok(out)
+}
+
+/// A --files-from* file's bytes (`-` is standard input).
+fn read_list(f: &std::path::Path) -> Result<Vec<u8>> {
+    let r = match f.as_os_str() == "-" {
+        true => {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut v).map(|_| v)
+        }
+        false => std::fs::read(f),
+    };
+    r.map_err(|e| {
+        Error::Input(format!(
+            "cannot read the list of paths {}: {e}\n  hint: check the --files-from path",
+            f.display()
+        ))
+    })
 }
 
 /// The databases (--sqlite, with --sqlite-check and --sqlite-wait) and commands (--command).
@@ -103,6 +221,40 @@ fn source_specs(a: &Args) -> Result<SourceSpecs> {
     Ok(SourceSpecs { sqlite, commands })
 }
 
+/// Standard input, read to its end.
+struct Stdin(std::io::Stdin);
+
+impl StreamSource for Stdin {
+    fn reader(&mut self) -> &mut dyn std::io::Read {
+        &mut self.0
+    }
+
+    fn finish(&mut self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+}
+
+/// What --stdin stores: standard input as the file NAME in the snapshot's root (NAME may hold
+/// folders, `dumps/app.sql`; not `..`).
+fn stdin_file(name: &str) -> Result<ExtraFile> {
+    let rel = name.trim_start_matches('/');
+    if rel.is_empty()
+        || rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(Error::Input(format!(
+            "--stdin-filename {name:?}: give a file name (or folders and a name, as dumps/app.sql), without empty, . or .. parts"
+        )));
+    }
+    Ok(ExtraFile {
+        snapshot_path: PathBuf::from(format!("/{rel}")),
+        content: ExtraContent::Stream(Box::new(Stdin(std::io::stdin()))),
+        describe: "standard input".into(),
+        required: true,
+    })
+}
+
 /// `SNAPSHOT_PATH=SHELL COMMAND` (the first `=` splits them).
 fn parse_command(spec: &str) -> Result<CommandSource> {
     let (path, shell) = spec.split_once('=').ok_or_else(|| {
@@ -130,7 +282,7 @@ fn parent_of(ctx: &Ctx, repo: &Repository, spec: Option<&str>) -> Result<Option<
 fn backup_options(a: Args, parent: Option<Id>, exact: Vec<PathBuf>) -> BackupOptions {
     BackupOptions {
         paths: a.paths,
-        tags: a.tag,
+        tags: crate::engine::tags::flatten(&a.tag),
         host: a.host,
         job: a.job,
         excludes: ExcludeOptions {
@@ -138,10 +290,15 @@ fn backup_options(a: Args, parent: Option<Id>, exact: Vec<PathBuf>) -> BackupOpt
             exclude_files: a.exclude_file,
             exclude_caches: a.exclude_caches,
             exact,
+            if_present: a.exclude_if_present,
+            larger_than: a.exclude_larger_than,
         },
         one_file_system: a.one_file_system,
         parent,
         force: a.force,
+        dry_run: a.dry_run,
+        manifest: a.manifest,
+        skip_if_unchanged: a.skip_if_unchanged,
         locked_files: LockedFiles {
             action: a.locked_files,
             retry: RetryPolicy {
@@ -177,8 +334,10 @@ impl DatabaseCopy {
 
 /// Backs up: the databases are captured first, then the repository is locked (shared), then
 /// the commands start and the backup reads everything, as a job does.
-pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    if a.paths.is_empty() && a.sqlite.is_empty() && a.command.is_empty() {
+pub(crate) fn run(ctx: &Ctx, mut a: Args) -> Result<i32> {
+    a.paths = all_paths(&a)?;
+    let stdin = a.stdin.then(|| stdin_file(&a.stdin_filename)).transpose()?;
+    if a.paths.is_empty() && a.sqlite.is_empty() && a.command.is_empty() && stdin.is_none() {
         return Err(Error::Input("nothing to back up\n  hint: give one or more files or folders: `backupctl backup PATH...`".into()));
     }
     let specs = source_specs(&a)?;
@@ -202,6 +361,7 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     for (e, p) in extras.iter_mut().zip(db_paths) {
         e.snapshot_path = p;
     }
+    extras.extend(stdin);
     let r = backup_with(&mut repo, &opts, extras, progress.as_ref(), &ctx.cancel)?;
     let databases: Vec<DatabaseCopy> = prepared.databases().iter().map(DatabaseCopy::of).collect();
     drop(prepared);
@@ -226,7 +386,10 @@ fn print_json(ctx: &Ctx, r: &BackupResult, databases: &[DatabaseCopy], elapsed: 
     let mut v = serde_json::to_value(r.summary()).expect("summary serializes");
     let o = v.as_object_mut().expect("summary is an object");
     o.insert("message_type".into(), "summary".into());
-    o.insert("snapshot_id".into(), r.snapshot_id.to_hex().into());
+    let id = (!r.dry_run && !r.skipped).then(|| r.snapshot_id.to_hex());
+    o.insert("snapshot_id".into(), id.into());
+    o.insert("dry_run".into(), r.dry_run.into());
+    o.insert("skipped".into(), r.skipped.into());
     o.insert("parent".into(), r.parent.map(|p| p.to_hex()).into());
     o.insert("total_duration".into(), elapsed.into());
     o.insert("exit_code".into(), code.into());
@@ -272,18 +435,32 @@ fn print_text(ctx: &Ctx, r: &BackupResult, databases: &[DatabaseCopy], elapsed: 
         "Dirs:   {:>6} new, {:>6} changed, {:>6} unmodified",
         s.dirs_new, s.dirs_changed, s.dirs_unmodified
     ));
-    ctx.say(format!(
-        "Added to the repository: {} ({} stored)",
-        human_bytes(s.data_added),
-        human_bytes(s.data_added_packed)
-    ));
+    if r.dry_run {
+        ctx.say(format!(
+            "Would add to the repository: {} (before compression)",
+            human_bytes(s.data_added)
+        ));
+    } else {
+        ctx.say(format!(
+            "Added to the repository: {} ({} stored)",
+            human_bytes(s.data_added),
+            human_bytes(s.data_added_packed)
+        ));
+    }
     ctx.say(format!(
         "processed {} files, {} in {:.1}s",
         s.total_files_processed,
         human_bytes(s.total_bytes_processed),
         elapsed
     ));
-    if r.is_partial() {
+    if r.dry_run {
+        ctx.say("dry run: nothing was written to the repository");
+    } else if r.skipped {
+        ctx.say(format!(
+            "nothing changed since the parent snapshot {}: no snapshot saved (--skip-if-unchanged)",
+            r.snapshot_id.short()
+        ));
+    } else if r.is_partial() {
         ctx.say(format!(
             "snapshot {} saved, but it is PARTIAL: {} file(s) could not be read consistently (see the warnings above)",
             r.snapshot_id.short(),
@@ -291,5 +468,43 @@ fn print_text(ctx: &Ctx, r: &BackupResult, databases: &[DatabaseCopy], elapsed: 
         ));
     } else {
         ctx.say(format!("snapshot {} saved", r.snapshot_id.short()));
+    }
+}
+
+/// `--exclude-larger-than SIZE`: a number of bytes or a size such as "100M".
+fn size_arg(s: &str) -> std::result::Result<u64, String> {
+    crate::size::parse_size(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_from_lists_paths_as_restic_reads_them() {
+        let text = b"# a comment\n/srv/a\n\n  /srv/b c  \r\n#/srv/not\n";
+        assert_eq!(
+            listed_paths(text, ListStyle::Lines),
+            [PathBuf::from("/srv/a"), PathBuf::from("/srv/b c")]
+        );
+        assert_eq!(
+            listed_paths(b"# kept\n /x \n", ListStyle::Verbatim),
+            [PathBuf::from("# kept"), PathBuf::from(" /x ")]
+        );
+        assert_eq!(
+            listed_paths(b"/a\nb\0/c\0", ListStyle::Raw),
+            [PathBuf::from("/a\nb"), PathBuf::from("/c")]
+        );
+    }
+
+    #[test]
+    fn stdin_filename_must_be_a_plain_relative_name() {
+        assert_eq!(
+            stdin_file("dumps/app.sql").unwrap().snapshot_path,
+            PathBuf::from("/dumps/app.sql")
+        );
+        for bad in ["", "/", "a/../b", "a//b", "."] {
+            assert!(stdin_file(bad).is_err(), "{bad:?}");
+        }
     }
 }

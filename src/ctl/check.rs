@@ -2,7 +2,9 @@
 //! what is damaged and which snapshots and files it affects.
 
 use super::{util, Ctx};
-use crate::engine::check::{self, CheckIssue, CheckOptions, CheckReport, IssueKind, ReadData};
+use crate::engine::check::{
+    self, CheckIssue, CheckOptions, CheckReport, IssueKind, ReadData, MAX_EXAMPLE_PATHS,
+};
 use crate::error::{exit, Error, Result};
 use crate::repo::open::{open_repository, LockMode};
 
@@ -21,7 +23,8 @@ fn subset_arg(s: &str) -> std::result::Result<String, String> {
     ReadData::parse_subset(s).map(|_| s.to_string())
 }
 
-/// How many paths (or blobs) to show per issue and per snapshot; --json has them all.
+/// How many paths (or blobs) to show per issue and per snapshot; --json has them all (of the
+/// paths, the first `MAX_EXAMPLE_PATHS`).
 const SHOW: usize = 20;
 
 pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -152,8 +155,8 @@ fn print_human(ctx: &Ctx, location: &str, r: &CheckReport) {
     }
     if r.errors.iter().any(index_only) {
         println!(
-            "hint: some data is only missing from the index: run `restic -r REPO \
-             rebuild-index` first, then `backupctl check` again; do NOT prune before that"
+            "hint: some data is only missing from the index: run `backupctl repair \
+             index` first, then `backupctl check` again; do NOT prune before that"
         );
     }
     if let Some(h) = drop_hint(r) {
@@ -161,48 +164,40 @@ fn print_human(ctx: &Ctx, location: &str, r: &CheckReport) {
     }
 }
 
-/// What drops the damaged data the errors (other than the index's own) describe: forgetting
-/// every snapshot they affect, then a prune that repacks every damaged pack (a plain prune may
-/// keep a pack whose unused share is small, with its damaged blobs), as exact commands.
+/// What drops the damaged data the errors (other than the index's own) describe, keeping all
+/// that can still be read: `repair packs` of every damaged or missing pack (its readable blobs
+/// saved again, the pack removed), then `repair snapshots --forget` (the affected snapshots
+/// saved again without the files that lost data), as exact commands.
 fn drop_hint(r: &CheckReport) -> Option<String> {
     let lost: Vec<&CheckIssue> = r.errors.iter().filter(|e| !index_only(e)).collect();
     if lost.is_empty() {
         return None;
     }
-    let mut snapshots: Vec<String> = lost
-        .iter()
-        .flat_map(|e| e.snapshots.iter().map(|s| s.short()))
-        .collect();
-    snapshots.sort();
-    snapshots.dedup();
     let mut packs: Vec<String> = lost
         .iter()
         .filter(|e| damaged_pack(e))
-        .filter_map(|e| e.pack.map(|p| format!(" --repack {p}")))
+        .filter_map(|e| e.pack.map(|p| format!(" {p}")))
         .collect();
     packs.sort();
     packs.dedup();
-    let prune = format!("`backupctl prune{}`", packs.concat());
-    let steps = if snapshots.is_empty() {
-        format!("run {prune}")
-    } else {
-        format!(
-            "run `backupctl forget {}`, then {prune}",
-            snapshots.join(" ")
-        )
+    let repair_packs = match packs.is_empty() {
+        true => String::new(),
+        false => format!("`backupctl repair packs{}`, then ", packs.concat()),
     };
     Some(format!(
-        "the damaged data cannot be recovered from this repository; to drop it, {steps}; then \
-         back up the affected files again (until that prune a new backup would reuse the \
-         damaged blobs)"
+        "the damaged data cannot be recovered from this repository; to keep everything else, \
+         run {repair_packs}`backupctl repair snapshots --forget` (the affected snapshots are \
+         saved again without the files that lost data, each named); then back up the affected \
+         files again"
     ))
 }
 
-/// A pack that exists but whose blobs are (partly) damaged: prune must repack it.
+/// A pack whose blobs are (partly) damaged or gone: `repair packs` salvages what it can.
 fn damaged_pack(e: &CheckIssue) -> bool {
     matches!(
         e.kind,
-        IssueKind::PackDamaged
+        IssueKind::PackMissing
+            | IssueKind::PackDamaged
             | IssueKind::PackHeaderDamaged
             | IssueKind::PackSizeMismatch
             | IssueKind::TreeDamaged
@@ -239,13 +234,14 @@ fn print_orphans(r: &CheckReport) {
     }
     if needed == 0 {
         println!(
-            "  hint: they likely hold duplicate data left by an interrupted backup or prune; \
-             `backupctl prune` removes them"
+            "  hint: they likely hold data an interrupted backup or prune left: the next \
+             `backupctl backup` adopts and reuses them (check itself writes nothing), and \
+             `backupctl prune` removes those no snapshot needs"
         );
     } else {
         println!(
-            "  hint: do NOT prune yet: {needed} of them hold data snapshots need; run `restic -r \
-             REPO rebuild-index` first"
+            "  hint: do NOT prune yet: {needed} of them hold data snapshots need; run `backupctl \
+             repair index` first"
         );
     }
 }
@@ -264,13 +260,19 @@ fn print_affected(r: &CheckReport) {
             s.hostname,
             super::show::time(&s.time),
             s.paths.join(" "),
-            if s.damaged_paths.len() == 1 {
+            if s.damaged_paths_total == 1 {
                 "1 damaged path".to_string()
             } else {
-                format!("{} damaged paths", s.damaged_paths.len())
+                format!("{} damaged paths", s.damaged_paths_total)
             }
         );
         println!("    {}", list_capped(&s.damaged_paths, "    "));
+        let unnamed = s
+            .damaged_paths_total
+            .saturating_sub(s.damaged_paths.len() as u64);
+        if unnamed > 0 {
+            println!("    ... and {unnamed} more not named (at most {MAX_EXAMPLE_PATHS} are)");
+        }
     }
 }
 

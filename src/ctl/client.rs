@@ -28,32 +28,45 @@ impl Where {
         Config::load(&p)
     }
 
-    fn socket(&self) -> PathBuf {
+    /// The daemon's socket: --socket, else the configuration's. A configuration the daemon
+    /// would reject still names it; one given with --config that cannot be read or parsed at
+    /// all is an error (not the default socket: the daemon named there may not be this one).
+    fn socket(&self) -> Result<PathBuf> {
         if let Some(s) = &self.socket {
-            return s.clone();
+            return Ok(s.clone());
         }
-        match self.config() {
-            Ok(c) => c.paths().socket,
-            // A configuration the daemon would reject (being edited, say) still names its
-            // socket: read just the [daemon] table, so `status` can show the daemon's view.
-            Err(_) => self
-                .lenient_socket()
-                .unwrap_or_else(crate::paths::default_socket),
+        let strict = match self.config() {
+            Ok(c) => return Ok(c.paths().socket),
+            Err(e) => e,
+        };
+        // Being edited, say: read just the [daemon] table, so `status` can show the daemon's view.
+        match (self.lenient_socket(), &self.config) {
+            (Some(sock), _) => Ok(sock.unwrap_or_else(crate::paths::default_socket)),
+            (None, None) => Ok(crate::paths::default_socket()),
+            (None, Some(file)) => Err(Error::Input(format!(
+                "the configuration file {} cannot be read, so backupctl does not know the daemon's socket: {strict}\n  hint: fix the file (`backupctl check-config --config {}`), or name the socket with --socket",
+                file.display(),
+                file.display()
+            ))),
         }
     }
 
-    fn lenient_socket(&self) -> Option<PathBuf> {
+    /// The socket the `[daemon]` table names (Some(None): the table names none, the default);
+    /// None when the file cannot be read or is not TOML.
+    fn lenient_socket(&self) -> Option<Option<PathBuf>> {
         let p = self
             .config
             .clone()
             .unwrap_or_else(crate::paths::default_config);
         let v: toml::Table = std::fs::read_to_string(p).ok()?.parse().ok()?;
-        let d = v.get("daemon")?.as_table()?;
+        let Some(d) = v.get("daemon").and_then(|d| d.as_table()) else {
+            return Some(None);
+        };
         if let Some(s) = d.get("socket").and_then(|s| s.as_str()) {
-            return Some(PathBuf::from(s));
+            return Some(Some(PathBuf::from(s)));
         }
-        let state = d.get("state_dir").and_then(|s| s.as_str())?;
-        Some(PathBuf::from(state).join("backupd.sock"))
+        let state = d.get("state_dir").and_then(|s| s.as_str());
+        Some(state.map(|s| PathBuf::from(s).join("backupd.sock")))
     }
 
     /// Paths from the configuration (for working without the daemon).
@@ -104,7 +117,7 @@ pub(super) struct Conn {
 
 /// Sends one request to the daemon `at` names; [`Error::NoDaemon`] when it cannot be reached.
 pub(super) fn connect(at: &Where, req: Request) -> Result<Conn> {
-    let sock = at.socket();
+    let sock = at.socket()?;
     #[cfg(unix)]
     let shown = sock.display().to_string();
     #[cfg(windows)]
@@ -172,8 +185,13 @@ pub(super) fn describe_run(r: &RunRecord) -> String {
     if let Some(id) = &r.snapshot_id {
         s.push_str(&format!("  snapshot {}", &id[..8.min(id.len())]));
     }
-    if let Some(b) = r.data_added {
-        s.push_str(&format!("  added {}", human_bytes(b)));
+    match (r.copied, r.data_added) {
+        (Some(n), b) => s.push_str(&format!(
+            "  copied {n} snapshot(s), {}",
+            human_bytes(b.unwrap_or(0))
+        )),
+        (None, Some(b)) => s.push_str(&format!("  added {}", human_bytes(b))),
+        (None, None) => {}
     }
     if r.warnings > 0 {
         s.push_str(&format!("  {} warning(s)", r.warnings));

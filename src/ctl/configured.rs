@@ -69,8 +69,8 @@ mod tests {
     #[test]
     fn a_name_picks_its_table_and_one_table_needs_no_name() {
         let one = cfg("[repositories.main]\npath = \"/srv/r\"\npassword_file = \"/p\"\n");
-        assert_eq!(pick(&one, None).unwrap().path, "/srv/r");
-        assert_eq!(pick(&one, Some("main")).unwrap().path, "/srv/r");
+        assert_eq!(pick(&one, None).unwrap().path.expose(), "/srv/r");
+        assert_eq!(pick(&one, Some("main")).unwrap().path.expose(), "/srv/r");
         let e = pick(&one, Some("other")).unwrap_err().to_string();
         assert!(
             e.contains("no repository \"other\"") && e.contains("(repositories: main)"),
@@ -87,7 +87,7 @@ mod tests {
             e.contains("has 2 repositories (a, b)") && e.contains("--repo-name NAME"),
             "{e}"
         );
-        assert_eq!(pick(&two, Some("b")).unwrap().path, "/b");
+        assert_eq!(pick(&two, Some("b")).unwrap().path.expose(), "/b");
         let e = pick(&cfg(""), None).unwrap_err().to_string();
         assert!(e.contains("has no repository"), "{e}");
     }

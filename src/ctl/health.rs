@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::monitor::health::{self, JobHealth, Level, RepoFacts, TimerFacts};
 use crate::protocol::{Request, Response, StatusReport};
-use crate::state::{JobState, StateStore};
+use crate::state::{BadState, JobState, Loaded, StateStore};
 use crate::verify::RepoStateStore;
 use chrono::Utc;
 
@@ -85,9 +85,11 @@ pub(crate) fn of_state_files(cfg: &Config) -> Result<Vec<(String, JobHealth)>> {
     let now = Utc::now();
     let mut jobs = Vec::new();
     for (name, job) in &cfg.jobs {
-        let st = store
-            .load(name)?
-            .unwrap_or_else(|| JobState::new(name, now));
+        let (st, bad) = match store.read(name, now)? {
+            Loaded::Good(st) => (st, None),
+            Loaded::Missing => (JobState::new(name, now), None),
+            Loaded::Bad(bad) => (JobState::new(name, now), Some(bad)),
+        };
         let rs = repos.peek(job.repository.get_ref());
         let failing = rs.as_ref().and_then(|r| r.failing());
         let facts = RepoFacts {
@@ -103,7 +105,11 @@ pub(crate) fn of_state_files(cfg: &Config) -> Result<Vec<(String, JobHealth)>> {
             facts,
             now,
         );
-        jobs.push((name.clone(), h));
+        let problem = bad.as_ref().map(BadState::for_reader);
+        jobs.push((
+            name.clone(),
+            health::with_state_problem(h, problem.as_deref()),
+        ));
     }
     Ok(jobs)
 }

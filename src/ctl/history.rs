@@ -4,7 +4,8 @@ use super::client::{connect, daemon_error, describe_run};
 use super::Ctx;
 use crate::error::{exit, Error, Result};
 use crate::protocol::{Request, Response};
-use crate::state::StateStore;
+use crate::state::{Loaded, StateStore};
+use chrono::Utc;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct HistoryArgs {
@@ -33,15 +34,17 @@ pub(crate) fn history(ctx: &Ctx, a: HistoryArgs) -> Result<i32> {
             let Ok(paths) = ctx.daemon().paths() else {
                 return Err(e);
             };
-            let st = StateStore::at(&paths.state_dir)
-                .load(&a.job)?
-                .ok_or_else(|| {
-                    Error::Input(format!(
+            let st = match StateStore::at(&paths.state_dir).read(&a.job, Utc::now())? {
+                Loaded::Good(st) => st,
+                Loaded::Bad(bad) => return Err(Error::Input(bad.for_reader())),
+                Loaded::Missing => {
+                    return Err(Error::Input(format!(
                         "job {:?} has no history in {} (backupd is not running)",
                         a.job,
                         paths.state_dir.display()
-                    ))
-                })?;
+                    )))
+                }
+            };
             let skip = st.history.len().saturating_sub(a.limit);
             st.history.into_iter().skip(skip).collect()
         }

@@ -11,7 +11,13 @@ use serde::Serialize;
 pub(crate) struct Args {
     /// Snapshot id (or prefix) or `latest`, optionally with `:PATH` to list only below PATH.
     pub snapshot: String,
-    /// Show mode, size, owner and modification time.
+    /// Only these folders (restic's `ls SNAPSHOT DIR...`): each one and its entries, or all
+    /// below it with --recursive.
+    pub dirs: Vec<String>,
+    /// With folders given: everything below them, not only their entries.
+    #[arg(long)]
+    pub recursive: bool,
+    /// Show mode, owner, size and modification time, in restic's columns.
     #[arg(short, long)]
     pub long: bool,
     #[command(flatten)]
@@ -59,24 +65,20 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 .expect("an entry of strings and numbers serializes"),
             );
         } else if a.long {
-            println!(
-                "{:<7} {:>5} {:>5} {:>12} {} {}",
-                n.kind,
-                n.uid,
-                n.gid,
-                n.size,
-                super::show::time(&n.mtime),
-                path
-            );
+            println!("{}", long_line(path, n));
         } else {
             println!("{path}");
         }
     };
+    let dirs: Vec<String> = a.dirs.iter().map(|d| normal(d)).collect();
     if start.is_dir() {
         if let Some(t) = start.subtree {
             walk::walk_tree(&repo, &t, &prefix, &mut |p, n| {
-                emit(p, n);
-                Ok(true)
+                let (show, descend) = shown(p, &dirs, a.recursive);
+                if show {
+                    emit(p, n);
+                }
+                Ok(descend)
             })?;
         }
     } else {
@@ -86,4 +88,73 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         ctx.print_json(&serde_json::json!({"snapshot": id, "nodes": out}));
     }
     Ok(exit::OK)
+}
+
+/// A folder argument as a tree path: absolute, without a trailing `/`.
+fn normal(d: &str) -> String {
+    format!("/{}", d.trim_matches('/'))
+}
+
+/// Whether `path` is listed, and whether to walk below it, for the folders `dirs` (none: all),
+/// as restic's `ls SNAPSHOT DIR...`: each folder and its entries, everything below it with
+/// `recursive`, and the folders on the way to one walked through unlisted.
+pub(crate) fn shown(path: &str, dirs: &[String], recursive: bool) -> (bool, bool) {
+    if dirs.is_empty() {
+        return (true, true);
+    }
+    let below = |d: &str| d == "/" || path.starts_with(&format!("{d}/"));
+    let parent = path
+        .rsplit_once('/')
+        .map(|(p, _)| if p.is_empty() { "/" } else { p });
+    let show = dirs
+        .iter()
+        .any(|d| path == d || parent == Some(d.as_str()) || (recursive && below(d)));
+    let descend = dirs
+        .iter()
+        .any(|d| path == d || d.starts_with(&format!("{path}/")) || (recursive && below(d)));
+    (show, descend)
+}
+
+/// One entry in restic's `ls -l` columns: Go's mode string, uid, gid, size, time, path (and
+/// ` -> target` for a symlink). The time carries its UTC offset, as every time backupctl shows
+/// (restic's has none).
+fn long_line(path: &str, n: &crate::repo::tree::Node) -> String {
+    let target = match n.kind.as_str() {
+        crate::repo::tree::kind::SYMLINK => format!(" -> {}", n.linktarget),
+        _ => String::new(),
+    };
+    format!(
+        "{} {:5} {:5} {:6} {} {path}{target}",
+        crate::repo::tree::gomode::to_string(n.mode),
+        n.uid,
+        n.gid,
+        n.size,
+        super::show::time(&n.mtime),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_list_themselves_and_their_entries_or_all_below_them() {
+        let d = vec!["/a/b".to_string()];
+        assert_eq!(shown("/a", &d, false), (false, true), "on the way");
+        assert_eq!(shown("/a/b", &d, false), (true, true));
+        assert_eq!(shown("/a/b/c", &d, false), (true, false), "an entry");
+        assert_eq!(shown("/a/b/c/d", &d, false), (false, false));
+        assert_eq!(shown("/a/b/c/d", &d, true), (true, true));
+        assert_eq!(
+            shown("/a/bc", &d, true),
+            (false, false),
+            "not a prefix by name"
+        );
+        assert_eq!(
+            shown("/x", &[], false),
+            (true, true),
+            "no folders: everything"
+        );
+        assert_eq!(shown("/x", &["/".to_string()], false), (true, false));
+    }
 }

@@ -1,22 +1,33 @@
 //! `backupctl`: the command line (global options, password sources, output, exit codes) and dispatch.
 
 mod backup;
+mod cache;
+mod cat;
 mod check;
 mod client;
 mod configured;
 mod copy;
 mod diff;
+mod dump;
+mod find;
 mod forget;
 mod generate;
 mod health;
 mod history;
 mod init;
+mod key;
+mod list;
 mod logs;
 mod ls;
+mod manifest;
+mod mount;
 mod progress;
 mod prune;
+mod recover;
 mod reload;
+mod repair;
 mod restore;
+mod rewrite;
 mod run;
 mod run_job;
 mod service;
@@ -25,6 +36,7 @@ mod snapref;
 mod snapshots;
 mod stats;
 mod status;
+mod tag;
 mod unlock;
 mod util;
 
@@ -128,10 +140,17 @@ pub(crate) enum Command {
     Ls(ls::Args),
     /// Show what changed between two snapshots.
     Diff(diff::Args),
+    /// Write a file of a snapshot, or a folder as a tar or zip archive, to stdout (or --target).
+    Dump(dump::Args),
+    /// Serve the snapshots as a read-only file system at an empty directory (FUSE, Linux), until
+    /// Ctrl-C.
+    Mount(mount::Args),
     /// Show sizes and counts of snapshots or the repository.
     Stats(stats::Args),
     /// Restore a snapshot (or a path in it) into a directory.
     Restore(restore::Args),
+    /// Print a snapshot's SHA256SUMS manifest (`backupctl manifest latest > SHA256SUMS`).
+    Manifest(manifest::Args),
     /// Check the repository's structure, and with --read-data every byte.
     Check(check::Args),
     /// Remove snapshots by a retention policy (the data goes at the next prune).
@@ -140,8 +159,30 @@ pub(crate) enum Command {
     Prune(prune::Args),
     /// Copy snapshots (and the data they need) from another repository (--from) into this one.
     Copy(copy::Args),
+    /// Add, remove or set the tags of snapshots (rewrites their snapshot files, as restic).
+    Tag(tag::Args),
+    /// List the ids of the repository's snapshots, index, packs, keys or locks, or its blobs.
+    List(list::Args),
+    /// Print a repository object: config, index, snapshot, key, lock, pack, blob or tree.
+    Cat(cat::Args),
+    /// Find files and directories matching patterns in snapshots.
+    Find(find::Args),
     /// Remove stale locks.
     Unlock(unlock::Args),
+    /// The local cache of remote repositories: each one's last use and size; --cleanup removes
+    /// the folders of repositories not used for --max-age days.
+    Cache(cache::Args),
+    /// Repair the repository: `repair index` rebuilds the index from the packs, `repair
+    /// snapshots` saves snapshots again without the data the repository lost.
+    Repair(repair::Args),
+    /// Save snapshots again without excluded paths (e.g. a secret backed up by mistake), or with
+    /// a new host or time.
+    Rewrite(rewrite::Args),
+    /// Save a snapshot of the trees no snapshot reaches (e.g. one forgotten by mistake), under
+    /// /recover.
+    Recover(recover::Args),
+    /// The repository's keys: list, add (another password), remove, passwd.
+    Key(key::Args),
     /// Run a job of a configuration file once, in the foreground.
     RunJob(run_job::Args),
     /// The daemon and every job: state, last run and why, next run, progress.
@@ -226,7 +267,7 @@ impl Ctx {
 
     pub fn location(&self) -> Result<String> {
         if self.repo_from_config() {
-            return Ok(self.configured_repo()?.path.clone());
+            return Ok(self.configured_repo()?.path.expose().to_string());
         }
         self.global.repo.clone().ok_or_else(|| {
             Error::Input(
@@ -383,12 +424,24 @@ pub fn run(cli: Cli, cancel: CancelToken) -> i32 {
         Command::Ls(a) => ls::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Stats(a) => stats::run(&ctx, a),
+        Command::Dump(a) => dump::run(&ctx, a),
+        Command::Mount(a) => mount::run(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
+        Command::Manifest(a) => manifest::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Forget(a) => forget::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Copy(a) => copy::run(&ctx, a),
+        Command::Tag(a) => tag::run(&ctx, a),
+        Command::List(a) => list::run(&ctx, a),
+        Command::Cat(a) => cat::run(&ctx, a),
+        Command::Find(a) => find::run(&ctx, a),
         Command::Unlock(a) => unlock::run(&ctx, a),
+        Command::Cache(a) => cache::run(&ctx, a),
+        Command::Repair(a) => repair::run(&ctx, a),
+        Command::Rewrite(a) => rewrite::run(&ctx, a),
+        Command::Recover(a) => recover::run(&ctx, a),
+        Command::Key(a) => key::run(&ctx, a),
         Command::RunJob(a) => run_job::run(&ctx, a),
         Command::Status => status::status(&ctx),
         Command::Health => health::health(&ctx),

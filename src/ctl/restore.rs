@@ -6,7 +6,10 @@ use super::snapshots::FilterArgs;
 use super::util::{self, human_bytes};
 use super::Ctx;
 use crate::engine::backup::{self, BackupOptions};
-use crate::engine::restore::{self as engine, Overwrite, RestoreOptions, RestoreReport};
+use crate::engine::restore::readable::Readable;
+use crate::engine::restore::{
+    self as engine, ManifestCheck, Overwrite, RestoreOptions, RestoreReport,
+};
 use crate::error::{Error, Result};
 use crate::repo::id::Id;
 use crate::repo::open::{open_repository, LockMode};
@@ -52,8 +55,11 @@ pub(crate) struct Args {
     /// delete.
     #[arg(long)]
     pub no_safety_snapshot: bool,
-    /// With `latest`: the newest snapshot that can be read, past damaged snapshot files (each
-    /// named in a warning). Without it, `latest` refuses while a snapshot file is damaged.
+    /// With `latest`: the newest snapshot (of the filter: --job, --tag, --host, --path) that
+    /// restores completely — every blob below the path reads back and verifies, and a snapshot
+    /// of one SQLite database passes PRAGMA integrity_check —, past damaged snapshot files and
+    /// snapshots with damaged data (each named in a warning, with why). Without it, `latest`
+    /// refuses while a snapshot file is damaged.
     #[arg(long)]
     pub newest_valid: bool,
     #[command(flatten)]
@@ -114,8 +120,16 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     } else {
         Latest::Refuse { hint: NEWEST_VALID }
     };
-    let (id, snap) = snapref::find(&snaps, spec, &a.filter.filter(), latest)?.clone();
     repo.load_index()?;
+    let mut passed_over: Vec<String> = snaps.damaged.iter().map(|d| d.id.to_hex()).collect();
+    let (id, snap) = match (a.newest_valid, spec) {
+        (true, "latest") => {
+            let (found, invalid) = newest_valid(ctx, &repo, &snaps, &a.filter.filter(), sub)?;
+            passed_over.extend(invalid);
+            found
+        }
+        _ => snapref::find(&snaps, spec, &a.filter.filter(), latest)?.clone(),
+    };
     let opts = RestoreOptions {
         target: target.clone(),
         sub_path: sub.map(str::to_string),
@@ -136,11 +150,10 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     drop(progress);
     let code = report.exit_code();
     if ctx.global.json {
-        let skipped: Vec<String> = snaps.damaged.iter().map(|d| d.id.to_hex()).collect();
         print_json(
             ctx,
             &report,
-            (&id, &skipped),
+            (&id, &passed_over),
             &target,
             safety.as_ref(),
             code,
@@ -149,6 +162,61 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         print_text(ctx, &id, sub, &target, &report);
     }
     Ok(code)
+}
+
+/// `latest` with --newest-valid: the newest snapshot of the filter that restores completely
+/// (`engine::readable`), each newer one passed over named with why; and the ids passed over.
+fn newest_valid(
+    ctx: &Ctx,
+    repo: &Repository,
+    snaps: &crate::repo::Snapshots,
+    filter: &crate::repo::snapshot::SnapshotFilter,
+    sub: Option<&str>,
+) -> Result<((Id, Snapshot), Vec<String>)> {
+    let mut candidates: Vec<&(Id, Snapshot)> = snaps
+        .readable
+        .iter()
+        .filter(|(_, s)| snapref::latest_candidate(filter, s))
+        .collect();
+    candidates.sort_by_key(|(_, s)| std::cmp::Reverse(s.time));
+    let mut passed = Vec::new();
+    for (id, s) in &candidates {
+        match why_not_valid(ctx, repo, s, sub)? {
+            None => return Ok(((*id, s.clone()), passed)),
+            Some(why) => {
+                ctx.warn(format!(
+                    "skipped snapshot {} of {}: it does not restore completely: {why}",
+                    id.short(),
+                    s.time.format("%Y-%m-%d %H:%M:%S %:z")
+                ));
+                passed.push(id.to_hex());
+            }
+        }
+    }
+    Err(Error::Damaged {
+        what: format!(
+            "every one of the {} snapshot(s) that match",
+            candidates.len()
+        ),
+        detail: "none restores completely (each is named above with why)".into(),
+    })
+}
+
+/// Why `snap` is not valid for --newest-valid: its data does not read back, or its only file is
+/// an SQLite database that fails its integrity check; `None` when it is valid.
+fn why_not_valid(
+    ctx: &Ctx,
+    repo: &Repository,
+    snap: &Snapshot,
+    sub: Option<&str>,
+) -> Result<Option<String>> {
+    match engine::readable::read_back(repo, snap, sub, &ctx.cancel)? {
+        Readable::Not(why) => Ok(Some(why)),
+        Readable::Whole(files) => match files.as_slice() {
+            [(path, blobs)] => crate::sources::sqlite::stored_verdict(repo, path, blobs),
+            _ => Ok(None),
+        },
+    }
 }
 
 /// Backs up what the restore would replace or delete (tag pre-restore) and says how to undo the
@@ -253,6 +321,23 @@ fn print_json(
     }
 }
 
+/// The summary line of the check against the snapshot's manifest.
+fn manifest_line(m: &ManifestCheck) -> String {
+    let mut s = format!(
+        "verified {} files against the snapshot's manifest ({}): ",
+        m.verified,
+        crate::repo::manifest::PATH
+    );
+    match m.mismatched {
+        0 => s.push_str("all match"),
+        n => s.push_str(&format!("{n} DO NOT MATCH (see the errors above)")),
+    }
+    if m.unlisted > 0 {
+        s.push_str(&format!("; {} not listed in it", m.unlisted));
+    }
+    s
+}
+
 fn print_text(ctx: &Ctx, id: &Id, sub: Option<&str>, target: &Path, r: &RestoreReport) {
     for w in &r.warnings {
         ctx.warn(&w.message);
@@ -302,6 +387,9 @@ fn print_text(ctx: &Ctx, id: &Id, sub: Option<&str>, target: &Path, r: &RestoreR
     ));
     if r.dry_run {
         ctx.say("dry run: nothing was changed");
+    }
+    if let Some(m) = &r.manifest {
+        ctx.say(manifest_line(m));
     }
     if !r.errors.is_empty() {
         eprintln!(

@@ -1,4 +1,7 @@
 //! `backupctl run-job`: run a configured job once in the foreground (no daemon), record it in the job's history as the daemon would, and report it.
+//!
+//! A job with several repositories then runs each destination job (`JOB@REPO`) in turn, as
+//! the daemon does after a run that saved a snapshot; each is recorded in its own history.
 
 use super::util::human_bytes;
 use super::Ctx;
@@ -20,19 +23,45 @@ pub(crate) struct Args {
 
 /// Exit codes: 0 success, 3 partial snapshot, 5 a source or hook failed, otherwise the error's
 /// code (10 no repository, 11 locked, 12 wrong password, 130 interrupted, 1 other failures).
+/// With destinations: the backup's code when it failed, else the first failed destination's.
 pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let cfg = ctx.config()?;
     cfg.job(&a.job)?;
     let run_id = a.run_id.unwrap_or_else(|| new_run_id(&a.job));
+    let rep = run_one(ctx, cfg, &a.job, &run_id, &a.reason);
+    let mut code = rep.exit_code;
+    let mut dests = Vec::new();
+    if rep.snapshot_id.is_some() && !ctx.cancel.is_cancelled() {
+        for dest in cfg.destinations_of(&a.job) {
+            let why = format!("after run {run_id} of job {}", a.job);
+            let d = run_one(ctx, cfg, dest, &new_run_id(dest), &why);
+            if code == 0 {
+                code = d.exit_code;
+            }
+            dests.push(d);
+        }
+    }
+    if ctx.global.json {
+        // One object: the backup's report, with its destinations' reports in `destinations`.
+        let mut v = serde_json::to_value(&rep).expect("a report serializes");
+        if !cfg.destinations_of(&a.job).is_empty() {
+            v["destinations"] = serde_json::to_value(&dests).expect("reports serialize");
+        }
+        ctx.print_json(&v);
+    }
+    Ok(code)
+}
+
+/// Runs one job (a backup, or a destination job's copies), records and reports it.
+fn run_one(
+    ctx: &Ctx,
+    cfg: &crate::config::Config,
+    job: &str,
+    run_id: &str,
+    reason: &str,
+) -> crate::job::JobReport {
     let progress = ctx.progress();
-    let rep = run_job(
-        cfg,
-        &a.job,
-        &run_id,
-        &a.reason,
-        progress.as_ref(),
-        &ctx.cancel,
-    );
+    let rep = run_job(cfg, job, run_id, reason, progress.as_ref(), &ctx.cancel);
     drop(progress);
     let cancelled = ctx.cancel.is_cancelled();
     if let crate::daemon::Recorded::No(why) =
@@ -40,9 +69,8 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     {
         ctx.warn(why);
     }
-    if ctx.global.json {
-        ctx.print_json(&rep);
-    } else {
+    if !ctx.global.json {
+        say_copies(ctx, &rep);
         if let Some(s) = &rep.summary {
             ctx.say(format!(
                 "Files:  {:>6} new, {:>6} changed, {:>6} unmodified",
@@ -65,10 +93,15 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 ));
             }
         }
-        if let Some(id) = &rep.snapshot_id {
+        if let (Some(id), None) = (&rep.snapshot_id, &rep.copied) {
             ctx.say(format!("snapshot {} saved", &id[..8]));
         }
-        if let Some(r) = &rep.retention {
+        if let Some(p) = rep.retention.as_ref().and_then(|r| r.postponed.as_ref()) {
+            ctx.say(format!(
+                "retention postponed: {}",
+                p.lines().next().unwrap_or("")
+            ));
+        } else if let Some(r) = &rep.retention {
             ctx.say(format!(
                 "retention: kept {} snapshot(s), forgot {}{}",
                 r.kept,
@@ -94,5 +127,27 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         eprintln!("error: {e}");
     }
     debug_assert!(rep.outcome != Outcome::Success || rep.exit_code == 0);
-    Ok(rep.exit_code)
+    rep
+}
+
+/// A destination job's copies, in words.
+fn say_copies(ctx: &Ctx, rep: &crate::job::JobReport) {
+    let Some(c) = &rep.copied else {
+        return;
+    };
+    for (s, t) in &c.copied {
+        ctx.say(format!(
+            "snapshot {} copied to {} as {}",
+            &s[..8],
+            rep.repository,
+            &t[..8]
+        ));
+    }
+    ctx.say(format!(
+        "copied {} snapshot(s) from {} ({}); {} already there",
+        c.copied.len(),
+        c.from,
+        human_bytes(c.bytes_copied),
+        c.skipped
+    ));
 }

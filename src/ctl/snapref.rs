@@ -1,7 +1,9 @@
 //! Which snapshot a command names, past damaged snapshot files: the warning that names each
-//! damaged file, `latest` (which a damaged file makes unknowable) and `--newest-valid`.
+//! damaged file, `latest` (which a damaged file makes unknowable, and which is never a safety
+//! snapshot unless `--tag pre-restore` asks for one) and `--newest-valid`.
 
 use super::Ctx;
+use crate::engine::restore::{is_safety_snapshot, SAFETY_TAG};
 use crate::error::{Error, Result};
 use crate::repo::id::Id;
 use crate::repo::snapshot::{self, FindError, Snapshot, SnapshotFilter};
@@ -34,6 +36,49 @@ pub(crate) enum Latest {
 pub(crate) const BY_ID: &str =
     "name a snapshot by its id instead (`backupctl snapshots` lists the readable ones)";
 
+/// The repository (shared lock held, index loaded) and the snapshot `spec` names among those
+/// `filter` matches (`latest` refused when a damaged file makes it unknowable).
+pub(crate) fn open_one(
+    ctx: &Ctx,
+    spec: &str,
+    filter: &SnapshotFilter,
+) -> Result<(Repository, crate::repo::lock::RepoLock, Id, Snapshot)> {
+    let (mut repo, lock) = crate::repo::open::open_repository(
+        &ctx.repo_settings()?,
+        crate::repo::open::LockMode::Shared,
+    )?;
+    let snaps = load(ctx, &repo)?;
+    let (id, snap) = find(&snaps, spec, filter, Latest::Refuse { hint: BY_ID })?.clone();
+    repo.load_index()?;
+    Ok((repo, lock, id, snap))
+}
+
+/// The snapshots `specs` name (each once, in their order), or with none every readable one
+/// `filter` matches. An unknown or damaged one fails the whole selection, before anything is
+/// done to any.
+pub(crate) fn select<'a>(
+    all: &'a Snapshots,
+    specs: &[String],
+    filter: &SnapshotFilter,
+) -> Result<Vec<&'a (Id, Snapshot)>> {
+    if specs.is_empty() {
+        return Ok(all
+            .readable
+            .iter()
+            .filter(|(_, s)| filter.matches(s))
+            .collect());
+    }
+    let latest = Latest::Refuse { hint: BY_ID };
+    let mut out: Vec<&(Id, Snapshot)> = Vec::new();
+    for spec in specs {
+        let found = find(all, spec, filter, latest)?;
+        if !out.iter().any(|(id, _)| id == &found.0) {
+            out.push(found);
+        }
+    }
+    Ok(out)
+}
+
 /// Resolves `spec` (`latest` or an id prefix) among the readable snapshots. A prefix that names
 /// a damaged file is that file's error; `latest` with a damaged file is decided by `latest`.
 pub(crate) fn find<'a>(
@@ -53,14 +98,18 @@ pub(crate) fn find<'a>(
             });
         }
     }
+    let not_listed =
+        |e: FindError| Error::Input(format!("{e}\n  hint: `backupctl snapshots` lists them"));
+    if spec == "latest" {
+        return newest(&all.readable, filter)
+            .ok_or_else(|| not_listed(FindError::NotFound(spec.into())));
+    }
     let spec_l = spec.to_ascii_lowercase();
     let damaged: Vec<&DamagedSnapshot> = all
         .damaged
         .iter()
-        .filter(|d| spec != "latest" && d.id.to_hex().starts_with(&spec_l))
+        .filter(|d| d.id.to_hex().starts_with(&spec_l))
         .collect();
-    let not_listed =
-        |e: FindError| Error::Input(format!("{e}\n  hint: `backupctl snapshots` lists them"));
     match snapshot::find(&all.readable, spec, filter) {
         Ok(found) if damaged.is_empty() || found.0.to_hex() == spec_l => Ok(found),
         Ok(_) => Err(not_listed(FindError::Ambiguous(
@@ -73,6 +122,23 @@ pub(crate) fn find<'a>(
         }
         Err(e) => Err(not_listed(e)),
     }
+}
+
+/// Whether `s` is a candidate for `latest` under `filter`: it matches, and it is not a safety
+/// snapshot (an undo point of a restore, not a backup) unless the filter asks for their tag.
+pub(crate) fn latest_candidate(filter: &SnapshotFilter, s: &Snapshot) -> bool {
+    let wants_safety = filter
+        .tags
+        .iter()
+        .any(|t| t.split(',').any(|t| t == SAFETY_TAG));
+    filter.matches(s) && (wants_safety || !is_safety_snapshot(s))
+}
+
+/// The newest of `all` that is a `latest` candidate.
+fn newest<'a>(all: &'a [(Id, Snapshot)], filter: &SnapshotFilter) -> Option<&'a (Id, Snapshot)> {
+    all.iter()
+        .filter(|(_, s)| latest_candidate(filter, s))
+        .max_by_key(|(_, s)| s.time)
 }
 
 #[cfg(test)]
@@ -135,5 +201,22 @@ mod tests {
         );
         // The empty prefix matches both: ambiguous, not the readable one.
         assert!(matches!(find(&all, "", &f, l), Err(Error::Input(_))));
+    }
+
+    #[test]
+    fn latest_is_never_a_safety_snapshot_unless_the_filter_asks_for_one() {
+        let mut all = repo_of(&[(b"backup", 1), (b"undo", 2)], &[]);
+        all.readable[1].1.tags = vec![SAFETY_TAG.to_string()];
+        let l = Latest::Refuse { hint: BY_ID };
+        let f = SnapshotFilter::default();
+        assert_eq!(find(&all, "latest", &f, l).unwrap().0, Id::hash(b"backup"));
+        let asks = SnapshotFilter {
+            tags: vec![SAFETY_TAG.to_string()],
+            ..SnapshotFilter::default()
+        };
+        assert_eq!(find(&all, "latest", &asks, l).unwrap().0, Id::hash(b"undo"));
+        // By its id it is found as any snapshot.
+        let undo = Id::hash(b"undo").to_hex();
+        assert_eq!(find(&all, &undo, &f, l).unwrap().0, Id::hash(b"undo"));
     }
 }

@@ -1,6 +1,7 @@
-//! `backupctl snapshots`: list snapshots, filtered by host, path, tag or job.
+//! `backupctl snapshots`: list snapshots, filtered by host, path, tag or job, alone or in groups (`--group-by`).
 
 use super::Ctx;
+use crate::engine::forget::{self, GroupBy, GroupKey};
 use crate::error::{exit, Result};
 use crate::repo::id::Id;
 use crate::repo::open::open_unlocked;
@@ -39,9 +40,14 @@ impl FilterArgs {
 pub(crate) struct Args {
     #[command(flatten)]
     pub filter: FilterArgs,
-    /// Only the newest N snapshots of each host and path set.
+    /// Only the newest N snapshots of each group (of each host and path set without
+    /// --group-by).
     #[arg(long)]
     pub latest: Option<usize>,
+    /// List the snapshots in groups: a comma-separated list of host, paths, tags, job (as
+    /// restic's --group-by; JSON then lists `{group_key, snapshots}`).
+    #[arg(long, short = 'g', value_parser = GroupBy::parse)]
+    pub group_by: Option<GroupBy>,
 }
 
 /// A snapshot as `--json` prints it: the stored document plus its id.
@@ -53,51 +59,102 @@ pub(crate) struct SnapshotJson<'a> {
     pub snapshot: &'a Snapshot,
 }
 
+/// restic's `group_key` of `snapshots --group-by --json`: the grouped fields, the others
+/// empty (`job` only when grouped by it).
+#[derive(Serialize)]
+struct GroupKeyJson {
+    hostname: String,
+    paths: Option<Vec<String>>,
+    tags: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job: Option<Option<String>>,
+}
+
+#[derive(Serialize)]
+struct GroupJson<'a> {
+    group_key: GroupKeyJson,
+    snapshots: Vec<SnapshotJson<'a>>,
+}
+
+/// The newest `n` of `list` (oldest first), in their order.
+fn newest(list: Vec<&(Id, Snapshot)>, n: Option<usize>) -> Vec<&(Id, Snapshot)> {
+    match n {
+        Some(n) if list.len() > n => list[list.len() - n..].to_vec(),
+        _ => list,
+    }
+}
+
 pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = open_unlocked(&ctx.repo_settings()?)?;
     let f = a.filter.filter();
     let all = super::snapref::load(ctx, &repo)?;
-    let mut list: Vec<_> = all
+    let list: Vec<(Id, Snapshot)> = all
         .readable
         .into_iter()
         .filter(|(_, s)| f.matches(s))
         .collect();
-    if let Some(n) = a.latest {
-        let mut seen: std::collections::HashMap<(String, Vec<String>), usize> = Default::default();
-        let mut keep = vec![false; list.len()];
-        for (i, (_, s)) in list.iter().enumerate().rev() {
-            let c = seen
-                .entry((s.hostname.clone(), s.paths.clone()))
-                .or_default();
-            if *c < n {
-                keep[i] = true;
-                *c += 1;
+    // Without --group-by, --latest still counts per host and path set (as restic).
+    let by = a.group_by.unwrap_or(GroupBy {
+        host: true,
+        paths: true,
+        ..GroupBy::default()
+    });
+    let groups: Vec<(GroupKey, Vec<&(Id, Snapshot)>)> = forget::groups(&list, &by)
+        .into_iter()
+        .map(|(k, g)| (k, newest(g, a.latest)))
+        .collect();
+    match (a.group_by.is_some(), ctx.global.json) {
+        (true, true) => print_groups_json(ctx, &groups),
+        (true, false) => {
+            for (k, g) in &groups {
+                println!("snapshots for {k}:");
+                print_table(g);
+                println!();
             }
         }
-        let mut i = 0;
-        list.retain(|_| {
-            i += 1;
-            keep[i - 1]
-        });
+        (false, json) => {
+            let mut flat: Vec<&(Id, Snapshot)> = groups.into_iter().flat_map(|(_, g)| g).collect();
+            flat.sort_by_key(|(_, s)| s.time);
+            match json {
+                true => ctx.print_json(&flat.iter().map(|e| entry(e)).collect::<Vec<_>>()),
+                false => print_table(&flat),
+            }
+        }
     }
-    if ctx.global.json {
-        let v: Vec<_> = list
-            .iter()
-            .map(|(id, s)| SnapshotJson {
-                id: *id,
-                short_id: id.short(),
-                snapshot: s,
-            })
-            .collect();
-        ctx.print_json(&v);
-        return Ok(exit::OK);
+    Ok(exit::OK)
+}
+
+fn entry(e: &(Id, Snapshot)) -> SnapshotJson<'_> {
+    SnapshotJson {
+        id: e.0,
+        short_id: e.0.short(),
+        snapshot: &e.1,
     }
+}
+
+fn print_groups_json(ctx: &Ctx, groups: &[(GroupKey, Vec<&(Id, Snapshot)>)]) {
+    let v: Vec<GroupJson> = groups
+        .iter()
+        .map(|(k, g)| GroupJson {
+            group_key: GroupKeyJson {
+                hostname: k.host.clone().unwrap_or_default(),
+                paths: k.paths.clone(),
+                tags: k.tags.clone(),
+                job: k.job.clone(),
+            },
+            snapshots: g.iter().map(|e| entry(e)).collect(),
+        })
+        .collect();
+    ctx.print_json(&v);
+}
+
+fn print_table(list: &[&(Id, Snapshot)]) {
     let w = super::show::TIME_WIDTH;
     println!(
         "{:<8}  {:<w$}  {:<12}  {:<20}  paths",
         "ID", "time", "host", "tags"
     );
-    for (id, s) in &list {
+    for (id, s) in list {
         println!(
             "{:<8}  {:<w$}  {:<12}  {:<20}  {}",
             id.short(),
@@ -108,5 +165,4 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         );
     }
     println!("{} snapshots", list.len());
-    Ok(exit::OK)
 }

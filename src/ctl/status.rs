@@ -7,7 +7,7 @@ use super::Ctx;
 use crate::error::{exit, Error, Result};
 use crate::protocol::{JobStatus, Request, Response, StatusReport};
 use crate::record::RunRecord;
-use crate::state::{JobState, StateStore};
+use crate::state::{JobState, Loaded, StateStore};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -36,7 +36,7 @@ pub(crate) fn status(ctx: &Ctx) -> Result<i32> {
             let jobs: Vec<OfflineJob> = cfg
                 .jobs
                 .keys()
-                .map(|name| OfflineJob::of(name, store.load(name).ok().flatten()))
+                .map(|name| OfflineJob::of(name, store.read(name, Utc::now())))
                 .collect();
             let judged = super::health::of_state_files(&cfg).unwrap_or_default();
             let health = super::health::offline_overall(&cfg, &judged, &e);
@@ -64,6 +64,9 @@ pub(crate) fn status(ctx: &Ctx) -> Result<i32> {
                             .map(describe_run)
                             .unwrap_or_else(|| "never".into())
                     );
+                    if let Some(p) = &j.state_problem {
+                        println!("  {:<16} {p}", "");
+                    }
                 }
             }
             // The OS-timer mode has no daemon by design: that is no error.
@@ -80,11 +83,22 @@ struct OfflineJob {
     last_run: Option<RunRecord>,
     last_success: Option<DateTime<Utc>>,
     consecutive_failures: u32,
+    /// Why the state file is not used (it is left as it is: only the daemon repairs it).
+    state_problem: Option<String>,
 }
 
 impl OfflineJob {
-    fn of(name: &str, st: Option<JobState>) -> OfflineJob {
+    /// The job as its state file (read only) tells it.
+    fn of(name: &str, read: Result<Loaded>) -> OfflineJob {
+        let (st, state_problem) = match read {
+            Ok(Loaded::Good(st)) => (Some(st), None),
+            Ok(Loaded::Missing) => (None, None),
+            Ok(Loaded::Bad(bad)) => (None, Some(bad.for_reader())),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let st: Option<JobState> = st;
         OfflineJob {
+            state_problem,
             name: name.to_string(),
             last_run: st.as_ref().and_then(|s| s.history.last().cloned()),
             last_success: st.as_ref().and_then(|s| s.last_success),
@@ -110,7 +124,7 @@ pub(crate) fn jobs(ctx: &Ctx) -> Result<i32> {
             println!(
                 "{:<16} {:<20} {:<16} {:<14} {}",
                 j.name,
-                j.schedule.as_deref().unwrap_or("(manual)"),
+                schedule_of(j, "(manual)"),
                 j.timezone.as_deref().unwrap_or("-"),
                 j.state,
                 j.next_run
@@ -204,18 +218,34 @@ fn print_repo(r: &crate::protocol::RepoStatus) {
     }
 }
 
+/// A job's schedule in words: its cron expression, "(after JOB)" for a destination job
+/// (`JOB@REPO`), else `manual`.
+fn schedule_of(j: &JobStatus, manual: &str) -> String {
+    match (
+        &j.schedule,
+        j.name.split_once(crate::config::destinations::SEPARATOR),
+    ) {
+        (Some(s), _) => s.clone(),
+        (None, Some((job, _))) => format!("(after {job})"),
+        (None, None) => manual.to_string(),
+    }
+}
+
 fn print_job(j: &JobStatus) {
     println!(
         "\njob {}  [{}]  {} {}",
         j.name,
         j.state,
-        j.schedule.as_deref().unwrap_or("(manual only)"),
+        schedule_of(j, "(manual only)"),
         j.timezone
             .as_deref()
             .map(|t| format!("({t})"))
             .unwrap_or_default()
     );
     println!("  repository    {}", j.repository);
+    if let Some(p) = &j.state_problem {
+        println!("  state file    {p}");
+    }
     if let Some(h) = &j.health {
         println!("  health        {}", h.level.as_str());
         for r in &h.reasons {

@@ -57,6 +57,17 @@ pub(crate) fn split_snapshot_path(s: &str) -> (&str, Option<&str>) {
 
 pub(crate) use crate::size::human_bytes;
 
+/// Writes raw bytes (a pack, a blob) to stdout. A failure is reported as `println!` reports one,
+/// so that `bin/backupctl.rs` turns it into the same exit: 141 quietly for a closed pipe (locks
+/// are released as the panic unwinds), 1 with `error: cannot write the output` otherwise.
+pub(crate) fn write_stdout(bytes: &[u8]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+        std::panic::panic_any(format!("failed printing to stdout: {e}"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

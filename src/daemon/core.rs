@@ -1,4 +1,4 @@
-//! The daemon's event loop: owns every job's state, asks `schedule::decide` what is due, starts runs, records their ends (as `outcome` decides them), and answers the control socket's requests.
+//! The daemon's event loop: owns every job's state (repairing a damaged state file, refusing a newer backupd's), asks `schedule::decide` what is due, starts runs, records their ends (as `outcome` decides them), and answers the control socket's requests.
 //!
 //! One task owns all mutable state, so there are no locks around it: requests arrive as
 //! [`Command`]s on a channel, run ends as [`RunDone`]s, and the loop sleeps on the wall clock
@@ -19,7 +19,7 @@ use crate::protocol::{
 };
 use crate::record::{Outcome, RunRecord};
 use crate::schedule::{self, Decision, JobTiming, PendingRetry, RunReason, Schedule, Slot, Wake};
-use crate::state::{JobState, RunClaim, StateStore};
+use crate::state::{JobState, Loaded, RunClaim, StateStore};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -98,8 +98,15 @@ struct Entry {
     next: Option<(DateTime<Utc>, String)>,
     /// The job left the configuration while running; dropped when the run ends.
     removed: bool,
+    /// What was wrong with the job's state file at start-up and what was done (for `status`).
+    state_problem: Option<String>,
+    /// The state file is a newer backupd's: the job does not run and its file is not written.
+    refused: bool,
     /// The newest notification deliveries, newest last.
     deliveries: Vec<DeliveryInfo>,
+    /// A destination job whose job saved another snapshot while it was copying: it runs again
+    /// when its run ends, for this reason.
+    copy_again: Option<RunReason>,
 }
 
 /// Deliveries of one notification, reported back by its blocking thread.
@@ -213,14 +220,7 @@ impl Daemon {
     /// A job the loop does not know yet: its state from disk (or fresh), rebased when its
     /// schedule changed while backupd was stopped, its lost run (if any) settled.
     fn add_job(&mut self, name: &str, sched: Option<Schedule>, wake: Wake, now: DateTime<Utc>) {
-        let mut state = match self.store.load(name) {
-            Ok(Some(s)) => s,
-            Ok(None) => JobState::new(name, now),
-            Err(e) => {
-                tracing::error!(job = %name, "{e}");
-                JobState::new(name, now)
-            }
-        };
+        let (mut state, state_problem, refused) = self.load_state(name, now);
         let (expr, tz) = schedule_key(sched.as_ref());
         if state.schedule != expr || state.timezone != tz {
             if state.schedule.is_some() {
@@ -245,13 +245,56 @@ impl Daemon {
                 next: None,
                 removed: false,
                 deliveries: Vec::new(),
+                copy_again: None,
+                state_problem,
+                refused,
             },
         );
         self.save(name);
     }
 
+    /// The job's state from its file, with what was wrong with the file and whether the job is
+    /// refused: a damaged or implausible file is moved aside and the job starts afresh; a
+    /// newer backupd's file is left alone and the job does not run. Either is logged.
+    fn load_state(&self, name: &str, now: DateTime<Utc>) -> (JobState, Option<String>, bool) {
+        let fresh = JobState::new(name, now);
+        let bad = match self.store.read(name, now) {
+            Ok(Loaded::Good(s)) => return (s, None, false),
+            Ok(Loaded::Missing) => return (fresh, None, false),
+            Err(e) => {
+                let msg = format!("{e}; the job starts with a fresh state");
+                tracing::error!(job = %name, "{msg}");
+                return (fresh, Some(msg), false);
+            }
+            Ok(Loaded::Bad(bad)) => bad,
+        };
+        let file = bad.path.display();
+        if !bad.problem.is_damage() {
+            let msg = format!(
+                "the state file {file} is refused: {}; job {name:?} does not run and the file is left as it is\n  hint: {}",
+                bad.problem,
+                bad.hint()
+            );
+            tracing::error!(job = %name, "{msg}");
+            return (fresh, Some(msg), true);
+        }
+        let msg = match self.store.move_aside(&bad, now) {
+            Ok(aside) => format!(
+                "the state file {file} is damaged: {}; it was moved to {} and the job starts with a fresh state (no catch-up for slots missed before now)",
+                bad.problem,
+                aside.display()
+            ),
+            Err(e) => format!(
+                "the state file {file} is damaged: {}; it could not be moved aside ({e}) and is replaced by a fresh state",
+                bad.problem
+            ),
+        };
+        tracing::warn!(job = %name, "{msg}");
+        (fresh, Some(msg), false)
+    }
+
     fn save(&self, name: &str) {
-        if let Some(e) = self.jobs.get(name) {
+        if let Some(e) = self.jobs.get(name).filter(|e| !e.refused) {
             if let Err(err) = self.store.save(&e.state) {
                 tracing::error!(job = %name, "{err}");
             }
@@ -390,6 +433,10 @@ impl Daemon {
         // Skips consume slots one decision at a time; a bounded loop guards against a bug.
         for _ in 0..1000 {
             let e = self.jobs.get_mut(name).expect("planned job exists");
+            if e.refused {
+                e.next = None;
+                return;
+            }
             if e.active.is_some() || e.removed {
                 return;
             }
@@ -462,7 +509,7 @@ impl Daemon {
             job: name.to_string(),
             run_id: run_id.clone(),
             reason: reason.describe(),
-            repo_key: cfg.repository_of(job).path.clone(),
+            repo_key: cfg.repository_of(job).path.expose().to_string(),
             cancel: active.cancel.clone(),
             progress: Arc::new(RunProgress {
                 job: name.to_string(),
@@ -478,7 +525,7 @@ impl Daemon {
         let mut n = Notification::new(
             Event::Start,
             name,
-            format!("backup job {name} started ({})", reason.describe()),
+            format!("{} started ({})", outcome::what(name), reason.describe()),
         );
         n.run_id = Some(run_id.clone());
         n.reason = Some(reason.describe());
@@ -515,6 +562,9 @@ impl Daemon {
         };
         let settled = outcome::settle(&e.state, &run, &policy, now);
         e.state = settled.state;
+        // On disk before anyone hears of it: a client told "finished" (or a notification)
+        // never sees a history that a crash right after would lose.
+        self.save(&done.job);
         log_end(&done, &settled.record, &settled.verdict, &policy);
         let rec = settled.record;
         let _ = active
@@ -533,7 +583,6 @@ impl Daemon {
             return;
         };
         let removed = e.removed;
-        self.save(&done.job);
         if let Some(j) = self.config.jobs.get(&done.job) {
             // The run changed the repository: its size and coverage are measured again (the
             // metrics are written when the measurement comes back).
@@ -543,6 +592,39 @@ impl Daemon {
         self.write_metrics();
         if removed {
             self.jobs.remove(&done.job);
+            return;
+        }
+        self.start_destinations(&done.job, &rec);
+        if let Some(reason) = self
+            .jobs
+            .get_mut(&done.job)
+            .and_then(|e| e.copy_again.take())
+        {
+            self.start(&done.job, None, reason);
+        }
+    }
+
+    /// After a run of `job` that saved a snapshot: each of its destination jobs copies it now,
+    /// or, when it is copying already, once more after that. A destination never waits for
+    /// another (each has its own repository).
+    fn start_destinations(&mut self, job: &str, rec: &RunRecord) {
+        if rec.snapshot_id.is_none() {
+            return;
+        }
+        let cfg = self.config.clone();
+        for dest in cfg.destinations_of(job) {
+            let reason = RunReason::AfterBackup {
+                job: job.to_string(),
+                run_id: rec.run_id.clone(),
+            };
+            match self.jobs.get_mut(dest) {
+                Some(e) if e.refused || e.removed => {}
+                Some(e) if e.active.is_some() => e.copy_again = Some(reason),
+                Some(_) => {
+                    self.start(dest, None, reason);
+                }
+                None => {}
+            }
         }
     }
 
@@ -592,6 +674,14 @@ impl Daemon {
         match self.jobs.get(job) {
             None => Err(self.no_such_job(job)),
             Some(e) if e.removed => Err(self.no_such_job(job)),
+            Some(Entry {
+                refused: true,
+                state_problem,
+                ..
+            }) => Err(Response::Error {
+                kind: ErrorKind::Other,
+                message: state_problem.clone().unwrap_or_default(),
+            }),
             Some(Entry {
                 active: Some(a), ..
             }) => Err(Response::Error {
@@ -743,11 +833,15 @@ impl Daemon {
                 .config
                 .jobs
                 .get(name)
-                .map(|j| self.config.repository_of(j).path.clone())
+                .map(|j| self.config.repository_of(j).path.shown())
                 .unwrap_or_default(),
             schedule,
             timezone,
-            state: run_state(running.as_ref(), e.state.retry.is_some()).to_string(),
+            state: if e.refused {
+                "refused".to_string()
+            } else {
+                run_state(running.as_ref(), e.state.retry.is_some()).to_string()
+            },
             running,
             last_run: e.state.history.last().cloned(),
             last_success: e.state.last_success,
@@ -763,6 +857,7 @@ impl Daemon {
                 }),
             health: Some(self.health_of(name, e, now)),
             notifications: e.deliveries.clone(),
+            state_problem: e.state_problem.clone(),
             stats: Some(crate::monitor::health::run_stats(
                 &e.state.history,
                 STATS_RUNS,
@@ -903,7 +998,17 @@ impl Daemon {
             repository_bytes: bytes,
             space,
         };
-        crate::monitor::health::of_state(&e.state, cfg, e.schedule.as_ref(), running, repo, now)
+        let h = crate::monitor::health::of_state(
+            &e.state,
+            cfg,
+            e.schedule.as_ref(),
+            running,
+            repo,
+            now,
+        );
+        // A refused job does not run until its state file is dealt with.
+        let refused = e.state_problem.as_deref().filter(|_| e.refused);
+        crate::monitor::health::with_state_problem(h, refused)
     }
 
     /// A drill or a measurement ended: a failed drill (or the first pass after one) is
@@ -988,7 +1093,7 @@ impl Daemon {
                 .config
                 .jobs
                 .get(name)
-                .map(|j| self.config.repository_of(j).path.clone())
+                .map(|j| self.config.repository_of(j).path.shown())
                 .unwrap_or_default(),
             last_success: e.state.last_success,
             last_run_end: last.map(|r| r.end),
@@ -1461,5 +1566,101 @@ mod tests {
         assert_eq!(rec.outcome, Outcome::Skipped);
         assert_eq!(rec.slot.as_deref(), Some("2026-03-01 02:30"));
         assert_eq!((rec.missed, rec.start, rec.end), (3, t(4, 0), t(4, 0)));
+    }
+
+    /// A deterministic generator (xorshift) of configurations whose values include the
+    /// extremes: whatever validation accepts, the daemon's start-up computations on it
+    /// (the run slots' semaphore, the next slot with jitter, retry delays for many attempts,
+    /// hook and shutdown timeouts as deadlines) do not panic.
+    #[test]
+    fn whatever_validation_accepts_the_daemon_computes_without_panicking() {
+        // Each value is one the file can hold; most are in range, some just outside, some absurd.
+        const DURATIONS: &[&str] = &[
+            "0s", "1s", "59m", "1d", "1w", "5217w", "36500d", "90", "1h30m", "86400",
+        ];
+        const BAD_DURATIONS: &[&str] = &[
+            "",
+            "2d",
+            "36501d",
+            "18446744073709551615",
+            "9999999999999999d",
+            "99999999999999999999s",
+        ];
+        const NUMBERS: &[&str] = &["1", "2", "1024", "4294967295"];
+        const BAD_NUMBERS: &[&str] = &["0", "1025", "-1", "9223372036854775807"];
+        const FACTORS: &[&str] = &["0.5", "1.0", "2.0", "1e308", "inf", "nan", "-1.0"];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut pick = |good: &[&'static str], bad: &[&'static str]| -> &'static str {
+            let r = next();
+            match r % 8 {
+                0 => bad[(r >> 8) as usize % bad.len()],
+                _ => good[(r >> 8) as usize % good.len()],
+            }
+        };
+        let mut accepted = 0;
+        for _ in 0..300 {
+            let mut d = || pick(DURATIONS, BAD_DURATIONS);
+            let (jitter, delay, max_delay, hook, shutdown) = (d(), d(), d(), d(), d());
+            let (startup, within) = (d(), d());
+            let text = format!(
+                "[daemon]\nmax_parallel = {}\nshutdown_timeout = \"{shutdown}\"\n[repositories.r]\npath = \"/r\"\npassword_file = \"/p\"\n[jobs.j]\nrepository = \"r\"\npaths = [\"/x\"]\nschedule = \"*/5 * * * *\"\njitter = \"{jitter}\"\nstartup_delay = \"{startup}\"\ncatch_up = \"within {within}\"\nretries = {{ attempts = {}, delay = \"{delay}\", max_delay = \"{max_delay}\", factor = {} }}\n[jobs.j.hooks]\ntimeout = \"{hook}\"\n",
+                pick(NUMBERS, BAD_NUMBERS),
+                pick(NUMBERS, BAD_NUMBERS),
+                pick(FACTORS, FACTORS),
+            );
+            let Ok(cfg) = Config::parse(&text, std::path::Path::new("p.toml")) else {
+                continue;
+            };
+            accepted += 1;
+            start_up_computations(&cfg);
+        }
+        assert!(
+            accepted > 20,
+            "only {accepted} configurations were accepted"
+        );
+    }
+
+    /// What the daemon computes from a configuration it starts with.
+    fn start_up_computations(cfg: &Config) {
+        drop(super::super::runner::Limits::new(cfg.daemon.max_parallel));
+        let std_now = std::time::Instant::now();
+        assert!(std_now.checked_add(cfg.daemon.shutdown_timeout).is_some());
+        let j = &cfg.jobs["j"];
+        assert!(std_now.checked_add(j.hooks.timeout).is_some());
+        let sched = j.parsed_schedule.as_ref().expect("a schedule");
+        let now = Utc::now();
+        let _ = startup_until(now, j.startup_delay, false);
+        let timing = JobTiming {
+            schedule: sched,
+            catch_up: &j.catch_up,
+            jitter: j.jitter,
+            job: "j",
+        };
+        for (last, at) in [(None, now), (Some(now), now + chrono::TimeDelta::days(1))] {
+            let st = schedule::ScheduleState {
+                last_slot: last.map(|at| Slot {
+                    wall: at.naive_utc(),
+                    at,
+                    zone: None,
+                }),
+                baseline: now - chrono::TimeDelta::days(1),
+                retry: None,
+            };
+            let _ = schedule::decide(&timing, &st, at, &Wake::Timer);
+        }
+        let policy = j.retries.policy();
+        let mut previous = None;
+        for n in (1..=64).chain([1000, u32::MAX]) {
+            let _ = policy.delay_for(n);
+            previous = policy
+                .after_failure(None, previous.as_ref(), now, "x")
+                .or(previous);
+        }
     }
 }

@@ -198,7 +198,7 @@ impl Drills {
             };
             let (limits, tx) = (limits.clone(), self.tx.clone());
             tokio::spawn(async move {
-                let _guards = limits.acquire(&job.rc.path).await;
+                let _guards = limits.acquire(job.rc.path.expose()).await;
                 let repo = job.repo.clone();
                 let kind = job.kind;
                 let outcome = tokio::task::spawn_blocking(move || job.run())
@@ -374,7 +374,7 @@ impl Drills {
                 location: config
                     .repositories
                     .get(name)
-                    .map(|r| r.path.clone())
+                    .map(|r| r.path.shown())
                     .unwrap_or_default(),
                 size_bytes: e.state.size.map(|s| s.bytes),
                 packs: e.state.size.map(|s| s.packs),
@@ -420,7 +420,7 @@ impl Drills {
             .filter_map(|(name, e)| {
                 let rc = config.repositories.get(name)?;
                 Some(crate::monitor::metrics::RepoMetrics {
-                    repository: rc.path.clone(),
+                    repository: rc.path.shown(),
                     size_bytes: e.state.size.map(|s| s.bytes),
                     snapshots: e.state.size.map(|s| s.snapshots),
                     free_bytes: e.state.size.and_then(|s| s.space).map(|s| s.available),

@@ -7,14 +7,15 @@
 //! recorded, and [`Recorded::No`] says so and how to run it through the daemon instead. A
 //! recorded run is a manual run: it counts for health and history like the daemon's, is not
 //! retried, sends no notification, and leaves a run the daemon was in the middle of (its
-//! claim) for the daemon to settle.
+//! claim) for the daemon to settle. A damaged state file, or one of a newer backupd, is not
+//! repaired here (only the daemon does that): the run is not recorded, and the reason says why.
 
 use super::outcome::{self, FinishedRun, Policy, Stopped};
 use super::{InstanceLock, LockError};
 use crate::config::Config;
 use crate::job::JobReport;
 use crate::schedule::RunReason;
-use crate::state::{JobState, RunClaim, StateStore};
+use crate::state::{JobState, Loaded, RunClaim, StateStore};
 use chrono::Utc;
 
 /// Whether a foreground run was recorded.
@@ -45,14 +46,12 @@ pub(crate) fn record_foreground_run(cfg: &Config, rep: &JobReport, cancelled: bo
         Err(LockError::Held(why) | LockError::Io(why)) => return not(why),
     };
     let now = Utc::now();
-    let before = match store.load(&rep.job) {
-        Ok(Some(s)) => s,
-        Ok(None) => JobState::new(&rep.job, now),
-        // Moved aside and said; the job starts anew, as the daemon does.
-        Err(e) => {
-            eprintln!("warning: {e}");
-            JobState::new(&rep.job, now)
-        }
+    // Only the daemon repairs a state file: a bad one is reported and left alone.
+    let before = match store.read(&rep.job, now) {
+        Ok(Loaded::Good(s)) => s,
+        Ok(Loaded::Missing) => JobState::new(&rep.job, now),
+        Ok(Loaded::Bad(bad)) => return not(bad.for_reader()),
+        Err(e) => return not(e.to_string()),
     };
     let state = settled(cfg, &before, rep, cancelled, now);
     match store.save(&state) {
@@ -139,7 +138,29 @@ mod tests {
             warnings: Vec::new(),
             sources: Vec::new(),
             retention: None,
+            verify_after: None,
+            copied: None,
         }
+    }
+
+    #[test]
+    fn a_foreground_run_leaves_a_damaged_state_file_to_the_daemon() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path());
+        let jobs = d.path().join("state/jobs");
+        std::fs::create_dir_all(&jobs).unwrap();
+        std::fs::write(jobs.join("app.json"), "{\"version\": 1, \"job\": ").unwrap();
+        let r = record_foreground_run(&cfg, &report(Outcome::Success, exit::OK, None), false);
+        match r {
+            Recorded::No(why) => assert!(
+                why.contains("app.json") && why.contains("left as it is"),
+                "{why}"
+            ),
+            Recorded::Yes => panic!("recorded over a damaged state file"),
+        }
+        let names: Vec<_> = std::fs::read_dir(&jobs).unwrap().collect();
+        assert_eq!(names.len(), 1, "nothing was moved or written");
+        assert!(jobs.join("app.json").exists());
     }
 
     #[test]
@@ -182,10 +203,12 @@ mod tests {
         rep.reason = "before the upgrade".into();
         let r = record_foreground_run(&cfg, &rep, false);
         assert!(matches!(r, Recorded::Yes), "{r:?}");
-        let st = StateStore::at(&d.path().join("state"))
-            .load("app")
+        let Loaded::Good(st) = StateStore::at(&d.path().join("state"))
+            .read("app", Utc::now())
             .unwrap()
-            .unwrap();
+        else {
+            panic!("no state saved")
+        };
         assert_eq!(st.history.len(), 1);
         assert_eq!(st.history[0].reason, "before the upgrade");
         assert!(st.last_success.is_some());

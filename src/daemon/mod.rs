@@ -529,8 +529,32 @@ fn open_pid_file(state_dir: &Path) -> Result<(PathBuf, std::fs::File), LockError
         .create(true)
         .truncate(false)
         .open(&p)
-        .map_err(|e| LockError::Io(format!("cannot open the lock file {}: {e}", p.display())))?;
+        .map_err(|e| LockError::Io(pid_file_error(&p, &e)))?;
     Ok((p, f))
+}
+
+/// Why the lock file `p` cannot be opened, and what to do: a folder in its place is removed,
+/// a folder this user may not write is made writable (or another one chosen).
+fn pid_file_error(p: &Path, e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let dir = p.parent().unwrap_or(p).display();
+    let hint = if e.kind() == ErrorKind::IsADirectory || p.is_dir() {
+        format!(
+            "remove the folder {} (backupd keeps its lock in a file of that name), or set state_dir in the [daemon] table to another folder",
+            p.display()
+        )
+    } else if matches!(
+        e.kind(),
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+    ) {
+        format!("make {dir} writable by this user (or run backupd as the user that owns it), or set state_dir in the [daemon] table to a folder it may write")
+    } else {
+        format!("check {dir}, or set state_dir in the [daemon] table to another folder")
+    };
+    format!(
+        "cannot open the lock file {}: {e}\n  hint: {hint}",
+        p.display()
+    )
 }
 
 impl InstanceLock {
@@ -618,6 +642,38 @@ mod tests {
             panic!("the lock is free");
         };
         assert_eq!(last_holder(d.path()).unwrap().mode, Mode::Daemon);
+    }
+
+    #[test]
+    fn a_lock_file_that_is_a_folder_is_refused_with_what_to_do() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("backupd.pid")).unwrap();
+        match InstanceLock::acquire(d.path(), ROLE_DAEMON) {
+            Err(LockError::Io(m)) => assert!(
+                m.contains("backupd.pid") && m.contains("hint: remove the folder"),
+                "{m}"
+            ),
+            _ => panic!("a folder taken as the lock file"),
+        }
+    }
+
+    #[test]
+    fn a_read_only_state_folder_is_refused_with_what_to_do() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("backupd.pid");
+        for e in [
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem),
+        ] {
+            let m = pid_file_error(&p, &e);
+            assert!(
+                m.contains("backupd.pid")
+                    && m.contains("hint: make ")
+                    && m.contains("writable by this user")
+                    && m.contains("state_dir"),
+                "{m}"
+            );
+        }
     }
 
     #[test]

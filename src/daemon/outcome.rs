@@ -201,9 +201,12 @@ fn record_of(run: &FinishedRun, now: DateTime<Utc>) -> RunRecord {
         error: rep.error.clone(),
         files_new: sum.map(|s| s.files_new),
         files_changed: sum.map(|s| s.files_changed),
-        data_added: sum.map(|s| s.data_added),
+        data_added: sum
+            .map(|s| s.data_added)
+            .or(rep.copied.as_ref().map(|c| c.bytes_copied)),
         bytes_processed: sum.map(|s| s.total_bytes_processed),
         warnings: rep.warnings.len(),
+        copied: rep.copied.as_ref().map(|c| c.copied.len()),
     }
 }
 
@@ -217,7 +220,7 @@ fn notices_of(
     after: &JobState,
     verdict: &Verdict,
 ) -> Vec<Notice> {
-    let job = run.job;
+    let job = &what(run.job);
     let ok = *verdict == Verdict::Succeeded;
     let notice = |event, message| Notice { event, message };
     match (run.stopped, ok) {
@@ -225,12 +228,12 @@ fn notices_of(
         (_, true) => {
             let mut v = Vec::new();
             if run.report.outcome == Outcome::Partial {
-                v.push(notice(Event::Warning, format!("backup job {job} made a partial snapshot ({}): {} file(s) could not be read consistently", rec.reason, rec.warnings)));
+                v.push(notice(Event::Warning, format!("{job} made a partial snapshot ({}): {} file(s) could not be read consistently", rec.reason, rec.warnings)));
             } else {
                 v.push(notice(
                     Event::Success,
                     format!(
-                        "backup job {job} succeeded ({}) in {:.1} s",
+                        "{job} succeeded ({}) in {:.1} s",
                         rec.reason, rec.duration_seconds
                     ),
                 ));
@@ -239,7 +242,9 @@ fn notices_of(
             if prior_failures > 0 || before.overdue_notified.is_some() {
                 v.push(notice(
                     Event::Recovered,
-                    format!("backup job {job} recovered: it succeeded again after {prior_failures} failed run(s)"),
+                    format!(
+                        "{job} recovered: it succeeded again after {prior_failures} failed run(s)"
+                    ),
                 ));
             }
             v
@@ -258,7 +263,7 @@ fn notices_of(
             vec![notice(
                 Event::Failure,
                 format!(
-                    "backup job {job} failed ({}): {}{retry_note}",
+                    "{job} failed ({}): {}{retry_note}",
                     rec.reason,
                     first_line(rec.error.as_deref().unwrap_or("failed")),
                 ),
@@ -323,6 +328,15 @@ fn resume_retry(attempts: u32, claim: &RunClaim, error: &str, now: DateTime<Utc>
         due: now,
         slot: claim.slot,
         last_error: first_line(error),
+    }
+}
+
+/// A job as notifications name it: "backup job app", or "destination offsite of job app"
+/// for a destination job (`app@offsite`).
+pub fn what(job: &str) -> String {
+    match job.split_once(crate::config::destinations::SEPARATOR) {
+        Some((j, repo)) => format!("destination {repo} of job {j}"),
+        None => format!("backup job {job}"),
     }
 }
 
@@ -428,6 +442,8 @@ mod tests {
             warnings: Vec::new(),
             sources: Vec::new(),
             retention: None,
+            verify_after: None,
+            copied: None,
         }
     }
 

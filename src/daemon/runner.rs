@@ -216,6 +216,8 @@ fn failed_report(job: &str, run_id: &str, repo: &str, error: String, exit_code: 
         warnings: Vec::new(),
         sources: Vec::new(),
         retention: None,
+        verify_after: None,
+        copied: None,
     }
 }
 

@@ -59,13 +59,9 @@ pub async fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, Sock
     }
     let gid = match group {
         None => None,
-        Some(g) => Some(
-            nix::unistd::Group::from_name(g)
-                .ok()
-                .flatten()
-                .ok_or_else(|| SocketError::NoGroup(g.to_string()))?
-                .gid,
-        ),
+        Some(g) => Some(nix::unistd::Gid::from_raw(
+            crate::sysinfo::group_id(g).ok_or_else(|| SocketError::NoGroup(g.to_string()))?,
+        )),
     };
     // The socket is created with the umask's mode: make it private from the first instant.
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
@@ -91,10 +87,7 @@ pub async fn serve(
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let me = nix::unistd::geteuid().as_raw();
-    let gid = group
-        .as_deref()
-        .and_then(|g| nix::unistd::Group::from_name(g).ok().flatten())
-        .map(|g| g.gid.as_raw());
+    let gid = group.as_deref().and_then(crate::sysinfo::group_id);
     loop {
         tokio::select! {
             _ = shutdown.recv() => return,

@@ -1,14 +1,20 @@
 //! Backup: walk sources, chunk, deduplicate, compress, encrypt, pack; then index and snapshot.
 //!
 //! The pipeline: the calling thread walks the file system and builds trees; file workers read
-//! files, cut them into chunks (FastCDC) and hash them; sealers compress and encrypt the chunks
+//! files, cut them into chunks (restic's chunker, `engine::chunker`, with the repository's
+//! polynomial, so restic's and backupd's backups share blobs) and hash them; sealers compress and encrypt the chunks
 //! no one has stored yet and put them into packs; uploaders write finished packs (one for a
 //! local disk, `Backend::upload_parallelism` for remote storage). When the
 //! walk is done the packs are flushed, then the index is written, then the snapshot: a crash at
 //! any instant leaves at most unreferenced packs behind. A long backup also writes the index of
 //! the packs it has uploaded every [`INDEX_EVERY`], and the next backup adopts the packs a
 //! killed run left without an index (`engine::resume`), so an interrupted backup resumes.
+//!
+//! With `BackupOptions::manifest` the file workers also hash each file's bytes whole as they
+//! chunk them, the walk collects those hashes by path, and the root tree gets a `.backupd`
+//! folder holding the `SHA256SUMS` manifest (`repo::manifest`), stored as ordinary data blobs.
 
+use super::chunker::{self, Tables};
 use super::exclude::{ExcludeOptions, Excluder};
 use super::resume::{adopt_unindexed, Resumed};
 use super::targets::{self, Target};
@@ -19,6 +25,7 @@ use crate::repo::backend::FileType;
 use crate::repo::crypto::Key;
 use crate::repo::id::Id;
 use crate::repo::index::{split_into_files, IndexFile, IndexPack};
+use crate::repo::manifest::{self, Manifest, Sha256};
 use crate::repo::pack::{BlobType, Compression, PackWriter};
 use crate::repo::snapshot::{Snapshot, SnapshotSummary, JOB_TAG_PREFIX, PARTIAL_TAG};
 use crate::repo::tree::{gomode, kind, Node, Tree};
@@ -29,6 +36,7 @@ use crate::sources::locked::{lock_holder, LockedAction, LockedFiles};
 use crate::sources::retry::{retry, RetryError, RetryPolicy};
 use chrono::{DateTime, FixedOffset, Local};
 use crossbeam_channel::{bounded, Receiver, Sender};
+use sha2::Digest;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, Metadata};
 use std::io::Read;
@@ -37,10 +45,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::thread::{Scope, ScopedJoinHandle};
 
-/// Chunk sizes as restic's: 512 KiB to 8 MiB, 1 MiB on average.
-pub const CHUNK_MIN: u32 = 512 * 1024;
-pub const CHUNK_AVG: u32 = 1024 * 1024;
-pub const CHUNK_MAX: u32 = 8 * 1024 * 1024;
+/// Chunk sizes, restic's chunker's: 512 KiB to 8 MiB, 1 MiB on average.
+pub const CHUNK_MIN: usize = chunker::MIN_SIZE;
+pub const CHUNK_MAX: usize = chunker::MAX_SIZE;
 /// Packs are closed once they reach this size.
 pub const PACK_TARGET: usize = 16 * 1024 * 1024;
 /// Files up to this size are read into memory whole, larger ones are streamed.
@@ -76,6 +83,17 @@ pub struct BackupOptions {
     pub locked_files: LockedFiles,
     /// How often the index of the packs uploaded so far is written during the backup.
     pub index_every: std::time::Duration,
+    /// Read, chunk and hash as a backup does, and count what it would add, but write nothing:
+    /// no pack, index or snapshot (the result's snapshot id is the one it would have had).
+    pub dry_run: bool,
+    /// Store a manifest of every regular file's SHA-256 at `/.backupd/SHA256SUMS` in the
+    /// snapshot (`repo::manifest`): each file read is hashed as it is chunked; a file the parent
+    /// says is unchanged takes its hash from the parent's manifest, or is read again when the
+    /// parent has none.
+    pub manifest: bool,
+    /// Save no snapshot when the tree is the parent's (restic's `--skip-if-unchanged`): the
+    /// result then names the parent and is `skipped`.
+    pub skip_if_unchanged: bool,
 }
 
 impl Default for BackupOptions {
@@ -93,6 +111,9 @@ impl Default for BackupOptions {
             change_retries: 2,
             locked_files: LockedFiles::default(),
             index_every: INDEX_EVERY,
+            dry_run: false,
+            manifest: false,
+            skip_if_unchanged: false,
         }
     }
 }
@@ -106,6 +127,13 @@ pub struct BackupResult {
     pub warnings: Vec<String>,
     /// What was kept from interrupted runs (packs no index listed, adopted at the start).
     pub resumed: Resumed,
+    /// The packs this run uploaded, as its index lists them (for `verify_after`).
+    pub written: Vec<IndexPack>,
+    /// A dry run: nothing was written, `snapshot_id` is the id the snapshot would have had.
+    pub dry_run: bool,
+    /// Nothing changed since the parent and `skip_if_unchanged` was asked for: no snapshot was
+    /// saved, `snapshot_id` is the parent's.
+    pub skipped: bool,
 }
 
 impl BackupResult {
@@ -151,6 +179,8 @@ struct Shared<'a> {
     repo: &'a Repository,
     key: Key,
     compression: Compression,
+    /// The chunker's tables for the repository's polynomial.
+    tables: Tables,
     /// Blobs stored by this backup so far (or on their way).
     new_blobs: Mutex<HashSet<(Id, BlobType)>>,
     packers: [Mutex<PackWriter>; 2],
@@ -168,6 +198,10 @@ struct Shared<'a> {
     locked_until: std::time::Instant,
     /// Chunk buffers handed back by the sealers, for the readers to fill again.
     pool: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+    /// Count new blobs instead of storing them (`BackupOptions::dry_run`).
+    dry_run: bool,
+    /// Hash every file read whole, for the manifest (`BackupOptions::manifest`).
+    manifest: bool,
 }
 
 /// The packs uploaded so far: those no index file names yet, and the index files written
@@ -193,11 +227,13 @@ impl<'a> Shared<'a> {
         opts: &BackupOptions,
         progress: &'a dyn Progress,
         cancel: &'a CancelToken,
+        tables: Tables,
     ) -> Shared<'a> {
         Shared {
             repo,
             key: repo.key().clone(),
             compression: repo.compression,
+            tables,
             new_blobs: Mutex::new(HashSet::new()),
             packers: [Mutex::new(PackWriter::new()), Mutex::new(PackWriter::new())],
             written: Mutex::new(Written {
@@ -206,6 +242,8 @@ impl<'a> Shared<'a> {
                 files: Vec::new(),
             }),
             index_every: opts.index_every,
+            dry_run: opts.dry_run,
+            manifest: opts.manifest,
             error: Mutex::new(None),
             failed: AtomicBool::new(false),
             counters: Counters::default(),
@@ -263,7 +301,7 @@ impl<'a> Shared<'a> {
 
     /// Gives a chunk buffer back (dropped when the pool is full).
     fn recycle(&self, v: Vec<u8>) {
-        if v.capacity() >= CHUNK_MIN as usize {
+        if v.capacity() >= CHUNK_MIN {
             let _ = self.pool.0.try_send(v);
         }
     }
@@ -325,6 +363,21 @@ impl<'a> Shared<'a> {
         }
     }
 
+    /// Stores a new blob: hands it to the sealers, or in a dry run only counts it.
+    fn store(&self, job: BlobJob, blobs: &Sender<BlobJob>) {
+        if !self.dry_run {
+            let _ = blobs.send(job);
+            return;
+        }
+        if job.tpe == BlobType::Data {
+            add(&self.counters.data_blobs, 1);
+            add(&self.counters.data_added, job.data.len() as u64);
+            self.recycle(job.data);
+        } else {
+            add(&self.counters.tree_blobs, 1);
+        }
+    }
+
     /// True when the caller must store this blob: it is in neither the index nor this backup.
     fn claim(&self, id: Id, tpe: BlobType) -> bool {
         if self.repo.index().has(&id, tpe) {
@@ -379,6 +432,8 @@ enum FileResult {
         content: Vec<Id>,
         size: u64,
         md: Box<Metadata>,
+        /// The SHA-256 of the bytes read, when the backup makes a manifest.
+        sha256: Option<Sha256>,
     },
     Unreadable,
 }
@@ -415,7 +470,7 @@ fn sealer(sh: &Shared, rx: Receiver<BlobJob>, up: Sender<PackWriter>) {
             if p.size() >= PACK_TARGET {
                 Some(std::mem::replace(
                     &mut *p,
-                    PackWriter::with_capacity(PACK_TARGET + CHUNK_MAX as usize),
+                    PackWriter::with_capacity(PACK_TARGET + CHUNK_MAX),
                 ))
             } else {
                 None
@@ -458,21 +513,22 @@ fn same_stat(a: &Metadata, b: &Metadata) -> bool {
     }
 }
 
-/// Cuts a stream into content-defined chunks (FastCDC, 512 KiB to 8 MiB) through one reusable
-/// buffer of twice the largest chunk, handing each chunk to `emit`; memory stays bounded
-/// whatever the stream's length.
+/// Cuts a stream into content-defined chunks (restic's chunker with `tables`, 512 KiB to
+/// 8 MiB) through one reusable buffer of twice the largest chunk, handing each chunk to `emit`;
+/// memory stays bounded whatever the stream's length.
 fn cut_stream(
+    tables: &Tables,
     r: &mut dyn Read,
     buf: &mut Vec<u8>,
     mut emit: impl FnMut(&[u8]),
 ) -> std::io::Result<u64> {
-    let cap = 2 * CHUNK_MAX as usize;
+    let cap = 2 * CHUNK_MAX;
     if buf.len() < cap {
         buf.resize(cap, 0);
     }
     let (mut start, mut end, mut eof, mut total) = (0usize, 0usize, false, 0u64);
     loop {
-        if !eof && end - start < CHUNK_MAX as usize {
+        if !eof && end - start < CHUNK_MAX {
             buf.copy_within(start..end, 0);
             end -= start;
             start = 0;
@@ -491,13 +547,10 @@ fn cut_stream(
         if start == end {
             return Ok(total);
         }
-        // The window holds at least CHUNK_MAX bytes unless the stream ended, so the first cut
-        // is the one a streaming chunker would make.
+        // The window holds at least CHUNK_MAX bytes unless the stream ended, and each chunk
+        // depends only on its own bytes, so the first cut is the one a streaming chunker makes.
         let window = &buf[start..end];
-        let len = fastcdc::v2020::FastCDC::new(window, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
-            .next()
-            .map(|c| c.length)
-            .unwrap_or(window.len());
+        let len = chunker::first_cut(tables, window);
         emit(&window[..len]);
         start += len;
         total += len as u64;
@@ -510,24 +563,48 @@ fn take_chunk(sh: &Shared, data: &[u8], content: &mut Vec<Id>, blobs: &Sender<Bl
     sh.progress.inc(data.len() as u64);
     content.push(id);
     if sh.claim(id, BlobType::Data) {
-        let _ = blobs.send(BlobJob {
+        let job = BlobJob {
             tpe: BlobType::Data,
             id,
             data: sh.buffer_with(data),
-        });
+        };
+        sh.store(job, blobs);
     }
 }
 
-/// Chunks a stream (a command's output) into new blobs.
+/// What reading one file or stream gave: its chunks, its length, and (for the manifest) the
+/// SHA-256 of the bytes read.
+struct Chunked {
+    content: Vec<Id>,
+    size: u64,
+    sha256: Option<Sha256>,
+}
+
+/// The whole-content hasher of a read: one when the backup makes a manifest.
+fn content_hasher(sh: &Shared) -> Option<sha2::Sha256> {
+    sh.manifest.then(sha2::Sha256::new)
+}
+
+/// Chunks a stream (a command's output, the manifest) into new blobs.
 fn chunk_stream(
     sh: &Shared,
     r: &mut dyn Read,
     blobs: &Sender<BlobJob>,
-) -> std::io::Result<(Vec<Id>, u64)> {
+) -> std::io::Result<Chunked> {
     let mut content = Vec::new();
     let mut buf = Vec::new();
-    let size = cut_stream(r, &mut buf, |c| take_chunk(sh, c, &mut content, blobs))?;
-    Ok((content, size))
+    let mut hasher = content_hasher(sh);
+    let size = cut_stream(&sh.tables, r, &mut buf, |c| {
+        if let Some(h) = hasher.as_mut() {
+            h.update(c);
+        }
+        take_chunk(sh, c, &mut content, blobs)
+    })?;
+    Ok(Chunked {
+        content,
+        size,
+        sha256: hasher.map(|h| h.finalize().into()),
+    })
 }
 
 /// Reads one file, chunks and hashes it, and hands new chunks to the sealers; a file that
@@ -548,7 +625,7 @@ fn read_file(
     let mut md = job.md.clone();
     let mut attempt = 0;
     loop {
-        let (content, size, after) = match read_once(sh, &job.path, md.len(), blobs, buf) {
+        let (read, after) = match read_once(sh, &job.path, md.len(), blobs, buf) {
             Ok(r) => r,
             Err(e) => {
                 sh.warn(format!(
@@ -558,6 +635,7 @@ fn read_file(
                 return FileResult::Unreadable;
             }
         };
+        let size = read.size;
         let unchanged = same_stat(&md, &after) && after.len() == size;
         if !unchanged && attempt < retries {
             attempt += 1;
@@ -574,60 +652,75 @@ fn read_file(
         }
         add(&sh.counters.bytes_processed, size);
         return FileResult::Read {
-            content,
+            content: read.content,
             size,
             md: Box::new(after),
+            sha256: read.sha256,
         };
     }
 }
 
 /// Reads the file at `path` once (whole when `len`, its size before, is at most
 /// [`READ_WHOLE_MAX`], streamed through `buf` otherwise), handing new chunks to the sealers;
-/// returns its chunks, the bytes read and its metadata after the read.
+/// returns its chunks, the bytes read (and their SHA-256 for the manifest) and its metadata
+/// after the read.
 fn read_once(
     sh: &Shared,
     path: &Path,
     len: u64,
     blobs: &Sender<BlobJob>,
     buf: &mut Vec<u8>,
-) -> std::io::Result<(Vec<Id>, u64, Metadata)> {
+) -> std::io::Result<(Chunked, Metadata)> {
     let mut content = Vec::new();
     let mut size = 0u64;
+    let mut hasher = content_hasher(sh);
     let mut f = open_noatime(path)?;
     let mut handle = |data: Vec<u8>| {
+        if let Some(h) = hasher.as_mut() {
+            h.update(&data);
+        }
         let id = Id::hash(&data);
         size += data.len() as u64;
         sh.progress.inc(data.len() as u64);
         content.push(id);
         if sh.claim(id, BlobType::Data) {
-            let _ = blobs.send(BlobJob {
+            let job = BlobJob {
                 tpe: BlobType::Data,
                 id,
                 data,
-            });
+            };
+            sh.store(job, blobs);
         }
     };
     if len <= READ_WHOLE_MAX {
         let mut buf = Vec::with_capacity(len as usize + 1);
         f.read_to_end(&mut buf)?;
-        if buf.len() <= CHUNK_MIN as usize {
+        if buf.len() <= CHUNK_MIN {
             if !buf.is_empty() {
                 handle(buf);
             }
         } else {
-            let cuts: Vec<(usize, usize)> =
-                fastcdc::v2020::FastCDC::new(&buf, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
-                    .map(|c| (c.offset, c.length))
-                    .collect();
-            for (off, len) in cuts {
+            let mut off = 0;
+            for len in chunker::cuts(&sh.tables, &buf) {
                 handle(buf[off..off + len].to_vec());
+                off += len;
             }
         }
     } else {
-        size += cut_stream(&mut f, buf, |c| take_chunk(sh, c, &mut content, blobs))?;
+        size += cut_stream(&sh.tables, &mut f, buf, |c| {
+            if let Some(h) = hasher.as_mut() {
+                h.update(c);
+            }
+            take_chunk(sh, c, &mut content, blobs)
+        })?;
     }
     let after = f.metadata()?;
-    Ok((content, size, after))
+    let read = Chunked {
+        content,
+        size,
+        sha256: hasher.map(|h| h.finalize().into()),
+    };
+    Ok((read, after))
 }
 
 /// Opens a file for reading without updating its access time (as restic does), so that backing
@@ -787,6 +880,9 @@ impl NodeMaker {
             kind::DEV | kind::CHARDEV => n.device = md.rdev(),
             _ => {}
         }
+        if k != kind::SYMLINK {
+            n.extended_attributes = read_xattrs(path);
+        }
         Ok(n)
     }
 
@@ -822,6 +918,42 @@ impl NodeMaker {
     }
 }
 
+/// The extended attributes of `path` (not following a symlink), in the order the file system
+/// lists them, as restic stores them (so the trees of both are the same bytes);
+/// none where the file system has none. One that cannot be read is left out with a warning in
+/// the log.
+#[cfg(unix)]
+fn read_xattrs(path: &Path) -> Vec<crate::repo::tree::ExtendedAttribute> {
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        Err(e) => {
+            if e.raw_os_error() != Some(libc::ENOTSUP) {
+                tracing::warn!(
+                    "cannot list the extended attributes of {}: {e}",
+                    path.display()
+                );
+            }
+            return Vec::new();
+        }
+    };
+    names
+        .filter_map(|name| match xattr::get(path, &name) {
+            Ok(v) => Some(crate::repo::tree::ExtendedAttribute {
+                name: name.to_string_lossy().into_owned(),
+                value: v.unwrap_or_default(),
+            }),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read the extended attribute {} of {}: {e}",
+                    name.to_string_lossy(),
+                    path.display()
+                );
+                None
+            }
+        })
+        .collect()
+}
+
 /// A folder node for a path that exists only in the snapshot.
 fn synthetic_dir(name: &str) -> Node {
     let now = Local::now().fixed_offset();
@@ -833,6 +965,21 @@ fn synthetic_dir(name: &str) -> Node {
     n.uid = crate::sysinfo::uid();
     n.gid = crate::sysinfo::gid();
     n
+}
+
+/// A file node for content made by backupd (a command's output, the manifest): the given
+/// permissions, the time of the backup, this process's owner; size and content still empty.
+fn stream_file_node(name: &str, perm: u32) -> Node {
+    let now = Local::now().fixed_offset();
+    let mut node = Node::new(name, kind::FILE);
+    node.mode = perm;
+    node.mtime = now;
+    node.atime = now;
+    node.ctime = now;
+    node.uid = crate::sysinfo::uid();
+    node.gid = crate::sysinfo::gid();
+    node.user = crate::sysinfo::username();
+    node
 }
 
 /// The walk: a virtual tree of the targets' names in the snapshot.
@@ -891,9 +1038,24 @@ struct Walker<'a, 's> {
     nodes: NodeMaker,
     extras: HashMap<PathBuf, ExtraFile>,
     tree_extras: HashMap<PathBuf, ExtraFile>,
+    /// The names below the root of the directory being walked (manifest paths).
+    at: Vec<String>,
+    /// The manifest being made (`BackupOptions::manifest`).
+    manifest: Option<ManifestState>,
 }
 
-fn device_of(md: &Metadata) -> u64 {
+/// The manifest a backup makes as it walks, and the parent's, whose hashes the files the
+/// parent says are unchanged take.
+#[derive(Default)]
+pub(super) struct ManifestState {
+    files: Manifest,
+    parent: Manifest,
+    /// The parent's manifest nodes: kept as they are when the manifest did not change.
+    parent_nodes: Option<manifest::Stored>,
+}
+
+/// The device a file is on (`one_file_system`; 0 where there is no such notion).
+pub(super) fn device_of(md: &Metadata) -> u64 {
     #[cfg(unix)]
     {
         std::os::unix::fs::MetadataExt::dev(md)
@@ -918,11 +1080,12 @@ impl Walker<'_, '_> {
         let bytes = t.serialize();
         let id = Id::hash(&bytes);
         if self.sh.claim(id, BlobType::Tree) {
-            let _ = self.blobs.send(BlobJob {
+            let job = BlobJob {
                 tpe: BlobType::Tree,
                 id,
                 data: bytes,
-            });
+            };
+            self.sh.store(job, &self.blobs);
         }
         id
     }
@@ -936,8 +1099,23 @@ impl Walker<'_, '_> {
         }
     }
 
+    /// The root tree: the virtual root's entries and, when the backup makes one, the manifest.
+    fn save_root(&mut self, v: &VDir, parent: Option<Id>) -> Result<Id> {
+        let mut nodes = self.vdir_nodes(v, parent)?;
+        if self.manifest.is_some() {
+            nodes.push(self.manifest_node()?);
+        }
+        Ok(self.save_tree(Tree { nodes }))
+    }
+
     /// The tree of a virtual directory: intermediate components and targets.
     fn save_vdir(&mut self, v: &VDir, parent: Option<Id>) -> Result<Id> {
+        let nodes = self.vdir_nodes(v, parent)?;
+        Ok(self.save_tree(Tree { nodes }))
+    }
+
+    /// The nodes of a virtual directory's tree.
+    fn vdir_nodes(&mut self, v: &VDir, parent: Option<Id>) -> Result<Vec<Node>> {
         let ptree = self.parent_tree(parent);
         let mut nodes = Vec::new();
         for (name, child) in &v.children {
@@ -975,12 +1153,64 @@ impl Walker<'_, '_> {
                 .as_ref()
                 .filter(|p| p.is_dir())
                 .and_then(|p| p.subtree);
-            let sub = self.save_vdir(child, psub)?;
+            self.at.push(name.clone());
+            let sub = self.save_vdir(child, psub);
+            self.at.pop();
+            let sub = sub?;
             self.count_dir(pnode.as_ref(), sub);
             n.subtree = Some(sub);
             nodes.push(n);
         }
-        Ok(self.save_tree(Tree { nodes }))
+        Ok(nodes)
+    }
+
+    /// Records the SHA-256 of the file `name` in the directory being walked.
+    fn record_hash(&mut self, name: &str, sha256: Option<Sha256>) {
+        if let (Some(m), Some(h)) = (self.manifest.as_mut(), sha256) {
+            m.files.files.insert(manifest::path_of(&self.at, name), h);
+        }
+    }
+
+    /// Whether the file `name` may keep the parent's content: without a manifest always; with
+    /// one when the parent's manifest has its hash (which is then recorded).
+    fn reuse_hash(&mut self, name: &str) -> bool {
+        let Some(m) = self.manifest.as_mut() else {
+            return true;
+        };
+        let path = manifest::path_of(&self.at, name);
+        match m.parent.files.get(&path) {
+            Some(h) => {
+                m.files.files.insert(path, *h);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The `.backupd` folder node holding the manifest of every file recorded, its content
+    /// stored as data blobs; the parent's node when the manifest did not change.
+    fn manifest_node(&mut self) -> Result<Node> {
+        let state = self.manifest.take().unwrap_or_default();
+        let text = state.files.render();
+        let read = chunk_stream(self.sh, &mut &text[..], &self.blobs)
+            .map_err(|e| Error::io("chunk the manifest", e))?;
+        if let Some(p) = state.parent_nodes {
+            let kept = p
+                .dir
+                .subtree
+                .is_some_and(|t| self.sh.repo.index().has(&t, BlobType::Tree));
+            if kept && p.file.content.as_ref() == Some(&read.content) {
+                return Ok(p.dir);
+            }
+        }
+        let mut file = stream_file_node(manifest::FILE, 0o600);
+        file.size = read.size;
+        file.content = Some(read.content);
+        let mut dir = synthetic_dir(manifest::DIR);
+        dir.mode = gomode::DIR | 0o700;
+        dir.user = crate::sysinfo::username();
+        dir.subtree = Some(self.save_tree(Tree { nodes: vec![file] }));
+        Ok(dir)
     }
 
     /// One entry of the file system; `None` when it is excluded or unreadable.
@@ -1027,7 +1257,10 @@ impl Walker<'_, '_> {
                 }
             }
             let psub = pnode.filter(|p| p.is_dir()).and_then(|p| p.subtree);
-            let sub = self.save_dir(path, psub)?;
+            self.at.push(name.to_string());
+            let sub = self.save_dir(path, psub);
+            self.at.pop();
+            let sub = sub?;
             self.count_dir(pnode, sub);
             node.subtree = Some(sub);
             return Ok(Some(node));
@@ -1071,7 +1304,7 @@ impl Walker<'_, '_> {
                                     .contains(&(*b, BlobType::Data))
                         })
                     });
-                if unchanged {
+                if unchanged && self.reuse_hash(&node.name) {
                     node.content = p.content.clone();
                     add(&self.sh.counters.files_unmodified, 1);
                     add(&self.sh.counters.files_processed, 1);
@@ -1097,7 +1330,13 @@ impl Walker<'_, '_> {
         r: Option<FileResult>,
     ) -> Option<Node> {
         match r {
-            Some(FileResult::Read { content, size, md }) => {
+            Some(FileResult::Read {
+                content,
+                size,
+                md,
+                sha256,
+            }) => {
+                self.record_hash(&node.name, sha256);
                 // The node describes what was read.
                 if let Ok(n2) = self.nodes.node(&node.name, Path::new(""), &md) {
                     node.mtime = n2.mtime;
@@ -1166,7 +1405,7 @@ impl Walker<'_, '_> {
             ExtraContent::Stream(mut src) => {
                 let read = chunk_stream(self.sh, src.reader(), &self.blobs);
                 let finished = src.finish();
-                let (blobs, size) = match (read, finished) {
+                let read = match (read, finished) {
                     (Ok(r), Ok(())) => r,
                     (_, Err(e)) => return self.extra_failed(required, &describe, e),
                     (Err(e), Ok(())) => {
@@ -1177,7 +1416,8 @@ impl Walker<'_, '_> {
                         )
                     }
                 };
-                Ok(Some(self.stream_node(name, pnode, blobs, size)))
+                self.record_hash(name, read.sha256);
+                Ok(Some(self.stream_node(name, pnode, read.content, read.size)))
             }
         }
     }
@@ -1221,8 +1461,10 @@ impl Walker<'_, '_> {
             Ok(FileResult::Read {
                 content: blobs,
                 size,
+                sha256,
                 ..
             }) => {
+                self.record_hash(name, sha256);
                 self.count_file(pnode, &blobs);
                 node.size = size;
                 node.content = Some(blobs);
@@ -1235,15 +1477,7 @@ impl Walker<'_, '_> {
     /// The node of an extra file read from a stream (`size` bytes in `blobs`): mode 0600, the
     /// time of the backup, this process's owner.
     fn stream_node(&self, name: &str, pnode: Option<&Node>, blobs: Vec<Id>, size: u64) -> Node {
-        let now = Local::now().fixed_offset();
-        let mut node = Node::new(name, kind::FILE);
-        node.mode = 0o600;
-        node.mtime = now;
-        node.atime = now;
-        node.ctime = now;
-        node.uid = crate::sysinfo::uid();
-        node.gid = crate::sysinfo::gid();
-        node.user = crate::sysinfo::username();
+        let mut node = stream_file_node(name, 0o600);
         node.size = size;
         self.count_file(pnode, &blobs);
         add(&self.sh.counters.bytes_processed, size);
@@ -1261,11 +1495,11 @@ impl Walker<'_, '_> {
         let Some(names) = self.dir_names(path) else {
             return Ok(self.save_tree(Tree::default()));
         };
-        let cache = self.excluder.is_cache_dir(path);
+        let tag = self.excluder.tag_of(path).map(str::to_string);
         let mut nodes: Vec<Option<Node>> = Vec::with_capacity(names.len());
         let mut pending: Vec<(usize, Receiver<FileResult>)> = Vec::new();
         for (name, cpath) in names {
-            if cache && name != "CACHEDIR.TAG" {
+            if tag.as_ref().is_some_and(|t| *t != name) {
                 continue;
             }
             let pnode = ptree.as_ref().and_then(|t| t.find(&name));
@@ -1340,6 +1574,9 @@ impl Walker<'_, '_> {
                 return Ok(Saved::Left);
             }
         };
+        if self.excluder.is_too_large(&md) {
+            return Ok(Saved::Left);
+        }
         if md.is_dir() {
             return Ok(Saved::from(self.save_entry(path, name, pnode, false)?));
         }
@@ -1400,6 +1637,14 @@ fn add_extras<'p>(
     }
 }
 
+/// The chunker's tables for the polynomial in `repo`'s config.
+fn chunker_tables(repo: &Repository) -> Result<Tables> {
+    Tables::from_hex(&repo.config().chunker_polynomial).map_err(|e| Error::Damaged {
+        what: "the repository's config".into(),
+        detail: e.to_string(),
+    })
+}
+
 /// Backs up `opts.paths` into a new snapshot. The caller holds a shared lock.
 pub fn backup(
     repo: &mut Repository,
@@ -1425,13 +1670,23 @@ pub fn backup_with(
             "nothing to back up: give at least one path".into(),
         ));
     }
+    let extra_paths = paths_of_extras(&extras);
     let plan = plan_walk(resolve_targets(&opts.paths)?, extras)?;
+    if opts.manifest {
+        refuse_manifest_clash(&plan)?;
+    }
     let excluder = Excluder::new(&opts.excludes)?;
     let hostname = opts.host.clone().unwrap_or_else(crate::sysinfo::hostname);
-    let paths = plan.paths();
+    let paths = match plan.paths() {
+        p if p.is_empty() => extra_paths,
+        p => p,
+    };
 
     repo.load_index()?;
-    let resumed = adopt_unindexed(repo, progress)?;
+    let resumed = match opts.dry_run {
+        true => Resumed::default(),
+        false => adopt_unindexed(repo, progress)?,
+    };
     // A damaged snapshot file cannot be a parent; it does not stop the backup.
     let snaps = repo.load_snapshots()?;
     for d in &snaps.damaged {
@@ -1444,10 +1699,13 @@ pub fn backup_with(
         &paths,
         opts.job.as_deref(),
     )?;
-    let sh = Shared::new(repo, opts, progress, cancel);
+    let manifest = opts
+        .manifest
+        .then(|| parent_manifest(repo, parent.as_ref(), progress));
+    let sh = Shared::new(repo, opts, progress, cancel, chunker_tables(repo)?);
     progress.phase("backup", None);
     let parent_tree = parent.as_ref().map(|(_, p)| p.tree);
-    let walked = walk_and_pack(&sh, opts, excluder, plan, parent_tree);
+    let walked = walk_and_pack(&sh, opts, excluder, plan, parent_tree, manifest);
     if let Some(e) = sh.take_error() {
         return Err(e);
     }
@@ -1458,18 +1716,36 @@ pub fn backup_with(
     let (written, warnings) = sh.take_results();
     let mut summary = summarize(&sh.counters, start, &warnings);
     drop(sh);
-    write_index(repo, written)?;
+    // A dry run uploaded nothing, so it has no index to write.
+    let new_packs = match opts.dry_run {
+        true => Vec::new(),
+        false => write_index(repo, written)?,
+    };
     summary.backup_end = Some(Local::now().fixed_offset());
     let parent = parent.map(|(id, _)| id);
     let snapshot = snapshot_of(opts, start, parent, tree, paths, hostname, summary);
-    let snapshot_id = repo.save_unpacked(FileType::Snapshot, &snapshot)?;
+    let skipped = skip_snapshot(opts, parent_tree, tree);
+    let snapshot_id = match (opts.dry_run, skipped, parent) {
+        (_, true, Some(p)) => p,
+        (true, _, _) => Id::hash(&serde_json::to_vec(&snapshot).expect("a snapshot serializes")),
+        (false, _, _) => repo.save_unpacked(FileType::Snapshot, &snapshot)?,
+    };
     Ok(BackupResult {
         snapshot_id,
         snapshot,
         parent,
         warnings,
         resumed,
+        written: new_packs,
+        dry_run: opts.dry_run,
+        skipped,
     })
+}
+
+/// Whether to save no snapshot: asked to skip one when nothing changed, and the tree is the
+/// parent's (same files, same metadata).
+fn skip_snapshot(opts: &BackupOptions, parent_tree: Option<Id>, tree: Id) -> bool {
+    opts.skip_if_unchanged && parent_tree == Some(tree)
 }
 
 /// What the walk covers, decided before anything is written.
@@ -1495,6 +1771,58 @@ impl WalkPlan {
         p.sort();
         p.dedup();
         p
+    }
+}
+
+/// The snapshot paths of a backup of extras alone (standard input, commands): theirs, as
+/// restic records `/stdin` for `--stdin`.
+fn paths_of_extras(extras: &[ExtraFile]) -> Vec<String> {
+    let mut p: Vec<String> = extras
+        .iter()
+        .map(|e| e.snapshot_path.to_string_lossy().into_owned())
+        .collect();
+    p.sort();
+    p.dedup();
+    p
+}
+
+/// Refuses a backup with a manifest whose own entries take the manifest's place, `/.backupd`.
+fn refuse_manifest_clash(plan: &WalkPlan) -> Result<()> {
+    if !plan.root.children.contains_key(manifest::DIR) {
+        return Ok(());
+    }
+    Err(Error::Input(format!(
+        "cannot back up /{} with a manifest: a snapshot with a manifest keeps it at {}, so that path is backupd's own\n  hint: back up that folder's parent or contents under another path, or turn the manifest off (`manifest = false` in the job, no --manifest); nothing was written to the repository",
+        manifest::DIR,
+        manifest::PATH
+    )))
+}
+
+/// The parent snapshot's manifest, for the files it says are unchanged; an empty one when
+/// there is no parent or it has no manifest (those files are then read again), or when it cannot
+/// be read (with a note saying so).
+fn parent_manifest(
+    repo: &Repository,
+    parent: Option<&(Id, Snapshot)>,
+    progress: &dyn Progress,
+) -> ManifestState {
+    let Some((id, snap)) = parent else {
+        return ManifestState::default();
+    };
+    match manifest::load(repo, &id.short(), &snap.tree) {
+        Ok(Some(l)) => ManifestState {
+            files: Manifest::default(),
+            parent: l.manifest,
+            parent_nodes: Some(l.nodes),
+        },
+        Ok(None) => ManifestState::default(),
+        Err(e) => {
+            progress.note(&format!(
+                "warning: the manifest of the parent snapshot {} cannot be read ({e}); every file is read again to hash it",
+                id.short()
+            ));
+            ManifestState::default()
+        }
     }
 }
 
@@ -1633,6 +1961,7 @@ fn walk_and_pack(
     excluder: Excluder,
     plan: WalkPlan,
     parent_tree: Option<Id>,
+    manifest: Option<ManifestState>,
 ) -> Result<Id> {
     let threads = pipeline_threads();
     std::thread::scope(|s| {
@@ -1647,8 +1976,12 @@ fn walk_and_pack(
             nodes: NodeMaker::new(),
             extras: plan.extras,
             tree_extras: plan.tree_extras,
+            at: Vec::new(),
+            manifest,
         };
-        let res = w.save_vdir(&plan.root, parent_tree);
+        // The walk recurses once per directory level (a real file system's depth is bounded by
+        // PATH_MAX, about 2,048 levels): on a stack made for that, whatever thread runs backup.
+        let res = super::walk::on_deep_stack(|| w.save_root(&plan.root, parent_tree));
         drop(w); // closes the file and blob channels of the walker
         stages.finish(sh);
         res
@@ -1760,13 +2093,15 @@ fn save_index_files(repo: &Repository, packs: Vec<IndexPack>) -> Result<Vec<(Id,
 }
 
 /// Writes the index of the packs this backup uploaded that no index file names yet, and
-/// merges every index file of this backup into the loaded index.
-fn write_index(repo: &mut Repository, written: Written) -> Result<()> {
+/// merges every index file of this backup into the loaded index; returns every pack it
+/// uploaded, as the index lists them.
+fn write_index(repo: &mut Repository, written: Written) -> Result<Vec<IndexPack>> {
     let last = save_index_files(repo, written.unindexed)?;
-    for (id, f) in written.files.iter().chain(&last) {
+    let files: Vec<(Id, IndexFile)> = written.files.into_iter().chain(last).collect();
+    for (id, f) in &files {
         repo.index_mut().merge_file(*id, f);
     }
-    Ok(())
+    Ok(files.into_iter().flat_map(|(_, f)| f.packs).collect())
 }
 
 /// The snapshot record of a backup that started at `start` (the snapshot's time unless the
@@ -1852,6 +2187,43 @@ mod tests {
         assert_eq!(indexes, packs);
         let (indexes, _) = back_up_with_index_every(40, INDEX_EVERY);
         assert_eq!(indexes, 1);
+    }
+
+    #[test]
+    fn a_dry_run_counts_what_the_backup_adds_and_writes_nothing() {
+        use crate::repo::backend::LocalBackend;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        let mut data = vec![0u8; 3 << 20];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut data[..]);
+        fs::write(src.join("big"), &data).unwrap();
+        fs::write(src.join("sub/small"), b"small").unwrap();
+        let be = std::sync::Arc::new(LocalBackend::new(dir.path().join("repo")));
+        let mut repo = Repository::init_with_kdf(be, b"pw", 1024, 8, 1).unwrap();
+        let cancel = CancelToken::new();
+        let mut opts = BackupOptions {
+            paths: vec![src.clone()],
+            dry_run: true,
+            ..BackupOptions::default()
+        };
+        let files = |repo: &Repository| {
+            [FileType::Pack, FileType::Index, FileType::Snapshot]
+                .map(|t| repo.list_ids(t).unwrap().len())
+        };
+        let dry = backup(&mut repo, &opts, &crate::cancel::NoProgress, &cancel).unwrap();
+        assert_eq!(files(&repo), [0, 0, 0], "a dry run writes nothing");
+        opts.dry_run = false;
+        let real = backup(&mut repo, &opts, &crate::cancel::NoProgress, &cancel).unwrap();
+        let (d, r) = (dry.summary(), real.summary());
+        assert_eq!(d.data_added, r.data_added);
+        assert!(d.data_added >= 3 << 20);
+        assert_eq!((d.data_blobs, d.tree_blobs), (r.data_blobs, r.tree_blobs));
+        // After the backup, a dry run of the same data would add nothing.
+        opts.dry_run = true;
+        let again = backup(&mut repo, &opts, &crate::cancel::NoProgress, &cancel).unwrap();
+        assert_eq!(again.summary().data_added, 0);
+        assert_eq!(files(&repo)[2], 1);
     }
 
     fn pb(v: &[&str]) -> Vec<PathBuf> {
@@ -1958,6 +2330,17 @@ mod tests {
         assert!(msg(plan_walk(vec![], vec![extra("/")])).contains("is not a file path"));
         assert!(msg(plan_walk(vec![], vec![extra("/a/x"), extra("/a/./x")]))
             .contains("two sources want the same snapshot path /a/x"));
+    }
+
+    #[test]
+    fn a_backup_with_a_manifest_refuses_a_path_of_its_own_at_slash_backupd() {
+        let clash = plan_walk(vec![], vec![extra("/.backupd/x")]).unwrap();
+        match refuse_manifest_clash(&clash) {
+            Err(Error::Input(m)) => assert!(m.contains("/.backupd") && m.contains("hint:"), "{m}"),
+            other => panic!("accepted: {other:?}"),
+        }
+        let fine = plan_walk(tg(&["/a/.backupd"]), vec![extra("/b/.backupd")]).unwrap();
+        assert!(refuse_manifest_clash(&fine).is_ok());
     }
 
     #[test]

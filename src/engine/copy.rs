@@ -7,18 +7,15 @@
 //! their ids. For each snapshot the packs are written first, then the index that names them,
 //! then the snapshot: a crash leaves at most unreferenced packs in the target.
 
+use super::packer::Packer;
 use crate::cancel::{CancelToken, Progress};
 use crate::error::Result;
 use crate::repo::backend::FileType;
 use crate::repo::id::Id;
-use crate::repo::index::{split_into_files, IndexPack};
-use crate::repo::pack::{seal_blob, BlobType, PackWriter};
+use crate::repo::pack::BlobType;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::Repository;
 use std::collections::{HashMap, HashSet};
-
-const PACK_TARGET: usize = super::backup::PACK_TARGET;
-const INDEX_MAX_BLOBS: usize = 40_000;
 
 /// What a copy did, per snapshot.
 #[derive(Debug, Default, serde::Serialize)]
@@ -42,41 +39,6 @@ pub fn similar(a: &Snapshot, b: &Snapshot) -> bool {
         && a.paths == b.paths
         && a.excludes == b.excludes
         && a.tags == b.tags
-}
-
-struct Packer<'a> {
-    dst: &'a Repository,
-    writers: [PackWriter; 2],
-    written: Vec<IndexPack>,
-}
-
-impl Packer<'_> {
-    fn add(&mut self, id: Id, tpe: BlobType, plain: &[u8]) -> Result<()> {
-        let sealed = seal_blob(self.dst.key(), tpe, id, plain, self.dst.compression);
-        let w = &mut self.writers[tpe as usize];
-        w.add(&sealed);
-        if w.size() >= PACK_TARGET {
-            self.flush_one(tpe as usize)?;
-        }
-        Ok(())
-    }
-
-    fn flush_one(&mut self, i: usize) -> Result<()> {
-        let w = std::mem::take(&mut self.writers[i]);
-        if w.is_empty() {
-            return Ok(());
-        }
-        let (bytes, id, blobs) = w.finish(self.dst.key());
-        self.dst.save_pack(&id, &bytes)?;
-        self.written.push(IndexPack::from_packed(id, &blobs));
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<Vec<IndexPack>> {
-        self.flush_one(0)?;
-        self.flush_one(1)?;
-        Ok(std::mem::take(&mut self.written))
-    }
 }
 
 /// Copies `snaps` (from `src`) into `dst`. Both indexes must be loaded; the caller holds
@@ -113,11 +75,7 @@ pub fn copy(
             progress.inc(1);
             continue;
         }
-        let mut packer = Packer {
-            dst,
-            writers: [PackWriter::new(), PackWriter::new()],
-            written: Vec::new(),
-        };
+        let mut packer = Packer::new(dst);
         let mut seen: HashSet<(Id, BlobType)> = HashSet::new();
         let mut stack = vec![sn.tree];
         seen.insert((sn.tree, BlobType::Tree));
@@ -150,11 +108,7 @@ pub fn copy(
                 packer.add(tid, BlobType::Tree, &raw)?;
             }
         }
-        let written = packer.flush()?;
-        for f in split_into_files(written, INDEX_MAX_BLOBS) {
-            let id = dst.save_unpacked(FileType::Index, &f)?;
-            dst.index_mut().merge_file(id, &f);
-        }
+        packer.commit()?;
         let mut copy = sn.clone();
         copy.parent = None;
         copy.original = Some(persistent);

@@ -6,12 +6,12 @@
 //! (and removed likewise), so when the changed parts of the trees produce candidates, the
 //! skipped (common) subtrees are read too, each once, until every candidate is settled.
 
-use super::walk::join;
+use super::walk::{depth_of, join, on_deep_stack};
 use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
 use crate::repo::id::Id;
 use crate::repo::pack::BlobType;
-use crate::repo::tree::{kind, Node};
+use crate::repo::tree::{kind, too_deep, Node, MAX_TREE_DEPTH};
 use crate::repo::Repository;
 use serde::Serialize;
 use std::collections::HashSet;
@@ -117,7 +117,7 @@ type BlobSet = HashSet<(Id, BlobType)>;
 struct Differ<'a> {
     repo: &'a Repository,
     cancel: &'a CancelToken,
-    emit: &'a mut dyn FnMut(Change) -> Result<()>,
+    emit: &'a mut (dyn FnMut(Change) -> Result<()> + Send),
     stats: DiffStats,
     /// Blobs referenced by the compared (changed) parts of the old snapshot.
     before: BlobSet,
@@ -165,6 +165,9 @@ impl Differ<'_> {
     /// is false for the node of a type change, which is listed as `T` instead.
     fn one_side(&mut self, prefix: &str, n: &Node, added: bool, list_self: bool) -> Result<()> {
         let path = display_path(prefix, n);
+        if depth_of(prefix) >= MAX_TREE_DEPTH {
+            return Err(too_deep(&path));
+        }
         if list_self {
             let m = if added {
                 Modifier::Added
@@ -194,6 +197,9 @@ impl Differ<'_> {
 
     fn both(&mut self, prefix: &str, n1: &Node, n2: &Node) -> Result<()> {
         let path = display_path(prefix, n2);
+        if depth_of(prefix) >= MAX_TREE_DEPTH {
+            return Err(too_deep(&path));
+        }
         if n1.kind != n2.kind {
             self.change(path, Modifier::TypeChanged)?;
             self.stats.type_changed += 1;
@@ -321,7 +327,7 @@ pub fn diff_trees(
     new: &Id,
     prefix: &str,
     cancel: &CancelToken,
-    emit: &mut dyn FnMut(Change) -> Result<()>,
+    emit: &mut (dyn FnMut(Change) -> Result<()> + Send),
 ) -> Result<DiffStats> {
     let mut d = Differ {
         repo,
@@ -339,7 +345,8 @@ pub fn diff_trees(
     d.before.insert((*old, BlobType::Tree));
     d.after.insert((*new, BlobType::Tree));
     let prefix = prefix.trim_end_matches('/');
-    d.tree(prefix, old, new)?;
+    // The comparison recurses once per level: on a stack made for `MAX_TREE_DEPTH` levels.
+    on_deep_stack(|| d.tree(prefix, old, new))?;
     let mut added: BlobSet = d.after.difference(&d.before).copied().collect();
     let mut removed: BlobSet = d.before.difference(&d.after).copied().collect();
     d.before = BlobSet::new();

@@ -202,7 +202,8 @@ pub struct GroupKey {
 }
 
 impl GroupKey {
-    fn of(s: &Snapshot, g: &GroupBy) -> GroupKey {
+    /// The key of `s` under `g` (a safety snapshot's marked as such).
+    pub fn of(s: &Snapshot, g: &GroupBy) -> GroupKey {
         let sorted = |v: &[String]| {
             let mut v = v.to_vec();
             v.sort();
@@ -216,6 +217,21 @@ impl GroupKey {
             safety: is_safety_snapshot(s),
         }
     }
+}
+
+/// The snapshots of `snaps` (oldest first) in groups under `g`, each group's members in
+/// their order, the groups sorted by key; safety snapshots are not set apart here.
+pub fn groups<'a>(
+    snaps: &'a [(Id, Snapshot)],
+    g: &GroupBy,
+) -> Vec<(GroupKey, Vec<&'a (Id, Snapshot)>)> {
+    let mut out: std::collections::BTreeMap<GroupKey, Vec<&(Id, Snapshot)>> = Default::default();
+    for e in snaps {
+        let mut key = GroupKey::of(&e.1, g);
+        key.safety = false;
+        out.entry(key).or_default().push(e);
+    }
+    out.into_iter().collect()
 }
 
 impl fmt::Display for GroupKey {

@@ -10,12 +10,12 @@
 //!   (compressed and encrypted, `total_size`, as restic), their plaintext size, the
 //!   compression ratio and the space saving.
 
-use super::walk::referenced_blobs;
+use super::walk::{join, on_deep_stack, referenced_blobs};
 use crate::cancel::{CancelToken, Progress};
 use crate::error::{Error, Result};
 use crate::repo::backend::FileType;
 use crate::repo::id::Id;
-use crate::repo::tree::kind;
+use crate::repo::tree::{kind, too_deep, MAX_TREE_DEPTH};
 use crate::repo::Repository;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -129,7 +129,24 @@ struct Counter<'a> {
 }
 
 impl Counter<'_> {
-    fn restore_size(&mut self, tree: &Id) -> Result<TreeSize> {
+    /// Counts the snapshots whose root trees are `trees`, in a tree-walking `mode`.
+    fn count(&mut self, trees: &[Id], mode: Mode) -> Result<()> {
+        for t in trees {
+            if mode == Mode::RestoreSize {
+                self.inodes.clear();
+                let s = self.restore_size(t, "", 0)?;
+                self.files += s.nodes;
+                self.bytes += s.bytes;
+            } else {
+                self.by_contents(t, "", 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The totals of `tree`, the directory at `path` ("" for a root); a path of more than
+    /// `MAX_TREE_DEPTH` names is refused.
+    fn restore_size(&mut self, tree: &Id, path: &str, depth: usize) -> Result<TreeSize> {
         if let Some(s) = self.sizes.get(tree) {
             if !s.has_links {
                 return Ok(*s);
@@ -142,6 +159,9 @@ impl Counter<'_> {
             bytes: 0,
             has_links: false,
         };
+        if depth >= MAX_TREE_DEPTH && !t.nodes.is_empty() {
+            return Err(too_deep(&join(path, &t.nodes[0].name)));
+        }
         for n in &t.nodes {
             s.nodes += 1;
             if n.inode != 0 && n.links > 1 && !n.is_dir() {
@@ -154,7 +174,7 @@ impl Counter<'_> {
             }
             if n.is_dir() {
                 if let Some(sub) = n.subtree {
-                    let c = self.restore_size(&sub)?;
+                    let c = self.restore_size(&sub, &join(path, &n.name), depth + 1)?;
                     s.nodes += c.nodes;
                     s.bytes += c.bytes;
                     s.has_links |= c.has_links;
@@ -165,12 +185,16 @@ impl Counter<'_> {
         Ok(s)
     }
 
-    fn by_contents(&mut self, tree: &Id) -> Result<()> {
+    /// Counts the files below `tree`, the directory at `path` (as [`Counter::restore_size`]).
+    fn by_contents(&mut self, tree: &Id, path: &str, depth: usize) -> Result<()> {
         if !self.trees_seen.insert(*tree) {
             return Ok(()); // every file below was counted already
         }
         self.cancel.check()?;
         let t = self.repo.load_tree(tree)?;
+        if depth >= MAX_TREE_DEPTH && !t.nodes.is_empty() {
+            return Err(too_deep(&join(path, &t.nodes[0].name)));
+        }
         for n in &t.nodes {
             if n.kind == kind::FILE {
                 let mut h = Sha256::new();
@@ -182,7 +206,7 @@ impl Counter<'_> {
                     self.bytes += n.size;
                 }
             } else if let (true, Some(sub)) = (n.is_dir(), n.subtree) {
-                self.by_contents(&sub)?;
+                self.by_contents(&sub, &join(path, &n.name), depth + 1)?;
             }
         }
         Ok(())
@@ -217,16 +241,8 @@ pub fn compute(
         Mode::RestoreSize | Mode::FilesByContents => {
             // A spinner: the bars count bytes, and snapshots vary too much in size to count.
             progress.phase("scanning", None);
-            for t in trees {
-                if mode == Mode::RestoreSize {
-                    c.inodes.clear();
-                    let s = c.restore_size(t)?;
-                    c.files += s.nodes;
-                    c.bytes += s.bytes;
-                } else {
-                    c.by_contents(t)?;
-                }
-            }
+            // The walks recurse once per level: on a stack made for `MAX_TREE_DEPTH` levels.
+            on_deep_stack(|| c.count(trees, mode))?;
             st.total_file_count = c.files;
             st.total_size = c.bytes;
         }

@@ -112,6 +112,8 @@ pub struct JobFacts<'a> {
     pub repository_bytes: Option<u64>,
     /// The room left on the repository's storage, where the storage tells.
     pub space: Option<crate::repo::backend::Space>,
+    /// The bytes the recent successful (or partial) runs read, oldest first (for `max_growth`).
+    pub source_sizes: &'a [u64],
 }
 
 /// A job's (or the daemon's) health.
@@ -252,6 +254,7 @@ pub fn job_health(cfg: &HealthConfig, f: &JobFacts, now: DateTime<Utc>) -> JobHe
         size_reason(cfg, f),
         room_reason(cfg, f),
         partial_reason(cfg, f),
+        growth_reason(cfg, f),
     ]
     .into_iter()
     .flatten()
@@ -400,6 +403,38 @@ fn room_reason(cfg: &HealthConfig, f: &JobFacts) -> Option<Reason> {
     ))
 }
 
+/// **growth**: the newest run read more than `max_growth` times the median of the
+/// `growth_runs` successful runs before it (a database suddenly ten times larger is news). The
+/// warning lasts until the median has caught up, or the size is back.
+fn growth_reason(cfg: &HealthConfig, f: &JobFacts) -> Option<Reason> {
+    let factor = cfg.max_growth?;
+    let (newest, before) = f.source_sizes.split_last()?;
+    let before = &before[before.len().saturating_sub(cfg.growth_runs as usize)..];
+    let median = median(before)?;
+    if median == 0 || (*newest as f64) <= factor * median as f64 {
+        return None;
+    }
+    let hb = crate::size::human_bytes;
+    Some((
+        Level::Warning,
+        format!(
+            "the sources have grown to {} in the last run, {:.1} times the median of the {} runs before ({}), more than max_growth ({factor}): check what grew (`backupctl diff` of the last two snapshots of {}); if it is expected, raise max_growth",
+            hb(*newest),
+            *newest as f64 / median as f64,
+            before.len(),
+            hb(median),
+            f.job
+        ),
+    ))
+}
+
+/// The median of `v` (the lower middle one of an even count); none of an empty list.
+fn median(v: &[u64]) -> Option<u64> {
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    s.get(s.len().checked_sub(1)? / 2).copied()
+}
+
 /// **partial**: the last run was partial and `partial_is_warning` is set.
 fn partial_reason(cfg: &HealthConfig, f: &JobFacts) -> Option<Reason> {
     if !cfg.partial_is_warning || f.last_outcome != Some(&Outcome::Partial) {
@@ -539,6 +574,17 @@ pub fn run_stats(history: &[RunRecord], n: usize) -> RunStats {
     }
 }
 
+/// A job's health with the problem of its state file (`state::BadState`'s message) as its
+/// first reason, an error: its history is unknown until the daemon repairs the file, or, for a
+/// newer backupd's file, the job does not run.
+pub fn with_state_problem(mut h: JobHealth, problem: Option<&str>) -> JobHealth {
+    if let Some(p) = problem {
+        h.level = Level::Error;
+        h.reasons.insert(0, p.replace("\n  hint:", ";"));
+    }
+    h
+}
+
 /// A job's health now, from its state (`running_since`: the run in progress, if any).
 pub fn of_state(
     state: &crate::state::JobState,
@@ -571,6 +617,11 @@ pub fn of_state(
             state.consecutive_failures > 0 || last.is_some_and(|l| l.outcome == Outcome::Partial)
         })
         .and_then(|r| r.error.as_deref());
+    let sizes: Vec<u64> = runs
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Success | Outcome::Partial))
+        .filter_map(|r| r.bytes_processed)
+        .collect();
     job_health(
         cfg,
         &JobFacts {
@@ -586,6 +637,7 @@ pub fn of_state(
             last_check_failed: repo.last_check_failed,
             repository_bytes: repo.repository_bytes,
             space: repo.space,
+            source_sizes: &sizes,
         },
         now,
     )
@@ -620,6 +672,7 @@ mod tests {
             last_check_failed: None,
             repository_bytes: None,
             space: None,
+            source_sizes: &[],
         }
     }
 
@@ -635,6 +688,45 @@ mod tests {
         for w in words {
             assert!(all.contains(w), "{w:?} not in {all:?}");
         }
+    }
+
+    #[test]
+    fn a_source_grown_past_max_growth_is_a_warning_until_the_median_catches_up() {
+        let cfg = HealthConfig {
+            max_growth: Some(5.0),
+            growth_runs: 3,
+            ..HealthConfig::default()
+        };
+        let at = |sizes: &[u64]| {
+            let f = JobFacts {
+                source_sizes: sizes,
+                ..facts(None)
+            };
+            job_health(&cfg, &f, t(2026, 12, 2, 4, 35))
+        };
+        assert_eq!(at(&[]).level, Level::Healthy);
+        assert_eq!(at(&[100]).level, Level::Healthy);
+        assert_eq!(at(&[100, 90, 110, 500]).level, Level::Healthy);
+        let h = at(&[1, 100, 90, 110, 1000]);
+        assert_eq!(h.level, Level::Warning, "{h:?}");
+        has(
+            &h,
+            &[
+                "grown to 1000 B",
+                "10.0 times the median of the 3 runs before (100 B)",
+                "max_growth (5)",
+            ],
+        );
+        assert_eq!(at(&[100, 90, 1000, 1000, 1000]).level, Level::Healthy);
+        let off = HealthConfig::default();
+        let f = JobFacts {
+            source_sizes: &[1, 1, 1000],
+            ..facts(None)
+        };
+        assert_eq!(
+            job_health(&off, &f, t(2026, 12, 2, 4, 35)).level,
+            Level::Healthy
+        );
     }
 
     #[test]

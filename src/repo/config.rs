@@ -14,7 +14,7 @@ pub struct RepoConfig {
 
 impl RepoConfig {
     /// A new config with a random id and a random irreducible polynomial of degree 53, as restic
-    /// makes (restic chunks with it when it backs up into our repository; we use FastCDC).
+    /// makes; both restic and backupd cut files with it (`engine::chunker`), so they share blobs.
     pub fn new() -> RepoConfig {
         let mut id = [0u8; 32];
         rand::Rng::fill(&mut rand::rngs::OsRng, &mut id[..]);

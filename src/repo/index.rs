@@ -13,7 +13,7 @@ pub struct IndexFile {
     pub packs: Vec<IndexPack>,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct IndexPack {
     pub id: Id,
     pub blobs: Vec<IndexBlob>,

@@ -16,6 +16,7 @@ pub const DEFAULT_P: u32 = 1;
 /// The JSON document of a key file (not encrypted; `data` holds the sealed master key).
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct KeyFile {
+    #[serde(serialize_with = "super::gotime::serialize")]
     pub created: DateTime<FixedOffset>,
     #[serde(default)]
     pub username: String,
@@ -74,32 +75,6 @@ fn derive(password: &[u8], salt: &[u8], n: u32, r: u32, p: u32) -> Result<Key, K
         p,
     })?;
     Ok(Key::from_derived(&out))
-}
-
-/// How many key file names an error lists.
-const NAMES_SHOWN: usize = 5;
-
-/// The clause of the wrong-password error naming the key files tried: those whose MAC failed
-/// (wrong password, or damaged), then those damaged whatever the password.
-pub fn describe(mac_failed: &[String], damaged: &[String]) -> String {
-    let mut s = String::new();
-    if !mac_failed.is_empty() {
-        let shown: Vec<&str> = mac_failed
-            .iter()
-            .take(NAMES_SHOWN)
-            .map(|n| n.as_str())
-            .collect();
-        let more = mac_failed.len().saturating_sub(NAMES_SHOWN);
-        s.push_str(&format!(" (the MAC of {} does not match", shown.join(", ")));
-        if more > 0 {
-            s.push_str(&format!(" and of {more} more"));
-        }
-        s.push(')');
-    }
-    for d in damaged.iter().take(NAMES_SHOWN) {
-        s.push_str(&format!("\n  also damaged: {d}"));
-    }
-    s
 }
 
 /// The error when no key file opened: a wrong password (some MAC did not match) or, when every

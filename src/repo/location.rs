@@ -117,23 +117,62 @@ impl Location {
     }
 }
 
-/// The location string with any password replaced by `***` (for messages and logs).
+/// The location string with any password replaced by `***` (for messages and logs): the one
+/// redaction every output of a location goes through (directly, or through `LocationText`).
 pub fn redact(s: &str) -> String {
-    if let Some(rest) = s.strip_prefix("rest:") {
-        if let Some((scheme, after)) = rest.split_once("://") {
-            let (auth, tail) = match after.find('/') {
-                Some(i) => after.split_at(i),
-                None => (after, ""),
-            };
-            if let Some((userinfo, host)) = auth.rsplit_once('@') {
-                let user = userinfo.split(':').next().unwrap_or("");
-                if userinfo.contains(':') {
-                    return format!("rest:{scheme}://{user}:***@{host}{tail}");
-                }
-            }
+    let Some(i) = s.find("://") else {
+        return s.to_string();
+    };
+    let (head, after) = s.split_at(i + 3);
+    let (auth, tail) = after.split_at(after.find('/').unwrap_or(after.len()));
+    match auth.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{head}{user}:***@{host}{tail}")
         }
+        _ => s.to_string(),
     }
-    s.to_string()
+}
+
+/// A location string as configured, which may hold a password (`rest:http://u:PASS@h/`).
+/// Everything that shows it (`Display`, `Debug`, `Serialize`) shows `redact`'s form; only
+/// `expose` gives the string to connect with, so a new output cannot leak it by accident.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Deserialize)]
+#[serde(transparent)]
+pub struct LocationText(String);
+
+impl LocationText {
+    pub fn new(s: impl Into<String>) -> LocationText {
+        LocationText(s.into())
+    }
+
+    /// The location with its password, for connecting (never for output).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The location as shown to people and written to files: `redact`'s form.
+    pub fn shown(&self) -> String {
+        redact(&self.0)
+    }
+}
+
+impl fmt::Display for LocationText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown())
+    }
+}
+
+impl fmt::Debug for LocationText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.shown())
+    }
+}
+
+impl serde::Serialize for LocationText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.shown())
+    }
 }
 
 fn parse_s3(rest: &str) -> Result<Location, String> {
@@ -462,5 +501,24 @@ mod tests {
         assert!(Location::parse("gdrive:").is_err());
         assert!(Location::parse("gdrive:a//b").is_err());
         assert!(Location::parse("gdrive:a/../b").is_err());
+    }
+
+    #[test]
+    fn every_printed_form_of_a_configured_location_hides_its_password() {
+        let l = super::LocationText::new("rest:https://alice:s3cr3t@host:8000/repo");
+        let json = serde_json::to_string(&l).unwrap();
+        for shown in [format!("{l}"), format!("{l:?}"), l.shown(), json] {
+            assert!(!shown.contains("s3cr3t"), "password leaked: {shown}");
+            assert!(shown.contains("alice:***@host:8000/repo"), "{shown}");
+        }
+        assert_eq!(l.expose(), "rest:https://alice:s3cr3t@host:8000/repo");
+        // Locations that refuse credentials still never echo them in their error.
+        let e = Location::parse("s3:http://key:s3cr3t@h/b").unwrap_err();
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+        assert_eq!(
+            super::redact("sftp://u:pw@h:2222//srv"),
+            "sftp://u:***@h:2222//srv"
+        );
+        assert_eq!(super::redact("/srv/a@b:c"), "/srv/a@b:c");
     }
 }

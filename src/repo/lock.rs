@@ -21,6 +21,7 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct LockFile {
+    #[serde(serialize_with = "super::gotime::serialize")]
     pub time: DateTime<FixedOffset>,
     pub exclusive: bool,
     #[serde(default)]

@@ -2,15 +2,20 @@
 
 pub mod backend;
 pub mod cache;
+pub mod cachedirs;
 pub mod config;
 pub mod crypto;
 pub mod gdrive;
+pub mod gotime;
 pub mod http;
 pub mod id;
 pub mod index;
 pub mod keyfile;
+pub mod keys;
 pub mod location;
 pub mod lock;
+pub mod manifest;
+pub mod nodename;
 pub mod open;
 pub mod pack;
 pub mod rest;
@@ -73,6 +78,8 @@ pub struct Repository {
     /// The local cache in front of a remote backend (`be` is then this cache).
     cache: Option<Arc<cache::CachedBackend>>,
     key: Key,
+    /// The key file (`keys/NAME`) the password opened.
+    key_name: String,
     config: RepoConfig,
     index: MasterIndex,
     pub compression: Compression,
@@ -126,7 +133,8 @@ impl Repository {
         let kf =
             KeyFile::create(&key, password, n, r, p).map_err(|e| Error::Input(e.to_string()))?;
         let kf_bytes = serde_json::to_vec(&kf).expect("key file serializes");
-        be.save(FileType::Key, &Id::hash(&kf_bytes).to_hex(), &kf_bytes)?;
+        let key_name = Id::hash(&kf_bytes).to_hex();
+        be.save(FileType::Key, &key_name, &kf_bytes)?;
         let config = RepoConfig::new();
         // The config is never compressed: it must be readable before the version is known.
         let sealed = key.seal(&serde_json::to_vec(&config).expect("config serializes"));
@@ -135,6 +143,7 @@ impl Repository {
             be,
             cache: None,
             key,
+            key_name,
             config,
             index: MasterIndex::new(),
             compression: Compression::default(),
@@ -169,13 +178,13 @@ impl Repository {
             let bytes = be.load(FileType::Key, name)?;
             match KeyFile::parse(&bytes).and_then(|kf| kf.open(password)) {
                 Ok(k) => {
-                    key = Some(k);
+                    key = Some((k, name.clone()));
                     break;
                 }
                 Err(e) => failed.push((format!("keys/{name}"), e)),
             }
         }
-        let Some(key) = key else {
+        let Some((key, key_name)) = key else {
             return Err(keyfile::none_opened(location, keys.len(), failed));
         };
         let plain = key
@@ -199,9 +208,13 @@ impl Repository {
         // Remote storage: index and snapshot files and tree packs come from a local cache when
         // they can.
         let cache = match (be.local_path(), cache::default_cache_dir()) {
-            (None, Some(dir)) if config.id.bytes().all(|b| b.is_ascii_hexdigit()) => Some(
-                Arc::new(cache::CachedBackend::new(be.clone(), dir.join(&config.id))),
-            ),
+            (None, Some(dir)) if config.id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                cachedirs::mark_used(&dir.join(&config.id));
+                Some(Arc::new(cache::CachedBackend::new(
+                    be.clone(),
+                    dir.join(&config.id),
+                )))
+            }
             _ => None,
         };
         let be: Arc<dyn Backend> = match &cache {
@@ -212,10 +225,16 @@ impl Repository {
             be,
             cache,
             key,
+            key_name,
             config,
             index: MasterIndex::new(),
             compression,
         })
+    }
+
+    /// The name of the key file the password opened (`keys/NAME`).
+    pub fn key_name(&self) -> &str {
+        &self.key_name
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -255,6 +274,13 @@ impl Repository {
 
     /// Loads, verifies (hash of the bytes = name), decrypts and parses an unpacked file.
     pub fn load_unpacked<T: DeserializeOwned>(&self, t: FileType, id: &Id) -> Result<T> {
+        let plain = self.load_unpacked_bytes(t, id)?;
+        let what = || format!("{} file {}", t.describe(), id.short());
+        serde_json::from_slice(&plain).map_err(|e| Error::damaged(what(), e))
+    }
+
+    /// Loads, verifies (hash of the bytes = name) and decrypts an unpacked file: its JSON text.
+    pub fn load_unpacked_bytes(&self, t: FileType, id: &Id) -> Result<Vec<u8>> {
         let bytes = self.be.load(t, &id.to_hex())?;
         let what = || format!("{} file {}", t.describe(), id.short());
         if Id::hash(&bytes) != *id {
@@ -267,8 +293,7 @@ impl Repository {
             .key
             .open(&bytes)
             .map_err(|e| Error::damaged(what(), e))?;
-        let plain = decode_unpacked(plain).map_err(|e| Error::damaged(what(), e))?;
-        serde_json::from_slice(&plain).map_err(|e| Error::damaged(what(), e))
+        decode_unpacked(plain).map_err(|e| Error::damaged(what(), e))
     }
 
     /// Ids of all files of a type.

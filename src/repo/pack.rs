@@ -261,6 +261,21 @@ impl PackWriter {
     }
 }
 
+/// The size of a pack whose header lists `blobs`: their lengths, one header entry each (37
+/// bytes, 41 with an uncompressed length), the header's encryption overhead and its length field.
+pub fn size_from_header(blobs: &[PackedBlob]) -> u64 {
+    let mut n = (OVERHEAD + 4) as u64;
+    for b in blobs {
+        n += b.length as u64;
+        n += if b.uncompressed_length.is_some() {
+            41
+        } else {
+            37
+        };
+    }
+    n
+}
+
 /// How many bytes from the end of a pack to read to be likely to get the whole header at once.
 pub fn header_read_hint(pack_size: u64) -> u64 {
     pack_size.min(4 + OVERHEAD as u64 + 64 * ENTRY_COMPRESSED as u64)

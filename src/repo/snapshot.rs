@@ -17,7 +17,9 @@ pub const PARTIAL_TAG: &str = "partial";
 /// ignores the field).
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct SnapshotSummary {
+    #[serde(serialize_with = "super::gotime::serialize_opt")]
     pub backup_start: Option<DateTime<FixedOffset>>,
+    #[serde(serialize_with = "super::gotime::serialize_opt")]
     pub backup_end: Option<DateTime<FixedOffset>>,
     #[serde(default)]
     pub files_new: u64,
@@ -52,6 +54,7 @@ pub struct SnapshotSummary {
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Snapshot {
+    #[serde(serialize_with = "super::gotime::serialize")]
     pub time: DateTime<FixedOffset>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<Id>,

@@ -41,6 +41,25 @@ pub mod gomode {
         g
     }
 
+    /// A Go FileMode as Go's `FileMode.String` writes it (what restic's `ls -l` shows): the
+    /// type and special letters set, in Go's order, or `-`, then `rwxrwxrwx`.
+    pub fn to_string(g: u32) -> String {
+        const LETTERS: &[u8] = b"dalTLDpSugct?";
+        let mut out: String = LETTERS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| g & (1 << (31 - i)) != 0)
+            .map(|(_, c)| *c as char)
+            .collect();
+        if out.is_empty() {
+            out.push('-');
+        }
+        for (i, c) in "rwxrwxrwx".chars().enumerate() {
+            out.push(if g & (1 << (8 - i)) != 0 { c } else { '-' });
+        }
+        out
+    }
+
     /// The permission bits of a Go FileMode as a unix mode (with setuid/setgid/sticky).
     pub fn to_unix_perm(g: u32) -> u32 {
         let mut m = g & PERM;
@@ -99,13 +118,18 @@ mod b64bytes {
 /// One entry of a directory.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Node {
+    /// The name itself; stored quoted as restic stores it (`repo::nodename`).
+    #[serde(with = "super::nodename")]
     pub name: String,
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub mode: u32,
+    #[serde(serialize_with = "super::gotime::serialize")]
     pub mtime: DateTime<FixedOffset>,
+    #[serde(serialize_with = "super::gotime::serialize")]
     pub atime: DateTime<FixedOffset>,
+    #[serde(serialize_with = "super::gotime::serialize")]
     pub ctime: DateTime<FixedOffset>,
     #[serde(default)]
     pub uid: u32,
@@ -174,6 +198,29 @@ impl Node {
     }
 }
 
+/// The deepest path (in names below a snapshot's root) any walk of a tree accepts: 2,048, the
+/// most that Linux's PATH_MAX of 4,096 bytes allows with one-character names. A deeper chain
+/// cannot be restored and is refused as the work of a buggy or hostile writer.
+pub const MAX_TREE_DEPTH: usize = 2048;
+
+/// The error for a path of more than [`MAX_TREE_DEPTH`] names: names `path` by its first 100
+/// characters.
+pub fn too_deep(path: &str) -> crate::error::Error {
+    crate::error::Error::TreeTooDeep {
+        max: MAX_TREE_DEPTH,
+        path: shorten(path),
+    }
+}
+
+/// The first 100 characters of `path`, then `...` if there is more.
+pub fn shorten(path: &str) -> String {
+    let mut shown: String = path.chars().take(100).collect();
+    if shown.len() < path.len() {
+        shown.push_str("...");
+    }
+    shown
+}
+
 /// A directory listing; nodes are sorted by name.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct Tree {
@@ -207,6 +254,15 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modes_print_as_go_prints_them() {
+        assert_eq!(gomode::to_string(2148532735), "dtrwxrwxrwx");
+        assert_eq!(gomode::to_string(2147484141), "drwxr-xr-x");
+        assert_eq!(gomode::to_string(0o644), "-rw-r--r--");
+        assert_eq!(gomode::to_string(gomode::SYMLINK | 0o777), "Lrwxrwxrwx");
+        assert_eq!(gomode::to_string(gomode::SETUID | 0o755), "urwxr-xr-x");
+    }
 
     #[test]
     fn modes_convert_like_go() {

@@ -167,7 +167,7 @@ impl Inputs {
             }
         }
         for repo in cfg.repositories.values() {
-            let p = Path::new(&repo.path);
+            let p = Path::new(repo.path.expose());
             if p.is_absolute() {
                 writable.push(p.to_path_buf());
             }

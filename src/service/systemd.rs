@@ -282,7 +282,7 @@ mod linux {
             return;
         };
         for (name, repo) in &cfg.repositories {
-            let p = Path::new(&repo.path);
+            let p = Path::new(repo.path.expose());
             match std::fs::metadata(p) {
                 Ok(m) => {
                     use std::os::unix::fs::MetadataExt;

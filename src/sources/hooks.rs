@@ -7,7 +7,8 @@
 //! its whole process group is killed) is an error naming the hook.
 //!
 //! Environment: `BACKUPD_JOB`, `BACKUPD_RUN_ID`, `BACKUPD_EVENT` (before, success, failure,
-//! always), `BACKUPD_REPOSITORY`, and when known `BACKUPD_SNAPSHOT_ID`, `BACKUPD_ERROR` (the
+//! always), `BACKUPD_REPOSITORY` (as status shows it, a password as `***`, unless the job's
+//! `pass_repository_credentials` is set), and when known `BACKUPD_SNAPSHOT_ID`, `BACKUPD_ERROR` (the
 //! run's error) and `BACKUPD_OUTCOME` (success, partial, failed; after-hooks only).
 
 use crate::cancel::Progress;

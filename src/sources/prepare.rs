@@ -139,6 +139,11 @@ impl Prepared {
             .collect()
     }
 
+    /// The database copies as the backup stores them (without the commands, which run once).
+    pub fn database_extras(&self) -> Vec<ExtraFile> {
+        self.databases.iter().map(Captured::extra).collect()
+    }
+
     /// Starts the commands (call it with the repository locked) and returns what the backup
     /// stores besides its paths: the database copies, then the commands' outputs. One report per
     /// command is pushed onto `reports`; a command that cannot be started gets the error.
@@ -147,7 +152,7 @@ impl Prepared {
         cancel: &CancelToken,
         reports: &mut Vec<SourceReport>,
     ) -> Result<Vec<ExtraFile>> {
-        let mut extras: Vec<_> = self.databases.iter().map(Captured::extra).collect();
+        let mut extras = self.database_extras();
         for c in &self.commands {
             let mut rep = SourceReport::command(c);
             let started = command::start_with_cancel(c, cancel);

@@ -1,4 +1,4 @@
-//! SQLite sources: a consistent copy through SQLite's online backup API, checked, retried while busy.
+//! SQLite sources: a consistent copy through SQLite's online backup API, checked, retried while busy; and the integrity verdict of a database as a snapshot stores it.
 
 use super::retry::{retry, RetryError, RetryPolicy, Waiting};
 use crate::cancel::CancelToken;
@@ -175,7 +175,7 @@ pub fn capture(
     }
     c.copy_time = last_start.elapsed();
     c.waited = last_start - start;
-    check_copy(&c.staging, opts.check).map_err(&fail)?;
+    integrity(&c.staging, opts.check).map_err(&fail)?;
     c.bytes = std::fs::metadata(&c.staging)
         .map_err(|e| Error::io(format!("read the size of {}", c.staging.display()), e))?
         .len();
@@ -363,8 +363,42 @@ fn describe(e: &rusqlite::Error, staging: &Path) -> String {
     }
 }
 
-/// Runs the chosen check on the copy; returns the failure's message.
-fn check_copy(staging: &Path, check: IntegrityCheck) -> std::result::Result<(), String> {
+/// The first bytes of an SQLite database file.
+const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
+
+/// For a file stored as `blobs` (at `path` in a snapshot): when it is an SQLite database, why it
+/// fails `PRAGMA integrity_check` once put together in a temporary file (`None`: it passes, or
+/// it is no database).
+pub fn stored_verdict(
+    repo: &crate::repo::Repository,
+    path: &str,
+    blobs: &[crate::repo::id::Id],
+) -> Result<Option<String>> {
+    use crate::repo::pack::BlobType;
+    use std::io::Write;
+    let Some(first) = blobs.first() else {
+        return Ok(None);
+    };
+    if !repo
+        .load_blob(first, BlobType::Data)?
+        .starts_with(SQLITE_MAGIC)
+    {
+        return Ok(None);
+    }
+    let io = |e| Error::io("write a temporary copy of the database to check it", e);
+    let mut tmp = tempfile::NamedTempFile::new().map_err(io)?;
+    for id in blobs {
+        tmp.write_all(&repo.load_blob(id, BlobType::Data)?)
+            .map_err(io)?;
+    }
+    tmp.flush().map_err(io)?;
+    Ok(integrity(tmp.path(), IntegrityCheck::Full)
+        .err()
+        .map(|why| format!("the database {path} {why}")))
+}
+
+/// Runs the chosen check on a copy of a database; returns the failure's message.
+pub(crate) fn integrity(staging: &Path, check: IntegrityCheck) -> std::result::Result<(), String> {
     let pragma = match check {
         IntegrityCheck::Off => return Ok(()),
         IntegrityCheck::Full => "integrity_check",

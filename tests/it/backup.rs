@@ -53,6 +53,49 @@ fn restic_checks_and_restores_what_backupctl_wrote() {
     assert_eq!(a, b);
 }
 
+/// Names restic stores escaped in its trees (the body of a Go string literal).
+const ODD_NAMES: [&str; 4] = ["back\\slash", "new\nline", "q\"uote", "tab\tand\u{1}ctl"];
+
+#[test]
+fn names_with_backslashes_quotes_and_newlines_go_both_ways_between_restic_and_backupctl() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for (i, n) in ODD_NAMES.iter().enumerate() {
+        fs::write(src.join(n), format!("file {i}")).unwrap();
+    }
+    init(&env);
+    env.ctl_ok(&["backup", src.to_str().unwrap()]);
+    let check = env.restic(&["check"]);
+    assert!(check.status.success(), "{}", show(&check));
+    let restored = restic_restore(&env, "latest", &env.path("by-restic"), &src);
+    assert_eq!(
+        manifest(&restored),
+        manifest(&src),
+        "restic restored other names"
+    );
+
+    // restic's own snapshot of them, restored by backupctl.
+    let other = env.path("src2");
+    fs::rename(&src, &other).unwrap();
+    env.restic_ok(&["backup", other.to_str().unwrap()]);
+    let target = env.path("by-backupctl");
+    env.ctl_ok(&[
+        "restore",
+        "latest",
+        "--path",
+        other.to_str().unwrap(),
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    let back = target.join(other.strip_prefix("/").unwrap());
+    assert_eq!(
+        manifest(&back),
+        manifest(&other),
+        "backupctl restored other names"
+    );
+}
+
 #[test]
 fn backupctl_backs_up_into_a_repository_restic_made() {
     let env = Env::new();
@@ -865,4 +908,71 @@ fn unlock_removes_the_temp_files_of_crashed_runs_once_they_are_old() {
         assert!(!p.exists(), "{} is still there", p.display());
     }
     assert!(fresh.exists(), "a fresh temp file was removed");
+}
+
+/// `backup --dry-run` reads, chunks and hashes as a backup does and says what it would add, and
+/// writes nothing: no pack, index or snapshot; the real backup then adds exactly that.
+#[test]
+fn a_dry_run_says_what_it_would_add_and_writes_nothing() {
+    let env = Env::new();
+    env.ctl_ok(&["init"]);
+    let src = env.path("src");
+    make_tree(&src, 11);
+    let listing = |dir: &str| fs::read_dir(env.repo.join(dir)).unwrap().count();
+    let (snaps, index) = (listing("snapshots"), listing("index"));
+    let dry = env.ctl_json(&["backup", "--dry-run", src.to_str().unwrap()]);
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert!(dry["snapshot_id"].is_null(), "{dry}");
+    let would = dry["data_added"].as_u64().unwrap();
+    assert!(would > 0, "{dry}");
+    assert_eq!((listing("snapshots"), listing("index")), (snaps, index));
+    let packs: usize = fs::read_dir(env.repo.join("data"))
+        .unwrap()
+        .map(|d| fs::read_dir(d.unwrap().path()).unwrap().count())
+        .sum();
+    assert_eq!(packs, 0, "no pack written");
+    let text = env.ctl_ok(&["backup", "-n", src.to_str().unwrap()]);
+    assert!(text.contains("dry run: nothing was written"), "{text}");
+    let real = env.ctl_json(&["backup", src.to_str().unwrap()]);
+    assert_eq!(real["data_added"].as_u64().unwrap(), would);
+    assert_eq!(real["dry_run"], false);
+}
+
+/// `--exclude-if-present FILE[:HEADER]` and `--exclude-larger-than SIZE` (restic's): a folder
+/// holding the file keeps only the file, one whose file lacks the header is backed up whole,
+/// files over the size are left out; restic's `ls` sees the same tree. The same from a job.
+#[test]
+fn exclude_if_present_and_exclude_larger_than_leave_out_what_restic_would() {
+    let env = Env::new();
+    env.ctl_ok(&["init"]);
+    let src = env.path("src");
+    for d in ["skip", "keep", "plain"] {
+        fs::create_dir_all(src.join(d)).unwrap();
+        fs::write(src.join(d).join("data.txt"), "some data").unwrap();
+    }
+    fs::write(src.join("skip/.nobackup"), "").unwrap();
+    fs::write(src.join("keep/TAG"), "not the header").unwrap();
+    fs::write(src.join("plain/big.bin"), vec![7u8; 5000]).unwrap();
+    let s = src.to_str().unwrap();
+    let o = env.ctl(&[
+        "backup",
+        s,
+        "--exclude-if-present",
+        ".nobackup",
+        "--exclude-if-present",
+        "TAG:magic",
+        "--exclude-larger-than",
+        "4K",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let listed = env.restic_ok(&["ls", "latest"]);
+    let has = |p: &str| listed.lines().any(|l| l == format!("{s}/{p}"));
+    assert!(has("skip/.nobackup") && !has("skip/data.txt"), "{listed}");
+    assert!(has("keep/TAG") && has("keep/data.txt"), "{listed}");
+    assert!(has("plain/data.txt") && !has("plain/big.bin"), "{listed}");
+    // A bad rule is refused before anything is read.
+    let o = env.ctl(&["backup", s, "--exclude-if-present", "a/b"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let o = env.ctl(&["backup", s, "--exclude-larger-than", "lots"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
 }

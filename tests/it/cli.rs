@@ -317,3 +317,25 @@ fn check_config_names_missing_password_files_and_sources_and_its_hint_works() {
     s.env.restic_ok(&["snapshots"]);
     assert!(!stderr(&check()).contains("no repository there"));
 }
+
+#[test]
+fn a_daemon_command_with_a_config_file_that_does_not_parse_says_so_not_that_backupd_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("broken.toml");
+    fs::write(&cfg, "[daemon\nsocket = \"/x.sock\"\n").unwrap();
+    let missing = dir.path().join("missing.toml");
+    for file in [&cfg, &missing] {
+        for cmd in ["reload", "jobs"] {
+            let o = bare(&[cmd, "--config", file.to_str().unwrap()])
+                .output()
+                .unwrap();
+            let out = show(&o);
+            assert_eq!(o.status.code(), Some(1), "{cmd} {file:?}: {out}");
+            assert!(
+                out.contains(&format!("configuration file {}", file.display()))
+                    && !out.contains("backupd is not running"),
+                "{cmd} {file:?}: {out}"
+            );
+        }
+    }
+}

@@ -2,8 +2,6 @@
 
 use crate::support::*;
 use std::fs;
-use std::io::Read;
-use std::process::Stdio;
 
 /// A repository where each command below prints far more than a pipe holds: a snapshot of an
 /// empty folder, then one of 3,000 small files in it (`ls`, `diff`), then one with each of
@@ -43,10 +41,12 @@ fn a_reader_that_closes_the_pipe_ends_backupctl_quietly_with_141() {
     let (a, b) = first_two(&env);
     let logs = env.path("logs");
     let logs = logs.to_str().unwrap();
-    let commands: [&[&str]; 4] = [
+    let commands: [&[&str]; 6] = [
         &["ls", "latest"],
         &["snapshots"],
         &["diff", &a, &b],
+        &["find", "file-*"],
+        &["list", "blobs"],
         &["logs", "--log-dir", logs, "-n", "5000"],
     ];
     for command in commands {
@@ -54,16 +54,7 @@ fn a_reader_that_closes_the_pipe_ends_backupctl_quietly_with_141() {
             let mut args = if json { vec!["--json"] } else { vec![] };
             args.extend_from_slice(command);
             let args = &args[..];
-            let mut child = env
-                .ctl_cmd(args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            // Read one byte, then close the pipe, as `head -c1` does.
-            let mut first = [0u8; 1];
-            child.stdout.take().unwrap().read_exact(&mut first).unwrap();
-            let out = child.wait_with_output().unwrap();
+            let out = crate::support::after_closing_stdout(&mut env.ctl_cmd(args));
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
             assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");

@@ -497,3 +497,138 @@ fn a_command_source_and_a_hook_die_with_a_killed_daemon() {
         assert_all_gone(&pids, &format!("kill -9 of backupd running a {name}"));
     }
 }
+
+/// The pack files of a local repository (not the temp files of writes under way).
+fn pack_files(repo: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for d in fs::read_dir(repo.join("data"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for f in fs::read_dir(d.path()).into_iter().flatten().flatten() {
+            if !f.file_name().to_string_lossy().starts_with('.') {
+                out.push(f.path());
+            }
+        }
+    }
+    out
+}
+
+/// verify_after = "new-data": a clean run reads back every pack it wrote (the cost is in the
+/// report); a pack damaged on the storage after it was written, before it was read back, fails
+/// the run naming the pack (exit 4), with the snapshot kept.
+#[test]
+fn verify_after_reads_back_the_new_packs_and_a_pack_damaged_on_the_storage_fails_the_run() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let env = Env::new();
+    env.ctl_ok(&["init"]);
+    let cfg = config(&env, "verify_after = \"new-data\"", "");
+    let (code, j, err) = run_job(&cfg, &[]);
+    assert_eq!(code, Some(0), "{err}\n{j}");
+    let rb = &j["verify_after"];
+    assert!(rb["packs_written"].as_u64().unwrap() >= 1, "{j}");
+    assert_eq!(rb["packs_read"], rb["packs_written"], "{j}");
+    assert_eq!(rb["damaged"].as_array().unwrap().len(), 0, "{j}");
+
+    // Much new data, so many packs: the first one is damaged as soon as it appears.
+    for i in 0..6 {
+        fs::write(env.path(&format!("src/big{i}")), bytes(100 + i, 4 << 20)).unwrap();
+    }
+    let before = pack_files(&env.repo);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (repo, halt) = (env.repo.clone(), stop.clone());
+    let watcher = std::thread::spawn(move || {
+        while !halt.load(Ordering::SeqCst) {
+            if let Some(p) = pack_files(&repo).into_iter().find(|p| !before.contains(p)) {
+                let mut b = fs::read(&p).unwrap();
+                let mid = b.len() / 2;
+                b[mid] ^= 0x55;
+                fs::write(&p, b).unwrap();
+                return Some(p.file_name().unwrap().to_string_lossy().into_owned());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        None
+    });
+    let (code, j, err) = run_job(&cfg, &[]);
+    stop.store(true, Ordering::SeqCst);
+    let damaged = watcher.join().unwrap().expect("the watcher saw a new pack");
+    assert_eq!(code, Some(4), "{err}\n{j}");
+    let e = j["error"].as_str().unwrap();
+    assert!(
+        e.contains("reading back") && e.contains(&format!("pack {}", &damaged[..8])),
+        "the error names the pack {damaged}: {e}"
+    );
+    assert!(e.contains("check --read-data"), "what to do: {e}");
+    assert!(j["snapshot_id"].is_string(), "the snapshot is kept: {j}");
+    assert_eq!(
+        j["verify_after"]["damaged"].as_array().unwrap().len(),
+        1,
+        "{j}"
+    );
+}
+
+/// max_source_size: a run that would read more fails before writing anything, with the sizes
+/// in the message (exit 5); with on_size_limit = "warn" it warns and backs up.
+#[test]
+fn a_run_over_max_source_size_fails_before_writing_anything_or_warns_by_policy() {
+    let env = Env::new();
+    env.ctl_ok(&["init"]);
+    let cfg = config(&env, "max_source_size = \"20K\"", "");
+    fs::write(env.path("src/big"), bytes(7, 30_000)).unwrap();
+    let before = repo_files(&env.repo);
+    let (code, j, err) = run_job(&cfg, &[]);
+    assert_eq!(code, Some(5), "{err}\n{j}");
+    let e = j["error"].as_str().unwrap();
+    assert!(
+        e.contains("the sources of job app")
+            && e.contains("would read 29.30 KiB of files")
+            && e.contains("over max_source_size 20.00 KiB")
+            && e.contains("nothing was written"),
+        "what, the sizes and the limit: {e}"
+    );
+    assert!(e.contains("on_size_limit = \"warn\""), "what to do: {e}");
+    assert_eq!(repo_files(&env.repo), before, "nothing written");
+
+    let cfg = config(
+        &env,
+        "max_source_size = \"20K\"\non_size_limit = \"warn\"",
+        "",
+    );
+    let (code, j, err) = run_job(&cfg, &[]);
+    assert_eq!(code, Some(0), "{err}\n{j}");
+    assert!(err.contains("warning: the run would read"), "{err}");
+    assert_eq!(snapshot_count(&env), 1);
+}
+
+/// max_added_size: a dry run finds what the run would add, so a run within the limit backs up,
+/// one over it fails before writing anything with the sizes (exit 5), and data the repository
+/// already holds does not count.
+#[test]
+fn a_run_that_would_add_more_than_max_added_size_fails_before_writing_anything() {
+    let env = Env::new();
+    env.ctl_ok(&["init"]);
+    let cfg = config(&env, "max_added_size = \"20K\"", "");
+    let (code, j, err) = run_job(&cfg, &[]);
+    assert_eq!(code, Some(0), "{err}\n{j}");
+    let big = bytes(8, 30_000);
+    fs::write(env.path("src/big"), &big).unwrap();
+    let before = repo_files(&env.repo);
+    let (code, j, err) = run_job(&cfg, &[]);
+    assert_eq!(code, Some(5), "{err}\n{j}");
+    let e = j["error"].as_str().unwrap();
+    assert!(
+        e.contains("would add 29.30 KiB of new data")
+            && e.contains("over max_added_size 20.00 KiB")
+            && e.contains("nothing was written")
+            && e.contains("raise max_added_size"),
+        "{e}"
+    );
+    assert_eq!(repo_files(&env.repo), before, "nothing written");
+    // Once the repository holds that data (backed up by hand), the same run adds nothing new.
+    env.ctl_ok(&["backup", env.path("src/big").to_str().unwrap()]);
+    let (code, j, err) = run_job(&cfg, &[]);
+    assert_eq!(code, Some(0), "{err}\n{j}");
+}

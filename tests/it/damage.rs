@@ -187,3 +187,126 @@ fn a_key_file_whose_mac_fails_says_password_or_damage_and_names_it() {
     assert!(err.contains(&format!("keys/{name}")), "{err}");
     assert!(err.contains("damaged"), "{err}");
 }
+
+/// The pack files of the repository (for which packs a backup added).
+fn packs(env: &Env) -> std::collections::BTreeSet<PathBuf> {
+    let mut out = std::collections::BTreeSet::new();
+    for d in fs::read_dir(env.repo.join("data")).unwrap().flatten() {
+        for f in fs::read_dir(d.path()).unwrap().flatten() {
+            out.insert(f.path());
+        }
+    }
+    out
+}
+
+/// Backs up `path` and returns the new snapshot's short id and the packs the backup added.
+fn backup_adding(env: &Env, path: &Path) -> (String, Vec<PathBuf>) {
+    let before = packs(env);
+    let v = env.ctl_json(&["backup", s(path)]);
+    let id = v["snapshot_id"].as_str().unwrap()[..8].to_string();
+    (id, packs(env).difference(&before).cloned().collect())
+}
+
+/// #19: with the newest two snapshots' data damaged, `restore latest --newest-valid` restores
+/// the third, saying which it skipped and why; with none valid it writes nothing and exits 4.
+#[test]
+fn newest_valid_passes_over_snapshots_whose_data_does_not_read_back() {
+    let env = Env::new();
+    env.ctl_ok(&["init"]);
+    let data = env.path("data");
+    fs::create_dir_all(&data).unwrap();
+    let mut made = Vec::new();
+    for i in 0..3u64 {
+        fs::write(data.join("a.bin"), crate::support::bytes(i, 300_000)).unwrap();
+        made.push(backup_adding(&env, &data));
+    }
+    for (_, added) in &made[1..] {
+        added.iter().for_each(|p| flip(p));
+    }
+    let t = env.path("restored");
+    let o = env.ctl(&["restore", "latest", "--newest-valid", "--target", s(&t)]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    assert_eq!(
+        fs::read(t.join(s(&data).trim_start_matches('/')).join("a.bin")).unwrap(),
+        crate::support::bytes(0, 300_000),
+        "the oldest, intact snapshot is restored"
+    );
+    let err = stderr(&o);
+    for (id, _) in &made[1..] {
+        assert!(
+            err.contains(&format!("skipped snapshot {id}"))
+                && err.contains("does not restore completely"),
+            "{id} named with why: {err}"
+        );
+    }
+    assert!(err.contains("is damaged"), "why: {err}");
+    assert!(
+        !err.contains(&format!("skipped snapshot {}", made[0].0)),
+        "{err}"
+    );
+
+    made[0].1.iter().for_each(|p| flip(p));
+    let t2 = env.path("restored2");
+    let o = env.ctl(&["restore", "latest", "--newest-valid", "--target", s(&t2)]);
+    assert_eq!(code(&o), 4, "{}", show(&o));
+    assert!(
+        stderr(&o).contains("none restores completely"),
+        "{}",
+        show(&o)
+    );
+    assert!(!t2.exists(), "nothing written");
+}
+
+/// #19: a snapshot of a single SQLite database is valid only when the database passes PRAGMA
+/// integrity_check: a database damaged before its backup is passed over for the one before.
+#[test]
+fn newest_valid_passes_over_a_database_that_fails_its_integrity_check() {
+    let env = Env::new();
+    env.ctl_ok(&["init"]);
+    let db = env.path("app.db");
+    let good = crate::support::sqlite_with_a_damaged_page(&db);
+    let bad_bytes = fs::read(&db).unwrap();
+    fs::write(&db, &good).unwrap();
+    let (_, _) = backup_adding(&env, &db);
+    fs::write(&db, &bad_bytes).unwrap();
+    let (bad, _) = backup_adding(&env, &db);
+    let t = env.path("restored");
+    let o = env.ctl(&["restore", "latest", "--newest-valid", "--target", s(&t)]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("skipped snapshot {bad}")) && err.contains("integrity_check"),
+        "the damaged database is named with why: {err}"
+    );
+    assert_eq!(
+        fs::read(t.join(s(&db).trim_start_matches('/'))).unwrap(),
+        good
+    );
+}
+
+/// `--newest-valid` is never the undo point a restore took: after a restore in place made a
+/// safety snapshot (newer than the backup), it still restores the backup.
+#[test]
+fn newest_valid_passes_over_safety_snapshots() {
+    let env = Env::new();
+    let (_, b) = two_snapshots(&env);
+    let data = env.path("data");
+    fs::write(data.join("a.txt"), b"three").unwrap();
+    let o = env.ctl(&[
+        "restore",
+        "latest",
+        "--target",
+        "/",
+        "--overwrite",
+        "always",
+    ]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("safety snapshot"),
+        "{}",
+        show(&o)
+    );
+    let t = env.path("restored");
+    let v = env.ctl_json(&["restore", "latest", "--newest-valid", "--target", s(&t)]);
+    assert_eq!(v["snapshot_id"].as_str().unwrap(), b, "{v}");
+}

@@ -53,17 +53,7 @@ fn an_index_claiming_huge_blob_lengths_does_not_allocate_them() {
         repo.save_unpacked(FileType::Index, &f).unwrap();
         be.remove(FileType::Index, &id.to_hex()).unwrap();
     }
-    let mut c = std::process::Command::new("sh");
-    c.arg("-c")
-        .arg(r#"ulimit -v 1048576 && exec "$@""#)
-        .arg("sh")
-        .arg(crate::support::BACKUPCTL)
-        .arg("-r")
-        .arg(&env.repo)
-        .arg("--password-file")
-        .arg(&env.pw)
-        .args(["ls", "latest"]);
-    let o = c.output().unwrap();
+    let o = crate::support::ctl_in_memory_limit(&env, 1 << 20, &["ls", "latest"]);
     assert_eq!(o.status.code(), Some(4), "{}", show(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("instead of 4294967295"), "{err}");

@@ -102,11 +102,13 @@ fn every_subcommand_prints_json_with_json() {
     };
     repo_json(&["backup", &data]);
     std::fs::write(s.data.join("b.txt"), "more").unwrap();
-    let second = repo_json(&["backup", &data]);
+    let second = repo_json(&["backup", "--manifest", &data]);
     let second = second["snapshot_id"].as_str().unwrap().to_string();
     let snaps = repo_json(&["snapshots"]);
     assert_eq!(snaps.as_array().unwrap().len(), 2, "{snaps}");
     repo_json(&["ls", "latest"]);
+    let m = repo_json(&["manifest", "latest"]);
+    assert!(!m["files"].as_array().unwrap().is_empty(), "{m}");
     let first = snaps[0]["id"].as_str().unwrap().to_string();
     repo_json(&["diff", &first, &second]);
     repo_json(&["stats"]);
@@ -124,8 +126,63 @@ fn every_subcommand_prints_json_with_json() {
         "--all",
     ]);
     repo_json(&["unlock"]);
+    let dumped = env.path("dump.tar");
+    let d = repo_json(&[
+        "dump",
+        "latest",
+        &data,
+        "--target",
+        dumped.to_str().unwrap(),
+    ]);
+    assert_eq!(d["format"], "tar", "{d}");
+    let keys = repo_json(&["key", "list"]);
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+    let r = repo_json(&["repair", "index"]);
+    assert_eq!(r["packs_read"], 0, "{r}");
+    repo_json(&["list", "snapshots"]);
+    let r = repo_json(&["rewrite", "--exclude", "nothing-matches-this", "-n"]);
+    assert_eq!(r["rewritten"], serde_json::json!([]), "{r}");
+    let r = repo_json(&["recover"]);
+    assert!(r["snapshot"].is_null(), "{r}");
+    assert!(repo_json(&["cache"])["repositories"].is_array());
+    repo_json(&["cat", "config"]);
+    assert!(repo_json(&["find", "b.txt"]).is_array());
     let gen = env.path("generated");
     repo_json(&["generate", "completions", gen.to_str().unwrap()]);
+    // `tag` prints restic's JSON Lines: one line per changed snapshot, then the summary.
+    let o = env.ctl(&["--json", "tag", "--add", "t", &second]);
+    ok("tag", &o);
+    let lines = json_lines("tag", &o);
+    assert_eq!(lines.last().unwrap()["changed_snapshots"], 1, "{lines:?}");
+    seen.insert("tag".into());
+
+    // `mount` prints JSON Lines: one line once mounted, one once unmounted (SIGTERM).
+    let mnt = env.path("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mut child = env
+        .ctl_cmd(&["--json", "mount", mnt.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut first).unwrap();
+    let v: Value = serde_json::from_str(&first)
+        .unwrap_or_else(|e| panic!("mount --json printed no JSON ({e}): {first:?}"));
+    assert_eq!(v["message_type"], "mounted", "{v}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "mount: {first}{rest}");
+    let last: Value = serde_json::from_str(rest.trim()).unwrap_or_else(|e| panic!("{e}: {rest:?}"));
+    assert_eq!(last["message_type"], "unmounted", "{last}");
+    seen.insert("mount".into());
 
     // A job in the foreground, without the daemon.
     let o = ctl_at(&s, &["run-job", "ok"]);

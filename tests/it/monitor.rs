@@ -309,6 +309,7 @@ fn failures_reach_a_webhook_and_a_real_smtp_server_with_the_log_tail_and_a_dead_
     // An endpoint that accepts and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_port = silent.local_addr().unwrap().port();
+    let silent = format!("127.0.0.1:{silent_port}/");
     let s = Setup::new("");
     let maildir = s.env.path("mail");
     let smtpd = crate::support::smtpd::Smtpd::start(&maildir);
@@ -329,7 +330,7 @@ fn failures_reach_a_webhook_and_a_real_smtp_server_with_the_log_tail_and_a_dead_
             .as_array()
             .unwrap()
             .iter()
-            .all(|n| !n["channel"].as_str().unwrap().contains("never")),
+            .all(|n| !n["channel"].as_str().unwrap().contains(&silent)),
         "{st:#}"
     );
     wait_for(Duration::from_secs(20), "the webhook", || {
@@ -385,7 +386,7 @@ fn failures_reach_a_webhook_and_a_real_smtp_server_with_the_log_tail_and_a_dead_
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|n| n["channel"].as_str().unwrap().contains("never") && n["ok"] == false)
+                .any(|n| n["channel"].as_str().unwrap().contains(&silent) && n["ok"] == false)
         },
     );
     let st = s.ctl_json(&["status"]);
@@ -736,4 +737,36 @@ fn a_filling_disk_warns_then_errs_before_backups_fail_and_clears_when_freed() {
         health_code(&s) == Some(0)
     });
     drop(small);
+}
+
+/// max_growth: runs of about the same size are healthy; a run that reads ten times the median
+/// of the runs before it turns health to a warning naming the sizes; later runs back at the
+/// old size make it healthy again.
+#[test]
+fn a_source_that_suddenly_grows_is_a_health_warning() {
+    let s = Setup::new(
+        "[jobs.app]\nrepository = \"main\"\npaths = [\"{data}\"]\nhealth = { max_growth = 5, growth_runs = 2 }\n",
+    );
+    let d = s.start(None);
+    let run = || {
+        let o = s.ctl(&["run", "app", "--wait"]);
+        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    };
+    run();
+    run();
+    assert_eq!(health_code(&s), Some(0), "{}", show(&s.ctl(&["health"])));
+    let big = s.data.join("big.db");
+    fs::write(&big, bytes(9, 200_000)).unwrap();
+    run();
+    let o = s.ctl(&["health"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("grown to 205.08 KiB") && out.contains("more than max_growth (5)"),
+        "{out}"
+    );
+    fs::remove_file(&big).unwrap();
+    run();
+    assert_eq!(health_code(&s), Some(0), "{}", show(&s.ctl(&["health"])));
+    d.term();
 }

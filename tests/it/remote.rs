@@ -313,6 +313,7 @@ fn rest_tree_packs_are_cached_and_check_still_judges_the_remote() {
     let cached: Vec<PathBuf> = fs::read_dir(env.path("cache"))
         .unwrap()
         .flatten()
+        .filter(|e| e.path().is_dir())
         .flat_map(|repo| fs::read_dir(repo.path().join("data")).unwrap().flatten())
         .map(|e| e.path())
         .collect();
@@ -379,4 +380,67 @@ fn rest_tree_packs_are_cached_and_check_still_judges_the_remote() {
     for c in &cached {
         assert!(c.exists(), "{} was not cached again by check", c.display());
     }
+}
+
+#[test]
+fn cache_lists_each_repository_s_folder_and_cleanup_removes_only_old_ones() {
+    let env = Env::new();
+    let root = env.path("rest-root");
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"a").unwrap();
+    let srv = Rclone::start(&root, false);
+    let (one, two) = (srv.location("one/"), srv.location("two/"));
+    for loc in [&one, &two] {
+        ctl_ok(&env, None, loc, &["init"]);
+        ctl_ok(&env, None, loc, &["backup", src.to_str().unwrap()]);
+    }
+    let cache = env.path("cache");
+    fs::create_dir_all(cache.join("not-a-repository")).unwrap();
+    let listed = json(&ctl_ok(&env, None, &one, &["--json", "cache"]));
+    let repos = listed["repositories"].as_array().unwrap().clone();
+    assert_eq!(repos.len(), 2, "{listed}");
+    assert!(repos
+        .iter()
+        .all(|r| r["old"] == false && r["size"].as_u64() > Some(0)));
+    assert!(
+        cache.join("CACHEDIR.TAG").exists(),
+        "backups of ~/.cache can leave it out"
+    );
+
+    // Repository two was last used 40 days ago.
+    let two_id = json(&ctl_ok(&env, None, &two, &["--json", "cat", "config"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stamp = cache.join(&two_id).join("last-used");
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 86_400);
+    fs::File::options()
+        .write(true)
+        .open(&stamp)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let text = ctl_ok(&env, None, &one, &["cache"]);
+    assert!(
+        text.contains("1 old folder(s)") && text.contains("backupctl cache --cleanup"),
+        "{text}"
+    );
+    let done = json(&ctl_ok(&env, None, &one, &["--json", "cache", "--cleanup"]));
+    assert_eq!(done["removed"], serde_json::json!([two_id]), "{done}");
+    assert!(!cache.join(&two_id).exists());
+    assert!(
+        cache.join("not-a-repository").exists(),
+        "only repository folders are touched"
+    );
+    assert_eq!(
+        json(&ctl_ok(&env, None, &one, &["--json", "cache"]))["repositories"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // The next use of repository two fills its folder again.
+    ctl_ok(&env, None, &two, &["snapshots"]);
+    assert!(cache.join(&two_id).join("last-used").exists());
 }

@@ -2,6 +2,7 @@
 //! sub-paths, include/exclude, overwrite modes, --delete, --dry-run, symlink refusal, damaged
 //! packs, and the pre-restore safety snapshot with its undo command.
 
+use crate::support::ctl_at;
 use crate::support::{bytes, file_list, make_tree, manifest, restic_at, show, text, BACKUPCTL};
 use backupd::repo::backend::LocalBackend;
 use backupd::repo::pack::BlobType;
@@ -126,19 +127,6 @@ fn make_fixture() -> Fixture {
         pw,
         snap,
     }
-}
-
-fn ctl_at(repo: &Path, pw: &Path, args: &[&str]) -> Output {
-    Command::new(BACKUPCTL)
-        .arg("-r")
-        .arg(repo)
-        .arg("--password-file")
-        .arg(pw)
-        .args(args)
-        .env_remove("BACKUPD_REPOSITORY")
-        .env_remove("BACKUPD_PASSWORD_FILE")
-        .output()
-        .expect("run backupctl")
 }
 
 fn ctl(args: &[&str]) -> Output {

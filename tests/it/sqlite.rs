@@ -329,24 +329,9 @@ fn bad_databases_fail_with_exit_5_and_leave_the_repository_unchanged() {
 
     // A database with a damaged table page: cell pointers in a leaf of `w` point off the page.
     let corrupt = env.path("corrupt.db");
-    {
-        let c = rusqlite::Connection::open(&corrupt).unwrap();
-        c.execute_batch(
-            "PRAGMA page_size=4096; CREATE TABLE w(id INTEGER PRIMARY KEY, v INTEGER, pad BLOB);
-             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s WHERE i<3000)
-             INSERT INTO w(v, pad) SELECT i, randomblob(300) FROM s;",
-        )
-        .unwrap();
-    }
-    let mut bytes = fs::read(&corrupt).unwrap();
-    let pages = bytes.len() / 4096;
-    assert!(pages > 100);
-    let page = pages / 2;
-    assert_eq!(bytes[page * 4096], 0x0d, "page {page} is not a table leaf");
-    for b in &mut bytes[page * 4096 + 8..page * 4096 + 40] {
-        *b = 0xff;
-    }
-    fs::write(&corrupt, &bytes).unwrap();
+    crate::support::sqlite_with_a_damaged_page(&corrupt);
+    let bytes = fs::read(&corrupt).unwrap();
+    let page = bytes.len() / 4096 / 2;
     // SQLite sees the damage: problems listed, or the check itself stops on it.
     let seen: Result<Vec<String>, rusqlite::Error> = (|| {
         let c = rusqlite::Connection::open(&corrupt)?;

@@ -7,20 +7,18 @@ use crate::repo::id::Id;
 use crate::repo::pack::BlobType;
 use std::collections::HashMap;
 
-/// What to do about damaged blobs in `pack`: forget the snapshots that need them, then a prune
-/// that repacks the pack (a plain prune may keep a pack whose unused share is small, damaged
-/// blobs and all), then back up again.
+/// What to do about damaged blobs in `pack`: salvage the rest of the pack, then save the
+/// snapshots that needed the lost blobs again without the files that held them, then back up.
 pub(super) fn hint_lost(pack: Id) -> String {
     format!(
-        "the damaged data cannot be recovered from this repository: forget the affected \
-         snapshots, then run `backupctl prune --repack {pack}` (it copies the blobs other \
-         snapshots still need out of the pack and deletes it, damaged blobs included), then back \
-         up the affected files again (until that prune a new backup would reuse the damaged \
-         blobs)"
+        "the damaged data cannot be recovered from this repository: run `backupctl repair packs \
+         {pack}` (it saves the blobs that can still be read into new packs and removes the \
+         damaged one), then `backupctl repair snapshots --forget`, then back up the affected \
+         files again"
     )
 }
 pub(super) const HINT_REBUILD_INDEX: &str = "the index does not describe the packs correctly: \
-     `restic -r REPO rebuild-index` writes a new index from the pack headers; run `backupctl \
+     `backupctl repair index` writes a new index from the pack headers; run `backupctl \
      check` again afterwards";
 
 /// The reason inside an error, without the "run check" hint of `Error::Damaged`.

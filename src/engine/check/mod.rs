@@ -22,22 +22,25 @@ use crate::repo::id::Id;
 use crate::repo::index::{IndexFile, MasterIndex};
 use crate::repo::pack::BlobType;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::{Node, Tree};
+use crate::repo::tree::{Node, Tree, MAX_TREE_DEPTH};
 use crate::repo::Repository;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 mod damage;
 mod issues;
 mod packs;
 mod read;
+mod readback;
 mod report;
 mod subset;
 mod trees;
 
+pub use damage::MAX_EXAMPLE_PATHS;
 use damage::{Damage, DamageWalk};
 use issues::{reason, Issues};
 use packs::{EntriesByPack, Listed, Listing, OrphanBlobs};
 use read::{load_orphan_tree, parallel_map, read_headers, read_pack, PackRead};
+pub use readback::{read_back, ReadBack, VerifyAfter};
 pub use report::{
     AffectedSnapshot, BlobRef, CheckIssue, CheckOptions, CheckReport, IssueKind, OrphanedPack,
 };
@@ -227,6 +230,7 @@ impl<'a> Checker<'a> {
         self.progress.phase("check trees", None);
         let mut seen_trees: HashSet<Id> = HashSet::new();
         let mut seen_data: HashSet<Id> = HashSet::new();
+        let mut subtrees: HashMap<Id, Vec<Id>> = HashMap::new();
         let mut stack: Vec<Id> = Vec::new();
         for (_, s) in &self.snaps {
             if seen_trees.insert(s.tree) {
@@ -239,6 +243,13 @@ impl<'a> Checker<'a> {
                 continue;
             };
             self.rep.trees += 1;
+            if !tree.nodes.is_empty() {
+                let subs = tree.nodes.iter().filter(|n| n.is_dir());
+                subtrees.insert(tid, subs.filter_map(|n| n.subtree).collect());
+            }
+            for (name, f) in trees::under_symlink(tid, &tree) {
+                self.iss.add_node(tid, &name, f);
+            }
             for node in &tree.nodes {
                 if let Some(s) = node.subtree.filter(|_| node.is_dir()) {
                     if seen_trees.insert(s) {
@@ -252,7 +263,47 @@ impl<'a> Checker<'a> {
             }
         }
         self.rep.data_blobs = seen_data.len() as u64;
+        self.report_too_deep(&subtrees);
         Ok(())
+    }
+
+    /// Snapshots whose tree is deeper than `MAX_TREE_DEPTH` (restore refuses them), one issue per
+    /// root tree; `subtrees` are the subtrees of each non-empty tree walked.
+    fn report_too_deep(&mut self, subtrees: &HashMap<Id, Vec<Id>>) {
+        let heights = trees::heights(subtrees);
+        let mut by_root: BTreeMap<Id, Vec<Id>> = BTreeMap::new();
+        for (sid, s) in &self.snaps {
+            if heights.get(&s.tree).is_some_and(|&h| h > MAX_TREE_DEPTH) {
+                by_root.entry(s.tree).or_default().push(*sid);
+            }
+        }
+        for (root, sids) in by_root {
+            let path = self.deepest_path(root, &heights);
+            let i = self.iss.add(trees::tree_too_deep(&sids, &path));
+            self.iss.list[i].snapshots = sids;
+            self.iss.list[i].paths.push(path);
+        }
+    }
+
+    /// The first 100 characters of the deepest path below `root` (then `...`), following the
+    /// deepest subtree at each level.
+    fn deepest_path(&self, root: Id, heights: &HashMap<Id, usize>) -> String {
+        let mut path = String::new();
+        let mut cur = Some(root);
+        while let Some(tid) = cur.filter(|_| path.len() <= 100) {
+            let tree = self.repo.load_tree(&tid).ok();
+            let height = |n: &&Node| n.subtree.and_then(|s| heights.get(&s)).copied();
+            let deepest = tree
+                .iter()
+                .flat_map(|t| &t.nodes)
+                .filter(|n| n.is_dir())
+                .max_by_key(height);
+            cur = deepest.and_then(|n| n.subtree);
+            if let Some(n) = deepest {
+                path = crate::engine::walk::join(&path, &n.name);
+            }
+        }
+        crate::repo::tree::shorten(&path)
     }
 
     /// Tree `tid` for the walk: `None` when it is damaged (an issue) or found nowhere. A tree no
@@ -356,8 +407,7 @@ impl<'a> Checker<'a> {
         let mut walk = DamageWalk::new(self.repo, &self.iss, &self.orphan_blobs);
         for (sid, s) in &self.snaps {
             self.cancel.check()?;
-            let found = walk.tree(s.tree, self.cancel)?;
-            damage.add(*sid, s, &found);
+            walk.snapshot(*sid, s, &mut damage, self.cancel)?;
         }
         self.rep.affected_snapshots = damage.apply(&mut self.iss.list);
         Ok(())

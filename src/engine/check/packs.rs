@@ -3,7 +3,6 @@
 
 use super::issues::{hint_lost, is_are, plural, Finding, HINT_REBUILD_INDEX};
 use super::{IssueKind, OrphanedPack};
-use crate::repo::crypto::OVERHEAD;
 use crate::repo::id::Id;
 use crate::repo::index::IndexFile;
 use crate::repo::pack::{BlobType, PackedBlob};
@@ -36,8 +35,8 @@ pub(super) fn index_damaged(id: Id, why: &str) -> Finding {
     Finding::new(
         IssueKind::IndexDamaged,
         format!("index file {} cannot be read: {why}", id.short()),
-        "the blobs it listed are reported as not indexed below; `restic -r REPO \
-         rebuild-index` writes a new index from the packs (do not prune before)",
+        "the blobs it listed are reported as not indexed below; `backupctl repair \
+         index` writes a new index from the packs (do not prune before)",
     )
 }
 
@@ -107,8 +106,9 @@ fn pack_missing(pid: Id, entries: &[PackedBlob]) -> Finding {
             plural(n, "blob", "blobs"),
             is_are(n)
         ),
-        "the pack file is gone: forget the affected snapshots and run `backupctl prune`; \
-         to back up the affected files again first run `restic -r REPO rebuild-index` \
+        "the pack file is gone: run `backupctl repair index`, then `backupctl repair snapshots \
+         --forget` (it saves the affected snapshots again without the lost files, naming \
+         them), then `backupctl prune`; back the lost files up again after `repair index` \
          (until the index stops naming the pack, a new backup would reuse the lost blobs)",
     )
     .in_pack(pid)
@@ -159,7 +159,7 @@ fn size_mismatch(
     header: &[PackedBlob],
     entries: &[PackedBlob],
 ) -> Option<Finding> {
-    let want = size_from_header(header);
+    let want = crate::repo::pack::size_from_header(header);
     if want == size {
         return None;
     }
@@ -263,20 +263,6 @@ impl HeaderDiff {
     }
 }
 
-/// The pack's size as its header implies: blobs, sealed header, length field.
-pub(super) fn size_from_header(blobs: &[PackedBlob]) -> u64 {
-    let mut n = (OVERHEAD + 4) as u64;
-    for b in blobs {
-        n += b.length as u64;
-        n += if b.uncompressed_length.is_some() {
-            41
-        } else {
-            37
-        };
-    }
-    n
-}
-
 /// The packs no index names, given as (id, size, header when it can be read) in id order, and
 /// the blobs their headers list (a blob in several of them is placed in the first).
 pub(super) fn orphaned_packs(
@@ -322,7 +308,7 @@ mod tests {
 
     fn ok(header: &[PackedBlob]) -> Listed {
         Listed::Present {
-            size: size_from_header(header),
+            size: crate::repo::pack::size_from_header(header),
             header: Ok(header.to_vec()),
         }
     }
@@ -351,7 +337,10 @@ mod tests {
         ));
         let (bytes, _, blobs) = w.finish(&key);
         assert!(blobs[0].uncompressed_length.is_some() && blobs[1].uncompressed_length.is_none());
-        assert_eq!(size_from_header(&blobs), bytes.len() as u64);
+        assert_eq!(
+            crate::repo::pack::size_from_header(&blobs),
+            bytes.len() as u64
+        );
     }
 
     #[test]
@@ -417,7 +406,7 @@ mod tests {
         assert!(f[0].hint.ends_with(&hint_lost(id("p"))));
         assert!(f[0]
             .hint
-            .contains(&format!("`backupctl prune --repack {}`", id("p"))));
+            .contains(&format!("`backupctl repair packs {}`", id("p"))));
     }
 
     #[test]
@@ -463,7 +452,7 @@ mod tests {
     fn a_pack_of_another_size_than_its_header_implies_is_reported() {
         let entries = [blob("a", 0, 50)];
         let listed = Listed::Present {
-            size: size_from_header(&entries) + 1,
+            size: crate::repo::pack::size_from_header(&entries) + 1,
             header: Ok(entries.to_vec()),
         };
         let f = judge_indexed_pack(id("p"), &entries, listed);

@@ -39,6 +39,11 @@ pub enum IssueKind {
     FileSizeMismatch,
     /// A node is malformed (a directory without subtree, a file without content list).
     NodeInvalid,
+    /// A directory has the name of a symbolic link in the same tree: restore would write its
+    /// entries through the link (it refuses them).
+    NodeUnderSymlink,
+    /// A snapshot's tree is deeper than `MAX_TREE_DEPTH`: restore, ls, diff and stats refuse it.
+    TreeTooDeep,
 }
 
 /// A blob named in an issue.
@@ -65,7 +70,8 @@ pub struct CheckIssue {
     pub blobs: Vec<BlobRef>,
     /// Snapshots that use what is damaged (or are themselves damaged).
     pub snapshots: Vec<Id>,
-    /// File and directory paths (as stored in the snapshots) that use what is damaged.
+    /// File and directory paths (as stored in the snapshots) that use what is damaged: at most
+    /// `check::MAX_EXAMPLE_PATHS` of them.
     pub paths: Vec<String>,
     /// What to do about it.
     pub hint: String,
@@ -93,8 +99,12 @@ pub struct AffectedSnapshot {
     pub hostname: String,
     /// The paths the snapshot backed up.
     pub paths: Vec<String>,
-    /// The files and directories in it that are damaged.
+    /// The files and directories in it that are damaged (at most
+    /// `check::MAX_EXAMPLE_PATHS`, sorted).
     pub damaged_paths: Vec<String>,
+    /// How many paths in it are damaged (a path is counted once for each directory entry that
+    /// leads to it).
+    pub damaged_paths_total: u64,
 }
 
 /// The outcome of a check.

@@ -7,8 +7,8 @@ use super::IssueKind;
 use crate::repo::id::Id;
 use crate::repo::pack::BlobType;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::Node;
-use std::collections::{BTreeMap, BTreeSet};
+use crate::repo::tree::{kind, Node, Tree, MAX_TREE_DEPTH};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// A snapshot file that cannot be read.
 pub(super) fn snapshot_damaged(id: Id, why: &str) -> Finding {
@@ -110,6 +110,89 @@ pub(super) fn node_problem(tree: Id, node: &Node, content_len: Option<u64>) -> O
     ))
 }
 
+/// The directories of tree `tree` (read as `t`) that have the name of a symbolic link in it:
+/// restore would write their entries through the link; each name once.
+pub(super) fn under_symlink(tree: Id, t: &Tree) -> Vec<(String, Finding)> {
+    let links: BTreeSet<&str> = t
+        .nodes
+        .iter()
+        .filter(|n| n.kind == kind::SYMLINK)
+        .map(|n| n.name.as_str())
+        .collect();
+    let dirs: BTreeSet<&str> = t
+        .nodes
+        .iter()
+        .filter(|n| n.is_dir() && links.contains(n.name.as_str()))
+        .map(|n| n.name.as_str())
+        .collect();
+    dirs.into_iter()
+        .map(|name| {
+            let f = Finding::new(
+                IssueKind::NodeUnderSymlink,
+                format!(
+                    "directory {name:?} in tree {} has the name of a symbolic link beside it, so \
+                     its entries would be restored through that link (restore refuses them)",
+                    tree.short()
+                ),
+                "the snapshot was written by a faulty or hostile program: back up that \
+                 directory again",
+            );
+            (name.to_string(), f)
+        })
+        .collect()
+}
+
+/// How many names the deepest path below each tree has, from each non-empty tree's subtrees
+/// (`subtrees`; a tree not in it is empty or unknown: 0). Post-order with an explicit stack.
+pub(super) fn heights(subtrees: &HashMap<Id, Vec<Id>>) -> HashMap<Id, usize> {
+    let mut h: HashMap<Id, usize> = HashMap::new();
+    // The trees being expanded: one on this path again (a cycle, impossible with honest ids)
+    // is not entered again, and counts as 0 below itself.
+    let mut open: HashSet<Id> = HashSet::new();
+    for &start in subtrees.keys() {
+        let mut stack = vec![(start, false)];
+        while let Some((t, expanded)) = stack.pop() {
+            if h.contains_key(&t) {
+                continue;
+            }
+            let subs = subtrees.get(&t).map(|v| v.as_slice()).unwrap_or_default();
+            if expanded {
+                let below = subs.iter().filter_map(|s| h.get(s)).max().copied();
+                h.insert(
+                    t,
+                    usize::from(subtrees.contains_key(&t)) + below.unwrap_or(0),
+                );
+                open.remove(&t);
+                continue;
+            }
+            if !open.insert(t) {
+                continue;
+            }
+            stack.push((t, true));
+            stack.extend(
+                subs.iter()
+                    .filter(|s| !h.contains_key(*s) && !open.contains(*s))
+                    .map(|s| (*s, false)),
+            );
+        }
+    }
+    h
+}
+
+/// Snapshots `snapshots` whose tree is deeper than `MAX_TREE_DEPTH`, as deep as `path` shows.
+pub(super) fn tree_too_deep(snapshots: &[Id], path: &str) -> Finding {
+    Finding::new(
+        IssueKind::TreeTooDeep,
+        format!(
+            "the tree of {} is deeper than {MAX_TREE_DEPTH} levels ({path}): restore, ls, diff \
+             and stats refuse it",
+            plural(snapshots.len(), "snapshot", "snapshots")
+        ),
+        "no program writes a directory chain that deep: the repository was written by a buggy \
+         or hostile writer; forget the snapshot",
+    )
+}
+
 /// The blobs the trees use that no index names, by the orphaned pack that holds them (`None`:
 /// lost), each group in blob order.
 pub(super) fn group_not_indexed(
@@ -140,8 +223,8 @@ pub(super) fn not_indexed_finding(orphan: Option<Id>, blobs: Vec<(Id, BlobType)>
                 pid.short(),
                 if n == 1 { "it" } else { "them" }
             ),
-            "the data is still in the repository, only the index lacks it: run `restic \
-             -r REPO rebuild-index`; do NOT run `backupctl prune` before that (it deletes \
+            "the data is still in the repository, only the index lacks it: run `backupctl \
+             repair index`; do NOT run `backupctl prune` before that (it deletes \
              packs that no index names)",
         )
         .in_pack(pid),
@@ -163,13 +246,50 @@ pub(super) fn not_indexed_finding(orphan: Option<Id>, blobs: Vec<(Id, BlobType)>
 mod tests {
     use super::*;
     use crate::repo::pack::PackedBlob;
-    use crate::repo::tree::kind;
 
     fn file(size: u64, content: Option<Vec<Id>>) -> Node {
         let mut n = Node::new("f", kind::FILE);
         n.size = size;
         n.content = content;
         n
+    }
+
+    #[test]
+    fn a_directory_beside_a_symlink_of_its_name_is_under_it() {
+        let t = Tree {
+            nodes: vec![
+                Node::new("a", kind::SYMLINK),
+                Node::new("a", kind::DIR),
+                Node::new("a", kind::DIR),
+                Node::new("b", kind::DIR),
+                Node::new("c", kind::SYMLINK),
+                Node::new("c", kind::FILE),
+            ],
+        };
+        let found = under_symlink(Id::hash(b"t"), &t);
+        let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["a"],
+            "each name once; a file beside a link is not under it"
+        );
+        assert_eq!(found[0].1.kind, IssueKind::NodeUnderSymlink);
+    }
+
+    #[test]
+    fn heights_count_the_names_of_the_deepest_path() {
+        let (root, mid, leaf, empty) = (
+            Id::hash(b"root"),
+            Id::hash(b"mid"),
+            Id::hash(b"leaf"),
+            Id::hash(b"empty"),
+        );
+        let subtrees = HashMap::from([(root, vec![mid, empty]), (mid, vec![leaf]), (leaf, vec![])]);
+        let h = heights(&subtrees);
+        assert_eq!((h[&root], h[&mid], h[&leaf]), (3, 2, 1));
+        assert_eq!(h.get(&empty), Some(&0), "an empty tree adds no name");
+        let cycle = HashMap::from([(root, vec![mid]), (mid, vec![root])]);
+        assert_eq!(heights(&cycle).len(), 2, "a cycle ends");
     }
 
     #[test]
@@ -270,7 +390,7 @@ mod tests {
             "{}",
             held.message
         );
-        assert!(held.hint.contains("rebuild-index"));
+        assert!(held.hint.contains("repair index"));
         let gone = not_indexed_finding(None, lost.clone());
         assert_eq!((gone.pack, gone.blobs), (None, lost));
         assert!(

@@ -16,6 +16,12 @@
 //! 4. Hard links are made once their first name is restored; then directories get their
 //!    metadata (deepest first, after their contents) and are fsynced.
 //!
+//! When the snapshot has a manifest (`repo::manifest`, a backup with `manifest = true`), its
+//! folder `/.backupd` is not restored unless asked for (`--include`, or a path in it), and every
+//! regular file the restore put in place (written, or kept as unchanged) is read back from the
+//! target and its SHA-256 compared with the manifest's: a mismatch is damage, reported with
+//! the file's path (`exit::DAMAGED`). This costs one more read of the restored bytes.
+//!
 //! `--overwrite if-changed` keeps an existing regular file when its size and content are the
 //! snapshot's: the file is read in the snapshot's blob boundaries and each piece's SHA-256 is
 //! compared with the blob id (mtime alone is never trusted). Its owner, mode and times are then
@@ -26,9 +32,10 @@ use crate::error::{exit, Error, Result};
 use crate::fsutil;
 use crate::repo::backend::FileType;
 use crate::repo::id::Id;
+use crate::repo::manifest::{self, Manifest};
 use crate::repo::pack::{self, BlobType};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::{kind, Node};
+use crate::repo::tree::{kind, too_deep, Node, MAX_TREE_DEPTH};
 use crate::repo::Repository;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Serialize;
@@ -170,6 +177,20 @@ pub struct RestoreReport {
     /// In a dry run: every change it would make.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Action>,
+    /// The check of the restored files against the snapshot's manifest; `None` when the
+    /// snapshot has none (or in a dry run).
+    pub manifest: Option<ManifestCheck>,
+}
+
+/// How the restored files compared with the snapshot's manifest (`/.backupd/SHA256SUMS`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ManifestCheck {
+    /// Files whose SHA-256 was compared with the manifest's.
+    pub verified: u64,
+    /// Files whose SHA-256 is not the manifest's (each is also in `errors`, as damaged).
+    pub mismatched: u64,
+    /// Restored files the manifest does not list (each is also in `warnings`).
+    pub unlisted: u64,
 }
 
 impl RestoreReport {
@@ -253,7 +274,92 @@ pub fn restore(
     progress: &dyn Progress,
     cancel: &CancelToken,
 ) -> Result<RestoreReport> {
-    Ok(run(repo, snapshot, opts, progress, cancel)?.report)
+    let run = run(repo, snapshot, opts, progress, cancel)?;
+    let mut report = run.report;
+    if opts.dry_run {
+        return Ok(report);
+    }
+    let shown = snapshot.time.to_rfc3339();
+    if let Some(l) = manifest::load(repo, &shown, &snapshot.tree)? {
+        progress.phase("verify", None);
+        verify_files(&l.manifest, &run.files, &mut report, cancel)?;
+    }
+    Ok(report)
+}
+
+/// Reads back each restored file (snapshot path, destination) and compares its SHA-256 with
+/// `manifest`'s: a mismatch or an unreadable file is a damaged entry of `report`, a file the
+/// manifest does not list a warning; the counts go to `report.manifest`.
+fn verify_files(
+    manifest: &Manifest,
+    files: &[(String, PathBuf)],
+    report: &mut RestoreReport,
+    cancel: &CancelToken,
+) -> Result<()> {
+    let mut check = ManifestCheck::default();
+    for (snap_path, dest) in files {
+        cancel.check()?;
+        if manifest::is_manifest_path(snap_path) {
+            continue;
+        }
+        let Some(want) = manifest.get(snap_path) else {
+            check.unlisted += 1;
+            report.warnings.push(warn_issue(dest, format!(
+                "{} ({snap_path} in the snapshot) is not in the snapshot's manifest {}, so it was not verified",
+                dest.display(), manifest::PATH
+            )));
+            continue;
+        };
+        if let Some(message) = mismatch(dest, snap_path, want) {
+            check.mismatched += 1;
+            report.errors.push(EntryIssue {
+                path: dest.display().to_string(),
+                message,
+                damaged: true,
+            });
+        }
+        check.verified += 1;
+    }
+    report.errors.sort_by(|a, b| a.path.cmp(&b.path));
+    report.manifest = Some(check);
+    Ok(())
+}
+
+/// Why the restored file `dest` is not the manifest's `want`; `None` when it is.
+fn mismatch(dest: &Path, snap_path: &str, want: &manifest::Sha256) -> Option<String> {
+    let got = match sha256_of(dest) {
+        Ok(h) => h,
+        Err(e) => {
+            return Some(format!(
+                "cannot read back {} to verify it against the snapshot's manifest: {e}",
+                dest.display()
+            ))
+        }
+    };
+    (got != *want).then(|| {
+        format!(
+            "{} ({snap_path} in the snapshot) does not match the snapshot's manifest {}: its SHA-256 is {}, the manifest's {}\n  hint: the restored file is not what was backed up; run `backupctl check --read-data`, and restore the file again",
+            dest.display(),
+            manifest::PATH,
+            hex::encode(got),
+            hex::encode(want)
+        )
+    })
+}
+
+/// The SHA-256 of the file at `path`, read in pieces.
+fn sha256_of(path: &Path) -> io::Result<manifest::Sha256> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return Ok(h.finalize().into()),
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -356,6 +462,8 @@ struct Planner<'a> {
     repo: &'a Repository,
     sel: Selector,
     delete: bool,
+    /// Leave out the root's manifest folder `/.backupd` (no include pattern was given).
+    hide_manifest: bool,
     cancel: &'a CancelToken,
     items: Vec<Item>,
     errors: Vec<EntryIssue>,
@@ -426,7 +534,13 @@ impl Planner<'_> {
                 self.errors.push(bad_name_issue(snap_prefix, &node.name));
                 continue;
             }
+            if self.hide_manifest && snap_prefix.is_empty() && node.name == manifest::DIR {
+                continue;
+            }
             let path = super::walk::join(snap_prefix, &node.name);
+            if rel_prefix.len() >= MAX_TREE_DEPTH {
+                return Err(too_deep(&path));
+            }
             if self.sel.excluded(&path) {
                 continue;
             }
@@ -470,7 +584,19 @@ impl Planner<'_> {
 }
 
 /// Lists what to restore: item 0 is the target itself, then entries depth-first in name order.
+/// A path of more than `MAX_TREE_DEPTH` names is refused; the planner recurses once per level,
+/// on a thread with a stack made for that depth.
 fn plan(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    opts: &RestoreOptions,
+    cancel: &CancelToken,
+) -> Result<(Vec<Item>, Vec<EntryIssue>)> {
+    super::walk::on_deep_stack(|| plan_here(repo, snapshot, opts, cancel))
+}
+
+/// [`plan`], on the calling thread's stack.
+fn plan_here(
     repo: &Repository,
     snapshot: &Snapshot,
     opts: &RestoreOptions,
@@ -499,6 +625,7 @@ fn plan(
         repo,
         sel,
         delete: opts.delete,
+        hide_manifest: opts.includes.is_empty(),
         cancel,
         items: Vec::new(),
         errors: Vec::new(),
@@ -547,6 +674,8 @@ fn plan(
 // Execution: per platform (Unix: descriptor-relative and metadata-complete; elsewhere: plain
 // files and directories through paths).
 
+pub mod readable;
+
 #[cfg(unix)]
 mod unix;
 #[cfg(unix)]
@@ -560,9 +689,15 @@ struct Run {
     report: RestoreReport,
     /// Deepest common directory (below the target) of every change; `None`: no change.
     touched: Option<Vec<String>>,
+    /// The regular files put in place (written or kept unchanged): snapshot path, destination.
+    files: Vec<(String, PathBuf)>,
 }
 
 impl Run {
+    fn in_place(&mut self, it: &Item, dest: &Path) {
+        self.files.push((it.snap_path.clone(), dest.to_path_buf()));
+    }
+
     fn touch(&mut self, rel_parent: &[String]) {
         match &mut self.touched {
             None => self.touched = Some(rel_parent.to_vec()),
@@ -758,6 +893,57 @@ mod tests {
             Overwrite::IfChanged
         );
         assert!("sometimes".parse::<Overwrite>().is_err());
+    }
+
+    #[test]
+    fn a_restored_file_whose_sha256_is_not_the_manifests_is_damage_named_by_its_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (good, bad, extra) = (
+            tmp.path().join("good"),
+            tmp.path().join("bad"),
+            tmp.path().join("extra"),
+        );
+        for p in [&good, &bad, &extra] {
+            std::fs::write(p, b"restored bytes").unwrap();
+        }
+        let mut m = Manifest::default();
+        m.files
+            .insert("d/good".into(), Sha256::digest(b"restored bytes").into());
+        m.files.insert(
+            "d/bad".into(),
+            Sha256::digest(b"the bytes backed up").into(),
+        );
+        let files = vec![
+            ("/d/good".to_string(), good),
+            ("/d/bad".to_string(), bad.clone()),
+            ("/d/extra".to_string(), extra),
+            (
+                "/.backupd/SHA256SUMS".to_string(),
+                tmp.path().join("missing"),
+            ),
+        ];
+        let mut report = RestoreReport::default();
+        verify_files(&m, &files, &mut report, &CancelToken::new()).unwrap();
+        assert_eq!(
+            report.manifest,
+            Some(ManifestCheck {
+                verified: 2,
+                mismatched: 1,
+                unlisted: 1
+            })
+        );
+        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+        let e = &report.errors[0];
+        assert_eq!(e.path, bad.display().to_string());
+        assert!(e.damaged);
+        assert!(
+            e.message.contains("/d/bad") && e.message.contains("does not match"),
+            "{}",
+            e.message
+        );
+        assert_eq!(report.exit_code(), exit::DAMAGED);
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert!(report.warnings[0].message.contains("/d/extra"));
     }
 
     fn file_node(name: &str, data: &[u8], id: Id) -> Node {

@@ -47,6 +47,7 @@ pub(super) fn run(
             ..Default::default()
         },
         touched: None,
+        files: Vec::new(),
     };
     if !opts.dry_run {
         let total: u64 = items
@@ -183,6 +184,7 @@ impl Exec<'_> {
                         && fs::File::open(dest).is_ok_and(|f| has_content(self.repo, f, node))
                     {
                         self.run.report.unchanged += 1;
+                        self.run.in_place(it, dest);
                         return Ok(());
                     }
                 }
@@ -229,6 +231,9 @@ impl Exec<'_> {
         }
         self.run.report.files += 1;
         self.run.report.bytes_written += bytes;
+        if !self.opts.dry_run {
+            self.run.in_place(it, dest);
+        }
         self.action(
             if replaced { "replace" } else { "create" },
             kind::FILE,

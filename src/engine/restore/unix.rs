@@ -12,7 +12,7 @@ use nix::sys::stat::{
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 /// Creates a FIFO `name` in `parent` (mode 0600 until its metadata is set).
@@ -95,7 +95,8 @@ fn own(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-fn open_dir_at(parent: RawFd, name: &str) -> io::Result<OwnedFd> {
+/// The directory `name` in `parent`, never through a symlink.
+fn open_dir_at<P: nix::NixPath + ?Sized>(parent: RawFd, name: &P) -> io::Result<OwnedFd> {
     let fd = openat(
         Some(parent),
         name,
@@ -109,7 +110,7 @@ fn open_dir_at(parent: RawFd, name: &str) -> io::Result<OwnedFd> {
 fn open_rel_dir(root: &OwnedFd, rel: &[String]) -> io::Result<OwnedFd> {
     let mut cur = open_dir_at(root.as_raw_fd(), ".")?;
     for c in rel {
-        cur = open_dir_at(cur.as_raw_fd(), c)?;
+        cur = open_dir_at(cur.as_raw_fd(), c.as_str())?;
     }
     Ok(cur)
 }
@@ -232,35 +233,53 @@ fn stat_at(parent: Option<RawFd>, name: &str) -> io::Result<Existing> {
 }
 
 /// Removes `name` in `parent`: a file, or a directory with everything in it; symlinks are
-/// removed, never followed.
+/// removed, never followed. Iterates with an explicit stack (one open directory per level), so
+/// a deep directory on disk ends in an error (too many open files) at worst, never a stack
+/// overflow.
 fn remove_tree_at(parent: RawFd, name: &std::ffi::OsStr) -> io::Result<()> {
     let st = fstatat(Some(parent), name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
-    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-        let fd = openat(
-            Some(parent),
-            name,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
-        let mut dir = nix::dir::Dir::from_fd(fd)?;
-        let names: Vec<std::ffi::OsString> = dir
-            .iter()
-            .filter_map(|e| e.ok())
-            .map(|e| {
-                use std::os::unix::ffi::OsStrExt;
-                std::ffi::OsStr::from_bytes(e.file_name().to_bytes()).to_os_string()
-            })
-            .filter(|n| n != "." && n != "..")
-            .collect();
-        for n in names {
-            remove_tree_at(dir.as_raw_fd(), &n)?;
-        }
-        drop(dir);
-        unlinkat(Some(parent), name, UnlinkatFlags::RemoveDir)?;
-    } else {
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
         unlinkat(Some(parent), name, UnlinkatFlags::NoRemoveDir)?;
+        return Ok(());
+    }
+    // One level per directory entered: it, its entries not removed yet, and its name.
+    let mut stack = vec![open_for_removal(parent, name)?];
+    while let Some((dir, names, _)) = stack.last_mut() {
+        let fd = dir.as_raw_fd();
+        let Some(n) = names.pop() else {
+            let (dir, _, own) = stack.pop().expect("the stack has a last level");
+            drop(dir);
+            let up = stack.last().map_or(parent, |(d, _, _)| d.as_raw_fd());
+            unlinkat(Some(up), own.as_os_str(), UnlinkatFlags::RemoveDir)?;
+            continue;
+        };
+        let st = fstatat(Some(fd), n.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            let level = open_for_removal(fd, &n)?;
+            stack.push(level);
+        } else {
+            unlinkat(Some(fd), n.as_os_str(), UnlinkatFlags::NoRemoveDir)?;
+        }
     }
     Ok(())
+}
+
+/// The directory `name` in `parent` (not followed if a symlink), opened with its entries' names
+/// (without "." and ".."), and its name.
+fn open_for_removal(
+    parent: RawFd,
+    name: &std::ffi::OsStr,
+) -> io::Result<(nix::dir::Dir, Vec<std::ffi::OsString>, std::ffi::OsString)> {
+    use std::os::unix::ffi::OsStrExt;
+    let fd = open_dir_at(parent, name)?.into_raw_fd();
+    let mut dir = nix::dir::Dir::from_fd(fd)?;
+    let names = dir
+        .iter()
+        .filter_map(|e| e.ok())
+        .map(|e| std::ffi::OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
+        .filter(|n| n != "." && n != "..")
+        .collect();
+    Ok((dir, names, name.to_os_string()))
 }
 
 /// Names in the directory `fd` (without "." and "..").
@@ -470,11 +489,13 @@ impl Shared<'_> {
     /// Sets owner, mode and times through an open descriptor.
     fn set_meta_fd(
         &self,
-        fd: RawFd,
+        bfd: BorrowedFd<'_>,
         node: &Node,
         dest: &Path,
         warnings: &mut Vec<EntryIssue>,
     ) -> io::Result<()> {
+        let fd = bfd.as_raw_fd();
+        set_xattrs(bfd, node, dest, warnings);
         let r = fchown(
             fd,
             Some(Uid::from_raw(node.uid)),
@@ -635,7 +656,7 @@ impl Shared<'_> {
                     ),
                 ));
             }
-            self.set_meta_fd(f.as_raw_fd(), &it.node, &dest, warnings)
+            self.set_meta_fd(f.as_fd(), &it.node, &dest, warnings)
                 .map_err(|e| Error::io(format!("set the mode of {}", tmp_shown.display()), e))?;
             if let Some(p) = defer {
                 return Ok((
@@ -771,7 +792,7 @@ impl Shared<'_> {
         .map_err(io::Error::from)
         .and_then(|fd| {
             let fd = own(fd);
-            self.set_meta_fd(fd.as_raw_fd(), node, dest, warnings)
+            self.set_meta_fd(fd.as_fd(), node, dest, warnings)
         });
         if let Err(e) = r {
             warnings.push(warn_issue(
@@ -1069,8 +1090,14 @@ impl Exec<'_, '_> {
                 self.run.report.files += 1;
                 self.run.report.bytes_written += bytes;
                 self.made(it, &dest, replaced, kind::FILE);
+                if !self.sh.opts.dry_run {
+                    self.run.in_place(it, &dest);
+                }
             }
-            FileOutcome::Unchanged => self.run.report.unchanged += 1,
+            FileOutcome::Unchanged => {
+                self.run.report.unchanged += 1;
+                self.run.in_place(it, &dest);
+            }
             FileOutcome::Skipped(reason) => self.run.report.skipped.push(Skipped {
                 path: dest.display().to_string(),
                 reason,
@@ -1243,7 +1270,7 @@ impl Exec<'_, '_> {
             };
             let mut w = Vec::new();
             if apply {
-                if let Err(e) = sh.set_meta_fd(fd.as_raw_fd(), &it.node, &dest, &mut w) {
+                if let Err(e) = sh.set_meta_fd(fd.as_fd(), &it.node, &dest, &mut w) {
                     w.push(warn_issue(
                         &dest,
                         format!("could not set the mode of {}: {e}", dest.display()),
@@ -1456,6 +1483,7 @@ pub(super) fn run(
                 ..Default::default()
             },
             touched: None,
+            files: Vec::new(),
         },
     };
     if !opts.dry_run {
@@ -1481,6 +1509,29 @@ pub(super) fn run(
     let mut run = ex.run;
     run.report.sort_lists();
     Ok(run)
+}
+
+/// Sets the node's extended attributes on the open file or folder `fd` (before its owner and
+/// mode, which may forbid it afterwards); each that cannot be set is a warning naming it.
+fn set_xattrs(fd: BorrowedFd<'_>, node: &Node, dest: &Path, warnings: &mut Vec<EntryIssue>) {
+    for a in &node.extended_attributes {
+        let r = rustix::fs::fsetxattr(
+            fd,
+            a.name.as_str(),
+            &a.value,
+            rustix::fs::XattrFlags::empty(),
+        );
+        if let Err(e) = r {
+            warnings.push(warn_issue(
+                dest,
+                format!(
+                    "could not set the extended attribute {} of {}: {e}",
+                    a.name,
+                    dest.display()
+                ),
+            ));
+        }
+    }
 }
 
 #[cfg(test)]

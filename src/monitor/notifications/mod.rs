@@ -583,11 +583,11 @@ mod tests {
         assert!(send(&cfg, &start).is_empty());
         let d = send(&cfg, &sample());
         assert_eq!(d.len(), 1);
-        assert_eq!(d[0].channel, "webhook ftp://h/x?…");
+        assert_eq!(d[0].channel, "webhook ftp://h/…?…");
         assert!(!d[0].ok);
         assert_eq!(d[0].attempts, 0);
         let e = d[0].error.as_deref().unwrap();
-        assert!(e.starts_with("webhook URL ftp://h/x?…: "), "{e}");
+        assert!(e.starts_with("webhook URL ftp://h/…?…: "), "{e}");
         assert!(!e.contains("secret") && !e.contains("token=t"), "{e}");
     }
 

@@ -77,6 +77,11 @@ impl Env {
         restic_at(&self.repo, &self.pw, args)
     }
 
+    /// restic 0.19 on this Env's repository.
+    pub fn restic19(&self, args: &[&str]) -> Output {
+        restic_bin_at(&restic19(), &self.repo, &self.pw, args)
+    }
+
     pub fn restic_ok(&self, args: &[&str]) -> String {
         let o = self.restic(args);
         assert!(o.status.success(), "restic {args:?} failed:\n{}", show(&o));
@@ -84,8 +89,48 @@ impl Env {
     }
 }
 
+/// A tool the tests need that Debian does not package: `name` on PATH, else in cargo's bin dir
+/// (where tests/run.sh installs it); fails saying `what` and `hint` when neither has it.
+pub fn tool(name: &str, what: &str, hint: &str) -> PathBuf {
+    if let Ok(o) = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+    {
+        let p = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        if !p.is_empty() {
+            return PathBuf::from(p);
+        }
+    }
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
+    let p = home.join("bin").join(name);
+    assert!(
+        p.exists(),
+        "{what} and was not found on PATH or in {}\n  hint: {hint}",
+        p.display()
+    );
+    p
+}
+
+/// restic 0.19 or newer: `restic19` on PATH or in cargo's bin dir (tests/run.sh puts it there
+/// with tests/get-restic19.sh).
+pub fn restic19() -> PathBuf {
+    tool(
+        "restic19",
+        "restic19 (restic 0.19) is needed by the tests that compare with restic 0.19",
+        "run `bash tests/run.sh` (it runs tests/get-restic19.sh once), or `bash tests/get-restic19.sh` yourself",
+    )
+}
+
 pub fn restic_at(repo: &Path, pw: &Path, args: &[&str]) -> Output {
-    Command::new("restic")
+    restic_bin_at(Path::new("restic"), repo, pw, args)
+}
+
+/// `BIN -r REPO --password-file PW --no-cache ARGS` for a restic binary (Debian's `restic`,
+/// or `restic19`).
+pub fn restic_bin_at(bin: &Path, repo: &Path, pw: &Path, args: &[&str]) -> Output {
+    Command::new(bin)
         .arg("-r")
         .arg(repo)
         .arg("--password-file")
@@ -94,7 +139,39 @@ pub fn restic_at(repo: &Path, pw: &Path, args: &[&str]) -> Output {
         .args(args)
         .env_remove("RESTIC_REPOSITORY")
         .output()
-        .expect("restic is needed by the tests (apt-get install restic); tests/run.sh installs it")
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): tests/run.sh installs restic",
+                bin.display()
+            )
+        })
+}
+
+/// `backupctl -r REPO --password-file PW ARGS` for a repository other than an Env's own.
+pub fn ctl_at(repo: &Path, pw: &Path, args: &[&str]) -> Output {
+    Command::new(BACKUPCTL)
+        .arg("-r")
+        .arg(repo)
+        .arg("--password-file")
+        .arg(pw)
+        .args(args)
+        .env_remove("BACKUPD_REPOSITORY")
+        .env_remove("BACKUPD_PASSWORD_FILE")
+        .output()
+        .expect("run backupctl")
+}
+
+/// Starts `cmd` with its output piped, reads one byte and closes stdout (as `head -c1` does);
+/// gives how it ended.
+pub fn after_closing_stdout(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(&mut child.stdout.take().unwrap(), &mut first).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 pub fn show(o: &Output) -> String {
@@ -238,4 +315,45 @@ pub fn file_list(root: &Path) -> Vec<(String, u64)> {
 pub fn restic_restore(env: &Env, snapshot: &str, target: &Path, src: &Path) -> PathBuf {
     env.restic_ok(&["restore", snapshot, "--target", target.to_str().unwrap()]);
     target.join(src.strip_prefix("/").unwrap())
+}
+
+/// Writes an SQLite database of 3,000 rows at `path` whose table leaf page in the middle is
+/// damaged (its cell pointers point off the page), so that `PRAGMA integrity_check` fails;
+/// returns the database as it was before the damage.
+pub fn sqlite_with_a_damaged_page(path: &Path) -> Vec<u8> {
+    {
+        let c = rusqlite::Connection::open(path).unwrap();
+        c.execute_batch(
+            "PRAGMA page_size=4096; CREATE TABLE w(id INTEGER PRIMARY KEY, v INTEGER, pad BLOB);
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s WHERE i<3000)
+             INSERT INTO w(v, pad) SELECT i, randomblob(300) FROM s;",
+        )
+        .unwrap();
+    }
+    let good = fs::read(path).unwrap();
+    let mut bytes = good.clone();
+    let pages = bytes.len() / 4096;
+    assert!(pages > 100);
+    let page = pages / 2;
+    assert_eq!(bytes[page * 4096], 0x0d, "page {page} is not a table leaf");
+    bytes[page * 4096 + 8..page * 4096 + 40].fill(0xff);
+    fs::write(path, &bytes).unwrap();
+    good
+}
+
+/// `backupctl -r REPO --password-file PW ARGS...` under `ulimit -v` of `kib` KiB: what a parser
+/// or a walk allocates beyond that fails the command instead of the machine.
+pub fn ctl_in_memory_limit(env: &Env, kib: u64, args: &[&str]) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(r#"ulimit -v {kib} && exec "$@""#))
+        .arg("sh")
+        .arg(BACKUPCTL)
+        .arg("-r")
+        .arg(&env.repo)
+        .arg("--password-file")
+        .arg(&env.pw)
+        .args(args)
+        .output()
+        .unwrap()
 }

@@ -79,25 +79,11 @@ pub fn garage_bin() -> PathBuf {
     if let Some(b) = std::env::var_os("GARAGE_BIN") {
         return PathBuf::from(b);
     }
-    if let Ok(o) = Command::new("sh")
-        .args(["-c", "command -v garage"])
-        .output()
-    {
-        let p = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        if !p.is_empty() {
-            return PathBuf::from(p);
-        }
-    }
-    let home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
-    let p = home.join("bin/garage");
-    assert!(
-        p.exists(),
-        "garage is needed by the S3 tests and was not found on PATH or in {}\n  hint: `bash tests/run.sh` builds it once (cargo install garage --version =2.5.0 --locked, about 6 minutes), then runs the tests",
-        p.display()
-    );
-    p
+    super::tool(
+        "garage",
+        "garage is needed by the S3 tests",
+        "`bash tests/run.sh` builds it once (cargo install garage --version =2.5.0 --locked, about 6 minutes), then runs the tests",
+    )
 }
 
 /// A single-node Garage with one bucket and one key.
@@ -143,16 +129,7 @@ admin_token = "{token}"
             token = hex::encode(rand_bytes(24)),
         );
         fs::write(d.join("garage.toml"), cfg).unwrap();
-        let log = d.join("garage.log");
-        let child = Command::new(&bin)
-            .arg("-c")
-            .arg(d.join("garage.toml"))
-            .arg("server")
-            .env("RUST_LOG", "warn")
-            .stdout(fs::File::create(&log).unwrap())
-            .stderr(fs::File::create(d.join("garage.err")).unwrap())
-            .spawn()
-            .expect("start garage");
+        let child = spawn_server(&bin, d);
         let mut g = Garage {
             dir,
             child,
@@ -192,6 +169,19 @@ admin_token = "{token}"
         let err = g.dir.path().join("garage.err");
         wait_port(s3, "garage", &mut g.child, &err);
         g
+    }
+
+    /// Stops the node (SIGKILL): its S3 port refuses connections until [`Garage::restart`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped node again on its data, port and keys.
+    pub fn restart(&mut self) {
+        self.child = spawn_server(&self.bin, self.dir.path());
+        let err = self.dir.path().join("garage.err");
+        wait_port(self.port, "garage", &mut self.child, &err);
     }
 
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
@@ -248,6 +238,26 @@ admin_token = "{token}"
     }
 }
 
+/// `garage server` on the configuration in `d`, its output appended to d/garage.log and .err.
+fn spawn_server(bin: &Path, d: &Path) -> Child {
+    let append = |name: &str| {
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join(name))
+            .unwrap()
+    };
+    Command::new(bin)
+        .arg("-c")
+        .arg(d.join("garage.toml"))
+        .arg("server")
+        .env("RUST_LOG", "warn")
+        .stdout(append("garage.log"))
+        .stderr(append("garage.err"))
+        .spawn()
+        .expect("start garage")
+}
+
 fn s3_client(endpoint: &str, bucket: &str, prefix: &str, key_id: &str, secret: &str) -> S3Backend {
     S3Backend::new(
         endpoint,
@@ -285,12 +295,20 @@ pub struct Rclone {
 
 impl Rclone {
     pub fn start(root: &Path, append_only: bool) -> Rclone {
+        Rclone::start_with(root, append_only, None)
+    }
+
+    /// The same, asking for HTTP basic authentication as `user`/`pass` when given.
+    pub fn start_with(root: &Path, append_only: bool, auth: Option<(&str, &str)>) -> Rclone {
         let port = free_port();
         let log = root.with_extension("rclone.log");
         let mut c = Command::new("rclone");
         c.args(["serve", "restic", "--addr", &format!("127.0.0.1:{port}")]);
         if append_only {
             c.arg("--append-only");
+        }
+        if let Some((user, pass)) = auth {
+            c.args(["--user", user, "--pass", pass]);
         }
         fs::create_dir_all(root).unwrap();
         let mut child = c

@@ -53,11 +53,4 @@ impl Drop for Smtpd {
     }
 }
 
-/// A loopback port nothing listens on (just now).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use super::remote::free_port;

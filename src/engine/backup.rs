@@ -28,7 +28,7 @@ use crate::repo::index::{split_into_files, IndexFile, IndexPack};
 use crate::repo::manifest::{self, Manifest, Sha256};
 use crate::repo::pack::{BlobType, Compression, PackWriter};
 use crate::repo::snapshot::{Snapshot, SnapshotSummary, JOB_TAG_PREFIX, PARTIAL_TAG};
-use crate::repo::tree::{gomode, kind, Node, Tree};
+use crate::repo::tree::{gomode, kind, Name, Node, Tree};
 use crate::repo::Repository;
 use crate::retry::Attempt;
 use crate::sources::extra::{ExtraContent, ExtraFile};
@@ -824,7 +824,7 @@ impl NodeMaker {
     }
 
     #[cfg(unix)]
-    fn node(&mut self, name: &str, path: &Path, md: &Metadata) -> std::io::Result<Node> {
+    fn node(&mut self, name: impl Into<Name>, path: &Path, md: &Metadata) -> std::io::Result<Node> {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let ft = md.file_type();
         let k = if ft.is_file() {
@@ -876,7 +876,10 @@ impl NodeMaker {
         n.links = md.nlink();
         match k {
             kind::FILE => n.size = md.len(),
-            kind::SYMLINK => n.linktarget = fs::read_link(path)?.to_string_lossy().into_owned(),
+            kind::SYMLINK => {
+                use std::os::unix::ffi::OsStringExt;
+                n.set_link_target(fs::read_link(path)?.into_os_string().into_vec())
+            }
             kind::DEV | kind::CHARDEV => n.device = md.rdev(),
             _ => {}
         }
@@ -887,7 +890,7 @@ impl NodeMaker {
     }
 
     #[cfg(not(unix))]
-    fn node(&mut self, name: &str, path: &Path, md: &Metadata) -> std::io::Result<Node> {
+    fn node(&mut self, name: impl Into<Name>, path: &Path, md: &Metadata) -> std::io::Result<Node> {
         let ft = md.file_type();
         let k = if ft.is_dir() {
             kind::DIR
@@ -1123,7 +1126,7 @@ impl Walker<'_, '_> {
             let cpath = child.disk.clone();
             let pnode = ptree.as_ref().and_then(|t| t.find(name)).cloned();
             if child.target {
-                if let Some(n) = self.save_entry(&cpath, name, pnode.as_ref(), true)? {
+                if let Some(n) = self.save_entry(&cpath, &Name::from(name), pnode.as_ref(), true)? {
                     nodes.push(n);
                 }
                 continue;
@@ -1217,12 +1220,12 @@ impl Walker<'_, '_> {
     fn save_entry(
         &mut self,
         path: &Path,
-        name: &str,
+        name: &Name,
         pnode: Option<&Node>,
         is_root: bool,
     ) -> Result<Option<Node>> {
         if let Some(e) = self.extras.remove(path) {
-            return self.save_extra(Some(e), name, pnode);
+            return self.save_extra(Some(e), name.as_str(), pnode);
         }
         if self.excluder.is_excluded(path) {
             return Ok(None);
@@ -1499,7 +1502,7 @@ impl Walker<'_, '_> {
         let mut nodes: Vec<Option<Node>> = Vec::with_capacity(names.len());
         let mut pending: Vec<(usize, Receiver<FileResult>)> = Vec::new();
         for (name, cpath) in names {
-            if tag.as_ref().is_some_and(|t| *t != name) {
+            if tag.as_ref().is_some_and(|t| name != *t) {
                 continue;
             }
             let pnode = ptree.as_ref().and_then(|t| t.find(&name));
@@ -1526,7 +1529,7 @@ impl Walker<'_, '_> {
 
     /// The entries of the directory `path` and the extra files that go into it, sorted by
     /// name; `None` (after a warning) when it cannot be listed.
-    fn dir_names(&self, path: &Path) -> Option<Vec<(String, PathBuf)>> {
+    fn dir_names(&self, path: &Path) -> Option<Vec<(Name, PathBuf)>> {
         let list = match list_dir(path) {
             Ok(list) => list,
             Err(e) => {
@@ -1537,11 +1540,11 @@ impl Walker<'_, '_> {
                 return None;
             }
         };
-        let mut names: Vec<(String, PathBuf)> = list
+        let mut names: Vec<(Name, PathBuf)> = list
             .into_iter()
             .map(|n| {
                 let p = path.join(&n);
-                (n.to_string_lossy().into_owned(), p)
+                (Name::from_os(&n), p)
             })
             .collect();
         add_extras(&mut names, path, self.extras.keys());
@@ -1550,9 +1553,13 @@ impl Walker<'_, '_> {
     }
 
     /// One entry (`name` at `path`) of a directory being walked.
-    fn save_child(&mut self, name: &str, path: &Path, pnode: Option<&Node>) -> Result<Saved> {
+    fn save_child(&mut self, name: &Name, path: &Path, pnode: Option<&Node>) -> Result<Saved> {
         if let Some(e) = self.extras.remove(path) {
-            return Ok(Saved::from(self.save_extra(Some(e), name, pnode)?));
+            return Ok(Saved::from(self.save_extra(
+                Some(e),
+                name.as_str(),
+                pnode,
+            )?));
         }
         if self.excluder.is_excluded(path) {
             return Ok(Saved::Left);
@@ -1621,7 +1628,7 @@ impl From<Option<Node>> for Saved {
 /// Adds to `names` (the entries listed in `dir`) each extra file that goes directly into
 /// `dir` and is not listed yet.
 fn add_extras<'p>(
-    names: &mut Vec<(String, PathBuf)>,
+    names: &mut Vec<(Name, PathBuf)>,
     dir: &Path,
     extras: impl Iterator<Item = &'p PathBuf>,
 ) {
@@ -1631,7 +1638,7 @@ fn add_extras<'p>(
         }
         if let Some(n) = p.file_name() {
             if !names.iter().any(|(_, q)| q == p) {
-                names.push((n.to_string_lossy().into_owned(), p.clone()));
+                names.push((Name::from_os(n), p.clone()));
             }
         }
     }
@@ -2400,14 +2407,14 @@ mod tests {
 
     #[test]
     fn extras_join_the_listing_of_their_directory_once() {
-        let mut names = vec![("a".to_string(), PathBuf::from("/d/a"))];
+        let mut names = vec![(Name::from("a"), PathBuf::from("/d/a"))];
         let extras = pb(&["/d/a", "/d/new", "/d/sub/deep", "/other/x"]);
         add_extras(&mut names, Path::new("/d"), extras.iter());
         assert_eq!(
             names,
             vec![
-                ("a".to_string(), PathBuf::from("/d/a")),
-                ("new".to_string(), PathBuf::from("/d/new")),
+                (Name::from("a"), PathBuf::from("/d/a")),
+                (Name::from("new"), PathBuf::from("/d/new")),
             ]
         );
     }

@@ -107,7 +107,7 @@ pub fn metadata_differs(a: &Node, b: &Node) -> bool {
         || a.group != b.group
         || (a.mtime != b.mtime && !a.is_dir())
         || a.size != b.size
-        || a.linktarget != b.linktarget
+        || a.link_target_bytes() != b.link_target_bytes()
         || a.device != b.device
         || a.extended_attributes != b.extended_attributes
 }

@@ -148,7 +148,7 @@ impl Archive for Tar<'_> {
         let w = DumpError::Write;
         match n.kind.as_str() {
             kind::DIR => b.append_data(&mut h, name, io::empty()).map_err(w),
-            kind::SYMLINK => b.append_link(&mut h, name, &n.linktarget).map_err(w),
+            kind::SYMLINK => b.append_link(&mut h, name, n.link_target_path()).map_err(w),
             kind::FILE => {
                 let mut c = Content::new(repo, name, n);
                 b.append_data(&mut h, name, &mut c)

@@ -1,6 +1,7 @@
 //! Tree blobs: a directory's entries (`nodes`) as restic's JSON, with Go's file-mode bits.
 
 use super::id::Id;
+pub use super::nodename::Name;
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +103,24 @@ pub struct ExtendedAttribute {
     pub value: Vec<u8>,
 }
 
+mod b64opt {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_str(&B64.encode(v)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(s) => B64.decode(s).map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}
+
 mod b64bytes {
     use base64::engine::general_purpose::STANDARD as B64;
     use base64::Engine;
@@ -118,9 +137,8 @@ mod b64bytes {
 /// One entry of a directory.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Node {
-    /// The name itself; stored quoted as restic stores it (`repo::nodename`).
-    #[serde(with = "super::nodename")]
-    pub name: String,
+    /// The name itself, byte for byte; stored quoted as restic stores it (`repo::nodename`).
+    pub name: Name,
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default, skip_serializing_if = "is_zero_u32")]
@@ -147,8 +165,12 @@ pub struct Node {
     pub size: u64,
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub links: u64,
+    /// A symlink's target (lossy when it is not UTF-8; then `linktarget_raw` holds its bytes,
+    /// as restic stores it).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub linktarget: String,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "b64opt")]
+    pub linktarget_raw: Option<Vec<u8>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extended_attributes: Vec<ExtendedAttribute>,
     /// `st_rdev` of device nodes.
@@ -164,7 +186,7 @@ pub struct Node {
 
 impl Node {
     /// A node with the given name and type and every other field empty.
-    pub fn new(name: impl Into<String>, kind: &str) -> Node {
+    pub fn new(name: impl Into<Name>, kind: &str) -> Node {
         let epoch = DateTime::<chrono::Utc>::UNIX_EPOCH.fixed_offset();
         Node {
             name: name.into(),
@@ -182,11 +204,33 @@ impl Node {
             size: 0,
             links: 0,
             linktarget: String::new(),
+            linktarget_raw: None,
             extended_attributes: Vec::new(),
             device: 0,
             content: None,
             subtree: None,
         }
+    }
+
+    /// Sets a symlink's target from its bytes (the text lossily, the bytes kept when they are
+    /// not UTF-8).
+    pub fn set_link_target(&mut self, target: Vec<u8>) {
+        let name = Name::from_bytes(target);
+        self.linktarget = name.as_str().to_string();
+        self.linktarget_raw = (!name.is_utf8()).then(|| name.as_bytes().to_vec());
+    }
+
+    /// A symlink's target, byte for byte.
+    pub fn link_target_bytes(&self) -> &[u8] {
+        self.linktarget_raw
+            .as_deref()
+            .unwrap_or(self.linktarget.as_bytes())
+    }
+
+    /// A symlink's target as a path of this system (byte for byte on Unix).
+    pub fn link_target_path(&self) -> std::path::PathBuf {
+        let target = Name::from_bytes(self.link_target_bytes().to_vec());
+        std::path::PathBuf::from(target.to_os().into_owned())
     }
 
     pub fn is_dir(&self) -> bool {
@@ -243,9 +287,10 @@ impl Tree {
         self.nodes.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
-    pub fn find(&self, name: &str) -> Option<&Node> {
+    pub fn find(&self, name: &(impl AsRef<[u8]> + ?Sized)) -> Option<&Node> {
+        let name = name.as_ref();
         self.nodes
-            .binary_search_by(|n| n.name.as_str().cmp(name))
+            .binary_search_by(|n| n.name.as_bytes().cmp(name))
             .ok()
             .map(|i| &self.nodes[i])
     }

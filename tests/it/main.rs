@@ -26,6 +26,7 @@ mod manifest;
 mod monitor;
 mod mount;
 mod notifications;
+mod raw_names;
 mod recover;
 mod remote;
 mod repair;

@@ -321,7 +321,7 @@ mod tests {
         let f = |k| Finding::new(k, "m".into(), "h");
         iss.add(f(IssueKind::PackMissing).losing([(a, BlobType::Data)]));
         iss.add(f(IssueKind::PackDamaged).losing([(a, BlobType::Data), (a, BlobType::Tree)]));
-        iss.add_node(tid, "f", f(IssueKind::FileSizeMismatch));
+        iss.add_node(tid, &"f".into(), f(IssueKind::FileSizeMismatch));
         let mut file = Node::new("f", kind::FILE);
         file.content = Some(vec![a]);
         assert_eq!(

@@ -5,6 +5,7 @@ use super::{BlobRef, CheckIssue, IssueKind};
 use crate::error::Error;
 use crate::repo::id::Id;
 use crate::repo::pack::BlobType;
+use crate::repo::tree::Name;
 use std::collections::HashMap;
 
 /// What to do about damaged blobs in `pack`: salvage the rest of the pack, then save the
@@ -90,7 +91,7 @@ pub(super) struct Issues {
     /// Damaged or missing blobs, with the issues that explain them.
     pub bad_blobs: HashMap<(Id, BlobType), Vec<usize>>,
     /// Malformed nodes, by the tree that holds them and their name.
-    pub bad_nodes: HashMap<(Id, String), Vec<usize>>,
+    pub bad_nodes: HashMap<(Id, Name), Vec<usize>>,
 }
 
 impl Issues {
@@ -112,10 +113,10 @@ impl Issues {
     }
 
     /// Adds the issue `f` describes about the node `name` of tree `tree`.
-    pub fn add_node(&mut self, tree: Id, name: &str, f: Finding) {
+    pub fn add_node(&mut self, tree: Id, name: &Name, f: Finding) {
         let i = self.add(f);
         self.bad_nodes
-            .entry((tree, name.to_string()))
+            .entry((tree, name.clone()))
             .or_default()
             .push(i);
     }
@@ -168,11 +169,11 @@ mod tests {
         let tree = Id::hash(b"tree");
         iss.add_node(
             tree,
-            "f",
+            &"f".into(),
             Finding::new(IssueKind::NodeInvalid, "m".into(), "h"),
         );
         assert!(iss.any_damage());
-        assert_eq!(iss.bad_nodes[&(tree, "f".to_string())], vec![0]);
+        assert_eq!(iss.bad_nodes[&(tree, Name::from("f"))], vec![0]);
         assert!(iss.list[0].blobs.is_empty());
     }
 

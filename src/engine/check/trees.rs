@@ -7,7 +7,7 @@ use super::IssueKind;
 use crate::repo::id::Id;
 use crate::repo::pack::BlobType;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::{kind, Node, Tree, MAX_TREE_DEPTH};
+use crate::repo::tree::{kind, Name, Node, Tree, MAX_TREE_DEPTH};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// A snapshot file that cannot be read.
@@ -112,18 +112,18 @@ pub(super) fn node_problem(tree: Id, node: &Node, content_len: Option<u64>) -> O
 
 /// The directories of tree `tree` (read as `t`) that have the name of a symbolic link in it:
 /// restore would write their entries through the link; each name once.
-pub(super) fn under_symlink(tree: Id, t: &Tree) -> Vec<(String, Finding)> {
-    let links: BTreeSet<&str> = t
+pub(super) fn under_symlink(tree: Id, t: &Tree) -> Vec<(Name, Finding)> {
+    let links: BTreeSet<&Name> = t
         .nodes
         .iter()
         .filter(|n| n.kind == kind::SYMLINK)
-        .map(|n| n.name.as_str())
+        .map(|n| &n.name)
         .collect();
-    let dirs: BTreeSet<&str> = t
+    let dirs: BTreeSet<&Name> = t
         .nodes
         .iter()
-        .filter(|n| n.is_dir() && links.contains(n.name.as_str()))
-        .map(|n| n.name.as_str())
+        .filter(|n| n.is_dir() && links.contains(&n.name))
+        .map(|n| &n.name)
         .collect();
     dirs.into_iter()
         .map(|name| {
@@ -137,7 +137,7 @@ pub(super) fn under_symlink(tree: Id, t: &Tree) -> Vec<(String, Finding)> {
                 "the snapshot was written by a faulty or hostile program: back up that \
                  directory again",
             );
-            (name.to_string(), f)
+            (name.clone(), f)
         })
         .collect()
 }
@@ -319,7 +319,7 @@ mod tests {
             f.name = name.into();
             let p = node_problem(t, &f, Some(0)).unwrap_or_else(|| panic!("{name:?}"));
             assert_eq!(p.kind, IssueKind::NodeInvalid, "{name:?}");
-            assert!(p.message.contains(&format!("{name:?}")), "{}", p.message);
+            assert!(p.message.contains(&format!("{:?}", f.name)), "{}", p.message);
         }
         let mut f = file(0, Some(vec![]));
         f.name = "ok name".into();

@@ -7,13 +7,14 @@ use crate::error::POISONED;
 use crate::repo::id::Id;
 use crate::repo::pack::BlobType;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::{gomode, kind, Node};
+use crate::repo::tree::{gomode, kind, Name, Node};
 use crate::repo::Repository;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
     OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
     ReplyOpen, Request,
 };
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,10 +41,10 @@ enum What {
 
 struct Inode {
     parent: u64,
-    name: String,
+    name: Name,
     what: What,
     /// The entries (name and inode, sorted by name) of a folder; `None` until its tree is loaded.
-    children: Option<Vec<(String, u64)>>,
+    children: Option<Vec<(Name, u64)>>,
 }
 
 /// An open file: its blobs and where each starts.
@@ -92,13 +93,13 @@ impl MountFs {
         {
             let mut inodes = fs.inodes.lock().expect(POISONED);
             let root = layout::build(snaps);
-            add_layout_dir(&mut inodes, 1, String::new(), &root, snaps);
+            add_layout_dir(&mut inodes, 1, Name::default(), &root, snaps);
         }
         fs
     }
 
     /// The entries of folder `ino`, its tree loaded first if need be.
-    fn children(&self, ino: u64) -> Result<Vec<(String, u64)>, Errno> {
+    fn children(&self, ino: u64) -> Result<Vec<(Name, u64)>, Errno> {
         let tree = {
             let inodes = self.inodes.lock().expect(POISONED);
             let n = get(&inodes, ino)?;
@@ -142,7 +143,7 @@ impl MountFs {
         while at > 1 {
             match get(&inodes, at) {
                 Ok(n) => {
-                    parts.push(n.name.clone());
+                    parts.push(n.name.to_string());
                     at = n.parent;
                 }
                 Err(_) => break,
@@ -278,13 +279,14 @@ impl MountFs {
 fn add_layout_dir(
     inodes: &mut Vec<Inode>,
     parent: u64,
-    name: String,
+    name: Name,
     entries: &BTreeMap<String, Entry>,
     snaps: &[(Id, Snapshot)],
 ) -> u64 {
     let ino = push(inodes, parent, name, What::Layout);
     let mut children = Vec::with_capacity(entries.len());
     for (name, e) in entries {
+        let name = Name::from(name.as_str());
         let child = match e {
             Entry::Dir(m) => add_layout_dir(inodes, ino, name.clone(), m, snaps),
             Entry::Latest(target) => push(inodes, ino, name.clone(), What::Latest(target.clone())),
@@ -297,14 +299,14 @@ fn add_layout_dir(
                 push(inodes, ino, name.clone(), what)
             }
         };
-        children.push((name.clone(), child));
+        children.push((name, child));
     }
     inodes[(ino - 1) as usize].children = Some(children);
     ino
 }
 
 /// A new inode; gives its number.
-fn push(inodes: &mut Vec<Inode>, parent: u64, name: String, what: What) -> u64 {
+fn push(inodes: &mut Vec<Inode>, parent: u64, name: Name, what: What) -> u64 {
     inodes.push(Inode {
         // The root is its own parent.
         parent: if inodes.is_empty() { 1 } else { parent },
@@ -336,7 +338,7 @@ fn node_attr(a: &mut FileAttr, n: &Node) {
     };
     a.size = match n.kind.as_str() {
         kind::FILE => n.size,
-        kind::SYMLINK => n.linktarget.len() as u64,
+        kind::SYMLINK => n.link_target_bytes().len() as u64,
         _ => 0,
     };
     a.rdev = n.device as u32;
@@ -357,9 +359,9 @@ fn file_type(k: &str) -> FileType {
 impl Filesystem for MountFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let found = self.children(parent.0).and_then(|c| {
-            let name = name.to_str().ok_or(Errno::ENOENT)?;
+            let name = Name::from_os(name);
             let i = c
-                .binary_search_by(|(n, _)| n.as_str().cmp(name))
+                .binary_search_by(|(n, _)| n.cmp(&name))
                 .map_err(|_| Errno::ENOENT)?;
             self.attr(c[i].1)
         });
@@ -380,7 +382,7 @@ impl Filesystem for MountFs {
         let inodes = self.inodes.lock().expect(POISONED);
         match get(&inodes, ino.0).map(|n| &n.what) {
             Ok(What::Latest(t)) => reply.data(t.as_bytes()),
-            Ok(What::Node(n)) if n.kind == kind::SYMLINK => reply.data(n.linktarget.as_bytes()),
+            Ok(What::Node(n)) if n.kind == kind::SYMLINK => reply.data(n.link_target_bytes()),
             Ok(_) => reply.error(Errno::EINVAL),
             Err(e) => reply.error(e),
         }
@@ -459,14 +461,14 @@ impl Filesystem for MountFs {
         };
         let parent = get(&self.inodes.lock().expect(POISONED), ino.0).map_or(1, |n| n.parent);
         let dots = [
-            (ino.0, FileType::Directory, "."),
-            (parent, FileType::Directory, ".."),
+            (ino.0, FileType::Directory, Cow::Borrowed(OsStr::new("."))),
+            (parent, FileType::Directory, Cow::Borrowed(OsStr::new(".."))),
         ];
         let entries = dots.into_iter().chain(
             children
                 .iter()
                 .zip(kinds)
-                .map(|((name, c), k)| (*c, k, name.as_str())),
+                .map(|((name, c), k)| (*c, k, name.to_os())),
         );
         for (i, (child, k, name)) in entries.enumerate().skip(offset as usize) {
             if reply.add(INodeNo(child), (i + 1) as u64, k, name) {

@@ -35,7 +35,7 @@ use crate::repo::id::Id;
 use crate::repo::manifest::{self, Manifest};
 use crate::repo::pack::{self, BlobType};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::{kind, too_deep, Node, MAX_TREE_DEPTH};
+use crate::repo::tree::{kind, too_deep, Name, Node, MAX_TREE_DEPTH};
 use crate::repo::Repository;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Serialize;
@@ -370,12 +370,12 @@ struct Item {
     /// Path in the snapshot ("/a/b"), for messages and patterns.
     snap_path: String,
     /// Path components below the target; empty for the target itself.
-    rel: Vec<String>,
+    rel: Vec<Name>,
     node: Node,
     /// The entry itself is selected (not only a parent of selected entries).
     selected: bool,
     /// Names in the snapshot's directory (directories, with `delete` only).
-    children: Option<HashSet<String>>,
+    children: Option<HashSet<Name>>,
     /// For files: an earlier item that is the same inode (hard link).
     link_to: Option<usize>,
 }
@@ -503,7 +503,7 @@ impl Planner<'_> {
         &mut self,
         tree: &Id,
         snap_prefix: &str,
-        rel_prefix: &[String],
+        rel_prefix: &[Name],
         parent_selected: bool,
         dir_idx: usize,
     ) -> Result<bool> {
@@ -688,7 +688,7 @@ use portable::run;
 struct Run {
     report: RestoreReport,
     /// Deepest common directory (below the target) of every change; `None`: no change.
-    touched: Option<Vec<String>>,
+    touched: Option<Vec<Name>>,
     /// The regular files put in place (written or kept unchanged): snapshot path, destination.
     files: Vec<(String, PathBuf)>,
 }
@@ -698,7 +698,7 @@ impl Run {
         self.files.push((it.snap_path.clone(), dest.to_path_buf()));
     }
 
-    fn touch(&mut self, rel_parent: &[String]) {
+    fn touch(&mut self, rel_parent: &[Name]) {
         match &mut self.touched {
             None => self.touched = Some(rel_parent.to_vec()),
             Some(c) => {

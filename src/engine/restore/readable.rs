@@ -52,7 +52,10 @@ pub fn read_back(
             return judged(e, "");
         }
     } else if root.is_file() {
-        files.push((root.name.clone(), root.content.clone().unwrap_or_default()));
+        files.push((
+            root.name.to_string(),
+            root.content.clone().unwrap_or_default(),
+        ));
     }
     // A blob several files share is read once.
     let mut seen: HashSet<Id> = HashSet::new();

@@ -12,11 +12,13 @@ use nix::sys::stat::{
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 /// Creates a FIFO `name` in `parent` (mode 0600 until its metadata is set).
-fn make_fifo_at(parent: RawFd, name: &str) -> io::Result<()> {
+fn make_fifo_at(parent: RawFd, name: &OsStr) -> io::Result<()> {
     #[cfg(not(target_vendor = "apple"))]
     {
         nix::unistd::mkfifoat(Some(parent), name, Mode::from_bits_truncate(0o600))?;
@@ -33,7 +35,7 @@ fn make_fifo_at(parent: RawFd, name: &str) -> io::Result<()> {
 }
 
 /// Creates a block (`block`) or character device node `name` in `parent`.
-fn make_device_at(parent: RawFd, name: &str, block: bool, device: u64) -> io::Result<()> {
+fn make_device_at(parent: RawFd, name: &OsStr, block: bool, device: u64) -> io::Result<()> {
     #[cfg(not(target_vendor = "apple"))]
     {
         use nix::sys::stat::SFlag;
@@ -77,12 +79,13 @@ fn sync_fs(fd: RawFd) -> nix::Result<()> {
 }
 
 impl Item {
-    fn name(&self) -> &str {
-        self.rel.last().map(String::as_str).unwrap_or("")
+    /// Its name in its directory, byte for byte (empty for the target itself).
+    fn name(&self) -> &OsStr {
+        self.rel.last().map_or(OsStr::new(""), |n| n.as_ref())
     }
 
     /// The path components of the directory holding it, below the target.
-    fn parent_rel(&self) -> &[String] {
+    fn parent_rel(&self) -> &[Name] {
         &self.rel[..self.rel.len().saturating_sub(1)]
     }
 }
@@ -107,10 +110,10 @@ fn open_dir_at<P: nix::NixPath + ?Sized>(parent: RawFd, name: &P) -> io::Result<
 }
 
 /// Opens the directory `rel` below `root`, refusing symlinks on the way.
-fn open_rel_dir(root: &OwnedFd, rel: &[String]) -> io::Result<OwnedFd> {
+fn open_rel_dir(root: &OwnedFd, rel: &[Name]) -> io::Result<OwnedFd> {
     let mut cur = open_dir_at(root.as_raw_fd(), ".")?;
     for c in rel {
-        cur = open_dir_at(cur.as_raw_fd(), c.as_str())?;
+        cur = open_dir_at(cur.as_raw_fd(), AsRef::<OsStr>::as_ref(c))?;
     }
     Ok(cur)
 }
@@ -128,7 +131,7 @@ fn open_parent(root: Option<&OwnedFd>, it: &Item, dry_run: bool) -> io::Result<O
 
 /// Makes the directory `name` in `p` (mode 0700 until its metadata is set), first removing the
 /// entry in its way when `replace`; returns it open.
-fn make_dir_at(p: RawFd, name: &str, replace: bool) -> io::Result<OwnedFd> {
+fn make_dir_at(p: RawFd, name: &OsStr, replace: bool) -> io::Result<OwnedFd> {
     if replace {
         unlinkat(Some(p), name, UnlinkatFlags::NoRemoveDir)?;
     }
@@ -141,9 +144,9 @@ fn make_dir_at(p: RawFd, name: &str, replace: bool) -> io::Result<OwnedFd> {
 /// removed when that fails.
 fn link_at(
     first_dir: RawFd,
-    first_name: &str,
+    first_name: &OsStr,
     p: RawFd,
-    name: &str,
+    name: &OsStr,
     ex: &Existing,
 ) -> io::Result<()> {
     let tmp = tmp_name(name);
@@ -152,17 +155,17 @@ fn link_at(
             Some(first_dir),
             first_name,
             Some(p),
-            tmp.as_str(),
+            tmp.as_os_str(),
             AtFlags::empty(),
         )?;
         if let Existing::Dir(_) = ex {
             remove_tree_at(p, name.as_ref())?;
         }
-        renameat(Some(p), tmp.as_str(), Some(p), name)?;
+        renameat(Some(p), tmp.as_os_str(), Some(p), name)?;
         Ok(())
     })();
     if res.is_err() {
-        let _ = unlinkat(Some(p), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        let _ = unlinkat(Some(p), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
     }
     res
 }
@@ -221,7 +224,7 @@ fn classify(st: &FileStat) -> Existing {
 }
 
 /// What is at `name` in `parent` (`None` for a directory that does not exist yet: a dry run).
-fn stat_at(parent: Option<RawFd>, name: &str) -> io::Result<Existing> {
+fn stat_at(parent: Option<RawFd>, name: &OsStr) -> io::Result<Existing> {
     let Some(p) = parent else {
         return Ok(Existing::None);
     };
@@ -270,7 +273,6 @@ fn open_for_removal(
     parent: RawFd,
     name: &std::ffi::OsStr,
 ) -> io::Result<(nix::dir::Dir, Vec<std::ffi::OsString>, std::ffi::OsString)> {
-    use std::os::unix::ffi::OsStrExt;
     let fd = open_dir_at(parent, name)?.into_raw_fd();
     let mut dir = nix::dir::Dir::from_fd(fd)?;
     let names = dir
@@ -284,7 +286,6 @@ fn open_for_removal(
 
 /// Names in the directory `fd` (without "." and "..").
 fn list_dir(fd: &OwnedFd) -> io::Result<Vec<std::ffi::OsString>> {
-    use std::os::unix::ffi::OsStrExt;
     let mut dir = nix::dir::Dir::openat(
         Some(fd.as_raw_fd()),
         ".",
@@ -303,8 +304,9 @@ fn list_dir(fd: &OwnedFd) -> io::Result<Vec<std::ffi::OsString>> {
 }
 
 /// A fresh temp name next to `name` (shortened if `name` is long).
-fn tmp_name(name: &str) -> String {
-    let mut short = name;
+fn tmp_name(name: &OsStr) -> std::ffi::OsString {
+    let lossy = name.to_string_lossy();
+    let mut short: &str = &lossy;
     if short.len() > 200 {
         let mut end = 200;
         while !short.is_char_boundary(end) {
@@ -315,8 +317,7 @@ fn tmp_name(name: &str) -> String {
     fsutil::temp_path_for(Path::new(short))
         .file_name()
         .expect("temp names have a file name")
-        .to_string_lossy()
-        .into_owned()
+        .to_os_string()
 }
 
 fn ts(t: &DateTime<FixedOffset>) -> TimeSpec {
@@ -448,8 +449,8 @@ struct FileDone {
 /// A restored file waiting in its temp name for the batched flush, then its rename.
 struct Pending {
     parent: Arc<OwnedFd>,
-    tmp: String,
-    name: String,
+    tmp: std::ffi::OsString,
+    name: std::ffi::OsString,
     replace_dir: bool,
 }
 
@@ -516,7 +517,7 @@ impl Shared<'_> {
     fn set_meta_at(
         &self,
         parent: RawFd,
-        name: &str,
+        name: &OsStr,
         node: &Node,
         chmod: bool,
         dest: &Path,
@@ -571,7 +572,11 @@ impl Shared<'_> {
         let tmp = tmp_name(name);
         let res = (|| -> io::Result<()> {
             match k {
-                kind::SYMLINK => symlinkat(node.linktarget.as_str(), Some(p), tmp.as_str())?,
+                kind::SYMLINK => symlinkat(
+                    OsStr::from_bytes(node.link_target_bytes()),
+                    Some(p),
+                    tmp.as_os_str(),
+                )?,
                 kind::FIFO => make_fifo_at(p, &tmp)?,
                 _ => make_device_at(p, &tmp, k == kind::DEV, node.device)?,
             }
@@ -579,17 +584,17 @@ impl Shared<'_> {
             if let Existing::Dir(_) = ex {
                 remove_tree_at(p, name.as_ref())?;
             }
-            renameat(Some(p), tmp.as_str(), Some(p), name)?;
+            renameat(Some(p), tmp.as_os_str(), Some(p), name)?;
             Ok(())
         })();
         if res.is_err() {
-            let _ = unlinkat(Some(p), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+            let _ = unlinkat(Some(p), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
         }
         res
     }
 
     /// Whether the regular file `name` has exactly the content of `node`.
-    fn same_content(&self, parent: RawFd, name: &str, node: &Node) -> bool {
+    fn same_content(&self, parent: RawFd, name: &OsStr, node: &Node) -> bool {
         let Ok(fd) = openat(
             Some(parent),
             name,
@@ -638,7 +643,7 @@ impl Shared<'_> {
         let tmp_shown = dest.with_file_name(&tmp);
         let fd = openat(
             Some(parent),
-            tmp.as_str(),
+            tmp.as_os_str(),
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(0o600),
         )
@@ -664,7 +669,7 @@ impl Shared<'_> {
                     Some(Pending {
                         parent: p.clone(),
                         tmp: tmp.clone(),
-                        name: name.to_string(),
+                        name: name.to_os_string(),
                         replace_dir: matches!(ex, Existing::Dir(_)),
                     }),
                 ));
@@ -679,7 +684,7 @@ impl Shared<'_> {
                     )
                 })?;
             }
-            renameat(Some(parent), tmp.as_str(), Some(parent), name).map_err(|e| {
+            renameat(Some(parent), tmp.as_os_str(), Some(parent), name).map_err(|e| {
                 Error::io(
                     format!("rename {} to {}", tmp_shown.display(), dest.display()),
                     e.into(),
@@ -689,7 +694,7 @@ impl Shared<'_> {
         })();
         drop(f);
         if res.is_err() {
-            let _ = unlinkat(Some(parent), tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+            let _ = unlinkat(Some(parent), tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
         }
         res
     }
@@ -777,7 +782,7 @@ impl Shared<'_> {
     fn fix_existing_file_meta(
         &self,
         parent: Option<RawFd>,
-        name: &str,
+        name: &OsStr,
         node: &Node,
         dest: &Path,
         warnings: &mut Vec<EntryIssue>,
@@ -857,7 +862,7 @@ impl Exec<'_, '_> {
         };
         let mut names: Vec<_> = names
             .into_iter()
-            .filter(|n| !n.to_str().is_some_and(|s| children.contains(s)))
+            .filter(|n| !children.contains(&Name::from_os(n)))
             .collect();
         names.sort();
         for n in names {
@@ -1002,7 +1007,7 @@ impl Exec<'_, '_> {
         let same = || match (ex, pfd) {
             (Existing::Symlink(_), Some(p)) if k == kind::SYMLINK => {
                 nix::fcntl::readlinkat(Some(p), name)
-                    .map(|t| t.as_encoded_bytes() == node.linktarget.as_bytes())
+                    .map(|t| t.as_encoded_bytes() == node.link_target_bytes())
                     .unwrap_or(false)
             }
             (Existing::Other(st, fmt), _) => same_special(k, node, &st, fmt),
@@ -1309,7 +1314,7 @@ fn commit_pending(sh: &Shared, results: &mut [FileDone], cancelled: bool) {
     let unlink = |p: &Pending| {
         let _ = unlinkat(
             Some(p.parent.as_raw_fd()),
-            p.tmp.as_str(),
+            p.tmp.as_os_str(),
             UnlinkatFlags::NoRemoveDir,
         );
     };
@@ -1367,7 +1372,7 @@ fn commit_pending(sh: &Shared, results: &mut [FileDone], cancelled: bool) {
                 continue;
             }
         }
-        if let Err(e) = renameat(Some(fd), p.tmp.as_str(), Some(fd), p.name.as_str()) {
+        if let Err(e) = renameat(Some(fd), p.tmp.as_os_str(), Some(fd), p.name.as_os_str()) {
             unlink(&p);
             fail(d, format!("could not rename the temp file into place: {e}"));
         }
@@ -1553,7 +1558,7 @@ mod tests {
         node.size = size;
         Item {
             snap_path: format!("/{}", rel.join("/")),
-            rel: rel.iter().map(|s| s.to_string()).collect(),
+            rel: rel.iter().map(|s| Name::from(*s)).collect(),
             node,
             selected: true,
             children: None,

@@ -92,7 +92,7 @@ fn list(ctx: &Ctx) -> Result<i32> {
     for k in &all {
         let created = k
             .created
-            .map(|c| c.format("%Y-%m-%d %H:%M:%S").to_string())
+            .map(|c| keys::created_text(&c))
             .unwrap_or_else(|| format!("(unreadable: {})", k.damaged.as_deref().unwrap_or("")));
         println!(
             "{}{:<10} {:<12} {:<24} {created}",

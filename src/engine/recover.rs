@@ -107,7 +107,8 @@ fn recovery_snapshot(tree: Id, hostname: &str, now: DateTime<FixedOffset>) -> Sn
         uid: crate::sysinfo::uid(),
         gid: crate::sysinfo::gid(),
         excludes: vec![],
-        tags: vec![],
+        // restic 0.19 tags the snapshot `recovered`.
+        tags: vec!["recovered".into()],
         original: None,
         program_version: crate::repo::PROGRAM_VERSION.to_string(),
         summary: None,

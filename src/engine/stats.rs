@@ -73,17 +73,17 @@ pub struct Stats {
     /// raw-data: distinct blobs referenced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_blob_count: Option<u64>,
-    /// raw-data: plaintext bytes of those blobs.
+    /// raw-data: what those blobs would take stored uncompressed (plaintext and crypto
+    /// overhead), as restic counts it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_uncompressed_size: Option<u64>,
-    /// raw-data: plaintext bytes / stored bytes.
+    /// raw-data: of the compressed blobs, uncompressed size / stored size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compression_ratio: Option<f64>,
     /// raw-data: percent of the plaintext bytes that are stored compressed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compression_progress: Option<f64>,
-    /// raw-data: percent saved, 100 * (1 - stored / plaintext); negative when encryption
-    /// overhead outweighs compression.
+    /// raw-data: percent saved, 100 * (1 - stored / uncompressed size).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compression_space_saving: Option<f64>,
     /// How many snapshots were counted.
@@ -250,7 +250,11 @@ pub fn compute(
             progress.phase("scanning", None);
             let blobs = referenced_blobs(repo, trees.iter().copied())?;
             cancel.check()?;
-            let (mut stored, mut plain, mut compressed_plain) = (0u64, 0u64, 0u64);
+            // As restic 0.19 counts: a blob's uncompressed size is that of its ciphertext had
+            // it not been compressed (its plaintext and the crypto overhead), and the ratio is
+            // over the compressed blobs only.
+            let (mut stored, mut plain) = (0u64, 0u64);
+            let (mut compressed_stored, mut compressed_plain) = (0u64, 0u64);
             for (id, tpe) in &blobs {
                 let loc = repo.index().get(id, *tpe).ok_or_else(|| {
                     Error::damaged(
@@ -259,17 +263,20 @@ pub fn compute(
                     )
                 })?;
                 stored += loc.blob.length as u64;
-                let p = loc.blob.data_length() as u64;
+                let p = (loc.blob.data_length() as usize + crate::repo::crypto::OVERHEAD) as u64;
                 plain += p;
                 if loc.blob.uncompressed_length.is_some() {
+                    compressed_stored += loc.blob.length as u64;
                     compressed_plain += p;
                 }
             }
             st.total_blob_count = Some(blobs.len() as u64);
             st.total_size = stored;
             st.total_uncompressed_size = Some(plain);
-            if stored > 0 && plain > 0 {
-                st.compression_ratio = Some(plain as f64 / stored as f64);
+            if compressed_stored > 0 {
+                st.compression_ratio = Some(compressed_plain as f64 / compressed_stored as f64);
+            }
+            if plain > 0 {
                 st.compression_progress = Some(compressed_plain as f64 / plain as f64 * 100.0);
                 st.compression_space_saving = Some((1.0 - stored as f64 / plain as f64) * 100.0);
             }

@@ -18,11 +18,30 @@ pub struct KeyInfo {
     pub username: String,
     #[serde(rename = "hostName")]
     pub hostname: String,
-    /// None when the key file cannot be read.
+    /// None when the key file cannot be read. Shown as restic 0.19's `key list --json` shows it:
+    /// in local time, to the second, without a zone (`2026-01-02 03:04:05`).
+    #[serde(serialize_with = "created_as_restic")]
     pub created: Option<DateTime<FixedOffset>>,
     /// Why the key file cannot be read (it is listed anyway).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub damaged: Option<String>,
+}
+
+/// A key's creation time as restic's `key list` prints it: local time, to the second.
+pub fn created_text(c: &DateTime<FixedOffset>) -> String {
+    c.with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+fn created_as_restic<S: serde::Serializer>(
+    c: &Option<DateTime<FixedOffset>>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match c {
+        Some(c) => s.serialize_str(&created_text(c)),
+        None => s.serialize_none(),
+    }
 }
 
 /// Every key file, sorted by creation time (unreadable ones last).

@@ -32,6 +32,7 @@ mod remote;
 mod repair;
 mod restic_chunker;
 mod restic_commands;
+mod restic_made;
 mod restore;
 mod rewrite;
 mod run_due;

@@ -24,16 +24,61 @@ pub(crate) struct Args {
     pub filter: FilterArgs,
 }
 
+/// One `node` line of `ls --json`, as restic 0.19 prints it.
 #[derive(Serialize)]
 struct Entry<'a> {
-    path: &'a str,
+    name: &'a str,
     #[serde(rename = "type")]
     kind: &'a str,
-    size: u64,
-    mode: u32,
-    mtime: String,
+    path: &'a str,
     uid: u32,
     gid: u32,
+    /// A file's size (restic prints none for other types).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    mode: u32,
+    permissions: String,
+    mtime: String,
+    atime: String,
+    ctime: String,
+    inode: u64,
+    message_type: &'static str,
+    struct_type: &'static str,
+}
+
+impl<'a> Entry<'a> {
+    fn of(path: &'a str, n: &'a crate::repo::tree::Node) -> Entry<'a> {
+        use crate::repo::gotime::format;
+        Entry {
+            name: n.name.as_str(),
+            kind: &n.kind,
+            path,
+            uid: n.uid,
+            gid: n.gid,
+            size: n.is_file().then_some(n.size),
+            mode: n.mode,
+            permissions: crate::repo::tree::gomode::to_string(n.mode),
+            mtime: format(&n.mtime),
+            atime: format(&n.atime),
+            ctime: format(&n.ctime),
+            inode: n.inode,
+            message_type: "node",
+            struct_type: "node",
+        }
+    }
+}
+
+/// The first line of `ls --json`: the snapshot as restic 0.19 prints it (its stored fields in
+/// their order, then `id`, `short_id` and the message type).
+fn snapshot_line(id: &crate::repo::id::Id, snap: &crate::repo::snapshot::Snapshot) -> String {
+    let stored = serde_json::to_string(snap).expect("a snapshot serializes");
+    let extra = serde_json::json!({"id": id.to_hex(), "short_id": id.short()});
+    format!(
+        "{},\"id\":{},\"short_id\":{},\"message_type\":\"snapshot\",\"struct_type\":\"snapshot\"}}",
+        stored.strip_suffix('}').unwrap_or(&stored),
+        extra["id"],
+        extra["short_id"]
+    )
 }
 
 pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -49,20 +94,15 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let start = walk::find_node(&repo, &snap.tree, sub)?
         .ok_or_else(|| Error::Input(format!("snapshot {} has no path {sub:?}", id.short())))?;
     let prefix = sub.trim_end_matches('/').to_string();
-    let mut out = Vec::new();
-    let mut emit = |path: &str, n: &crate::repo::tree::Node| {
+    if ctx.global.json {
+        println!("{}", snapshot_line(&id, &snap));
+    }
+    let emit = |path: &str, n: &crate::repo::tree::Node| {
         if ctx.global.json {
-            out.push(
-                serde_json::to_value(Entry {
-                    path,
-                    kind: &n.kind,
-                    size: n.size,
-                    mode: n.mode,
-                    mtime: n.mtime.to_rfc3339(),
-                    uid: n.uid,
-                    gid: n.gid,
-                })
-                .expect("an entry of strings and numbers serializes"),
+            let line = serde_json::to_string(&Entry::of(path, n));
+            println!(
+                "{}",
+                line.expect("an entry of strings and numbers serializes")
             );
         } else if a.long {
             println!("{}", long_line(path, n));
@@ -83,9 +123,6 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
     } else {
         emit(&prefix, &start);
-    }
-    if ctx.global.json {
-        ctx.print_json(&serde_json::json!({"snapshot": id, "nodes": out}));
     }
     Ok(exit::OK)
 }

@@ -106,7 +106,6 @@ fn every_subcommand_prints_json_with_json() {
     let second = second["snapshot_id"].as_str().unwrap().to_string();
     let snaps = repo_json(&["snapshots"]);
     assert_eq!(snaps.as_array().unwrap().len(), 2, "{snaps}");
-    repo_json(&["ls", "latest"]);
     let m = repo_json(&["manifest", "latest"]);
     assert!(!m["files"].as_array().unwrap().is_empty(), "{m}");
     let first = snaps[0]["id"].as_str().unwrap().to_string();
@@ -154,6 +153,12 @@ fn every_subcommand_prints_json_with_json() {
     ok("tag", &o);
     let lines = json_lines("tag", &o);
     assert_eq!(lines.last().unwrap()["changed_snapshots"], 1, "{lines:?}");
+    seen.insert("ls".to_string());
+    let o = env.ctl(&["--json", "ls", "latest"]);
+    ok("ls", &o);
+    let lines = json_lines("ls", &o);
+    assert_eq!(lines[0]["struct_type"], "snapshot", "restic's JSON Lines");
+    assert!(lines[1..].iter().all(|l| l["struct_type"] == "node"));
     seen.insert("tag".into());
 
     // `mount` prints JSON Lines: one line once mounted, one once unmounted (SIGTERM).

@@ -319,7 +319,11 @@ mod tests {
             f.name = name.into();
             let p = node_problem(t, &f, Some(0)).unwrap_or_else(|| panic!("{name:?}"));
             assert_eq!(p.kind, IssueKind::NodeInvalid, "{name:?}");
-            assert!(p.message.contains(&format!("{:?}", f.name)), "{}", p.message);
+            assert!(
+                p.message.contains(&format!("{:?}", f.name)),
+                "{}",
+                p.message
+            );
         }
         let mut f = file(0, Some(vec![]));
         f.name = "ok name".into();

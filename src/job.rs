@@ -417,6 +417,7 @@ fn backup_options(job_name: &str, job: &JobConfig) -> BackupOptions {
             exact: Vec::new(),
             if_present: job.exclude_if_present.clone(),
             larger_than: job.exclude_larger_than,
+            ..Default::default()
         },
         one_file_system: job.one_file_system,
         manifest: job.manifest,

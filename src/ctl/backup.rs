@@ -38,6 +38,12 @@ pub(crate) struct Args {
     /// Read exclude patterns from a file, one per line (repeatable).
     #[arg(long)]
     pub exclude_file: Vec<PathBuf>,
+    /// As --exclude, matched whatever the case of the names (repeatable).
+    #[arg(long)]
+    pub iexclude: Vec<String>,
+    /// As --exclude-file, its patterns matched whatever the case (repeatable).
+    #[arg(long)]
+    pub iexclude_file: Vec<PathBuf>,
     /// Skip folders that contain a valid CACHEDIR.TAG.
     #[arg(long)]
     pub exclude_caches: bool,
@@ -288,6 +294,8 @@ fn backup_options(a: Args, parent: Option<Id>, exact: Vec<PathBuf>) -> BackupOpt
         excludes: ExcludeOptions {
             patterns: a.exclude,
             exclude_files: a.exclude_file,
+            ipatterns: a.iexclude,
+            iexclude_files: a.iexclude_file,
             exclude_caches: a.exclude_caches,
             exact,
             if_present: a.exclude_if_present,

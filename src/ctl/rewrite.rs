@@ -20,6 +20,12 @@ pub(crate) struct Args {
     /// Read exclude patterns from a file, one per line (repeatable).
     #[arg(long)]
     pub exclude_file: Vec<PathBuf>,
+    /// As --exclude, matched whatever the case of the names (repeatable).
+    #[arg(long)]
+    pub iexclude: Vec<String>,
+    /// As --exclude-file, its patterns matched whatever the case (repeatable).
+    #[arg(long)]
+    pub iexclude_file: Vec<PathBuf>,
     /// Remove each original once its rewritten copy is saved (else the copy is tagged `rewrite`).
     #[arg(long)]
     pub forget: bool,
@@ -43,6 +49,8 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let excluder = Excluder::new(&ExcludeOptions {
         patterns: a.exclude.clone(),
         exclude_files: a.exclude_file.clone(),
+        ipatterns: a.iexclude.clone(),
+        iexclude_files: a.iexclude_file.clone(),
         ..Default::default()
     })?;
     let o = RewriteOptions {

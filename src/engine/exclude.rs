@@ -12,6 +12,10 @@ pub struct ExcludeOptions {
     pub patterns: Vec<String>,
     /// Files with one pattern per line (`#` comments and blank lines ignored).
     pub exclude_files: Vec<PathBuf>,
+    /// Patterns, and files of them, matched whatever the case (restic's `--iexclude` and
+    /// `--iexclude-file`).
+    pub ipatterns: Vec<String>,
+    pub iexclude_files: Vec<PathBuf>,
     /// Leave out the contents of folders holding a valid CACHEDIR.TAG (the tag itself is kept).
     pub exclude_caches: bool,
     /// Exact absolute paths to leave out (e.g. a database's -wal and -shm files, which its
@@ -39,43 +43,59 @@ pub struct Excluder {
 
 const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
-fn glob(p: &str) -> std::result::Result<Glob, globset::Error> {
+fn glob(p: &str, ignore_case: bool) -> std::result::Result<Glob, globset::Error> {
     GlobBuilder::new(p)
         .literal_separator(true)
         .backslash_escape(true)
+        .case_insensitive(ignore_case)
         .build()
+}
+
+/// `patterns` and the patterns of each file in `files`.
+fn all_patterns(patterns: &[String], files: &[PathBuf]) -> Result<Vec<String>> {
+    let mut out = patterns.to_vec();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| {
+            Error::Input(format!(
+                "cannot read the exclude file {}: {e}\n  hint: check the --exclude-file path",
+                f.display()
+            ))
+        })?;
+        for line in text.lines() {
+            let l = line.trim();
+            if !l.is_empty() && !l.starts_with('#') {
+                out.push(l.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Adds pattern `p` to `b`: from the root when it starts with `/`, else matching a path's end.
+fn add_pattern(b: &mut GlobSetBuilder, p: &str, ignore_case: bool) -> Result<()> {
+    let p = p.trim_end_matches('/');
+    let full = match p.starts_with('/') {
+        true => p.to_string(),
+        false => format!("**/{p}"),
+    };
+    let g = glob(&full, ignore_case)
+        .map_err(|e| Error::Input(format!("invalid exclude pattern {p:?}: {e}")))?;
+    b.add(g);
+    Ok(())
 }
 
 impl Excluder {
     pub fn new(opts: &ExcludeOptions) -> Result<Excluder> {
-        let mut patterns: Vec<String> = opts.patterns.clone();
-        for f in &opts.exclude_files {
-            let text = std::fs::read_to_string(f).map_err(|e| {
-                Error::Input(format!(
-                    "cannot read the exclude file {}: {e}\n  hint: check the --exclude-file path",
-                    f.display()
-                ))
-            })?;
-            for line in text.lines() {
-                let l = line.trim();
-                if l.is_empty() || l.starts_with('#') {
-                    continue;
-                }
-                patterns.push(l.to_string());
-            }
-        }
+        let mut patterns = all_patterns(&opts.patterns, &opts.exclude_files)?;
+        let ipatterns = all_patterns(&opts.ipatterns, &opts.iexclude_files)?;
         let mut b = GlobSetBuilder::new();
         for p in &patterns {
-            let p = p.trim_end_matches('/');
-            let full = if p.starts_with('/') {
-                p.to_string()
-            } else {
-                format!("**/{p}")
-            };
-            let g = glob(&full)
-                .map_err(|e| Error::Input(format!("invalid exclude pattern {p:?}: {e}")))?;
-            b.add(g);
+            add_pattern(&mut b, p, false)?;
         }
+        for p in &ipatterns {
+            add_pattern(&mut b, p, true)?;
+        }
+        patterns.extend(ipatterns);
         let set = if patterns.is_empty() {
             None
         } else {

@@ -204,3 +204,45 @@ fn without_forget_the_original_stays_and_the_copy_is_tagged_rewrite_as_by_restic
         show(&o)
     );
 }
+
+#[test]
+fn iexclude_matches_whatever_the_case_in_rewrite_and_backup_as_in_restic() {
+    let env = Env::new();
+    let src = two_snapshots(&env);
+    let s = src.to_str().unwrap();
+    let theirs = copy_of_repo(&env);
+    let args = [
+        "rewrite",
+        "--forget",
+        "--iexclude",
+        "SECRET",
+        "--iexclude",
+        "DOCS/Deep",
+    ];
+    env.ctl_ok(&args);
+    let o = restic_bin_at(&restic19(), &theirs, &env.pw, &args);
+    assert!(o.status.success(), "restic rewrite: {}", show(&o));
+    let (mine, their) = (
+        snapshots_at(&env.repo, &env.pw),
+        snapshots_at(&theirs, &env.pw),
+    );
+    for (m, t) in mine.iter().zip(&their) {
+        let mp = paths_at(&env.repo, &env.pw, m["id"].as_str().unwrap());
+        let tp = paths_at(&theirs, &env.pw, t["id"].as_str().unwrap());
+        assert_eq!(
+            mp, tp,
+            "the same paths as restic's rewrite --iexclude leaves"
+        );
+        assert!(!mp.contains(&format!("{s}/secret")), "{mp:?}");
+        assert!(!mp.iter().any(|p| p.contains("/docs/deep")), "{mp:?}");
+        assert!(mp.contains(&format!("{s}/docs/note1.txt")), "{mp:?}");
+    }
+    // The same patterns in a backup; --exclude stays case-sensitive.
+    let v = env.ctl_json(&["backup", "--iexclude", "SECRET", "--exclude", "BIG.BIN", s]);
+    let paths = paths_at(&env.repo, &env.pw, v["snapshot_id"].as_str().unwrap());
+    assert!(!paths.contains(&format!("{s}/secret")), "{paths:?}");
+    assert!(
+        paths.contains(&format!("{s}/docs/deep/er/big.bin")),
+        "{paths:?}"
+    );
+}

@@ -55,6 +55,41 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     Ok(exit::OK)
 }
 
+/// The global --cleanup-cache, after a command: the old folders (30 days unused) removed, what
+/// was removed or could not be said on stderr; a failure here does not change the exit code.
+pub(crate) fn cleanup_after(ctx: &Ctx) {
+    let Some(root) = default_cache_dir() else {
+        return;
+    };
+    let max_age = Duration::from_secs(30 * 86_400);
+    let dirs = match cachedirs::list(&root, max_age, false) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            return eprintln!(
+                "warning: --cleanup-cache: cannot read the cache folder {}: {e}",
+                root.display()
+            )
+        }
+    };
+    let mut removed = 0;
+    for d in dirs.iter().filter(|d| d.old) {
+        match cachedirs::remove(d) {
+            Ok(()) => removed += 1,
+            Err(e) => eprintln!(
+                "warning: --cleanup-cache: cannot remove {}: {e}\n  hint: remove it by hand; it holds only copies",
+                d.path.display()
+            ),
+        }
+    }
+    if removed > 0 && !ctx.global.quiet {
+        eprintln!(
+            "removed {removed} old cache folder(s) from {}",
+            root.display()
+        );
+    }
+}
+
 fn say(ctx: &Ctx, root: &std::path::Path, dirs: &[CacheDir], removed: &[String], cleanup: bool) {
     for d in dirs {
         let size = d.size.map(crate::size::human_bytes).unwrap_or_default();

@@ -123,6 +123,10 @@ pub(crate) struct Global {
     /// storage (a private CA; Mozilla's roots stay trusted). Like restic's --cacert.
     #[arg(long, value_name = "FILE", env = "BACKUPD_CACERT", global = true, help_heading = REPO)]
     pub cacert: Option<PathBuf>,
+    /// After the command, remove the cache folders of repositories not used for 30 days (as
+    /// restic's --cleanup-cache; `backupctl cache --cleanup --max-age DAYS` for another age).
+    #[arg(long, global = true, help_heading = REPO)]
+    pub cleanup_cache: bool,
 }
 
 /// The help heading of the options that only repository commands use.
@@ -356,7 +360,7 @@ const WITHOUT_REPOSITORY: [&str; 12] = [
 ];
 
 /// The global options only repository commands use (by their clap ids).
-const REPOSITORY_OPTIONS: [&str; 7] = [
+const REPOSITORY_OPTIONS: [&str; 8] = [
     "repo",
     "repo_name",
     "password_file",
@@ -364,6 +368,7 @@ const REPOSITORY_OPTIONS: [&str; 7] = [
     "lock_wait",
     "compression",
     "cacert",
+    "cleanup_cache",
 ];
 
 /// `backupctl`'s command definition: clap's, with each subcommand's help showing only the
@@ -455,6 +460,9 @@ pub fn run(cli: Cli, cancel: CancelToken) -> i32 {
         Command::Schedule(a) => service::schedule(&ctx, a),
         Command::Generate(a) => generate::run(&ctx, a),
     };
+    if ctx.global.cleanup_cache {
+        cache::cleanup_after(&ctx);
+    }
     match result {
         Ok(code) => code,
         Err(e) => {

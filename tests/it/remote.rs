@@ -443,4 +443,20 @@ fn cache_lists_each_repository_s_folder_and_cleanup_removes_only_old_ones() {
     // The next use of repository two fills its folder again.
     ctl_ok(&env, None, &two, &["snapshots"]);
     assert!(cache.join(&two_id).join("last-used").exists());
+    // The global --cleanup-cache, after any command, removes what is old again.
+    fs::File::options()
+        .write(true)
+        .open(&stamp)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let out = ctl_ok(
+        &env,
+        None,
+        &one,
+        &["--json", "--cleanup-cache", "snapshots"],
+    );
+    assert_eq!(json(&out).as_array().map(Vec::len), Some(1), "{out}");
+    assert!(!cache.join(&two_id).exists(), "--cleanup-cache removed it");
+    assert!(cache.join("not-a-repository").exists());
 }

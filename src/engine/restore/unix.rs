@@ -159,7 +159,7 @@ fn link_at(
             AtFlags::empty(),
         )?;
         if let Existing::Dir(_) = ex {
-            remove_tree_at(p, name.as_ref())?;
+            remove_tree_at(p, name)?;
         }
         renameat(Some(p), tmp.as_os_str(), Some(p), name)?;
         Ok(())
@@ -582,7 +582,7 @@ impl Shared<'_> {
             }
             self.set_meta_at(p, &tmp, node, k != kind::SYMLINK, dest, warnings)?;
             if let Existing::Dir(_) = ex {
-                remove_tree_at(p, name.as_ref())?;
+                remove_tree_at(p, name)?;
             }
             renameat(Some(p), tmp.as_os_str(), Some(p), name)?;
             Ok(())
@@ -677,7 +677,7 @@ impl Shared<'_> {
             f.sync_all()
                 .map_err(|e| Error::io(format!("fsync {}", tmp_shown.display()), e))?;
             if let Existing::Dir(_) = ex {
-                remove_tree_at(parent, name.as_ref()).map_err(|e| {
+                remove_tree_at(parent, name).map_err(|e| {
                     Error::io(
                         format!("remove the directory {} to replace it", dest.display()),
                         e,

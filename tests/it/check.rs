@@ -635,7 +635,10 @@ fn a_damaged_blob_beside_needed_ones_is_dropped_by_following_the_hint() {
     env.restic_ok(&["restore", &s2, "--target", out.to_str().unwrap()]);
     let src = env.path("src");
     let restored = out.join(src.join("big.bin").strip_prefix("/").unwrap());
-    assert!(fs::read(restored).unwrap() == bytes(21, 6_000_000), "big.bin restored byte for byte");
+    assert!(
+        fs::read(restored).unwrap() == bytes(21, 6_000_000),
+        "big.bin restored byte for byte"
+    );
     // "Then back up the affected files again": the damaged blob is not reused.
     let v = env.ctl_json(&["backup", src.to_str().unwrap()]);
     let s3 = v["snapshot_id"].as_str().unwrap();

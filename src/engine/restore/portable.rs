@@ -80,7 +80,7 @@ struct Exec<'a> {
 impl Exec<'_> {
     fn all(mut self, items: &[Item]) -> Result<()> {
         // Directories that could not be made: nothing below them is attempted.
-        let mut blocked: Vec<&[String]> = Vec::new();
+        let mut blocked: Vec<&[Name]> = Vec::new();
         // Directories to give their times once their contents are in place.
         let mut dirs: Vec<(PathBuf, &Node)> = Vec::new();
         for it in items {

@@ -8,7 +8,6 @@ use crate::repo::id::Id;
 use crate::repo::open::{open_repository, LockMode};
 use crate::repo::snapshot::SnapshotFilter;
 use crate::repo::{Repository, Snapshots};
-use serde::Serialize;
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -23,12 +22,22 @@ pub(crate) struct Args {
     pub b: String,
 }
 
-#[derive(Serialize)]
-struct DiffJson {
-    source_snapshot: Id,
-    target_snapshot: Id,
-    changes: Vec<Change>,
-    stats: DiffStats,
+/// One `change` line of `diff --json`, as restic 0.19 prints it.
+fn change_line(c: &Change) -> String {
+    serde_json::json!({"message_type": "change", "path": c.path, "modifier": c.modifier.marker()})
+        .to_string()
+}
+
+/// The closing `statistics` line of `diff --json`: restic 0.19's fields (the snapshots as the
+/// user named them, as restic prints them), then backupd's own counts beside them.
+fn statistics_line(a: &str, b: &str, stats: &DiffStats) -> String {
+    let mut v = serde_json::to_value(stats).expect("counts serialize");
+    if let Some(o) = v.as_object_mut() {
+        o.insert("message_type".into(), "statistics".into());
+        o.insert("source_snapshot".into(), a.into());
+        o.insert("target_snapshot".into(), b.into());
+    }
+    v.to_string()
 }
 
 /// Resolves `SNAPSHOT[:PATH]` to the snapshot id and the tree of that directory.
@@ -69,22 +78,17 @@ pub(crate) fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if !json && !quiet {
         println!("comparing snapshot {} to {}:\n", id_a.short(), id_b.short());
     }
-    let mut changes = Vec::new();
     let stats = diff::diff_trees(&repo, &tree_a, &tree_b, &prefix, &ctx.cancel, &mut |c| {
         if json {
-            changes.push(c);
+            println!("{}", change_line(&c));
         } else if !quiet {
             println!("{:<5}{}", c.modifier.marker(), c.path);
         }
         Ok(())
     })?;
     if json {
-        ctx.print_json(&DiffJson {
-            source_snapshot: id_a,
-            target_snapshot: id_b,
-            changes,
-            stats,
-        });
+        let named = |s: &str| util::split_snapshot_path(s).0.to_string();
+        println!("{}", statistics_line(&named(&a.a), &named(&a.b), &stats));
         return Ok(exit::OK);
     }
     if !quiet {

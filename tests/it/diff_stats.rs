@@ -103,6 +103,28 @@ impl Fixture {
         serde_json::from_slice(&o.stdout).expect("backupctl --json prints JSON")
     }
 
+    /// `diff --json`, restic's JSON Lines (a `change` line each, then `statistics`), gathered
+    /// into one value: `changes`, `stats`, and the snapshots' short ids.
+    fn diff_json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json", "diff"];
+        a.extend_from_slice(args);
+        let o = self.ctl(&a);
+        check(&o, &format!("backupctl {a:?}"));
+        let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect();
+        let (last, changes) = lines.split_last().expect("a statistics line");
+        assert_eq!(last["message_type"], "statistics", "{last}");
+        assert!(changes.iter().all(|c| c["message_type"] == "change"));
+        serde_json::json!({
+            "source_snapshot": last["source_snapshot"],
+            "target_snapshot": last["target_snapshot"],
+            "changes": changes,
+            "stats": last,
+        })
+    }
+
     fn backup(&self, tool: Tool) {
         match tool {
             // Relative to the source so that paths in the snapshot start at its root.
@@ -292,9 +314,9 @@ fn assert_fixture_diff(doc: &Value, prefix: &str, tool: Tool) {
 fn diff_lists_exactly_the_changes_and_totals_agree_with_restic() {
     let f = Fixture::new(Tool::Restic);
     let (a, b) = (&f.snaps[0][..8], &f.snaps[1][..8]);
-    let doc = f.ctl_json(&["diff", a, "latest"]);
-    assert_eq!(doc["source_snapshot"], f.snaps[0].as_str());
-    assert_eq!(doc["target_snapshot"], f.snaps[1].as_str());
+    let doc = f.diff_json(&[a, "latest"]);
+    assert_eq!(doc["source_snapshot"], a, "as named, as restic prints them");
+    assert_eq!(doc["target_snapshot"], "latest");
     assert_fixture_diff(&doc, "", Tool::Restic);
     let st = &doc["stats"];
 
@@ -342,7 +364,7 @@ fn diff_lists_exactly_the_changes_and_totals_agree_with_restic() {
     );
 
     // The other way round, additions and removals swap.
-    let rev = f.ctl_json(&["diff", b, a]);
+    let rev = f.diff_json(&[b, a]);
     assert_eq!(rev["stats"]["added"], doc["stats"]["removed"]);
     assert_eq!(rev["stats"]["removed"], doc["stats"]["added"]);
     assert!(changes(&rev).contains(&("-".into(), "/newdir/x.txt".into())));
@@ -354,19 +376,19 @@ fn diff_of_equal_snapshots_subpaths_and_bad_references() {
     let f = Fixture::new(Tool::Restic);
     let (a, b) = (&f.snaps[0][..8], &f.snaps[1][..8]);
 
-    let same = f.ctl_json(&["diff", b, "latest"]);
+    let same = f.diff_json(&[b, "latest"]);
     assert_eq!(changes(&same), vec![]);
     assert_eq!(same["stats"]["added"]["data_blobs"], 0);
     assert_eq!(same["stats"]["removed"]["tree_blobs"], 0);
 
     // Only below /sub, with full paths.
-    let sub = f.ctl_json(&["diff", &format!("{a}:/sub"), &format!("{b}:/sub")]);
+    let sub = f.diff_json(&[&format!("{a}:/sub"), &format!("{b}:/sub")]);
     assert_eq!(changes(&sub), pairs(&[("+", "/sub/added.txt")]));
     assert_eq!(sub["stats"]["added"]["files"], 1);
     assert_eq!(sub["stats"]["added"]["data_blobs"], 1);
 
     // An unchanged subtree: nothing.
-    let s = f.ctl_json(&["diff", &format!("{a}:/same"), &format!("{b}:/same")]);
+    let s = f.diff_json(&[&format!("{a}:/same"), &format!("{b}:/same")]);
     assert_eq!(changes(&s), vec![]);
 
     let o = f.ctl(&["diff", "deadbeef", b]);
@@ -471,7 +493,7 @@ fn diff_and_stats_on_snapshots_backupctl_wrote() {
     let (a, b) = (&f.snaps[0][..8], &f.snaps[1][..8]);
     // backupctl records absolute paths: compare below the source.
     let src = f.prefix.as_str();
-    let doc = f.ctl_json(&["diff", &format!("{a}:{src}"), &format!("{b}:{src}")]);
+    let doc = f.diff_json(&[&format!("{a}:{src}"), &format!("{b}:{src}")]);
     assert_fixture_diff(&doc, src, Tool::Backupctl);
 
     // restic agrees with our stats of a repository we wrote.

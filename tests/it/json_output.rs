@@ -109,7 +109,6 @@ fn every_subcommand_prints_json_with_json() {
     let m = repo_json(&["manifest", "latest"]);
     assert!(!m["files"].as_array().unwrap().is_empty(), "{m}");
     let first = snaps[0]["id"].as_str().unwrap().to_string();
-    repo_json(&["diff", &first, &second]);
     repo_json(&["stats"]);
     let target = env.path("restored");
     repo_json(&["restore", "latest", "--target", target.to_str().unwrap()]);
@@ -153,6 +152,15 @@ fn every_subcommand_prints_json_with_json() {
     ok("tag", &o);
     let lines = json_lines("tag", &o);
     assert_eq!(lines.last().unwrap()["changed_snapshots"], 1, "{lines:?}");
+    seen.insert("diff".to_string());
+    let o = env.ctl(&["--json", "diff", &first, "latest"]);
+    ok("diff", &o);
+    let lines = json_lines("diff", &o);
+    assert_eq!(
+        lines.last().unwrap()["message_type"],
+        "statistics",
+        "restic's JSON Lines"
+    );
     seen.insert("ls".to_string());
     let o = env.ctl(&["--json", "ls", "latest"]);
     ok("ls", &o);

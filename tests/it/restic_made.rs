@@ -508,6 +508,27 @@ fn diff_shows_the_changes_restic_shows() {
         );
         let text = String::from_utf8_lossy(&ours);
         assert!(text.contains("docs/sub/later.txt"), "{text}");
+        // --json: restic's JSON Lines, the change lines equal, and restic's statistics fields
+        // (backupctl adds its own counts beside them).
+        let (ours, theirs) = f.both(m, &["diff", "--json", &ids[0], &ids[1]]);
+        let (o, t) = (json_lines(&ours), json_lines(&theirs));
+        let (os, oc) = o.split_last().unwrap();
+        let (ts, tc) = t.split_last().unwrap();
+        assert_eq!(oc, tc, "{m:?}: diff --json change lines");
+        assert!(!oc.is_empty());
+        for k in [
+            "message_type",
+            "source_snapshot",
+            "target_snapshot",
+            "changed_files",
+        ] {
+            assert_eq!(os[k], ts[k], "{m:?}: diff --json {k}");
+        }
+        for side in ["added", "removed"] {
+            for (k, v) in ts[side].as_object().unwrap() {
+                assert_eq!(&os[side][k], v, "{m:?}: diff --json {side}.{k}");
+            }
+        }
     }
 }
 
